@@ -1,0 +1,75 @@
+"""The ``geoloc`` command line: one entry point, one subcommand per offline tool.
+
+Each tool module under ``geoloc_ros.tools`` exposes::
+
+    register(subparsers)        # adds its sub-parser(s), each with set_defaults(func=run_fn)
+    run_xxx(args) -> Path       # also callable from Python with an argparse.Namespace
+    main(argv) -> Path          # parse + run, for scripts and tests
+
+Importing this module is cheap (stdlib only): tool modules import numpy, rasterio,
+torch, ... inside their run functions.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from typing import List, Optional
+
+# command group -> module names under geoloc_ros.tools, in --help order
+COMMANDS = {
+    "sim": ["sim_world"],
+}
+# top-level commands without a group (module names under geoloc_ros.tools)
+TOP_LEVEL: List[str] = []
+
+DESCRIPTIONS = {
+    "sim": "synthetic world, drives (rosbag2) and training datasets",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="geoloc",
+        description="geoloc_ros offline tools: synthesize data, train, export, index, evaluate.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Run `geoloc COMMAND --help` for the options of each command.",
+    )
+    parser.add_argument("--version", action="version", version=f"geoloc_ros {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    groups = parser.add_subparsers(dest="command", metavar="COMMAND")
+    groups.required = True
+    for group, modules in COMMANDS.items():
+        gp = groups.add_parser(group, help=DESCRIPTIONS[group], description=DESCRIPTIONS[group])
+        sub = gp.add_subparsers(dest="subcommand", metavar="SUBCOMMAND")
+        sub.required = True
+        for mod in modules:
+            importlib.import_module(f"geoloc_ros.tools.{mod}").register(sub)
+    for mod in TOP_LEVEL:
+        importlib.import_module(f"geoloc_ros.tools.{mod}").register(groups)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    from .core.errors import GeolocError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        args.func(args)
+    except GeolocError as exc:
+        print(f"geoloc: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("geoloc: interrupted; finished outputs are kept, rerun to resume where supported", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

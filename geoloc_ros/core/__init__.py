@@ -1,0 +1,1 @@
+"""ROS-free, torch-free core: geometry, types, manifests (numpy + stdlib, pyproj lazily)."""

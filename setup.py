@@ -1,0 +1,68 @@
+"""ament_python build for geoloc_ros; also a plain pip-installable package.
+
+The version is read from package.xml (the single source of truth).
+"""
+import re
+from glob import glob
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+PACKAGE = "geoloc_ros"
+HERE = Path(__file__).resolve().parent
+VERSION = re.search(r"<version>([^<]+)</version>", (HERE / "package.xml").read_text()).group(1)
+
+CORE = [
+    "numpy>=1.24",
+    "pyproj>=3.5",
+    "rasterio>=1.3",
+    "pillow>=9",
+    "tqdm>=4.60",
+    "pyyaml>=6",
+    "rosbags>=0.10",
+]
+
+setup(
+    name=PACKAGE,
+    version=VERSION,
+    packages=find_packages(exclude=["test", "test.*", "bench", "bench.*"]),
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (f"share/{PACKAGE}", ["package.xml"]),
+        (f"share/{PACKAGE}/launch", glob("launch/*.py")),
+        (f"share/{PACKAGE}/config", glob("config/*.yaml")),
+    ],
+    python_requires=">=3.10",
+    install_requires=CORE,
+    extras_require={
+        # ROS 2 from PyPI (x86_64 wheels). On a real ROS install (Jetson, colcon) these come from apt.
+        "ros": [
+            "ros-rclpy",
+            "ros-rmw-fastrtps-cpp",
+            "ros-sensor-msgs",
+            "ros-geometry-msgs",
+            "ros-nav-msgs",
+            "ros-std-msgs",
+            "ros-diagnostic-msgs",
+            "ros-visualization-msgs",
+        ],
+        "train": ["torch==2.13.0"],
+        "dev": [
+            "pytest>=7",
+            "pytest-timeout>=2",
+            "mcap>=1.1",
+            "mcap-ros2-support>=0.5",
+            "matplotlib>=3.7",
+        ],
+    },
+    zip_safe=True,
+    maintainer="geoloc_ros developers",
+    maintainer_email="dev@geoloc-ros.invalid",
+    description="Cross-view geo-localization for vehicles (ROS 2)",
+    license="Apache-2.0",
+    entry_points={
+        "console_scripts": [
+            "geoloc = geoloc_ros.cli:main",
+        ],
+    },
+)

@@ -1,0 +1,574 @@
+"""Write a simulated drive as a rosbag2 (MCAP or sqlite3), plus its manifest and ground truth.
+
+No ROS install is needed: messages are built and CDR-serialised with ``rosbags`` (type store
+``Stores.ROS2_HUMBLE``), so any ROS 2 distribution, Foxglove or the ``mcap`` tools read them.
+
+Output layout of ``write_drive(out, ...)``::
+
+    OUT/bag/            rosbag2 directory (metadata.yaml + bag.mcap | bag.db3), metadata v8
+    OUT/drive.json      manifest: config, world provenance, appearance, camera, rig, topics,
+                        counts, statistics, tool version, command line, file checksums
+    OUT/truth.csv       one row per camera frame: t, stamp_ns, x, y, yaw, lat, lon, speed
+
+Topics (stamps are simulation time: ``EPOCH_NS`` + t; each message's bag timestamp equals its
+header stamp; messages are written in time order):
+
+==============================  ==========================  =====================  ==========
+topic                           type                        frame_id (child)       rate
+==============================  ==========================  =====================  ==========
+``/camera/image_raw``           sensor_msgs/Image rgb8      camera_optical_frame   camera_hz
+``/camera/image_raw/compressed`` sensor_msgs/CompressedImage camera_optical_frame   camera_hz
+                                (jpeg; only if compressed)
+``/camera/camera_info``         sensor_msgs/CameraInfo      camera_optical_frame   camera_hz
+``/gnss/fix``                   sensor_msgs/NavSatFix       gnss_link              gnss_hz
+``/gnss/fix_truth``             sensor_msgs/NavSatFix       gnss_link              gnss_hz
+``/odom``                       nav_msgs/Odometry           odom (base_link)       odom_hz
+``/tf``                         tf2_msgs/TFMessage          odom -> base_link      odom_hz
+``/tf_static``                  tf2_msgs/TFMessage          base_link -> camera_link   once, t0
+                                (transient local)           -> camera_optical_frame;
+                                                            base_link -> gnss_link
+==============================  ==========================  =====================  ==========
+
+Conventions:
+
+* Positions come from the world's local frame (UTM grid, see ``core.geo``); latitude and
+  longitude are ``world.meta.frame.to_latlon`` of them (WGS84), altitude is ellipsoidal.
+* Yaw (odom pose, /tf) is the local-frame yaw: radians CCW from grid east (ENU-like, REP-103).
+  UTM grid convergence is IGNORED everywhere (grid east is treated as east); use
+  ``LocalFrame.grid_convergence_deg`` to convert to true headings if needed.
+* ``/gnss/fix``: status FIX with ``position_covariance_type`` DIAGONAL_KNOWN and the
+  receiver's honest nominal variances [E, N, U]; during outages status NO_FIX, NaN position,
+  type UNKNOWN (see ``sim.drive.GnssModel``; multipath is not reflected in the covariance).
+  ``/gnss/fix_truth``: the true antenna position, DIAGONAL_KNOWN with zero variance (exact).
+* ``/odom``: dead-reckoned, odom frame = pose at t = 0. Pose covariance diag
+  [s_pos^2, s_pos^2, 1e6, 1e6, 1e6, s_yaw^2] (1e6: z, roll, pitch not estimated; planar);
+  twist covariance diag [s_v^2, 1e-4, 1e6, 1e6, 1e6, s_w^2] in base_link.
+* ``camera_optical_frame``: z forward, x right, y down (REP-103 optical convention).
+"""
+from __future__ import annotations
+
+import csv
+import heapq
+import io
+import json
+import logging
+import math
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from ..core.camera import PinholeCamera
+from ..core.errors import InvalidArgument
+from .drive import STATUS_FIX, STATUS_NO_FIX, DriveSim
+from .world import World, prepare_output_dir, sha256_file
+
+log = logging.getLogger(__name__)
+
+DRIVE_FORMAT = "geoloc-drive"
+DRIVE_FORMAT_VERSION = 1
+EPOCH_NS = 1_700_000_000 * 10 ** 9  # sim time 0 (2023-11-14T22:13:20Z): fixed, so runs are deterministic
+BAG_VERSION = 8  # rosbag2 metadata version (QoS profiles as a YAML string, as older distros expect)
+
+FRAME_BASE = "base_link"
+FRAME_ODOM = "odom"
+FRAME_CAMERA = "camera_link"
+FRAME_OPTICAL = "camera_optical_frame"
+FRAME_GNSS = "gnss_link"
+# camera_link (x fwd, y left, z up) -> camera_optical_frame (z fwd, x right, y down), (x, y, z, w)
+OPTICAL_QUAT = (-0.5, 0.5, -0.5, 0.5)
+
+TOPIC_IMAGE = "/camera/image_raw"
+TOPIC_COMPRESSED = "/camera/image_raw/compressed"
+TOPIC_CAMERA_INFO = "/camera/camera_info"
+TOPIC_FIX = "/gnss/fix"
+TOPIC_FIX_TRUTH = "/gnss/fix_truth"
+TOPIC_ODOM = "/odom"
+TOPIC_TF = "/tf"
+TOPIC_TF_STATIC = "/tf_static"
+
+COMPRESSED_FORMAT = "rgb8; jpeg compressed bgr8"  # what compressed_image_transport writes for JPEG
+TRUTH_COLUMNS = ("t", "stamp_ns", "x", "y", "yaw", "lat", "lon", "speed")
+
+
+class TopicSpec(NamedTuple):
+    name: str
+    msgtype: str
+    frame_id: str
+    description: str
+    latched: bool = False
+
+
+def drive_topics(compressed: bool) -> List[TopicSpec]:
+    """Topics of a drive bag, in the order their connections are created."""
+    t = [TopicSpec(TOPIC_TF_STATIC, "tf2_msgs/msg/TFMessage", FRAME_BASE, "sensor mounting (static)", True),
+         TopicSpec(TOPIC_TF, "tf2_msgs/msg/TFMessage", FRAME_ODOM, "odom -> base_link (dead reckoning)"),
+         TopicSpec(TOPIC_ODOM, "nav_msgs/msg/Odometry", FRAME_ODOM, "wheel + gyro odometry, child base_link"),
+         TopicSpec(TOPIC_FIX, "sensor_msgs/msg/NavSatFix", FRAME_GNSS, "simulated GNSS receiver"),
+         TopicSpec(TOPIC_FIX_TRUTH, "sensor_msgs/msg/NavSatFix", FRAME_GNSS, "true antenna position"),
+         TopicSpec(TOPIC_IMAGE, "sensor_msgs/msg/Image", FRAME_OPTICAL, "rendered camera frame, rgb8")]
+    if compressed:
+        t.append(TopicSpec(TOPIC_COMPRESSED, "sensor_msgs/msg/CompressedImage", FRAME_OPTICAL,
+                           "the same frame, JPEG"))
+    t.append(TopicSpec(TOPIC_CAMERA_INFO, "sensor_msgs/msg/CameraInfo", FRAME_OPTICAL, "pinhole intrinsics"))
+    return t
+
+
+def typestore():
+    """The rosbags type store used for writing and (as default) reading."""
+    from rosbags.typesys import Stores, get_typestore
+
+    return get_typestore(Stores.ROS2_HUMBLE)
+
+
+def stamp_ns(t: float) -> int:
+    """Simulation time (s since drive start) -> bag/header time (ns since the Unix epoch)."""
+    return EPOCH_NS + int(round(float(t) * 1e9))
+
+
+def yaw_quat(yaw: float) -> Tuple[float, float, float, float]:
+    """(x, y, z, w) of a rotation by ``yaw`` about +z."""
+    return 0.0, 0.0, math.sin(yaw / 2.0), math.cos(yaw / 2.0)
+
+
+# ---------------------------------------------------------------------------------------
+# messages
+
+
+class _Msgs:
+    """Builders for the message types of a drive bag (rosbags dataclasses)."""
+
+    def __init__(self, ts):
+        self.ts = ts
+        T = ts.types
+        self.Time = T["builtin_interfaces/msg/Time"]
+        self.Header = T["std_msgs/msg/Header"]
+        self.Image = T["sensor_msgs/msg/Image"]
+        self.CompressedImage = T["sensor_msgs/msg/CompressedImage"]
+        self.CameraInfo = T["sensor_msgs/msg/CameraInfo"]
+        self.RegionOfInterest = T["sensor_msgs/msg/RegionOfInterest"]
+        self.NavSatFix = T["sensor_msgs/msg/NavSatFix"]
+        self.NavSatStatus = T["sensor_msgs/msg/NavSatStatus"]
+        self.Odometry = T["nav_msgs/msg/Odometry"]
+        self.PoseWithCovariance = T["geometry_msgs/msg/PoseWithCovariance"]
+        self.TwistWithCovariance = T["geometry_msgs/msg/TwistWithCovariance"]
+        self.Pose = T["geometry_msgs/msg/Pose"]
+        self.Twist = T["geometry_msgs/msg/Twist"]
+        self.Point = T["geometry_msgs/msg/Point"]
+        self.Vector3 = T["geometry_msgs/msg/Vector3"]
+        self.Quaternion = T["geometry_msgs/msg/Quaternion"]
+        self.Transform = T["geometry_msgs/msg/Transform"]
+        self.TransformStamped = T["geometry_msgs/msg/TransformStamped"]
+        self.TFMessage = T["tf2_msgs/msg/TFMessage"]
+
+    def header(self, t_ns: int, frame_id: str):
+        return self.Header(stamp=self.Time(sec=t_ns // 10 ** 9, nanosec=t_ns % 10 ** 9), frame_id=frame_id)
+
+    def quat(self, q):
+        return self.Quaternion(x=float(q[0]), y=float(q[1]), z=float(q[2]), w=float(q[3]))
+
+    def transform(self, t_ns, parent, child, xyz, q):
+        return self.TransformStamped(
+            header=self.header(t_ns, parent), child_frame_id=child,
+            transform=self.Transform(translation=self.Vector3(x=float(xyz[0]), y=float(xyz[1]), z=float(xyz[2])),
+                                     rotation=self.quat(q)))
+
+    def image(self, t_ns: int, img: np.ndarray):
+        h, w = img.shape[:2]
+        return self.Image(header=self.header(t_ns, FRAME_OPTICAL), height=h, width=w, encoding="rgb8",
+                          is_bigendian=0, step=3 * w, data=np.ascontiguousarray(img, np.uint8).reshape(-1))
+
+    def compressed(self, t_ns: int, img: np.ndarray, quality: int):
+        from PIL import Image as PILImage
+
+        buf = io.BytesIO()
+        PILImage.fromarray(np.ascontiguousarray(img, np.uint8), "RGB").save(buf, format="JPEG", quality=int(quality))
+        return self.CompressedImage(header=self.header(t_ns, FRAME_OPTICAL), format=COMPRESSED_FORMAT,
+                                    data=np.frombuffer(buf.getvalue(), np.uint8))
+
+    def camera_info(self, t_ns: int, camera: PinholeCamera):
+        K = camera.K
+        P = np.hstack([K, np.zeros((3, 1))])
+        return self.CameraInfo(header=self.header(t_ns, FRAME_OPTICAL), height=camera.height, width=camera.width,
+                               distortion_model="plumb_bob", d=np.zeros(5), k=K.reshape(-1).astype(float),
+                               r=np.eye(3).reshape(-1), p=P.reshape(-1).astype(float), binning_x=0, binning_y=0,
+                               roi=self.RegionOfInterest(x_offset=0, y_offset=0, height=0, width=0,
+                                                         do_rectify=False))
+
+    def navsatfix(self, t_ns: int, lat: float, lon: float, alt: float, var_h: float, var_v: float, fix: bool):
+        status = self.NavSatStatus(status=STATUS_FIX if fix else STATUS_NO_FIX,
+                                   service=self.NavSatStatus.SERVICE_GPS)
+        cov = np.zeros(9)
+        if fix:
+            cov[[0, 4, 8]] = (var_h, var_h, var_v)
+            ctype = self.NavSatFix.COVARIANCE_TYPE_DIAGONAL_KNOWN
+        else:
+            ctype = self.NavSatFix.COVARIANCE_TYPE_UNKNOWN
+        return self.NavSatFix(header=self.header(t_ns, FRAME_GNSS), status=status, latitude=float(lat),
+                              longitude=float(lon), altitude=float(alt), position_covariance=cov,
+                              position_covariance_type=ctype)
+
+    def odometry(self, t_ns, x, y, yaw, v, w, pos_var, yaw_var, v_var, w_var):
+        pc = np.zeros(36)
+        pc[[0, 7, 14, 21, 28, 35]] = (pos_var, pos_var, 1e6, 1e6, 1e6, yaw_var)
+        tc = np.zeros(36)
+        tc[[0, 7, 14, 21, 28, 35]] = (v_var, 1e-4, 1e6, 1e6, 1e6, w_var)
+        pose = self.Pose(position=self.Point(x=float(x), y=float(y), z=0.0), orientation=self.quat(yaw_quat(yaw)))
+        twist = self.Twist(linear=self.Vector3(x=float(v), y=0.0, z=0.0),
+                           angular=self.Vector3(x=0.0, y=0.0, z=float(w)))
+        return self.Odometry(header=self.header(t_ns, FRAME_ODOM), child_frame_id=FRAME_BASE,
+                             pose=self.PoseWithCovariance(pose=pose, covariance=pc),
+                             twist=self.TwistWithCovariance(twist=twist, covariance=tc))
+
+
+# ---------------------------------------------------------------------------------------
+# generic writer
+
+
+class BagWriter:
+    """Thin, checked wrapper around ``rosbags.rosbag2.Writer``.
+
+    Enforces what every geoloc bag promises: known topics only, non-decreasing timestamps,
+    and (for stamped messages) bag timestamp == header stamp. Counts messages and bytes.
+    """
+
+    def __init__(self, path: Path, topics: Sequence[TopicSpec], storage: str = "mcap"):
+        from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
+        from rosbags.rosbag2 import StoragePlugin, Writer
+
+        plugins = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
+        if storage not in plugins:
+            raise InvalidArgument(f"storage must be one of {', '.join(plugins)}, got {storage!r}")
+        self.path = Path(path)
+        self.ts = typestore()
+        self.topics = {t.name: t for t in topics}
+        self._writer = Writer(self.path, version=BAG_VERSION, storage_plugin=plugins[storage])
+        zero = QosTime(sec=0, nsec=0)
+
+        def qos(latched: bool):
+            return Qos(history=QosHistory.KEEP_LAST, depth=1 if latched else 10, reliability=QosReliability.RELIABLE,
+                       durability=QosDurability.TRANSIENT_LOCAL if latched else QosDurability.VOLATILE,
+                       deadline=zero, lifespan=zero, liveliness=QosLiveliness.AUTOMATIC,
+                       liveliness_lease_duration=zero, avoid_ros_namespace_conventions=False)
+
+        self._qos = qos
+        self._conns: Dict[str, Any] = {}
+        self.counts: Dict[str, int] = {t.name: 0 for t in topics}
+        self.bytes = 0
+        self.last_ns = -1
+
+    def __enter__(self) -> "BagWriter":
+        self._writer.open()
+        for t in self.topics.values():
+            self._conns[t.name] = self._writer.add_connection(t.name, t.msgtype, typestore=self.ts,
+                                                              offered_qos_profiles=[self._qos(t.latched)])
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        return self._writer.__exit__(*exc)
+
+    def write(self, topic: str, t_ns: int, msg) -> None:
+        spec = self.topics.get(topic)
+        if spec is None:
+            raise InvalidArgument(f"topic {topic} was not declared; declared: {', '.join(self.topics)}")
+        if t_ns < self.last_ns:
+            raise ValueError(f"{topic}: timestamp {t_ns} is before the previous message ({self.last_ns})")
+        hdr = getattr(msg, "header", None)
+        if hdr is not None and hdr.stamp.sec * 10 ** 9 + hdr.stamp.nanosec != t_ns:
+            raise ValueError(f"{topic}: header stamp differs from the bag timestamp {t_ns}")
+        data = self.ts.serialize_cdr(msg, spec.msgtype)
+        self._writer.write(self._conns[topic], t_ns, data)
+        self.counts[topic] += 1
+        self.bytes += len(data)
+        self.last_ns = t_ns
+
+
+# ---------------------------------------------------------------------------------------
+# drive -> bag
+
+FrameSource = Union[Callable[[float, float, float], np.ndarray], Iterable[np.ndarray]]
+# priority of topics that share a timestamp (lower first)
+_PRIO = {TOPIC_TF_STATIC: 0, TOPIC_TF: 1, TOPIC_ODOM: 2, TOPIC_FIX: 3, TOPIC_FIX_TRUTH: 4, TOPIC_IMAGE: 5,
+         TOPIC_COMPRESSED: 6, TOPIC_CAMERA_INFO: 7}
+
+
+@dataclass
+class BagSummary:
+    path: Path
+    storage: str
+    counts: Dict[str, int]
+    payload_bytes: int
+    size_bytes: int
+    seconds: float
+
+    @property
+    def frames(self) -> int:
+        return self.counts.get(TOPIC_IMAGE, 0)
+
+
+def camera_poses(sim: DriveSim) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(x, y, yaw) of the camera at each frame time (camera_x_m ahead of base_link)."""
+    st = sim.truth.at(sim.camera_t)
+    off = sim.config.rig.camera_x_m
+    return st.x + off * np.cos(st.yaw), st.y + off * np.sin(st.yaw), st.yaw
+
+
+def _latlon(frame, x: np.ndarray, y: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    lat = np.full(len(x), np.nan)
+    lon = np.full(len(x), np.nan)
+    ok = np.isfinite(x) & np.isfinite(y)
+    if ok.any():
+        a, b = frame.to_latlon(x[ok], y[ok])
+        lat[ok], lon[ok] = a, b
+    return lat, lon
+
+
+def write_drive_bag(bag_dir: Path, sim: DriveSim, camera: PinholeCamera, frames: FrameSource, frame, *,
+                    progress: bool = False) -> BagSummary:
+    """Write the rosbag2 of ``sim`` to ``bag_dir`` (must not exist).
+
+    ``frames`` gives the images, streamed one at a time in frame order: either a callable
+    ``render(x, y, yaw) -> uint8 [H, W, 3]`` called with the camera pose of each frame, or an
+    iterable of such arrays (one per ``sim.camera_t``). ``frame`` is the world's
+    ``LocalFrame`` (for latitude/longitude).
+    """
+    from tqdm import tqdm
+
+    cfg = sim.config
+    t0 = time.perf_counter()
+    topics = drive_topics(cfg.compressed)
+    m = _Msgs(typestore())
+    rig = cfg.rig
+
+    def static_stream() -> Iterator:
+        t_ns = stamp_ns(0.0)
+        tfs = [m.transform(t_ns, FRAME_BASE, FRAME_CAMERA, (rig.camera_x_m, 0.0, camera.mount_height_m),
+                           (0.0, 0.0, 0.0, 1.0)),
+               m.transform(t_ns, FRAME_CAMERA, FRAME_OPTICAL, (0.0, 0.0, 0.0), OPTICAL_QUAT),
+               m.transform(t_ns, FRAME_BASE, FRAME_GNSS, (rig.gnss_x_m, 0.0, rig.gnss_z_m), (0.0, 0.0, 0.0, 1.0))]
+        yield t_ns, _PRIO[TOPIC_TF_STATIC], TOPIC_TF_STATIC, m.TFMessage(transforms=tfs)
+
+    def odom_stream() -> Iterator:
+        o = sim.odom
+        for k in range(len(o.t)):
+            t_ns = stamp_ns(o.t[k])
+            yaw = float(math.atan2(math.sin(o.yaw[k]), math.cos(o.yaw[k])))
+            yield t_ns, _PRIO[TOPIC_TF], TOPIC_TF, m.TFMessage(transforms=[
+                m.transform(t_ns, FRAME_ODOM, FRAME_BASE, (o.x[k], o.y[k], 0.0), yaw_quat(yaw))])
+            yield t_ns, _PRIO[TOPIC_ODOM], TOPIC_ODOM, m.odometry(
+                t_ns, o.x[k], o.y[k], yaw, o.speed[k], o.yaw_rate[k], o.pos_sigma[k] ** 2, o.yaw_sigma[k] ** 2,
+                o.speed_sigma ** 2, o.yaw_rate_sigma ** 2)
+
+    def gnss_stream() -> Iterator:
+        g = sim.gnss
+        lat, lon = _latlon(frame, g.x, g.y)
+        tlat, tlon = _latlon(frame, g.true_x, g.true_y)
+        for k in range(len(g.t)):
+            t_ns = stamp_ns(g.t[k])
+            fix = bool(g.status[k] == STATUS_FIX)
+            yield t_ns, _PRIO[TOPIC_FIX], TOPIC_FIX, m.navsatfix(
+                t_ns, lat[k], lon[k], g.alt[k], g.sigma_h[k] ** 2, g.sigma_v[k] ** 2, fix)
+            yield t_ns, _PRIO[TOPIC_FIX_TRUTH], TOPIC_FIX_TRUTH, m.navsatfix(
+                t_ns, tlat[k], tlon[k], g.true_alt[k], 0.0, 0.0, True)
+
+    cx, cy, cyaw = camera_poses(sim)
+    bar = tqdm(total=len(sim.camera_t), desc="drive", unit="frame", disable=not progress, leave=False)
+    it = None if callable(frames) else iter(frames)
+
+    def camera_stream() -> Iterator:
+        for k, t in enumerate(sim.camera_t):
+            t_ns = stamp_ns(t)
+            if it is None:
+                img = frames(float(cx[k]), float(cy[k]), float(cyaw[k]))
+            else:
+                try:
+                    img = next(it)
+                except StopIteration:
+                    raise InvalidArgument(f"frame source ended after {k} of {len(sim.camera_t)} frames") from None
+            img = np.asarray(img)
+            if img.shape != (camera.height, camera.width, 3) or img.dtype != np.uint8:
+                raise InvalidArgument(f"frame {k} is {img.dtype} {img.shape}; expected uint8 "
+                                      f"({camera.height}, {camera.width}, 3) for the camera")
+            yield t_ns, _PRIO[TOPIC_IMAGE], TOPIC_IMAGE, m.image(t_ns, img)
+            if cfg.compressed:
+                yield t_ns, _PRIO[TOPIC_COMPRESSED], TOPIC_COMPRESSED, m.compressed(t_ns, img, cfg.jpeg_quality)
+            yield t_ns, _PRIO[TOPIC_CAMERA_INFO], TOPIC_CAMERA_INFO, m.camera_info(t_ns, camera)
+            bar.update(1)
+
+    streams = [static_stream(), odom_stream(), gnss_stream(), camera_stream()]
+    try:
+        with BagWriter(bag_dir, topics, cfg.storage) as w:
+            for t_ns, _, topic, msg in heapq.merge(*streams, key=lambda e: (e[0], e[1])):
+                w.write(topic, t_ns, msg)
+    finally:
+        bar.close()
+    size = sum(p.stat().st_size for p in Path(bag_dir).rglob("*") if p.is_file())
+    return BagSummary(path=Path(bag_dir), storage=cfg.storage, counts=dict(w.counts), payload_bytes=w.bytes,
+                      size_bytes=size, seconds=time.perf_counter() - t0)
+
+
+def write_truth_csv(path: Path, sim: DriveSim, frame) -> Path:
+    """Ground truth of base_link at each camera frame (``TRUTH_COLUMNS``), fixed decimals."""
+    st = sim.truth.at(sim.camera_t)
+    lat, lon = _latlon(frame, st.x, st.y)
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(TRUTH_COLUMNS)
+        for k, t in enumerate(sim.camera_t):
+            w.writerow([f"{t:.6f}", stamp_ns(t), f"{st.x[k]:.4f}", f"{st.y[k]:.4f}", f"{st.yaw[k]:.6f}",
+                        f"{lat[k]:.9f}", f"{lon[k]:.9f}", f"{st.speed[k]:.4f}"])
+    return Path(path)
+
+
+def read_truth_csv(path: Path) -> Dict[str, np.ndarray]:
+    """``truth.csv`` as column arrays (stamp_ns as int64, the rest float64)."""
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    header, body = rows[0], rows[1:]
+    cols = {}
+    for j, name in enumerate(header):
+        dtype = np.int64 if name == "stamp_ns" else float
+        cols[name] = np.array([r[j] for r in body], dtype=dtype)
+    return cols
+
+
+@dataclass
+class DriveOutputs:
+    out_dir: Path
+    bag: BagSummary
+    manifest: Dict[str, Any]
+    stats: Dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def bag_dir(self) -> Path:
+        return self.out_dir / "bag"
+
+
+def write_drive(out_dir: Path, world: World, sim: DriveSim, camera: PinholeCamera, frames: FrameSource, *,
+                appearance: Optional[Dict[str, Any]] = None, world_dir: Optional[Path] = None, force: bool = False,
+                progress: bool = False, command: Optional[str] = None) -> DriveOutputs:
+    """Write ``OUT/bag``, ``OUT/truth.csv`` and ``OUT/drive.json`` for a simulated drive.
+
+    Refuses a non-empty ``out_dir`` unless ``force`` (``prepare_output_dir``). Images are
+    streamed from ``frames`` (see ``write_drive_bag``). If writing fails, the incomplete
+    bag is removed and no manifest is written.
+    """
+    from .. import __version__
+
+    out_dir = Path(out_dir)
+    prepare_output_dir(out_dir, force=force)
+    frame = world.meta.frame
+    truth_path = write_truth_csv(out_dir / "truth.csv", sim, frame)
+    bag_dir = out_dir / "bag"
+    try:
+        summary = write_drive_bag(bag_dir, sim, camera, frames, frame, progress=progress)
+    except BaseException:
+        shutil.rmtree(bag_dir, ignore_errors=True)
+        log.error("writing the bag failed; removed the incomplete %s", bag_dir)
+        raise
+    stats = sim.stats()
+    cfg = sim.config
+    rates = {TOPIC_IMAGE: cfg.camera_hz, TOPIC_COMPRESSED: cfg.camera_hz, TOPIC_CAMERA_INFO: cfg.camera_hz,
+             TOPIC_FIX: cfg.gnss_hz, TOPIC_FIX_TRUTH: cfg.gnss_hz, TOPIC_ODOM: cfg.odom_hz, TOPIC_TF: cfg.odom_hz,
+             TOPIC_TF_STATIC: None}
+    world_info: Dict[str, Any] = {"seed": world.meta.seed, "size_m": world.meta.size_m, "gsd_m": world.meta.gsd_m,
+                                  "crs": world.frame.crs, "frame": world.frame.to_dict(),
+                                  "origin_lat": world.meta.origin_lat, "origin_lon": world.meta.origin_lon}
+    if world_dir is not None:
+        world_info["path"] = str(Path(world_dir).resolve())
+        wj = Path(world_dir) / "world.json"
+        if wj.is_file():
+            world_info["manifest_sha256"] = sha256_file(wj)
+    manifest = {
+        "format": DRIVE_FORMAT,
+        "format_version": DRIVE_FORMAT_VERSION,
+        "tool_version": __version__,
+        "command": command,
+        "config": cfg.to_dict(),
+        "world": world_info,
+        "appearance": appearance,
+        "camera": dict(camera.to_dict(), K=camera.K.tolist(), fx=camera.fx, vfov_deg=camera.vfov_deg),
+        "rig": asdict(cfg.rig),
+        "time": {"epoch_ns": EPOCH_NS, "stamp": "header stamp = bag timestamp = epoch_ns + round(t * 1e9)"},
+        "conventions": {
+            "local_frame": "world local frame: UTM grid axes, x east, y north (m), origin = world frame origin",
+            "yaw": "rad CCW from grid east (REP-103); UTM grid convergence ignored",
+            "odom": "dead reckoning; odom frame = base_link pose at t = 0",
+            "gnss_outage": "status NO_FIX, NaN position, covariance type UNKNOWN",
+            "gnss_covariance": "nominal receiver sigma (hdop-scaled); multipath not reflected",
+            "truth_csv": "base_link at each camera frame time",
+        },
+        "bag": {"path": "bag", "storage": cfg.storage, "rosbag2_version": BAG_VERSION,
+                "size_bytes": summary.size_bytes},
+        "topics": [{"name": t.name, "type": t.msgtype, "frame_id": t.frame_id, "rate_hz": rates[t.name],
+                    "count": summary.counts[t.name], "description": t.description}
+                   for t in drive_topics(cfg.compressed)],
+        "counts": summary.counts,
+        "stats": stats,
+        "files": {str(p.relative_to(out_dir)): sha256_file(p)
+                  for p in sorted([truth_path, *bag_dir.rglob("*")]) if p.is_file()},
+    }
+    (out_dir / "drive.json").write_text(json.dumps(_jsonable(manifest), indent=2, sort_keys=True) + "\n")
+    return DriveOutputs(out_dir=out_dir, bag=summary, manifest=manifest, stats=stats)
+
+
+def _jsonable(o):
+    if isinstance(o, dict):
+        return {str(k): _jsonable(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_jsonable(v) for v in o]
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating, float)):
+        return float(o) if math.isfinite(o) else None
+    if isinstance(o, np.ndarray):
+        return _jsonable(o.tolist())
+    return o
+
+
+# ---------------------------------------------------------------------------------------
+# reading
+
+
+def read_bag(path: Path, topics: Optional[Iterable[str]] = None) -> Iterator[Tuple[str, int, Any]]:
+    """Yield (topic, bag timestamp ns, deserialised message) in time order (rosbags AnyReader)."""
+    from rosbags.highlevel import AnyReader
+
+    want = None if topics is None else set(topics)
+    with AnyReader([Path(path)], default_typestore=typestore()) as reader:
+        conns = [c for c in reader.connections if want is None or c.topic in want]
+        for conn, t_ns, raw in reader.messages(connections=conns):
+            yield conn.topic, t_ns, reader.deserialize(raw, conn.msgtype)
+
+
+def bag_topics(path: Path) -> Dict[str, Tuple[str, int]]:
+    """{topic: (message type, count)} from the bag's index."""
+    from rosbags.highlevel import AnyReader
+
+    with AnyReader([Path(path)], default_typestore=typestore()) as reader:
+        return {name: (info.msgtype, info.msgcount) for name, info in reader.topics.items()}
+
+
+def image_to_numpy(msg) -> np.ndarray:
+    """sensor_msgs Image (rgb8 / bgr8 / mono8 / rgba8 / bgra8) or CompressedImage -> uint8 RGB [H, W, 3]
+    (mono stays [H, W]). Works on rosbags, mcap_ros2 and rclpy messages."""
+    data = np.frombuffer(bytes(msg.data) if not isinstance(msg.data, np.ndarray) else msg.data.tobytes(), np.uint8)
+    if hasattr(msg, "encoding"):
+        enc = msg.encoding.lower()
+        ch = {"rgb8": 3, "bgr8": 3, "mono8": 1, "rgba8": 4, "bgra8": 4}.get(enc)
+        if ch is None:
+            raise InvalidArgument(f"unsupported image encoding {msg.encoding!r}")
+        rows = data.reshape(msg.height, msg.step)[:, :msg.width * ch]
+        img = rows.reshape(msg.height, msg.width, ch) if ch > 1 else rows.reshape(msg.height, msg.width)
+        if enc.startswith("bgr"):
+            img = img[..., [2, 1, 0]]
+        elif enc == "rgba8":
+            img = img[..., :3]
+        return np.ascontiguousarray(img)
+    from PIL import Image as PILImage
+
+    with PILImage.open(io.BytesIO(data.tobytes())) as im:
+        return np.asarray(im.convert("RGB"))

@@ -32,7 +32,7 @@ bench: venv
 	$(BIN)/python bench/run_all.py
 
 docs-images: venv
-	$(BIN)/geoloc demo --no-summary --docs-images docs/img
+	$(BIN)/geoloc demo --docs-images docs/img
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

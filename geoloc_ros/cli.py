@@ -19,10 +19,10 @@ from typing import List, Optional
 
 # command group -> module names under geoloc_ros.tools, in --help order
 COMMANDS = {
-    "sim": ["sim_world"],
+    "sim": ["sim_world", "sim_drive", "sim_dataset", "sim_preview"],
 }
 # top-level commands without a group (module names under geoloc_ros.tools)
-TOP_LEVEL: List[str] = []
+TOP_LEVEL: List[str] = ["demo"]
 
 DESCRIPTIONS = {
     "sim": "synthetic world, drives (rosbag2) and training datasets",

@@ -30,7 +30,8 @@ def test_package_xml_is_format_3_ament_python_with_real_dependencies():
 
 
 def test_ament_layout_present():
-    for p in ("resource/geoloc_ros", "setup.cfg", "geoloc_ros/__init__.py", "test", "README.md"):
+    for p in ("resource/geoloc_ros", "setup.cfg", "geoloc_ros/__init__.py", "test", "README.md", "docs/quickstart.md",
+              "docs/data.md", "docs/architecture.md"):
         assert (ROOT / p).exists(), p
     cfg = (ROOT / "setup.cfg").read_text()
     assert "script_dir=$base/lib/geoloc_ros" in cfg and "install_scripts=$base/lib/geoloc_ros" in cfg
@@ -38,8 +39,8 @@ def test_ament_layout_present():
 
 def test_cli_help_lists_commands_and_each_subcommand_has_help():
     out = subprocess.run([sys.executable, "-m", "geoloc_ros.cli", "--help"], capture_output=True, text=True, check=True)
-    assert "sim" in out.stdout
-    for sub in ("world",):
+    assert "sim" in out.stdout and "demo" in out.stdout
+    for sub in ("world", "drive", "dataset", "preview"):
         h = subprocess.run([sys.executable, "-m", "geoloc_ros.cli", "sim", sub, "--help"], capture_output=True,
                            text=True, check=True).stdout
         assert "--out" in h and len(h) > 300, sub

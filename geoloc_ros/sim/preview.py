@@ -1,0 +1,88 @@
+"""Pictures for people: an orthophoto crop with a drive's path and the camera frames seen along it."""
+from __future__ import annotations
+
+import math
+from typing import List, Sequence, Tuple
+
+import numpy as np
+
+from ..core.camera import PinholeCamera
+from .world import World
+
+_COLOURS = [(255, 64, 64), (255, 200, 0), (0, 200, 255), (255, 0, 255), (0, 255, 120), (255, 140, 0)]
+
+
+def ortho_crop(world: World, cx: float, cy: float, half_m: float) -> Tuple[np.ndarray, Tuple[float, float]]:
+    """North-up crop of the orthophoto around (cx, cy); returns (rgb, (x0, y1)) with the local coordinates
+    of the crop's top-left corner. Parts outside the world are grey."""
+    g = world.meta.gsd_m
+    n = int(round(2 * half_m / g))
+    r0, c0 = (int(math.floor(v)) for v in world.xy_to_rc(cx - half_m, cy + half_m))
+    out = np.full((n, n, 3), 90, np.uint8)
+    H, W = world.ortho.shape[:2]
+    rs, cs = max(r0, 0), max(c0, 0)
+    re, ce = min(r0 + n, H), min(c0 + n, W)
+    if re > rs and ce > cs:
+        out[rs - r0:re - r0, cs - c0:ce - c0] = world.ortho[rs:re, cs:ce]
+    x0, y1 = world.rc_to_xy(r0, c0)
+    return out, (float(x0), float(y1))
+
+
+def compose_preview(world: World, path_xy: np.ndarray, poses: Sequence[Tuple[float, float, float]],
+                    frames: Sequence[np.ndarray], camera: PinholeCamera, *, map_px: int = 384,
+                    title: str = "") -> "PIL.Image.Image":  # noqa: F821
+    """Map on the left (orthophoto, path in white, numbered camera poses with their field of view),
+    the camera frames on the right, each labelled with its number and the same colour."""
+    from PIL import Image, ImageDraw
+
+    pose_xy = np.array([(p[0], p[1]) for p in poses])
+    lo, hi = pose_xy.min(axis=0), pose_xy.max(axis=0)
+    centre = (lo + hi) / 2
+    half = max(float((hi - lo).max()) / 2 + 35.0, 50.0)
+    crop, (x0, y1) = ortho_crop(world, centre[0], centre[1], half)
+    g = world.meta.gsd_m
+    scale = map_px / crop.shape[0]
+    m = Image.fromarray(crop).resize((map_px, map_px), Image.BILINEAR)
+    d = ImageDraw.Draw(m)
+
+    def px(x, y):
+        return ((x - x0) / g * scale, (y1 - y) / g * scale)
+
+    pts = [px(x, y) for x, y in path_xy]  # Pillow clips what falls outside the map
+    if len(pts) > 1:
+        d.line(pts, fill=(255, 255, 255), width=2)
+    fov = math.radians(camera.hfov_deg) / 2
+    wedge = 25.0  # metres drawn
+    for i, (x, y, yaw) in enumerate(poses):
+        c = _COLOURS[i % len(_COLOURS)]
+        a, b = px(x, y), px(x + wedge * math.cos(yaw + fov), y + wedge * math.sin(yaw + fov))
+        e = px(x + wedge * math.cos(yaw - fov), y + wedge * math.sin(yaw - fov))
+        d.line([b, a, e], fill=c, width=2)
+        d.ellipse([a[0] - 4, a[1] - 4, a[0] + 4, a[1] + 4], fill=c, outline=(0, 0, 0))
+        d.text((a[0] + 6, a[1] - 6), str(i + 1), fill=c)
+    # scale bar: 20 m
+    bar = 20.0 / g * scale
+    d.line([(10, map_px - 12), (10 + bar, map_px - 12)], fill=(255, 255, 255), width=3)
+    d.text((12, map_px - 26), "20 m", fill=(255, 255, 255))
+    d.text((map_px - 22, 6), "N^", fill=(255, 255, 255))
+    fh = map_px // max(len(frames), 1)
+    fw = int(round(fh * camera.width / camera.height))
+    canvas = Image.new("RGB", (map_px + fw + 6, map_px + (18 if title else 0)), (20, 20, 20))
+    top = 18 if title else 0
+    if title:
+        ImageDraw.Draw(canvas).text((4, 3), title, fill=(230, 230, 230))
+    canvas.paste(m, (0, top))
+    cd = ImageDraw.Draw(canvas)
+    for i, f in enumerate(frames):
+        c = _COLOURS[i % len(_COLOURS)]
+        y = top + i * fh
+        canvas.paste(Image.fromarray(f).resize((fw, fh - 2), Image.BILINEAR), (map_px + 6, y))
+        cd.rectangle([map_px + 6, y, map_px + 22, y + 14], fill=c)
+        cd.text((map_px + 10, y + 1), str(i + 1), fill=(0, 0, 0))
+    return canvas
+
+
+def pick_preview_indices(distance_m: np.ndarray, count: int, span_m: float, start_m: float) -> List[int]:
+    """Indices of ``count`` samples evenly spread over ``span_m`` metres of travel from ``start_m``."""
+    targets = start_m + np.linspace(0, span_m, count)
+    return [int(np.searchsorted(distance_m, t).clip(0, len(distance_m) - 1)) for t in targets]

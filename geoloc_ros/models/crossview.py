@@ -1,0 +1,228 @@
+"""The cross-view model: a ground branch (T frames -> one descriptor) and an aerial branch
+(a heading-up tile -> one descriptor) in the same L2-normalised space.
+
+Each branch: EfficientNet-Lite0 trunk (blocks [0, freeze_blocks), frozen, ImageNet) -> tail
+(the remaining blocks, trained) -> aggregator (GeoDTR layouts or GeM) -> per-image descriptor.
+The ground branch then fuses the frames with ``TemporalFusion`` (or ``MeanFusion``).
+Branches do not share weights. Inputs are float images in [0, 1], [.., 3, H, W].
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import time
+from pathlib import Path
+from typing import Dict, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..core.errors import IncompatibleArtifact, InvalidArgument
+from .aggregators import GeMAggregator, LayoutAggregator
+from .config import ModelConfig
+from .efficientnet import IMAGENET_MEAN, IMAGENET_STD, EfficientNetLite0, block_channels
+from .temporal import MeanFusion, TemporalFusion
+
+CHECKPOINT_FORMAT = "geoloc-checkpoint"
+CHECKPOINT_FORMAT_VERSION = 1
+
+
+class Branch(nn.Module):
+    """Trunk (frozen) + tail + aggregator for one view."""
+
+    def __init__(self, cfg: ModelConfig, size: Tuple[int, int]):
+        super().__init__()
+        self.trunk = EfficientNetLite0(0, cfg.freeze_blocks) if cfg.freeze_blocks > 0 else None
+        # freeze_blocks == 16: the whole backbone is frozen, only aggregator and fusion train
+        self.tail = EfficientNetLite0(cfg.freeze_blocks, 16) if cfg.freeze_blocks < 16 else nn.Identity()
+        channels = block_channels(16)
+        spatial = (size[0] // 32, size[1] // 32)
+        if cfg.aggregator == "layout":
+            self.agg = LayoutAggregator(channels, cfg.dim, spatial, k=cfg.layouts, channels=cfg.layout_channels)
+        else:
+            self.agg = GeMAggregator(channels, cfg.dim)
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.size = tuple(size)
+        if self.trunk is not None:
+            self.trunk.requires_grad_(False)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.trunk is not None:
+            self.trunk.eval()  # frozen: BatchNorm statistics stay ImageNet's
+        return self
+
+    def trunk_features(self, images: torch.Tensor) -> torch.Tensor:
+        """[N, 3, H, W] in [0, 1] -> the feature map entering the tail (what training caches)."""
+        if tuple(images.shape[-2:]) != self.size or images.shape[-3] != 3:
+            raise InvalidArgument(f"images of shape {tuple(images.shape[-3:])} do not match the model's "
+                                  f"(3, {self.size[0]}, {self.size[1]})")
+        x = (images - self.mean) / self.std
+        if self.trunk is None:
+            return x
+        with torch.no_grad():
+            return self.trunk(x)
+
+    def from_trunk(self, feats: torch.Tensor, layouts: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Trunk features -> un-normalised descriptor [N, D]."""
+        return self.agg(self.tail(feats), layouts)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.from_trunk(self.trunk_features(images))
+
+
+class CrossViewModel(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.ground = Branch(cfg, cfg.ground_size)
+        self.aerial = Branch(cfg, cfg.aerial_size)
+        if cfg.temporal == "tfam":
+            self.temporal = TemporalFusion(cfg.dim, cfg.max_frames, cfg.temporal_layers, cfg.temporal_heads,
+                                           cfg.temporal_ff, cfg.dropout)
+        else:
+            self.temporal = MeanFusion()
+
+    # ---- encoders used at inference -----------------------------------------------------
+    def encode_ground(self, frames: torch.Tensor, pad: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """frames [B, T, 3, H, W] (oldest..newest, [0, 1]); pad [B, T] True = missing -> [B, D]."""
+        if frames.dim() != 5:
+            raise InvalidArgument(f"ground frames must be [B, T, 3, H, W], got {tuple(frames.shape)}")
+        B, T = frames.shape[:2]
+        if T == 0:
+            raise InvalidArgument("a ground sequence needs at least one frame")
+        feats = self.ground.trunk_features(frames.flatten(0, 1))
+        return self.fuse(self.frame_descriptors(feats, B, T), pad)
+
+    def encode_aerial(self, tiles: torch.Tensor) -> torch.Tensor:
+        """tiles [B, 3, H, W] in [0, 1] -> [B, D]."""
+        return F.normalize(self.aerial(tiles), dim=-1)
+
+    # ---- pieces used by training on cached trunk features ------------------------------
+    def frame_descriptors(self, feats: torch.Tensor, B: int, T: int,
+                          layouts: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Trunk features of B*T frames -> L2-normalised per-frame descriptors [B, T, D]."""
+        return F.normalize(self.ground.from_trunk(feats, layouts), dim=-1).view(B, T, -1)
+
+    def fuse(self, frame_desc: torch.Tensor, pad: Optional[torch.Tensor] = None) -> torch.Tensor:
+        if pad is None:
+            pad = torch.zeros(frame_desc.shape[:2], dtype=torch.bool, device=frame_desc.device)
+        return self.temporal(frame_desc, pad)
+
+    def aerial_from_trunk(self, feats: torch.Tensor, layouts: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return F.normalize(self.aerial.from_trunk(feats, layouts), dim=-1)
+
+    def trainable_parameters(self):
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def load_imagenet(self) -> None:
+        """Initialise both backbones (trunk and tail) from the shipped ImageNet weights."""
+        for b in (self.ground, self.aerial):
+            for part in (b.trunk, b.tail):
+                if isinstance(part, EfficientNetLite0):
+                    part.load_imagenet()
+
+
+WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
+
+
+def default_checkpoint(preset: str = "seqgeo_lite") -> Path:
+    """The trained default shipped with the package (``geoloc_ros/weights/<preset>.pt``)."""
+    p = WEIGHTS_DIR / f"{preset}.pt"
+    if not p.is_file():
+        raise IncompatibleArtifact(f"no shipped checkpoint for preset {preset!r} in {WEIGHTS_DIR}; train one with "
+                                   f"`geoloc train --preset {preset}`")
+    return p
+
+
+def count_parameters(model: nn.Module) -> Dict[str, int]:
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {"total": total, "trainable": trainable}
+
+
+def build_model(cfg: ModelConfig, pretrained: bool = True) -> CrossViewModel:
+    m = CrossViewModel(cfg)
+    if pretrained:
+        m.load_imagenet()
+    return m
+
+
+# ---- checkpoints ---------------------------------------------------------------------------
+
+def state_fingerprint(state: Dict[str, torch.Tensor]) -> str:
+    """SHA-256 over the (name, dtype, shape, bytes) of every tensor: identifies the weights."""
+    h = hashlib.sha256()
+    for k in sorted(state):
+        t = state[k].detach().cpu().contiguous()
+        h.update(k.encode())
+        h.update(str(t.dtype).encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
+    return h.hexdigest()
+
+
+def save_checkpoint(path: Path, model: CrossViewModel, *, extra: Optional[Dict] = None, half: bool = True) -> Dict:
+    """Write ``path`` (torch, weights only) and ``path.with_suffix('.json')`` (manifest).
+
+    ``half`` stores floating tensors as float16 (halves the file; weights are cast back to
+    float32 on load). Written to a temporary name and renamed, so a crash leaves no
+    half-written checkpoint that looks complete.
+    """
+    path = Path(path)
+    state = {k: (v.half() if half and v.is_floating_point() else v).detach().cpu()
+             for k, v in model.state_dict().items()}
+    manifest = {
+        "format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_FORMAT_VERSION,
+        "preset": model.cfg.name, "config": model.cfg.to_dict(), "dim": model.cfg.dim,
+        "parameters": count_parameters(model), "dtype": "float16" if half else "float32",
+        "fingerprint": state_fingerprint(state), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **(extra or {}),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    torch.save({"manifest": manifest, "state_dict": state}, buf)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(buf.getvalue())
+    tmp.replace(path)
+    path.with_suffix(".json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+def read_checkpoint_manifest(path: Path) -> Dict:
+    path = Path(path)
+    if not path.is_file():
+        raise IncompatibleArtifact(f"checkpoint {path} does not exist")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated / not a torch file
+        raise IncompatibleArtifact(f"{path} is not a readable geoloc checkpoint: {exc}") from exc
+    m = blob.get("manifest", {}) if isinstance(blob, dict) else {}
+    if m.get("format") != CHECKPOINT_FORMAT:
+        raise IncompatibleArtifact(f"{path} is not a geoloc checkpoint (format {m.get('format')!r})")
+    if m.get("format_version") != CHECKPOINT_FORMAT_VERSION:
+        raise IncompatibleArtifact(f"{path}: checkpoint format_version {m.get('format_version')}, this geoloc_ros "
+                                   f"reads {CHECKPOINT_FORMAT_VERSION}")
+    return blob
+
+
+def load_checkpoint(path: Path, *, preset: Optional[str] = None) -> Tuple[CrossViewModel, Dict]:
+    """Model (eval mode, float32) and manifest. ``preset`` (if given) must match the checkpoint's."""
+    blob = read_checkpoint_manifest(path)
+    m = blob["manifest"]
+    if preset is not None and m["preset"] != preset:
+        raise IncompatibleArtifact(f"{path} holds preset {m['preset']!r}, not {preset!r}; pass the matching "
+                                   f"--preset or another checkpoint")
+    state = blob["state_dict"]
+    if state_fingerprint(state) != m["fingerprint"]:
+        raise IncompatibleArtifact(f"{path}: weights do not match the manifest fingerprint (corrupted file?)")
+    cfg = ModelConfig.from_dict(m["config"])
+    model = CrossViewModel(cfg)
+    try:
+        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()}, strict=True)
+    except RuntimeError as exc:
+        raise IncompatibleArtifact(f"{path} does not fit preset {cfg.name}: {exc}") from exc
+    return model.eval(), m

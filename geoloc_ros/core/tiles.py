@@ -35,10 +35,13 @@ def sample_bilinear(img: np.ndarray, rows: np.ndarray, cols: np.ndarray, fill: f
     outside = (r < -0.5) | (r > H - 0.5) | (c < -0.5) | (c > W - 0.5)
     r0c, r1c = np.clip(r0, 0, H - 1), np.clip(r0 + 1, 0, H - 1)
     c0c, c1c = np.clip(c0, 0, W - 1), np.clip(c0 + 1, 0, W - 1)
-    im = img.astype(np.float32, copy=False)
     if img.ndim == 3:
         fr, fc, outside = fr[..., None], fc[..., None], outside[..., None]
-    top = im[r0c, c0c] * (1 - fc) + im[r0c, c1c] * fc
-    bot = im[r1c, c0c] * (1 - fc) + im[r1c, c1c] * fc
+
+    def at(rr, cc):  # gather first, convert only the gathered pixels (img may be a whole orthophoto)
+        return img[rr, cc].astype(np.float32)
+
+    top = at(r0c, c0c) * (1 - fc) + at(r0c, c1c) * fc
+    bot = at(r1c, c0c) * (1 - fc) + at(r1c, c1c) * fc
     out = top * (1 - fr) + bot * fr
     return np.where(outside, np.float32(fill), out)

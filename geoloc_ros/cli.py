@@ -21,6 +21,7 @@ from typing import List, Optional
 COMMANDS = {
     "sim": ["sim_world", "sim_drive", "sim_dataset", "sim_preview"],
     "eval": ["eval_retrieval"],
+    "data": ["data_convert"],
 }
 # top-level commands without a group (module names under geoloc_ros.tools)
 TOP_LEVEL: List[str] = ["train", "demo"]
@@ -28,6 +29,7 @@ TOP_LEVEL: List[str] = ["train", "demo"]
 DESCRIPTIONS = {
     "sim": "synthetic world, drives (rosbag2) and training datasets",
     "eval": "evaluate models (retrieval R@K)",
+    "data": "convert real datasets into the geoloc layout",
 }
 
 

@@ -156,3 +156,24 @@ def test_geo_batches_have_near_negatives_but_no_duplicates():
         assert d.min() >= 15.0
         near += int(np.sum((d >= 20) & (d <= 150))) // 2
     assert near > 50
+
+
+def test_perspective_view_puts_tile_points_where_the_camera_sees_them():
+    """A bright spot 20 m ahead and 4 m right of the vehicle in the heading-up tile appears at the pixel
+    the pinhole camera projects that ground point to: u = cx + fx r / d, v = cy + fy h / d."""
+    from geoloc_ros.models.crossview import perspective_grid
+
+    cfg = ModelConfig(**{**TINY, "ground_size": (128, 256), "aerial_view": "perspective", "tile_m": 96.0})
+    px = 192
+    tile = torch.zeros(1, 1, px, px)
+    m_per_px = 96.0 / px
+    row, col = int(px / 2 - 20.0 / m_per_px), int(px / 2 + 4.0 / m_per_px)
+    tile[0, 0, row - 2:row + 3, col - 2:col + 3] = 1.0
+    view = torch.nn.functional.grid_sample(tile, perspective_grid(cfg), align_corners=False)[0, 0]
+    w = view.numpy()
+    vs, us = np.nonzero(w > 0.5)
+    v, u = np.average(vs + 0.5, weights=w[vs, us]), np.average(us + 0.5, weights=w[vs, us])  # spot centroid
+    ahead, right = (px / 2 - row - 0.5) * m_per_px, (col + 0.5 - px / 2) * m_per_px
+    fx = 128.0 / np.tan(np.radians(45.0))
+    assert abs(u - (128 + fx * right / ahead)) <= 1.5 and abs(v - (64 + fx * 1.8 / ahead)) <= 1.5
+    assert float(view[:64].abs().max()) == 0.0  # nothing above the horizon

@@ -39,9 +39,9 @@ def test_ament_layout_present():
 
 def test_cli_help_lists_commands_and_each_subcommand_has_help():
     out = subprocess.run([sys.executable, "-m", "geoloc_ros.cli", "--help"], capture_output=True, text=True, check=True)
-    for cmd in ("sim", "train", "eval", "demo"):
+    for cmd in ("sim", "data", "train", "eval", "demo"):
         assert cmd in out.stdout
-    for sub in (["sim", "world"], ["sim", "drive"], ["sim", "dataset"], ["sim", "preview"], ["train"],
+    for sub in (["sim", "world"], ["sim", "drive"], ["sim", "dataset"], ["sim", "preview"], ["data", "convert"], ["train"],
                 ["eval", "retrieval"]):
         h = subprocess.run([sys.executable, "-m", "geoloc_ros.cli", *sub, "--help"], capture_output=True,
                            text=True, check=True).stdout

@@ -16,6 +16,7 @@ from ..core.errors import InvalidArgument
 BACKBONES = ("efficientnet_lite0",)
 AGGREGATORS = ("layout", "gem")
 TEMPORALS = ("tfam", "mean")
+AERIAL_VIEWS = ("tile", "perspective")
 
 
 @dataclass(frozen=True)
@@ -35,12 +36,18 @@ class ModelConfig:
     temporal_heads: int = 4
     temporal_ff: int = 1024
     dropout: float = 0.1
+    # "perspective": the aerial branch first warps the heading-up tile into the forward camera's
+    # view (flat-ground projection), so roads and kerbs line up with the ground image
+    aerial_view: str = "tile"
+    tile_m: float = 96.0
+    camera_hfov_deg: float = 90.0
+    camera_height_m: float = 1.8
 
     def __post_init__(self):
         object.__setattr__(self, "ground_size", tuple(int(v) for v in self.ground_size))
         object.__setattr__(self, "aerial_size", tuple(int(v) for v in self.aerial_size))
         for value, valid, key in ((self.backbone, BACKBONES, "backbone"), (self.aggregator, AGGREGATORS, "aggregator"),
-                                  (self.temporal, TEMPORALS, "temporal")):
+                                  (self.temporal, TEMPORALS, "temporal"), (self.aerial_view, AERIAL_VIEWS, "aerial_view")):
             if value not in valid:
                 raise InvalidArgument(f"model {self.name}: {key} {value!r} is not one of {', '.join(valid)}")
         if not (0 <= self.freeze_blocks <= 16):

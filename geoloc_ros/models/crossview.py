@@ -29,11 +29,35 @@ CHECKPOINT_FORMAT = "geoloc-checkpoint"
 CHECKPOINT_FORMAT_VERSION = 1
 
 
+def perspective_grid(cfg: ModelConfig) -> torch.Tensor:
+    """grid_sample grid [1, H, W, 2] that renders a heading-up tile (side ``tile_m``, vehicle at the
+    centre, heading up) as the forward pinhole camera of ``cfg`` would see a flat ground."""
+    import math
+
+    H, W = cfg.ground_size
+    fx = (W / 2.0) / math.tan(math.radians(cfg.camera_hfov_deg) / 2.0)
+    v = torch.arange(H, dtype=torch.float64) + 0.5 - H / 2.0
+    u = torch.arange(W, dtype=torch.float64) + 0.5 - W / 2.0
+    vv, uu = torch.meshgrid(v, u, indexing="ij")
+    ahead = torch.where(vv > 0, fx * cfg.camera_height_m / vv.clamp(min=1e-6), torch.full_like(vv, 1e6))
+    right = ahead * uu / fx
+    half = cfg.tile_m / 2.0
+    gx = right / half  # tile column: -1 left edge .. 1 right edge
+    gy = -ahead / half  # tile row: -1 top (ahead) .. 1 bottom
+    return torch.stack([gx, gy], dim=-1).float().unsqueeze(0)
+
+
 class Branch(nn.Module):
     """Trunk (frozen) + tail + aggregator for one view."""
 
-    def __init__(self, cfg: ModelConfig, size: Tuple[int, int]):
+    def __init__(self, cfg: ModelConfig, size: Tuple[int, int], warp: bool = False):
         super().__init__()
+        self.input_size = tuple(size)
+        if warp:  # the tile is rendered into the camera view first; the rest sees a ground-sized image
+            self.register_buffer("grid", perspective_grid(cfg), persistent=False)
+            size = cfg.ground_size
+        else:
+            self.grid = None
         self.trunk = EfficientNetLite0(0, cfg.freeze_blocks) if cfg.freeze_blocks > 0 else None
         # freeze_blocks == 16: the whole backbone is frozen, only aggregator and fusion train
         self.tail = EfficientNetLite0(cfg.freeze_blocks, 16) if cfg.freeze_blocks < 16 else nn.Identity()
@@ -45,7 +69,6 @@ class Branch(nn.Module):
             self.agg = GeMAggregator(channels, cfg.dim)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
-        self.size = tuple(size)
         if self.trunk is not None:
             self.trunk.requires_grad_(False)
 
@@ -57,10 +80,13 @@ class Branch(nn.Module):
 
     def trunk_features(self, images: torch.Tensor) -> torch.Tensor:
         """[N, 3, H, W] in [0, 1] -> the feature map entering the tail (what training caches)."""
-        if tuple(images.shape[-2:]) != self.size or images.shape[-3] != 3:
+        if tuple(images.shape[-2:]) != self.input_size or images.shape[-3] != 3:
             raise InvalidArgument(f"images of shape {tuple(images.shape[-3:])} do not match the model's "
-                                  f"(3, {self.size[0]}, {self.size[1]})")
+                                  f"(3, {self.input_size[0]}, {self.input_size[1]})")
         x = (images - self.mean) / self.std
+        if self.grid is not None:
+            x = F.grid_sample(x, self.grid.expand(len(x), -1, -1, -1), mode="bilinear", padding_mode="zeros",
+                              align_corners=False)
         if self.trunk is None:
             return x
         with torch.no_grad():
@@ -79,7 +105,7 @@ class CrossViewModel(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.ground = Branch(cfg, cfg.ground_size)
-        self.aerial = Branch(cfg, cfg.aerial_size)
+        self.aerial = Branch(cfg, cfg.aerial_size, warp=cfg.aerial_view == "perspective")
         if cfg.temporal == "tfam":
             self.temporal = TemporalFusion(cfg.dim, cfg.max_frames, cfg.temporal_layers, cfg.temporal_heads,
                                            cfg.temporal_ff, cfg.dropout)

@@ -125,7 +125,8 @@ def _encode_to_cache(branch, paths: Sequence[Path], size, out: Path, variants: i
 
 def cache_key(dataset_root: Path, split: str, cfg_dict: Dict, variants: int, max_sequences: int) -> str:
     m = read_manifest(dataset_root)
-    trunk = {k: cfg_dict[k] for k in ("backbone", "freeze_blocks", "ground_size", "aerial_size")}
+    trunk = {k: cfg_dict.get(k) for k in ("backbone", "freeze_blocks", "ground_size", "aerial_size", "aerial_view",
+                                         "tile_m", "camera_hfov_deg", "camera_height_m")}
     blob = json.dumps({"dataset": str(Path(dataset_root).resolve()), "splits": m["splits"], "split": split,
                        "trunk": trunk, "variants": variants, "max": max_sequences, "v": CACHE_VERSION},
                       sort_keys=True)

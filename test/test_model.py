@@ -87,9 +87,14 @@ def test_losses_prefer_matching_pairs_and_training_reduces_them(tiny):
     assert losses.soft_margin_triplet(g, g) < losses.soft_margin_triplet(g, g.roll(1, 0))
     assert losses.info_nce(g, g) < losses.info_nce(g, g.roll(1, 0))
     m = build_model(ModelConfig(**TINY), pretrained=True).train()
-    fg = m.ground.trunk_features(torch.rand(8 * 3, 3, 64, 128))
-    fa = m.aerial.trunk_features(torch.rand(8, 3, 64, 64))
-    opt = torch.optim.AdamW(m.trainable_parameters(), lr=1e-3)
+    g = torch.Generator().manual_seed(0)
+
+    def scenes(n, h, w):  # smooth random colour fields: distinct images, like scenes (white noise is not)
+        return torch.nn.functional.interpolate(torch.rand(n, 3, 4, 8, generator=g), size=(h, w), mode="bilinear")
+
+    fg = m.ground.trunk_features(scenes(8 * 3, 64, 128))
+    fa = m.aerial.trunk_features(scenes(8, 64, 64))
+    opt = torch.optim.AdamW(m.trainable_parameters(), lr=3e-4)
     first = None
     for _ in range(12):
         loss = losses.soft_margin_triplet(m.fuse(m.frame_descriptors(fg, 8, 3)), m.aerial_from_trunk(fa))
@@ -98,6 +103,9 @@ def test_losses_prefer_matching_pairs_and_training_reduces_them(tiny):
         opt.step()
         first = loss.item() if first is None else first
     assert loss.item() < 0.5 * first
+    m.eval()  # frozen backbone BatchNorm: what was learned holds in eval mode too
+    with torch.no_grad():
+        assert losses.soft_margin_triplet(m.fuse(m.frame_descriptors(fg, 8, 3)), m.aerial_from_trunk(fa)) < 0.5 * first
 
 
 def test_counterfactual_layouts_change_the_descriptor(tiny):

@@ -21,7 +21,7 @@ class GeMAggregator(nn.Module):
     def __init__(self, in_channels: int, dim: int, p: float = 3.0):
         super().__init__()
         self.p = nn.Parameter(torch.tensor(float(p)))
-        self.proj = nn.Linear(in_channels, dim)
+        self.proj = nn.Linear(in_channels, dim, bias=False)
 
     def forward(self, x: torch.Tensor, layouts: Optional[torch.Tensor] = None) -> torch.Tensor:
         p = self.p.clamp(1.0, 8.0)
@@ -37,13 +37,14 @@ class LayoutAggregator(nn.Module):
         super().__init__()
         self.k, self.spatial = k, tuple(spatial)
         n = spatial[0] * spatial[1]
-        self.reduce = nn.Sequential(nn.Conv2d(in_channels, channels, 1), nn.BatchNorm2d(channels), nn.ReLU(inplace=True))
+        self.reduce = nn.Sequential(nn.Conv2d(in_channels, channels, 1), nn.BatchNorm2d(channels),
+                                    nn.ReLU(inplace=True))
         self.token = nn.Linear(1, token_dim)
         self.pos = nn.Parameter(torch.randn(1, n, token_dim) * 0.02)  # index-aware position encoding
         layer = nn.TransformerEncoderLayer(token_dim, heads, token_dim * 2, dropout=0.0, batch_first=True)
         self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
         self.to_layout = nn.Linear(token_dim, k)
-        self.proj = nn.Linear(k * channels, dim)
+        self.proj = nn.Linear(k * channels, dim, bias=False)  # a bias would let every descriptor collapse onto it
 
     def layouts(self, x: torch.Tensor) -> torch.Tensor:
         """[B, N, K] layout maps (softmax over positions) from the saliency of ``x``."""

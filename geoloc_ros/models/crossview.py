@@ -76,6 +76,9 @@ class Branch(nn.Module):
         super().train(mode)
         if self.trunk is not None:
             self.trunk.eval()  # frozen: BatchNorm statistics stay ImageNet's
+        for m in self.tail.modules():  # frozen BatchNorm statistics in the trained tail too: small, correlated
+            if isinstance(m, nn.BatchNorm2d):  # batches would otherwise make train and eval behave differently
+                m.eval()
         return self
 
     def trunk_features(self, images: torch.Tensor) -> torch.Tensor:

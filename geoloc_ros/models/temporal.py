@@ -25,7 +25,7 @@ class TemporalFusion(nn.Module):
         self.pos = nn.Parameter(torch.randn(1, max_frames, dim) * 0.02)
         layer = nn.TransformerEncoderLayer(dim, heads, ff, dropout=dropout, batch_first=True, norm_first=True)
         self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
-        self.out = nn.Linear(dim, dim)
+        self.out = nn.Linear(dim, dim, bias=False)
 
     def forward(self, x: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
         """x [B, T, D] frames oldest..newest; pad [B, T] True where a frame is missing."""

@@ -185,3 +185,20 @@ def test_perspective_view_puts_tile_points_where_the_camera_sees_them():
     fx = 128.0 / np.tan(np.radians(45.0))
     assert abs(u - (128 + fx * right / ahead)) <= 1.5 and abs(v - (64 + fx * 1.8 / ahead)) <= 1.5
     assert float(view[:64].abs().max()) == 0.0  # nothing above the horizon
+
+
+def test_trunk_features_do_not_depend_on_mode_or_batch_and_leave_statistics_alone():
+    """The cached trunk features must be what inference computes: a freshly built model is in train
+    mode, and BatchNorm in train mode would normalise by the batch (and move its running statistics)."""
+    m = build_model(ModelConfig(**TINY), pretrained=True)  # nn.Module starts in train mode
+    bn = next(x for x in m.ground.trunk.modules() if isinstance(x, torch.nn.BatchNorm2d))
+    before = bn.running_mean.clone()
+    x = torch.rand(6, 3, 64, 128)
+    a = m.ground.trunk_features(x)
+    b = m.ground.trunk_features(x[:2])
+    m.eval()
+    c = m.ground.trunk_features(x)
+    assert torch.allclose(a[:2], b, atol=1e-5) and torch.allclose(a, c, atol=1e-5)
+    assert torch.equal(bn.running_mean, before)
+    m.train()
+    assert not any(x.training for x in m.ground.tail.modules() if isinstance(x, torch.nn.BatchNorm2d))

@@ -71,6 +71,7 @@ class Branch(nn.Module):
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         if self.trunk is not None:
             self.trunk.requires_grad_(False)
+        self.train(self.training)  # apply the frozen-BatchNorm rule from construction on
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -92,6 +93,7 @@ class Branch(nn.Module):
                               align_corners=False)
         if self.trunk is None:
             return x
+        self.trunk.eval()  # never batch statistics here: features must not depend on the batch or the mode
         with torch.no_grad():
             return self.trunk(x)
 

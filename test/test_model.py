@@ -202,3 +202,18 @@ def test_trunk_features_do_not_depend_on_mode_or_batch_and_leave_statistics_alon
     assert torch.equal(bn.running_mean, before)
     m.train()
     assert not any(x.training for x in m.ground.tail.modules() if isinstance(x, torch.nn.BatchNorm2d))
+
+
+def test_shipped_default_checkpoint_loads_and_matches_its_preset():
+    from geoloc_ros.models.crossview import default_checkpoint
+
+    path = default_checkpoint("seqgeo_lite")
+    assert path.stat().st_size < 25e6
+    model, man = load_checkpoint(path, preset="seqgeo_lite")
+    assert man["config"] == load_preset("seqgeo_lite").to_dict()  # the preset file still describes it
+    assert man["command"].startswith("geoloc train")
+    g = model.encode_ground(torch.rand(1, 3, 3, *model.cfg.ground_size))
+    a = model.encode_aerial(torch.rand(2, 3, *model.cfg.aerial_size))
+    assert g.shape == (1, 512) and a.shape == (2, 512)
+    with pytest.raises(IncompatibleArtifact, match="no shipped checkpoint"):
+        default_checkpoint("nope")

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Dict, List, Tuple
 
+from ..core.config import check_keys
 from ..core.errors import InvalidArgument
 
 BACKBONES = ("efficientnet_lite0",)
@@ -64,10 +65,7 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: Dict) -> "ModelConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise InvalidArgument(f"unknown model config key(s) {unknown}; valid keys: {sorted(known)}")
+        check_keys(cls, d, "model config")
         if "name" not in d:
             raise InvalidArgument("model config has no 'name'")
         return cls(**d)

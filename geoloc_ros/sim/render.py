@@ -24,12 +24,13 @@ at another time, as with real aerial imagery.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Dict, NamedTuple, Tuple
 
 import numpy as np
 
 from ..core.camera import PinholeCamera
+from ..core.config import check_keys
 from ..core.errors import InvalidArgument
 from ..core.tiles import sample_bilinear
 from .world import Sem, World, rasterize_box
@@ -110,10 +111,7 @@ class Appearance:
 
     @classmethod
     def from_dict(cls, d: Dict) -> "Appearance":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise InvalidArgument(f"unknown appearance key(s) {unknown}; valid: {sorted(known)}")
+        check_keys(cls, d, "appearance")
         d = dict(d)
         if "sun_rgb" in d:
             d["sun_rgb"] = tuple(float(c) for c in d["sun_rgb"])

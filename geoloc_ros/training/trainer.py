@@ -14,13 +14,14 @@ import json
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional
 
 import numpy as np
 import torch
 
+from ..core.config import check_keys
 from ..core.errors import InvalidArgument, OutputExists
 from ..models import losses
 from ..models.config import ModelConfig
@@ -67,9 +68,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: Dict) -> "TrainConfig":
-        unknown = sorted(set(d) - {f.name for f in fields(cls)})
-        if unknown:
-            raise InvalidArgument(f"unknown training option(s) {unknown}")
+        check_keys(cls, d, "training option")
         return cls(**d)
 
 

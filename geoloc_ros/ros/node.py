@@ -1,0 +1,719 @@
+"""``geoloc_node``: camera sequences + GNSS (+ odometry) in, corrected GPS pose out.
+
+A thin rclpy shell around ``pipeline.Localizer`` (pure Python):
+
+* subscription callbacks only convert messages (``core.images``, ``core.msgconv``) and enqueue
+  them; images go to a bounded drop-oldest queue (``image_queue_size``), GNSS/odometry to a larger
+  one; every problem is a counted drop with a reason and a throttled log line;
+* one worker thread feeds the Localizer in arrival order and publishes, so the executor never
+  blocks on inference;
+* a timer publishes ``/diagnostics`` (rates, latency, backend, index shards, drops by reason,
+  status).
+
+Topics (relative names: they follow the node namespace and remappings)::
+
+    in   IMAGE_TOPIC (sensor_msgs/Image) or IMAGE_TOPIC/compressed (CompressedImage)  SENSOR_DATA QoS
+    in   FIX_TOPIC   sensor_msgs/NavSatFix                                              SENSOR_DATA QoS
+    in   ODOM_TOPIC  nav_msgs/Odometry (optional)                                       SENSOR_DATA QoS
+    out  geoloc/fix          sensor_msgs/NavSatFix (covariance KNOWN)                   reliable, depth 10
+    out  geoloc/pose         geometry_msgs/PoseWithCovarianceStamped (map frame)        reliable, depth 10
+    out  geoloc/path         nav_msgs/Path (map frame)                                  reliable, depth 1
+    out  geoloc/candidates   visualization_msgs/MarkerArray (top-k tiles)               reliable, depth 1
+    out  geoloc/debug_image  sensor_msgs/Image rgb8                                     best effort, depth 1
+    out  /diagnostics        diagnostic_msgs/DiagnosticArray                            reliable, depth 10
+
+The ``map`` frame is the tile index's local frame (``index.frame``): x grid east, y grid north
+(UTM grid axes of the index's zone), origin at the index datum; see docs/ros.md.
+
+Run: ``ros2 run geoloc_ros geoloc_node --ros-args --params-file config/geoloc.yaml`` or
+``python -m geoloc_ros.ros.node --ros-args -p index_path:=...``. Bad parameters, a missing index
+or model end the process at start with exit status 2 and a message saying what to fix.
+"""
+from __future__ import annotations
+
+import collections
+import logging
+import math
+import sys
+import threading
+import time
+import traceback
+from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
+
+import numpy as np
+
+import rclpy
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+
+from ..core import msgconv
+from ..core.errors import GeolocError, InvalidArgument
+from ..core.images import compressed_msg_to_rgb, image_msg_to_rgb, rgb_to_image_fields
+from ..core.msgconv import MessageDropped
+from . import params as P
+
+log = logging.getLogger(__name__)
+
+STATUS_LEVEL = {"tracking": 0, "initialising": 0, "degraded": 1, "lost": 2}  # DiagnosticStatus levels
+TIME_BACKWARDS_EPS_S = 1e-3
+
+
+def _get(obj: Any, name: str, default: Any = None) -> Any:
+    """Attribute or key (Estimate fields may be attributes; candidates may be a dict or an object)."""
+    if obj is None:
+        return default
+    if isinstance(obj, dict):
+        return obj.get(name, default)
+    return getattr(obj, name, default)
+
+
+class DropCounter:
+    """Thread-safe counters by reason, with one throttled log line per reason."""
+
+    def __init__(self, logger, throttle_s: float):
+        self._lock = threading.Lock()
+        self.counts: Dict[str, int] = collections.Counter()
+        self._last_log: Dict[str, float] = {}
+        self._logger = logger
+        self.throttle_s = throttle_s
+
+    def add(self, key: str, message: str = "", level: str = "warning") -> None:
+        with self._lock:
+            self.counts[key] += 1
+            n = self.counts[key]
+            now = time.monotonic()
+            last = self._last_log.get(key)
+            if last is not None and now - last < self.throttle_s:
+                return
+            self._last_log[key] = now
+        text = f"{key} (#{n}){': ' + message if message else ''}"
+        getattr(self._logger, "warning" if level == "warning" else level)(text)
+
+    def snapshot(self) -> Dict[str, int]:
+        with self._lock:
+            return dict(self.counts)
+
+
+class EventQueue:
+    """FIFO of input events; images are capped (drop-oldest image), other events capped separately."""
+
+    def __init__(self, image_cap: int, other_cap: int, on_drop: Callable[[str], None]):
+        self._dq: Deque[Tuple[str, Any]] = collections.deque()
+        self._cond = threading.Condition()
+        self.image_cap, self.other_cap = int(image_cap), int(other_cap)
+        self.n_images = 0
+        self._on_drop = on_drop
+
+    def put(self, kind: str, item: Any) -> None:
+        dropped = None
+        with self._cond:
+            if kind == "image":
+                if self.n_images >= self.image_cap:
+                    for i, (k, _) in enumerate(self._dq):
+                        if k == "image":
+                            del self._dq[i]
+                            self.n_images -= 1
+                            dropped = "image.queue_full"
+                            break
+                self.n_images += 1
+            elif len(self._dq) - self.n_images >= self.other_cap:
+                for i, (k, _) in enumerate(self._dq):
+                    if k != "image":
+                        del self._dq[i]
+                        dropped = f"{k}.queue_full"
+                        break
+            self._dq.append((kind, item))
+            self._cond.notify()
+        if dropped:
+            self._on_drop(dropped)
+
+    def get(self, timeout: float) -> Optional[Tuple[str, Any]]:
+        with self._cond:
+            if not self._dq:
+                self._cond.wait(timeout)
+            if not self._dq:
+                return None
+            kind, item = self._dq.popleft()
+            if kind == "image":
+                self.n_images -= 1
+            return kind, item
+
+    def __len__(self) -> int:
+        return len(self._dq)
+
+
+class RateMeter:
+    """Events per second over a sliding window (monotonic wall time)."""
+
+    def __init__(self, window_s: float = 5.0):
+        self.window_s = window_s
+        self._t: Deque[float] = collections.deque()
+        self._lock = threading.Lock()
+        self.total = 0
+        self.last = None
+
+    def tick(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            self._t.append(now)
+            self.total += 1
+            self.last = now
+
+    def rate(self) -> float:
+        now = time.monotonic()
+        with self._lock:
+            while self._t and now - self._t[0] > self.window_s:
+                self._t.popleft()
+            if len(self._t) < 2:
+                return 0.0
+            return (len(self._t) - 1) / max(now - self._t[0], 1e-6)
+
+
+class _LogBridge(logging.Handler):
+    """Python logging of the core (``geoloc_ros.*``) -> the node's ROS logger."""
+
+    def __init__(self, ros_logger):
+        super().__init__()
+        self.ros_logger = ros_logger
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            msg = f"[{record.name}] {record.getMessage()}"
+            if record.levelno >= logging.ERROR:
+                self.ros_logger.error(msg)
+            elif record.levelno >= logging.WARNING:
+                self.ros_logger.warning(msg)
+            elif record.levelno >= logging.INFO:
+                self.ros_logger.info(msg)
+            else:
+                self.ros_logger.debug(msg)
+        except Exception:  # logging must never take the node down
+            pass
+
+
+def grid_to_enu_cov(cov_xy: np.ndarray, convergence_deg: float) -> np.ndarray:
+    """2x2 covariance on the UTM grid axes -> true east/north axes (rotate by the grid convergence)."""
+    g = math.radians(convergence_deg)
+    R = np.array([[math.cos(g), math.sin(g)], [-math.sin(g), math.cos(g)]])
+    return R @ np.asarray(cov_xy, float) @ R.T
+
+
+class GeolocNode(Node):
+    def __init__(self, *, localizer=None, **node_kwargs):
+        """Declare and validate parameters, load the encoder, index and Localizer, start the worker.
+
+        Raises GeolocError (InvalidArgument, IncompatibleArtifact) with a message for the user.
+        ``localizer``: an already built Localizer (tests, benchmarks); skips loading."""
+        super().__init__(P.NODE_NAME, **node_kwargs)
+        self.settings = P.declare(self)
+        s = self.settings
+        self.drops = DropCounter(self.get_logger(), s.log_throttle_s)
+        self.events: Dict[str, int] = collections.Counter()  # not drops: time resets, outside coverage, ...
+        self.encoder = self.index = None
+        if localizer is None:
+            localizer = self._load()
+        self.loc = localizer
+        self.frame = localizer.frame
+        self.index = self.index or getattr(localizer, "index", None)
+        self._bridge = _LogBridge(self.get_logger())
+        logging.getLogger("geoloc_ros").addHandler(self._bridge)
+        logging.getLogger("geoloc_ros").setLevel(logging.INFO)
+
+        self.queue = EventQueue(s.image_queue_size, s.input_queue_size, lambda k: self.drops.add(k, "worker busy"))
+        self.rate_in = {k: RateMeter() for k in ("image", "fix", "odom")}
+        self.rate_keyframe = RateMeter()
+        self.rate_pub = RateMeter()
+        self._lat_ms: Deque[float] = collections.deque(maxlen=200)  # receipt -> publish (wall)
+        self._stamp_lat_ms: Deque[float] = collections.deque(maxlen=200)  # node clock now - image stamp
+        self._compute_ms: Deque[float] = collections.deque(maxlen=200)
+        self._last_t: Dict[str, float] = {}
+        self._last_est = None
+        self._last_status = "initialising"
+        self._last_reasons: List[str] = []
+        self._last_raw_fix: Optional[Any] = None  # (FixSample, altitude, var_u, service)
+        self._gnss_xy: Deque[Tuple[float, float]] = collections.deque(maxlen=30)
+        self._path_xy: Deque[Tuple[float, float]] = collections.deque(maxlen=300)
+        self._drops_at_last_diag: Dict[str, int] = {}
+        self._worker_error: Optional[str] = None
+        self._stop = threading.Event()
+        self._debug = None
+        self._make_io()
+        self._worker = threading.Thread(target=self._work, name="geoloc_worker", daemon=True)
+        self._worker.start()
+        self.get_logger().info(
+            f"geoloc_node ready: model {s.model} ({self._backend_name()}), index {s.index_path} "
+            f"({self._index_stats().get('tiles_loaded', '?')} tiles loaded), camera {self.image_topic} "
+            f"({'compressed' if s.compressed else 'raw'}), fix {s.fix_topic}, odom {s.odom_topic or 'none'}; "
+            f"map frame {s.map_frame} = index datum {self.frame.crs} origin ({self.frame.origin_e:.0f} E, "
+            f"{self.frame.origin_n:.0f} N)")
+
+    # ------------------------------------------------------------------ setup
+    def _load(self):
+        from pathlib import Path
+
+        from ..index import TileIndex
+        from ..inference import load_encoder
+        from ..pipeline import Localizer
+
+        s = self.settings
+        ip = Path(s.index_path).expanduser()
+        if not ip.exists():
+            raise InvalidArgument(f"index_path {ip} does not exist; build a tile index with `geoloc index build` "
+                                  f"and set index_path to its folder")
+        t0 = time.perf_counter()
+        self.encoder = load_encoder(s.model, backend=s.backend, device=s.device,
+                                    threads=s.encoder_threads or None)
+        self.index = TileIndex.open(ip, expect_model=self.encoder.identity, memory_budget_mb=s.memory_budget_mb)
+        loc = Localizer(self.encoder, self.index, self.settings.localizer)
+        self.get_logger().info(f"loaded encoder and index in {time.perf_counter() - t0:.1f} s")
+        return loc
+
+    @property
+    def image_topic(self) -> str:
+        t = self.settings.image_topic
+        return t.rstrip("/") + "/compressed" if self.settings.compressed and not t.endswith("/compressed") else t
+
+    def _make_io(self) -> None:
+        from diagnostic_msgs.msg import DiagnosticArray
+        from geometry_msgs.msg import PoseWithCovarianceStamped
+        from nav_msgs.msg import Odometry, Path
+        from sensor_msgs.msg import CompressedImage, Image, NavSatFix
+        from visualization_msgs.msg import MarkerArray
+
+        s = self.settings
+        rel = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE,
+                         durability=DurabilityPolicy.VOLATILE)
+        one = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                         durability=DurabilityPolicy.VOLATILE)
+        best = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.BEST_EFFORT,
+                          durability=DurabilityPolicy.VOLATILE)
+        self.pub_fix = self.create_publisher(NavSatFix, "geoloc/fix", rel)
+        self.pub_pose = self.create_publisher(PoseWithCovarianceStamped, "geoloc/pose", rel)
+        self.pub_path = self.create_publisher(Path, "geoloc/path", one)
+        self.pub_markers = self.create_publisher(MarkerArray, "geoloc/candidates", one)
+        self.pub_debug = self.create_publisher(Image, "geoloc/debug_image", best) if s.publish_debug_image else None
+        self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", rel)
+        if s.compressed:
+            self.create_subscription(CompressedImage, self.image_topic, self._on_compressed, qos_profile_sensor_data)
+        else:
+            self.create_subscription(Image, self.image_topic, self._on_image, qos_profile_sensor_data)
+        self.create_subscription(NavSatFix, s.fix_topic, self._on_fix, qos_profile_sensor_data)
+        if s.odom_topic:
+            self.create_subscription(Odometry, s.odom_topic, self._on_odom, qos_profile_sensor_data)
+        self._path_msg = Path()
+        self._path_msg.header.frame_id = s.map_frame
+        self.create_timer(s.diagnostics_period_s, self._publish_diagnostics)
+
+    # ------------------------------------------------------------------ callbacks (executor thread)
+    def _on_image(self, msg) -> None:
+        self._enqueue_image(msg, image_msg_to_rgb, "image")
+
+    def _on_compressed(self, msg) -> None:
+        self._enqueue_image(msg, compressed_msg_to_rgb, "image")
+
+    def _enqueue_image(self, msg, convert, kind: str) -> None:
+        recv = time.monotonic()
+        self.rate_in["image"].tick()
+        try:
+            t = msgconv.header_time(msg)
+            img = convert(msg)
+        except MessageDropped as exc:
+            self.drops.add(f"image.{exc.reason}", str(exc))
+            return
+        except Exception as exc:  # anything else a broken message can do
+            self.drops.add("image.conversion_error", f"{type(exc).__name__}: {exc}")
+            return
+        if not math.isfinite(t) or t <= 0.0:
+            self.drops.add("image.bad_stamp", f"header stamp {t!r} is not a time")
+            return
+        self.queue.put("image", (t, img, recv))
+
+    def _on_fix(self, msg) -> None:
+        self.rate_in["fix"].tick()
+        try:
+            sample, reason = msgconv.navsatfix_check(msg)
+            alt = float(msg.altitude)
+            cov = list(msg.position_covariance)
+            var_u = float(cov[8]) if int(msg.position_covariance_type) > 0 and math.isfinite(float(cov[8])) \
+                and float(cov[8]) > 0 else None
+            service = int(msg.status.service)
+        except Exception as exc:
+            self.drops.add("fix.conversion_error", f"{type(exc).__name__}: {exc}")
+            return
+        if not math.isfinite(sample.t) or sample.t <= 0.0:
+            self.drops.add("fix.bad_stamp", f"header stamp {sample.t!r} is not a time")
+            return
+        if reason != "ok":
+            # not a drop: the Localizer is told there is no usable fix (ok=False); counted for diagnostics
+            self.drops.add(f"fix.{reason}", f"GNSS fix not usable ({reason}); continuing on camera/odometry",
+                           level="info" if reason == "no_fix" else "warning")
+        self.queue.put("fix", (sample, alt, var_u, service))
+
+    def _on_odom(self, msg) -> None:
+        self.rate_in["odom"].tick()
+        try:
+            sample = msgconv.odometry(msg)
+        except MessageDropped as exc:
+            self.drops.add(f"odom.{exc.reason}", str(exc))
+            return
+        except Exception as exc:
+            self.drops.add("odom.conversion_error", f"{type(exc).__name__}: {exc}")
+            return
+        self.queue.put("odom", sample)
+
+    # ------------------------------------------------------------------ worker thread
+    def _check_time(self, stream: str, t: float) -> None:
+        last = self._last_t.get(stream)
+        self._last_t[stream] = t
+        if last is not None and t < last - TIME_BACKWARDS_EPS_S:
+            self.events["time_backwards"] += 1
+            self.drops.add("time_backwards", f"{stream} stamp went back {last - t:.3f} s (bag loop or clock "
+                           f"reset): the localizer resets", level="info")
+            self._path_xy.clear()
+            self._gnss_xy.clear()
+            self._path_msg.poses = []
+            self._last_t = {stream: t}
+
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            ev = self.queue.get(timeout=0.2)
+            if ev is None:
+                continue
+            kind, item = ev
+            try:
+                if kind == "image":
+                    self._process_image(*item)
+                elif kind == "fix":
+                    self._process_fix(*item)
+                elif kind == "odom":
+                    self._check_time("odom", item.t)
+                    self.loc.on_odom(*item)
+            except Exception as exc:  # never let one message kill the worker
+                self.drops.add(f"{kind}.processing_error", f"{type(exc).__name__}: {exc}\n"
+                               + "".join(traceback.format_exc(limit=6)), level="error")
+
+    def _process_fix(self, sample, alt, var_u, service) -> None:
+        self._check_time("fix", sample.t)
+        self._last_raw_fix = (sample, alt, var_u, service)
+        if sample.ok:
+            if self.index is not None and hasattr(self.index, "covers") and not self.index.covers(sample.lat, sample.lon):
+                self.events["fix_outside_index"] += 1
+                self.drops.add("fix.outside_index", f"GNSS fix ({sample.lat:.6f}, {sample.lon:.6f}) is outside the "
+                               f"tile index coverage: camera matching cannot help there", level="warning")
+            try:
+                x, y = self.frame.from_latlon(sample.lat, sample.lon)
+                self._gnss_xy.append((float(x), float(y)))
+            except Exception:
+                pass
+        self.loc.on_fix(sample.t, sample.lat, sample.lon, sample.cov_en, sample.ok)
+        if self.settings.publish_on_fix:
+            est = self.loc.estimate(sample.t)
+            if est is not None:
+                self._publish_estimate(est, keyframe=False)
+
+    def _process_image(self, t: float, img: np.ndarray, recv: float) -> None:
+        self._check_time("image", t)
+        est = self.loc.on_image(t, img)
+        if est is None:
+            return
+        self.rate_keyframe.tick()
+        cm = _get(est, "compute_ms")
+        if cm is not None:
+            self._compute_ms.append(float(cm))
+        self._publish_estimate(est, keyframe=True)
+        self._lat_ms.append((time.monotonic() - recv) * 1e3)
+        now = self.get_clock().now().nanoseconds * 1e-9
+        if now > 0 and abs(now - t) < 3600.0:  # stamps from another clock (a bag without use_sim_time): skip
+            self._stamp_lat_ms.append((now - t) * 1e3)
+
+    # ------------------------------------------------------------------ publishing
+    def _stamp(self, msg_header, t: float, frame_id: str) -> None:
+        msg_header.stamp.sec, msg_header.stamp.nanosec = msgconv.sec_to_stamp_parts(t)
+        msg_header.frame_id = frame_id
+
+    def _publish_estimate(self, est, keyframe: bool) -> None:
+        from geometry_msgs.msg import PoseStamped, PoseWithCovarianceStamped
+        from sensor_msgs.msg import NavSatFix, NavSatStatus
+
+        s = self.settings
+        t = float(_get(est, "t"))
+        x, y, yaw = float(_get(est, "x")), float(_get(est, "y")), float(_get(est, "yaw", 0.0) or 0.0)
+        cov = np.asarray(_get(est, "cov"), float).reshape(3, 3)
+        status = str(_get(est, "status", "tracking"))
+        self._last_est, self._last_status = est, status
+        self._last_reasons = list(_get(est, "reasons", []) or [])
+        if not (math.isfinite(x) and math.isfinite(y) and np.all(np.isfinite(cov[:2, :2]))):
+            self.drops.add("estimate.nonfinite", "the localizer returned a non-finite estimate; not published")
+            return
+
+        fix = NavSatFix()
+        self._stamp(fix.header, t, s.base_frame)
+        fix.latitude, fix.longitude = float(_get(est, "lat")), float(_get(est, "lon"))
+        raw = self._last_raw_fix
+        alt = raw[1] if raw is not None and math.isfinite(raw[1]) else float("nan")
+        var_u = raw[2] if raw is not None and raw[2] is not None else 100.0
+        fix.altitude = alt
+        fix.status.status = NavSatStatus.STATUS_FIX if status in ("tracking", "degraded") else NavSatStatus.STATUS_NO_FIX
+        fix.status.service = raw[3] if raw is not None and raw[3] else NavSatStatus.SERVICE_GPS
+        c2 = grid_to_enu_cov(cov[:2, :2], self.frame.grid_convergence_deg(x, y))
+        c3 = np.zeros((3, 3))
+        c3[:2, :2] = c2
+        c3[2, 2] = var_u
+        fix.position_covariance = [float(v) for v in c3.reshape(-1)]
+        fix.position_covariance_type = NavSatFix.COVARIANCE_TYPE_KNOWN
+        self.pub_fix.publish(fix)
+
+        pose = PoseWithCovarianceStamped()
+        self._stamp(pose.header, t, s.map_frame)
+        pose.pose.pose.position.x, pose.pose.pose.position.y = x, y
+        q = msgconv.yaw_to_quat(yaw)
+        o = pose.pose.pose.orientation
+        o.x, o.y, o.z, o.w = q
+        c = cov.copy()
+        if not math.isfinite(c[2, 2]):
+            c[2, :] = c[:, 2] = 0.0
+            c[2, 2] = 1e6
+        pose.pose.covariance = [float(v) for v in msgconv.pose_cov6(c)]
+        self.pub_pose.publish(pose)
+        self.rate_pub.tick()
+
+        ps = PoseStamped()
+        ps.header = pose.header
+        ps.pose = pose.pose.pose
+        self._path_msg.poses.append(ps)
+        if len(self._path_msg.poses) > s.path_max_poses:
+            del self._path_msg.poses[: len(self._path_msg.poses) - s.path_max_poses]
+        self._path_msg.header.stamp = pose.header.stamp
+        self.pub_path.publish(self._path_msg)
+        self._path_xy.append((x, y))
+        if keyframe:
+            self._publish_markers(est, pose.header)
+            if self.pub_debug is not None and self.pub_debug.get_subscription_count() > 0:
+                self._publish_debug(est, pose.header, x, y, yaw, cov, status)
+
+    def _publish_markers(self, est, header) -> None:
+        from visualization_msgs.msg import Marker, MarkerArray
+
+        k = self.settings.markers_top_k
+        cand = _get(est, "candidates")
+        arr = MarkerArray()
+        clear = Marker()
+        clear.header = header
+        clear.action = Marker.DELETEALL
+        arr.markers.append(clear)
+        if cand is not None and k > 0:
+            xs = np.asarray(_get(cand, "x", []), float).reshape(-1)[:k]
+            ys = np.asarray(_get(cand, "y", []), float).reshape(-1)[:k]
+            sc = np.asarray(_get(cand, "score", _get(cand, "scores", [])), float).reshape(-1)[:k]
+            ok = np.isfinite(xs) & np.isfinite(ys)
+            if ok.any():
+                lo, hi = (float(np.nanmin(sc[ok])), float(np.nanmax(sc[ok]))) if sc.size == xs.size else (0.0, 1.0)
+                for i in np.flatnonzero(ok):
+                    m = Marker()
+                    m.header = header
+                    m.ns, m.id = "candidates", int(i)
+                    m.type, m.action = Marker.SPHERE, Marker.ADD
+                    m.pose.position.x, m.pose.position.y, m.pose.position.z = float(xs[i]), float(ys[i]), 0.5
+                    m.pose.orientation.w = 1.0
+                    m.scale.x = m.scale.y = m.scale.z = 4.0 if i == 0 else 2.5
+                    v = (float(sc[i]) - lo) / (hi - lo) if sc.size == xs.size and hi > lo else 1.0
+                    m.color.r, m.color.g, m.color.b, m.color.a = 1.0, float(v), float(1.0 - v), 0.8
+                    arr.markers.append(m)
+        self.pub_markers.publish(arr)
+
+    def _debug_renderer(self):
+        if self._debug is None:
+            from .debug_image import DebugRenderer
+
+            s = self.settings
+            ortho = s.debug_orthophoto or None
+            if ortho is None and self.index is not None:
+                man = getattr(self.index, "manifest", {}) or {}
+                src = man.get("source") if isinstance(man.get("source"), dict) else {}
+                ortho = man.get("orthophoto") or src.get("orthophoto") or src.get("path") or None
+                if ortho is not None:
+                    from pathlib import Path
+
+                    ortho = Path(ortho)
+                    if not ortho.is_absolute():
+                        ortho = Path(s.index_path) / ortho
+                    if not ortho.is_file():
+                        ortho = None
+            self._debug = DebugRenderer(self.frame, ortho, s.debug_image_size_px, s.debug_crop_m)
+        return self._debug
+
+    def _publish_debug(self, est, header, x, y, yaw, cov, status) -> None:
+        from sensor_msgs.msg import Image
+
+        try:
+            sm = _get(est, "sim_map")
+            sim = None
+            if sm is not None:
+                sim = (_get(sm, "x"), _get(sm, "y"), _get(sm, "score", _get(sm, "scores")))
+                if any(v is None for v in sim):
+                    sim = None
+            cand = _get(est, "candidates")
+            cands = None
+            if cand is not None:
+                cands = (np.asarray(_get(cand, "x", []), float).reshape(-1),
+                         np.asarray(_get(cand, "y", []), float).reshape(-1),
+                         np.asarray(_get(cand, "score", _get(cand, "scores", [])), float).reshape(-1))
+            raw = self._last_raw_fix
+            gcov = raw[0].cov_en if raw is not None and raw[0].ok else None
+            conf = _get(est, "confidence")
+            text = (f"{status} conf {float(conf):.2f} " if conf is not None else f"{status} ") + \
+                f"t {float(_get(est, 't')):.1f} " + ", ".join(self._last_reasons)
+            pic = self._debug_renderer().render(
+                centre=(x, y), estimate={"x": x, "y": y, "yaw": yaw, "cov": cov, "status": status}, sim_map=sim,
+                candidates=cands, gnss=list(self._gnss_xy), gnss_cov=gcov, path=list(self._path_xy), text=text)
+            f = rgb_to_image_fields(pic)
+            msg = Image(height=f["height"], width=f["width"], encoding=f["encoding"], is_bigendian=0, step=f["step"])
+            msg.data = f["data"]
+            msg.header = header
+            self.pub_debug.publish(msg)
+        except Exception as exc:
+            self.drops.add("debug_image.error", f"{type(exc).__name__}: {exc}")
+
+    # ------------------------------------------------------------------ diagnostics
+    def _backend_name(self) -> str:
+        enc = self.encoder if self.encoder is not None else getattr(self.loc, "encoder", None)
+        return str(getattr(enc, "backend", "?"))
+
+    def _index_stats(self) -> Dict[str, Any]:
+        try:
+            return dict(self.index.stats()) if self.index is not None else {}
+        except Exception:
+            return {}
+
+    def diagnostics_status(self):
+        """(level, message, [(key, value)]) of the current state; also used by tests."""
+        s = self.settings
+        now = time.monotonic()
+        drops = self.drops.snapshot()
+        new = {k: v - self._drops_at_last_diag.get(k, 0) for k, v in drops.items()
+               if v > self._drops_at_last_diag.get(k, 0)}
+        self._drops_at_last_diag = drops
+        level, msgs = STATUS_LEVEL.get(self._last_status, 1), [self._last_status]
+        if self._last_reasons:
+            msgs[0] += f" ({', '.join(self._last_reasons)})"
+        if not self._worker.is_alive():
+            level, msgs = 2, ["worker thread stopped"] + msgs
+        for k in ("image", "fix"):
+            last = self.rate_in[k].last
+            if last is None:
+                level = max(level, 1)
+                msgs.append(f"no {k} received yet")
+            elif now - last > s.stale_input_s:
+                level = max(level, 1)
+                msgs.append(f"no {k} for {now - last:.1f} s")
+        real_drops = {k: v for k, v in new.items() if k not in ("time_backwards", "fix.no_fix")}
+        if real_drops:
+            level = max(level, 1)
+            msgs.append("dropped " + ", ".join(f"{v} {k}" for k, v in sorted(real_drops.items())))
+
+        def pct(d, q):
+            return f"{np.percentile(np.asarray(d), q):.1f}" if len(d) else "nan"
+
+        ist = self._index_stats()
+        values = [
+            ("status", self._last_status), ("reasons", ", ".join(self._last_reasons)),
+            ("backend", self._backend_name()), ("model", s.model), ("index_path", s.index_path),
+            ("index.shards_loaded", str(ist.get("shards_loaded", "?"))),
+            ("index.shards_total", str(ist.get("shards_total", "?"))),
+            ("index.tiles_loaded", str(ist.get("tiles_loaded", "?"))),
+            ("index.memory_mb", str(ist.get("memory_mb", "?"))),
+            ("rate.image_in_hz", f"{self.rate_in['image'].rate():.2f}"),
+            ("rate.fix_in_hz", f"{self.rate_in['fix'].rate():.2f}"),
+            ("rate.odom_in_hz", f"{self.rate_in['odom'].rate():.2f}"),
+            ("rate.keyframes_hz", f"{self.rate_keyframe.rate():.2f}"),
+            ("rate.published_hz", f"{self.rate_pub.rate():.2f}"),
+            ("count.images_in", str(self.rate_in["image"].total)), ("count.fixes_in", str(self.rate_in["fix"].total)),
+            ("count.keyframes", str(self.rate_keyframe.total)), ("count.published", str(self.rate_pub.total)),
+            ("latency.receipt_to_publish_p50_ms", pct(self._lat_ms, 50)),
+            ("latency.receipt_to_publish_p95_ms", pct(self._lat_ms, 95)),
+            ("latency.stamp_to_publish_p50_ms", pct(self._stamp_lat_ms, 50)),
+            ("latency.compute_p50_ms", pct(self._compute_ms, 50)),
+            ("queue.depth", str(len(self.queue))), ("queue.images", str(self.queue.n_images)),
+            ("drops.total", str(sum(v for k, v in drops.items() if k not in ("time_backwards",)))),
+        ]
+        values += [(f"drops.{k}", str(v)) for k, v in sorted(drops.items())]
+        try:
+            st = self.loc.stats()
+            values += [(f"localizer.{k}", str(v)) for k, v in sorted(_flatten(st).items())]
+        except Exception as exc:
+            values.append(("localizer.stats_error", str(exc)))
+        return level, "; ".join(msgs), values
+
+    def _publish_diagnostics(self) -> None:
+        from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+
+        try:
+            level, message, values = self.diagnostics_status()
+        except Exception as exc:
+            level, message, values = 2, f"diagnostics failed: {exc}", []
+        arr = DiagnosticArray()
+        arr.header.stamp = self.get_clock().now().to_msg()
+        st = DiagnosticStatus()
+        st.level = bytes([level]) if isinstance(DiagnosticStatus().level, bytes) else level
+        st.name = f"{self.get_name()}: localization"
+        st.message = message
+        st.hardware_id = "geoloc"
+        st.values = [KeyValue(key=k, value=str(v)) for k, v in values]
+        arr.status = [st]
+        self.pub_diag.publish(arr)
+
+    # ------------------------------------------------------------------ shutdown
+    def stop(self) -> None:
+        self._stop.set()
+        if self._worker.is_alive():
+            self._worker.join(timeout=5.0)
+        logging.getLogger("geoloc_ros").removeHandler(self._bridge)
+
+
+def _flatten(d: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
+    out: Dict[str, Any] = {}
+    for k, v in (d or {}).items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Entry point of ``geoloc_node`` (``ros2 run geoloc_ros geoloc_node``)."""
+    args = sys.argv if argv is None else ["geoloc_node"] + list(argv)
+    rclpy.init(args=args)
+    node = None
+    code = 0
+    try:
+        node = GeolocNode()
+    except GeolocError as exc:
+        print(f"geoloc_node: error: {exc}", file=sys.stderr, flush=True)
+        code = 2
+    except Exception as exc:  # a bug or an environment problem: show it all
+        traceback.print_exc()
+        print(f"geoloc_node: error: could not start: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        code = 1
+    if node is not None:
+        from rclpy.executors import SingleThreadedExecutor
+
+        ext = getattr(__import__("rclpy.executors", fromlist=["x"]), "ExternalShutdownException", KeyboardInterrupt)
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        try:
+            executor.spin()
+        except (KeyboardInterrupt, ext):
+            pass
+        finally:
+            node.stop()
+            node.get_logger().info("geoloc_node stopped: drops " + str(node.drops.snapshot()))
+            executor.shutdown()
+            node.destroy_node()
+    if rclpy.ok():
+        rclpy.shutdown()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

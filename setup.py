@@ -78,6 +78,7 @@ setup(
     entry_points={
         "console_scripts": [
             "geoloc = geoloc_ros.cli:main",
+            "geoloc_node = geoloc_ros.ros.node:main",
         ],
     },
 )

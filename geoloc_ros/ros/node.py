@@ -87,7 +87,13 @@ class DropCounter:
                 return
             self._last_log[key] = now
         text = f"{key} (#{n}){': ' + message if message else ''}"
-        getattr(self._logger, "warning" if level == "warning" else level)(text)
+        # one call site per severity: rclpy refuses a call site whose severity changes between calls
+        if level == "error":
+            self._logger.error(text)
+        elif level == "info":
+            self._logger.info(text)
+        else:
+            self._logger.warning(text)
 
     def snapshot(self) -> Dict[str, int]:
         with self._lock:
@@ -251,15 +257,15 @@ class GeolocNode(Node):
     def _load(self):
         from pathlib import Path
 
-        from ..index import TileIndex
-        from ..inference import load_encoder
-        from ..pipeline import Localizer
-
         s = self.settings
         ip = Path(s.index_path).expanduser()
         if not ip.exists():
             raise InvalidArgument(f"index_path {ip} does not exist; build a tile index with `geoloc index build` "
                                   f"and set index_path to its folder")
+        from ..index import TileIndex
+        from ..inference import load_encoder
+        from ..pipeline import Localizer
+
         t0 = time.perf_counter()
         self.encoder = load_encoder(s.model, backend=s.backend, device=s.device,
                                     threads=s.encoder_threads or None)
@@ -389,8 +395,11 @@ class GeolocNode(Node):
                     self._check_time("odom", item.t)
                     self.loc.on_odom(*item)
             except Exception as exc:  # never let one message kill the worker
-                self.drops.add(f"{kind}.processing_error", f"{type(exc).__name__}: {exc}\n"
-                               + "".join(traceback.format_exc(limit=6)), level="error")
+                try:
+                    self.drops.add(f"{kind}.processing_error", f"{type(exc).__name__}: {exc}\n"
+                                   + "".join(traceback.format_exc(limit=6)), level="error")
+                except Exception:
+                    pass
 
     def _process_fix(self, sample, alt, var_u, service) -> None:
         self._check_time("fix", sample.t)

@@ -1,0 +1,497 @@
+"""geoloc_node end to end with real Fast DDS across processes.
+
+`geoloc play` (process) plays a short synthetic drive -> `geoloc_node` (process, real encoder, real
+FAISS tile index, real Localizer) -> a recorder (process) writes the corrected NavSatFix and
+/diagnostics to JSON lines. Then bad input is published at the same node from this process: it
+must keep running and report each drop by reason in /diagnostics. Start-up failures (missing
+index, missing model, bad parameters) must end the process with a clear message and status 2.
+
+Every process gets a random ROS_DOMAIN_ID, ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST and a log
+folder under tmp.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("rclpy", reason="rclpy not installed (pip install .[ros])")
+pytest.importorskip("sensor_msgs.msg", reason="ROS 2 messages not installed (pip install .[ros])")
+
+ROOT = Path(__file__).resolve().parents[1]
+DRIVE_S = 24.0  # short drive: about 200 m, ~35 keyframes
+READY_TIMEOUT_S = 180.0  # the machine is shared: loading torch + the model can be slow
+
+RECORDER = r'''
+import json, signal, sys, time
+import rclpy
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import Image, NavSatFix
+from diagnostic_msgs.msg import DiagnosticArray
+
+out = open(sys.argv[1], "w")
+rclpy.init()
+node = rclpy.create_node("geoloc_test_recorder")
+stop = []
+signal.signal(signal.SIGTERM, lambda *a: stop.append(1))
+signal.signal(signal.SIGINT, lambda *a: stop.append(1))
+
+def write(d):
+    d["recv"] = time.time()
+    out.write(json.dumps(d) + "\n")
+    out.flush()
+
+def on_fix(m):
+    write({"topic": "fix", "t": m.header.stamp.sec + m.header.stamp.nanosec * 1e-9, "lat": m.latitude,
+           "lon": m.longitude, "status": m.status.status, "cov": list(m.position_covariance),
+           "cov_type": m.position_covariance_type, "frame_id": m.header.frame_id})
+
+def on_diag(m):
+    for s in m.status:
+        lvl = s.level if isinstance(s.level, int) else s.level[0]
+        write({"topic": "diag", "name": s.name, "level": lvl, "message": s.message,
+               "values": {kv.key: kv.value for kv in s.values}})
+
+def on_debug(m):
+    write({"topic": "debug_image", "height": m.height, "width": m.width, "encoding": m.encoding,
+           "nbytes": len(m.data)})
+
+node.create_subscription(NavSatFix, "/geoloc/fix", on_fix, 100)
+node.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 100)
+node.create_subscription(Image, "/geoloc/debug_image", on_debug, qos_profile_sensor_data)
+write({"topic": "ready"})
+while not stop and rclpy.ok():
+    rclpy.spin_once(node, timeout_sec=0.1)
+out.close()
+'''
+
+_USED_DOMAINS = set()
+
+
+def ros_env(tmp: Path) -> dict:
+    """Environment for one test's ROS processes: a random unused domain, localhost discovery, logs in tmp."""
+    dom = random.choice([d for d in range(20, 200) if d not in _USED_DOMAINS])
+    _USED_DOMAINS.add(dom)
+    env = dict(os.environ, ROS_DOMAIN_ID=str(dom), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
+               ROS_LOG_DIR=str(tmp / "roslog"), PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+    env.pop("ROS_LOCALHOST_ONLY", None)
+    return env
+
+
+def read_jsonl(path: Path):
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            pass  # a line being written
+    return rows
+
+
+def wait_for(pred, timeout: float, what: str, proc=None, log=None):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        v = pred()
+        if v:
+            return v
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"process ended (status {proc.returncode}) while waiting for {what}:\n"
+                                 + (Path(log).read_text()[-4000:] if log else ""))
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}"
+                         + (":\n" + Path(log).read_text()[-4000:] if log else ""))
+
+
+def stop_process(proc, timeout=15.0):
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+# ------------------------------------------------------------------------------------------ data
+
+
+@pytest.fixture(scope="module")
+def drive_dir(small_world_dir, tmp_path_factory):
+    from geoloc_ros.tools.sim_drive import main as sim_drive
+
+    out = tmp_path_factory.mktemp("ros_drive") / "drive"
+    sim_drive(["--world", str(small_world_dir), "--out", str(out), "--seed", "3", "--duration-s", str(DRIVE_S)])
+    return out
+
+
+@pytest.fixture(scope="module")
+def tile_index(small_world_dir, drive_dir, tmp_path_factory):
+    """A real tile index of the drive's surroundings (the shipped model, torch backend)."""
+    from geoloc_ros.index import build_index
+    from geoloc_ros.inference import load_encoder
+    from geoloc_ros.sim.bag import read_truth_csv
+
+    truth = read_truth_csv(drive_dir / "truth.csv")
+    margin = 60.0
+    bbox = (float(truth["x"].min() - margin), float(truth["y"].min() - margin),
+            float(truth["x"].max() + margin), float(truth["y"].max() + margin))
+    enc = load_encoder("seqgeo_lite", backend="torch")
+    out = tmp_path_factory.mktemp("ros_index") / "index"
+    build_index(small_world_dir / "orthophoto.tif", enc, out, spacing_m=10.0, bbox_local=bbox)
+    return out
+
+
+def write_params(path: Path, **over) -> Path:
+    import yaml
+
+    doc = {"geoloc_node": {"ros__parameters": dict({"model": "seqgeo_lite", "backend": "torch",
+                                                    "encoder_threads": 1, "stale_input_s": 30.0}, **over)}}
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def node_cmd(params_file: Path, *extra: str):
+    return [sys.executable, "-m", "geoloc_ros.ros.node", "--ros-args", "--params-file", str(params_file), *extra]
+
+
+# ------------------------------------------------------------------------------------------ the node
+
+
+@pytest.fixture(scope="module")
+def running_node(tile_index, small_world_dir, tmp_path_factory):
+    """One geoloc_node process for the module (started once: loading the model takes a while)."""
+    tmp = tmp_path_factory.mktemp("ros_node")
+    env = ros_env(tmp)
+    params = write_params(tmp / "params.yaml", index_path=str(tile_index),
+                          debug_orthophoto=str(small_world_dir / "orthophoto.tif"))
+    log = tmp / "node.log"
+    with open(log, "w") as f:
+        proc = subprocess.Popen(node_cmd(params), env=env, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT)
+    try:
+        wait_for(lambda: "geoloc_node ready" in log.read_text(), READY_TIMEOUT_S, "geoloc_node ready", proc, log)
+        yield {"proc": proc, "env": env, "log": log, "tmp": tmp}
+    finally:
+        stop_process(proc)
+
+
+@pytest.fixture(scope="module")
+def recorded_drive(running_node, drive_dir):
+    """Play the drive into the node and record its outputs (JSON lines)."""
+    tmp, env = running_node["tmp"], running_node["env"]
+    rec_out = tmp / "recorded.jsonl"
+    script = tmp / "recorder.py"
+    script.write_text(RECORDER)
+    rec = subprocess.Popen([sys.executable, str(script), str(rec_out)], env=env, cwd=ROOT,
+                           stdout=open(tmp / "recorder.log", "w"), stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: any(r["topic"] == "ready" for r in read_jsonl(rec_out)), 60, "recorder", rec)
+        play = subprocess.run([sys.executable, "-m", "geoloc_ros.tools.play", str(drive_dir), "--wait-for",
+                               "/camera/image_raw", "/gnss/fix", "/odom", "--delay-s", "1.0"],
+                              env=env, cwd=ROOT, capture_output=True, text=True, timeout=DRIVE_S * 4 + 120)
+        assert play.returncode == 0, play.stdout + play.stderr
+        assert "played" in play.stdout
+        # the worker may still be busy with the last frames: wait until the queue is empty, then
+        # for two more diagnostics
+        def drained():
+            d = [r for r in read_jsonl(rec_out) if r["topic"] == "diag"]
+            return d and d[-1]["values"].get("queue.depth") == "0" and \
+                int(d[-1]["values"].get("count.images_in", 0)) > 0
+        wait_for(drained, 120, "the node to drain its queue", running_node["proc"], running_node["log"])
+        time.sleep(2.5)
+    finally:
+        stop_process(rec)
+    rows = read_jsonl(rec_out)
+    return {"rows": rows, "node": running_node, "play": play.stdout}
+
+
+def _truth_xy_at(drive_dir: Path, t: np.ndarray):
+    from geoloc_ros.sim.bag import read_truth_csv
+
+    truth = read_truth_csv(drive_dir / "truth.csv")
+    ts = truth["stamp_ns"] * 1e-9
+    return np.interp(t, ts, truth["x"]), np.interp(t, ts, truth["y"]), ts
+
+
+def _frame(drive_dir: Path):
+    from geoloc_ros.core.geo import LocalFrame
+
+    return LocalFrame.from_dict(json.loads((drive_dir / "drive.json").read_text())["world"]["frame"])
+
+
+def test_corrected_fix_error_is_well_below_raw_gnss_error(recorded_drive, drive_dir):
+    from geoloc_ros.core import msgconv
+    from geoloc_ros.sim.bag import read_bag
+
+    frame = _frame(drive_dir)
+    fixes = [r for r in recorded_drive["rows"] if r["topic"] == "fix"]
+    assert len(fixes) > 40, f"only {len(fixes)} corrected fixes recorded; node log:\n" + \
+        recorded_drive["node"]["log"].read_text()[-3000:]
+    for f in fixes:
+        assert f["cov_type"] == 3 and f["frame_id"] == "base_link"
+        c = np.asarray(f["cov"]).reshape(3, 3)
+        assert np.all(np.isfinite(c)) and c[0, 0] > 0 and c[1, 1] > 0
+    t = np.array([f["t"] for f in fixes])
+    lat = np.array([f["lat"] for f in fixes])
+    lon = np.array([f["lon"] for f in fixes])
+    ok = np.array([f["status"] >= 0 for f in fixes])
+    x, y = frame.from_latlon(lat, lon)
+    tx, ty, ts = _truth_xy_at(drive_dir, t)
+    inside = (t >= ts[0]) & (t <= ts[-1])
+    err = np.hypot(x - tx, y - ty)[ok & inside]
+
+    raw = [msgconv.navsatfix(m) for _, _, m in read_bag(drive_dir / "bag", ["/gnss/fix"])]
+    raw = [r for r in raw if r.ok]
+    rt = np.array([r.t for r in raw])
+    rx, ry = frame.from_latlon(np.array([r.lat for r in raw]), np.array([r.lon for r in raw]))
+    rtx, rty, _ = _truth_xy_at(drive_dir, rt)
+    # compare over the same time span: after the node's first valid output
+    span = rt >= t[ok].min()
+    raw_err = np.hypot(rx - rtx, ry - rty)[span]
+    print(f"\nraw GNSS error: median {np.median(raw_err):.2f} m, RMS {np.sqrt(np.mean(raw_err ** 2)):.2f} m "
+          f"({raw_err.size} fixes); corrected: median {np.median(err):.2f} m, RMS {np.sqrt(np.mean(err ** 2)):.2f} m "
+          f"({err.size} outputs)")
+    assert err.size >= 0.5 * len(fixes), "most outputs should carry a fix status (tracking or degraded)"
+    assert np.median(err) < 0.6 * np.median(raw_err)
+    assert np.sqrt(np.mean(err ** 2)) < 0.75 * np.sqrt(np.mean(raw_err ** 2))
+
+
+def test_diagnostics_report_ok_and_nothing_dropped_on_a_clean_drive(recorded_drive):
+    diags = [r for r in recorded_drive["rows"] if r["topic"] == "diag" and r["name"].startswith("geoloc_node")]
+    assert len(diags) >= 5
+    last = diags[-1]
+    v = last["values"]
+    assert last["level"] == 0, last["message"]
+    assert v["status"] == "tracking", v
+    assert v["drops.total"] == "0", {k: x for k, x in v.items() if k.startswith("drops.")}
+    assert v["backend"] == "torch" and int(v["count.keyframes"]) > 10
+    assert float(v["latency.receipt_to_publish_p50_ms"]) > 0
+    assert int(v["index.tiles_loaded"]) > 0
+    # while the drive played, the node said OK at least half of the time after it started tracking
+    playing = [d for d in diags if d["values"]["status"] == "tracking"]
+    assert sum(d["level"] == 0 for d in playing) >= 0.5 * len(playing)
+
+
+def test_debug_image_is_published_while_someone_listens(recorded_drive):
+    dbg = [r for r in recorded_drive["rows"] if r["topic"] == "debug_image"]
+    assert dbg, "no debug image"
+    assert dbg[-1]["encoding"] == "rgb8" and dbg[-1]["height"] == dbg[-1]["width"] == 400
+    assert dbg[-1]["nbytes"] == 400 * 400 * 3
+
+
+# ------------------------------------------------------------------------------------------ bad input
+
+
+class Probe:
+    """rclpy in this process (same domain as the node): publishes inputs, keeps the diagnostics."""
+
+    def __init__(self, env: dict):
+        import rclpy
+        from diagnostic_msgs.msg import DiagnosticArray
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.qos import QoSProfile
+        from sensor_msgs.msg import Image, NavSatFix
+
+        self._saved = {k: os.environ.get(k) for k in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_LOG_DIR")}
+        for k in self._saved:
+            os.environ[k] = env[k]
+        self.ctx = rclpy.Context()
+        rclpy.init(context=self.ctx)
+        self.node = rclpy.create_node("geoloc_test_probe", context=self.ctx)
+        rel = QoSProfile(depth=50)
+        self.pub_img = self.node.create_publisher(Image, "/camera/image_raw", rel)
+        self.pub_fix = self.node.create_publisher(NavSatFix, "/gnss/fix", rel)
+        self.diags = []
+        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 50)
+        self.ex = SingleThreadedExecutor(context=self.ctx)
+        self.ex.add_node(self.node)
+        self._thread = threading.Thread(target=self._spin, daemon=True)
+        self._thread.start()
+        wait_for(lambda: self.pub_img.get_subscription_count() > 0 and self.pub_fix.get_subscription_count() > 0,
+                 30, "the node's subscriptions")
+
+    def _spin(self):
+        while self.ctx.ok():
+            try:
+                self.ex.spin_once(timeout_sec=0.1)
+            except Exception:
+                return
+
+    def _on_diag(self, m):
+        for s in m.status:
+            if s.name.startswith("geoloc_node"):
+                lvl = s.level if isinstance(s.level, int) else s.level[0]
+                self.diags.append((lvl, s.message, {kv.key: kv.value for kv in s.values}))
+
+    def counter(self, key: str) -> int:
+        return int(self.diags[-1][2].get(key, 0)) if self.diags else 0
+
+    def wait_counter(self, key: str, at_least: int, proc, log, timeout=30.0) -> int:
+        return wait_for(lambda: self.counter(key) >= at_least and self.counter(key), timeout,
+                        f"diagnostics {key} >= {at_least}", proc, log)
+
+    def image(self, t: float, encoding="rgb8", h=128, w=256, data=None, step=None):
+        from sensor_msgs.msg import Image
+
+        from geoloc_ros.core.msgconv import sec_to_stamp_parts
+
+        m = Image(height=h, width=w, encoding=encoding, is_bigendian=0, step=step if step is not None else 3 * w)
+        m.header.stamp.sec, m.header.stamp.nanosec = sec_to_stamp_parts(t)
+        m.header.frame_id = "camera_optical_frame"
+        m.data = data if data is not None else bytes(np.random.default_rng(int(t)).integers(0, 255, h * w * 3,
+                                                                                              dtype=np.uint8))
+        self.pub_img.publish(m)
+
+    def fix(self, t: float, lat: float, lon: float, status: int = 0):
+        from sensor_msgs.msg import NavSatFix
+
+        from geoloc_ros.core.msgconv import sec_to_stamp_parts
+
+        m = NavSatFix(latitude=lat, longitude=lon, altitude=50.0, position_covariance_type=2)
+        m.position_covariance = [9.0, 0.0, 0.0, 0.0, 9.0, 0.0, 0.0, 0.0, 25.0]
+        m.status.status = status
+        m.header.stamp.sec, m.header.stamp.nanosec = sec_to_stamp_parts(t)
+        self.pub_fix.publish(m)
+
+    def close(self):
+        import rclpy
+
+        self.node.destroy_node()
+        rclpy.shutdown(context=self.ctx)
+        self._thread.join(2.0)
+        for k, v in self._saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@pytest.fixture(scope="module")
+def probe(running_node):
+    p = Probe(running_node["env"])
+    yield p
+    p.close()
+
+
+@pytest.fixture(scope="module")
+def origin(drive_dir):
+    """A point inside the index (the drive's start) and a time after the drive."""
+    from geoloc_ros.sim.bag import read_truth_csv
+
+    tr = read_truth_csv(drive_dir / "truth.csv")
+    return float(tr["lat"][0]), float(tr["lon"][0]), float(tr["stamp_ns"][-1] * 1e-9) + 1000.0
+
+
+def _still_running(node):
+    assert node["proc"].poll() is None, "geoloc_node died:\n" + node["log"].read_text()[-3000:]
+
+
+def _dropped_reported(probe, reason):
+    """Some diagnostics message said it dropped messages for this reason (level WARN)."""
+    return any(lvl == 1 and reason in msg for lvl, msg, _ in probe.diags)
+
+
+def test_wrong_encodings_are_dropped_counted_and_reported(running_node, probe, origin):
+    lat, lon, t0 = origin
+    before = probe.counter("drops.image.unsupported_encoding")
+    probe.image(t0 + 1, encoding="yuv422", data=bytes(128 * 256 * 2), step=512)
+    probe.image(t0 + 2, encoding="32FC1", data=bytes(128 * 256 * 4), step=1024)
+    probe.image(t0 + 3, encoding="bayer_rggb8", data=bytes(128 * 256), step=256)
+    probe.wait_counter("drops.image.unsupported_encoding", before + 3, running_node["proc"], running_node["log"])
+    wait_for(lambda: _dropped_reported(probe, "image.unsupported_encoding"), 10, "a WARN naming the reason")
+    _still_running(running_node)
+    assert "image encoding 'yuv422' is not supported" in running_node["log"].read_text()
+
+
+def test_empty_and_truncated_images_are_dropped(running_node, probe, origin):
+    lat, lon, t0 = origin
+    e0, t_0 = probe.counter("drops.image.empty"), probe.counter("drops.image.truncated")
+    probe.image(t0 + 4, data=b"")
+    probe.image(t0 + 5, h=0, w=0, data=b"", step=0)
+    probe.image(t0 + 6, data=bytes(128 * 256 * 3 - 100))
+    probe.wait_counter("drops.image.empty", e0 + 2, running_node["proc"], running_node["log"])
+    probe.wait_counter("drops.image.truncated", t_0 + 1, running_node["proc"], running_node["log"])
+    _still_running(running_node)
+
+
+def test_nan_fixes_are_counted_and_the_node_keeps_running(running_node, probe, origin):
+    lat, lon, t0 = origin
+    n0 = probe.counter("drops.fix.nan_position")
+    probe.fix(t0 + 7, float("nan"), lon)
+    probe.fix(t0 + 7.2, lat, float("inf"))
+    probe.wait_counter("drops.fix.nan_position", n0 + 2, running_node["proc"], running_node["log"])
+    probe.fix(t0 + 7.4, lat, lon)  # and a good one is still used afterwards
+    _still_running(running_node)
+
+
+def test_time_going_backwards_resets_and_is_reported(running_node, probe, origin):
+    lat, lon, t0 = origin
+    n0 = probe.counter("drops.time_backwards")
+    probe.fix(t0 + 20, lat, lon)
+    probe.image(t0 + 20)
+    time.sleep(0.5)
+    probe.fix(t0 + 10, lat, lon)  # 10 s back
+    probe.image(t0 + 10.1)
+    probe.wait_counter("drops.time_backwards", n0 + 1, running_node["proc"], running_node["log"])
+    _still_running(running_node)
+    # after the reset the node takes new input in the new time line without complaint
+    probe.fix(t0 + 10.5, lat, lon)
+    time.sleep(1.0)
+    _still_running(running_node)
+
+
+def test_fix_outside_the_index_coverage_is_reported(running_node, probe, origin):
+    lat, lon, t0 = origin
+    n0 = probe.counter("drops.fix.outside_index")
+    probe.fix(t0 + 30, lat + 0.5, lon + 0.5)  # ~60 km away
+    probe.fix(t0 + 30.2, lat + 0.5, lon + 0.5)
+    probe.wait_counter("drops.fix.outside_index", n0 + 2, running_node["proc"], running_node["log"])
+    wait_for(lambda: _dropped_reported(probe, "fix.outside_index"), 10, "a WARN naming the reason")
+    _still_running(running_node)
+    assert "outside the tile index coverage" in running_node["log"].read_text()
+
+
+# ------------------------------------------------------------------------------------------ start-up errors
+
+
+def _start_fails(tmp_path, params_extra, args=()):
+    env = ros_env(tmp_path)
+    params = write_params(tmp_path / "p.yaml", **params_extra)
+    out = subprocess.run(node_cmd(params, *args), env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    return out.returncode, out.stdout + out.stderr
+
+
+def test_missing_index_is_a_clear_error_at_start(tmp_path):
+    code, text = _start_fails(tmp_path, {"index_path": str(tmp_path / "no_such_index")})
+    assert code == 2, text
+    assert "no_such_index does not exist" in text and "geoloc index build" in text
+    assert "Traceback" not in text
+
+
+def test_unset_index_path_and_bad_parameters_are_rejected_at_start(tmp_path):
+    code, text = _start_fails(tmp_path, {"backend": "cuda", "image_queue_size": 0})
+    assert code == 2, text
+    for needle in ("'backend' must be one of auto, tensorrt, onnxruntime, torch", "'image_queue_size' must be in",
+                   "'index_path' is required"):
+        assert needle in text, text
+    code, text = _start_fails(tmp_path, {"index_path": "/x"}, ["-p", "odom_topc:=/odom"])
+    assert code == 2 and "unknown parameter 'odom_topc' (did you mean odom_topic" in text, text
+
+
+def test_missing_model_or_engine_is_a_clear_error_at_start(tmp_path, tile_index):
+    missing = tmp_path / "engines" / "nothing_here"
+    code, text = _start_fails(tmp_path, {"index_path": str(tile_index), "model": str(missing),
+                                         "backend": "onnxruntime"})
+    assert code == 2, text
+    assert "nothing_here" in text and "geoloc_node: error:" in text

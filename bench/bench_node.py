@@ -1,0 +1,282 @@
+"""geoloc_node end to end: latency (image stamp -> pose publish), sustained rate, drops under a 30 Hz camera.
+
+    .venv/bin/python bench/bench_node.py [--backend onnxruntime|torch] [--seconds 20] [--work DIR] [--out FILE]
+
+A generated town, a 30 Hz drive and a tile index of its surroundings are made once (cached in
+--work). For each row, a real `geoloc_node` process (real encoder, index, Localizer, Fast DDS)
+gets the drive's camera, GNSS and odometry from this process in real time, re-stamped with the
+current time, so the latency measured here (pose received by this process - image stamp) is what a
+live system sees: DDS transport both ways + conversion + queue wait + encoder + search + filter.
+
+Rows: ``keyframes every 5 m`` is the normal mode (a keyframe every `keyframe_spacing_m`);
+``every frame`` forces each camera frame to be a keyframe (spacing at its minimum, time spacing 0)
+to find the sustained keyframe rate and show the drop-oldest queue at work under 30 Hz.
+Columns: ``lat_p50_ms``/``lat_p95_ms``; ``frames_in_hz`` camera frames received per second;
+``keyframes_hz`` processed keyframes per second (the sustained rate); ``queue_drops`` frames
+dropped by the bounded queue (drop-oldest); ``compute_p50_ms`` encoder + search + filter per
+keyframe (from /diagnostics); ``vs_baseline`` = lat_p50 / the time of one ``frame_features``
+call on the same encoder measured in this process (so machines can be compared).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+from _common import table, write  # noqa: E402
+
+
+def prepare(work: Path, seconds: float, camera_hz: float):
+    """World, drive (camera_hz) and index in ``work`` (reused when present)."""
+    from geoloc_ros.sim.bag import read_truth_csv
+
+    world = work / "world"
+    drive = work / f"drive_{camera_hz:g}hz_{seconds:g}s"
+    index = work / "index"
+    if not (world / "world.json").is_file():
+        from geoloc_ros.sim.generate import generate_world
+
+        generate_world(seed=11, size_m=400.0, gsd_m=0.5).save(world, force=True)
+    if not (drive / "drive.json").is_file():
+        from geoloc_ros.tools.sim_drive import main as sim_drive
+
+        sim_drive(["--world", str(world), "--out", str(drive), "--seed", "3", "--duration-s", str(seconds),
+                   "--camera-hz", str(camera_hz), "--force"])
+    if not (index / "index.json").is_file() and not any(index.glob("*.json")):
+        from geoloc_ros.index import build_index
+        from geoloc_ros.inference import load_encoder
+
+        tr = read_truth_csv(drive / "truth.csv")
+        m = 60.0
+        bbox = (float(tr["x"].min() - m), float(tr["y"].min() - m), float(tr["x"].max() + m), float(tr["y"].max() + m))
+        build_index(world / "orthophoto.tif", load_encoder("seqgeo_lite", backend="torch"), index, spacing_m=10.0,
+                    bbox_local=bbox)
+    return world, drive, index
+
+
+def pick_backend(requested: str, model: str):
+    """(backend actually usable, encoder, note)."""
+    from geoloc_ros.inference import load_encoder
+
+    order = [requested] if requested != "auto" else ["onnxruntime", "torch"]
+    if requested == "onnxruntime":
+        order.append("torch")
+    err = None
+    for b in order:
+        try:
+            return b, load_encoder(model, backend=b, threads=1), ("" if b == requested else f"{requested} failed: {err}")
+        except Exception as exc:  # not exported yet, runtime missing, ...
+            err = f"{type(exc).__name__}: {exc}"
+    raise SystemExit(f"no backend could load {model}: {err}")
+
+
+def baseline_ms(enc, n: int = 20) -> float:
+    img = np.random.default_rng(0).integers(0, 255, (1, *enc.ground_size, 3), dtype=np.uint8)
+    enc.frame_features(img)
+    t0 = time.perf_counter()
+    for _ in range(n):
+        enc.frame_features(img)
+    return (time.perf_counter() - t0) / n * 1e3
+
+
+class Feeder:
+    """Publishes a drive's inputs live (re-stamped to now) and records pose receipt latencies."""
+
+    def __init__(self, drive: Path):
+        import rclpy
+        from diagnostic_msgs.msg import DiagnosticArray
+        from geometry_msgs.msg import PoseWithCovarianceStamped
+        from rclpy.qos import QoSProfile, qos_profile_sensor_data
+        from sensor_msgs.msg import Image, NavSatFix
+        from nav_msgs.msg import Odometry
+
+        from geoloc_ros.sim.bag import read_bag
+
+        self.msgs = list(read_bag(drive / "bag", ["/camera/image_raw", "/gnss/fix", "/odom"]))
+        rclpy.init()
+        self.node = rclpy.create_node("geoloc_bench_feeder")
+        self.pub = {"/camera/image_raw": self.node.create_publisher(Image, "/camera/image_raw", qos_profile_sensor_data),
+                    "/gnss/fix": self.node.create_publisher(NavSatFix, "/gnss/fix", QoSProfile(depth=50)),
+                    "/odom": self.node.create_publisher(Odometry, "/odom", QoSProfile(depth=50))}
+        self.cls = {"/camera/image_raw": Image, "/gnss/fix": NavSatFix, "/odom": Odometry}
+        self.lat_ms = []
+        self.diag = None
+        self.node.create_subscription(PoseWithCovarianceStamped, "/geoloc/pose", self._on_pose, 100)
+        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 10)
+        self._stop = False
+        self._thread = threading.Thread(target=self._spin, daemon=True)
+        self._thread.start()
+
+    def _spin(self):
+        import rclpy
+
+        while not self._stop and rclpy.ok():
+            rclpy.spin_once(self.node, timeout_sec=0.05)
+
+    def _on_pose(self, m):
+        now = time.time()
+        self.lat_ms.append((now - (m.header.stamp.sec + m.header.stamp.nanosec * 1e-9)) * 1e3)
+
+    def _on_diag(self, m):
+        for s in m.status:
+            if s.name.startswith("geoloc_node"):
+                self.diag = {kv.key: kv.value for kv in s.values}
+
+    def _convert(self, topic, msg, stamp_ns):
+        """rosbags message -> rclpy message with a new stamp (fields copied by name)."""
+        cls = self.cls[topic]
+        out = cls()
+        sec, nsec = divmod(stamp_ns, 1_000_000_000)
+        out.header.stamp.sec, out.header.stamp.nanosec = int(sec), int(nsec)
+        out.header.frame_id = msg.header.frame_id
+        if topic == "/camera/image_raw":
+            out.height, out.width, out.encoding, out.step = msg.height, msg.width, msg.encoding, msg.step
+            out.is_bigendian = msg.is_bigendian
+            out.data = msg.data.tobytes()
+        elif topic == "/gnss/fix":
+            out.status.status, out.status.service = int(msg.status.status), int(msg.status.service)
+            out.latitude, out.longitude, out.altitude = float(msg.latitude), float(msg.longitude), float(msg.altitude)
+            out.position_covariance = [float(v) for v in msg.position_covariance]
+            out.position_covariance_type = int(msg.position_covariance_type)
+        else:
+            out.child_frame_id = msg.child_frame_id
+            p, q = msg.pose.pose.position, msg.pose.pose.orientation
+            out.pose.pose.position.x, out.pose.pose.position.y = float(p.x), float(p.y)
+            o = out.pose.pose.orientation
+            o.x, o.y, o.z, o.w = float(q.x), float(q.y), float(q.z), float(q.w)
+            out.pose.covariance = [float(v) for v in msg.pose.covariance]
+            out.twist.twist.linear.x = float(msg.twist.twist.linear.x)
+            out.twist.twist.angular.z = float(msg.twist.twist.angular.z)
+            out.twist.covariance = [float(v) for v in msg.twist.covariance]
+        return out
+
+    def wait_for_node(self, timeout: float):
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if all(p.get_subscription_count() > 0 for p in self.pub.values()):
+                return
+            time.sleep(0.1)
+        raise SystemExit("geoloc_node did not subscribe in time")
+
+    def play(self):
+        """Publish everything in real time; returns the wall duration."""
+        self.lat_ms.clear()
+        t0_bag = self.msgs[0][1]
+        wall0 = time.time() + 0.2
+        for topic, t_ns, msg in self.msgs:
+            target = wall0 + (t_ns - t0_bag) / 1e9
+            d = target - time.time()
+            if d > 0:
+                time.sleep(d)
+            stamp_ns = int(target * 1e9)
+            self.pub[topic].publish(self._convert(topic, msg, stamp_ns))
+        return time.time() - wall0
+
+    def close(self):
+        import rclpy
+
+        self._stop = True
+        self._thread.join(2)
+        self.node.destroy_node()
+        rclpy.shutdown()
+
+
+def run_row(name: str, feeder: Feeder, params: dict, env: dict, work: Path):
+    import yaml
+
+    pfile = work / f"params_{name.replace(' ', '_')}.yaml"
+    pfile.write_text(yaml.safe_dump({"geoloc_node": {"ros__parameters": params}}))
+    log = work / f"node_{name.replace(' ', '_')}.log"
+    proc = subprocess.Popen([sys.executable, "-m", "geoloc_ros.ros.node", "--ros-args", "--params-file", str(pfile)],
+                            env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT, cwd=ROOT)
+    try:
+        end = time.monotonic() + 300
+        while "geoloc_node ready" not in log.read_text():
+            if proc.poll() is not None or time.monotonic() > end:
+                raise SystemExit(f"geoloc_node did not start:\n{log.read_text()[-3000:]}")
+            time.sleep(0.2)
+        feeder.wait_for_node(60)
+        time.sleep(1.0)
+        feeder.diag = None
+        dur = feeder.play()
+        time.sleep(3.0)  # let the queue drain and one more /diagnostics arrive
+        d = feeder.diag or {}
+        lat = np.asarray(feeder.lat_ms)
+        n_img = int(d.get("count.images_in", 0))
+        return {"mode": name, "backend": d.get("backend", "?"),
+                "lat_p50_ms": round(float(np.percentile(lat, 50)), 1) if lat.size else None,
+                "lat_p95_ms": round(float(np.percentile(lat, 95)), 1) if lat.size else None,
+                "poses": int(lat.size), "frames_in_hz": round(n_img / dur, 1),
+                "keyframes_hz": round(int(d.get("count.keyframes", 0)) / dur, 2),
+                "queue_drops": int(d.get("drops.image.queue_full", 0)),
+                "drop_pct": round(100.0 * int(d.get("drops.image.queue_full", 0)) / max(n_img, 1), 1),
+                "compute_p50_ms": d.get("latency.compute_p50_ms")}
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--backend", default="onnxruntime", choices=("onnxruntime", "torch", "auto"))
+    ap.add_argument("--model", default="seqgeo_lite")
+    ap.add_argument("--seconds", type=float, default=20.0, help="drive length (real time per row)")
+    ap.add_argument("--camera-hz", type=float, default=30.0)
+    ap.add_argument("--work", type=Path, default=ROOT / "runs" / "bench_node")
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args(argv)
+    args.work.mkdir(parents=True, exist_ok=True)
+    world, drive, index = prepare(args.work, args.seconds, args.camera_hz)
+    backend, enc, note = pick_backend(args.backend, args.model)
+    base = baseline_ms(enc)
+    del enc
+    if note:
+        print(f"note: using the {backend} backend ({note})")
+    env = dict(os.environ, ROS_DOMAIN_ID=str(random.randint(20, 200)), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
+               ROS_LOG_DIR=str(args.work / "roslog"), PYTHONUNBUFFERED="1")
+    for k in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_LOG_DIR"):
+        os.environ[k] = env[k]
+    from geoloc_ros.ros import params as P
+
+    common = {"model": args.model, "backend": backend, "index_path": str(index), "encoder_threads": 1,
+              "publish_on_fix": False, "publish_debug_image": False, "image_queue_size": 2}
+    every = {}
+    for s in P.localizer_params():  # the smallest keyframe spacing the Localizer accepts
+        if s.name.endswith("keyframe_spacing_m") and s.lo is not None:
+            every[s.name] = max(s.lo, 1e-3)
+        if s.name.endswith("keyframe_time_s") or s.name.endswith("keyframe_period_s"):
+            every[s.name] = s.lo if s.lo is not None else 0.0
+    feeder = Feeder(drive)
+    rows = []
+    try:
+        rows.append(run_row("keyframes every 5 m", feeder, common, env, args.work))
+        rows.append(run_row("every frame", feeder, dict(common, **every), env, args.work))
+    finally:
+        feeder.close()
+    for r in rows:
+        r["baseline_ms"] = round(base, 1)
+        r["vs_baseline"] = round(r["lat_p50_ms"] / base, 2) if r["lat_p50_ms"] else None
+    print(table(rows, list(rows[0])))
+    print(f"camera {args.camera_hz:g} Hz, {args.seconds:g} s drive; baseline = one frame_features call "
+          f"({backend}, 1 thread) in this process")
+    print(f"wrote {write('node', rows, args.out, backend=backend, backend_note=note, camera_hz=args.camera_hz)}")
+
+
+if __name__ == "__main__":
+    main()

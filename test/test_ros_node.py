@@ -437,13 +437,13 @@ def test_nan_fixes_are_counted_and_the_node_keeps_running(running_node, probe, o
 
 def test_time_going_backwards_resets_and_is_reported(running_node, probe, origin):
     lat, lon, t0 = origin
-    n0 = probe.counter("drops.time_backwards")
+    n0 = probe.counter("events.time_backwards")
     probe.fix(t0 + 20, lat, lon)
     probe.image(t0 + 20)
     time.sleep(0.5)
     probe.fix(t0 + 10, lat, lon)  # 10 s back
     probe.image(t0 + 10.1)
-    probe.wait_counter("drops.time_backwards", n0 + 1, running_node["proc"], running_node["log"])
+    probe.wait_counter("events.time_backwards", n0 + 1, running_node["proc"], running_node["log"])
     _still_running(running_node)
     # after the reset the node takes new input in the new time line without complaint
     probe.fix(t0 + 10.5, lat, lon)
@@ -453,11 +453,11 @@ def test_time_going_backwards_resets_and_is_reported(running_node, probe, origin
 
 def test_fix_outside_the_index_coverage_is_reported(running_node, probe, origin):
     lat, lon, t0 = origin
-    n0 = probe.counter("drops.fix.outside_index")
+    n0 = probe.counter("events.fix.outside_index")
     probe.fix(t0 + 30, lat + 0.5, lon + 0.5)  # ~60 km away
     probe.fix(t0 + 30.2, lat + 0.5, lon + 0.5)
-    probe.wait_counter("drops.fix.outside_index", n0 + 2, running_node["proc"], running_node["log"])
-    wait_for(lambda: _dropped_reported(probe, "fix.outside_index"), 10, "a WARN naming the reason")
+    probe.wait_counter("events.fix.outside_index", n0 + 2, running_node["proc"], running_node["log"])
+    wait_for(lambda: _dropped_reported(probe, "fix.outside_index"), 10, "a WARN naming it")
     _still_running(running_node)
     assert "outside the tile index coverage" in running_node["log"].read_text()
 

@@ -214,7 +214,8 @@ class GeolocNode(Node):
         self.settings = P.declare(self)
         s = self.settings
         self.drops = DropCounter(self.get_logger(), s.log_throttle_s)
-        self.events: Dict[str, int] = collections.Counter()  # not drops: time resets, outside coverage, ...
+        # not drops (the message is used): GNSS without fix, time resets, fixes outside the index
+        self.events = DropCounter(self.get_logger(), s.log_throttle_s)
         self.encoder = self.index = None
         if localizer is None:
             localizer = self._load()
@@ -240,6 +241,8 @@ class GeolocNode(Node):
         self._gnss_xy: Deque[Tuple[float, float]] = collections.deque(maxlen=30)
         self._path_xy: Deque[Tuple[float, float]] = collections.deque(maxlen=300)
         self._drops_at_last_diag: Dict[str, int] = {}
+        self._events_at_last_diag: Dict[str, int] = {}
+        self._stats_lock = threading.Lock()
         self._worker_error: Optional[str] = None
         self._stop = threading.Event()
         self._debug = None
@@ -349,10 +352,10 @@ class GeolocNode(Node):
         if not math.isfinite(sample.t) or sample.t <= 0.0:
             self.drops.add("fix.bad_stamp", f"header stamp {sample.t!r} is not a time")
             return
-        if reason != "ok":
-            # not a drop: the Localizer is told there is no usable fix (ok=False); counted for diagnostics
-            self.drops.add(f"fix.{reason}", f"GNSS fix not usable ({reason}); continuing on camera/odometry",
-                           level="info" if reason == "no_fix" else "warning")
+        if reason == "no_fix":  # the receiver says so: an event, not bad input
+            self.events.add("fix.no_fix", "GNSS reports no fix; continuing on camera/odometry", level="info")
+        elif reason != "ok":  # bad input: the Localizer is told there is no usable fix (ok=False)
+            self.drops.add(f"fix.{reason}", f"GNSS fix not usable ({reason}); continuing on camera/odometry")
         self.queue.put("fix", (sample, alt, var_u, service))
 
     def _on_odom(self, msg) -> None:
@@ -372,8 +375,7 @@ class GeolocNode(Node):
         last = self._last_t.get(stream)
         self._last_t[stream] = t
         if last is not None and t < last - TIME_BACKWARDS_EPS_S:
-            self.events["time_backwards"] += 1
-            self.drops.add("time_backwards", f"{stream} stamp went back {last - t:.3f} s (bag loop or clock "
+            self.events.add("time_backwards", f"{stream} stamp went back {last - t:.3f} s (bag loop or clock "
                            f"reset): the localizer resets", level="info")
             self._path_xy.clear()
             self._gnss_xy.clear()
@@ -406,8 +408,7 @@ class GeolocNode(Node):
         self._last_raw_fix = (sample, alt, var_u, service)
         if sample.ok:
             if self.index is not None and hasattr(self.index, "covers") and not self.index.covers(sample.lat, sample.lon):
-                self.events["fix_outside_index"] += 1
-                self.drops.add("fix.outside_index", f"GNSS fix ({sample.lat:.6f}, {sample.lon:.6f}) is outside the "
+                self.events.add("fix.outside_index", f"GNSS fix ({sample.lat:.6f}, {sample.lon:.6f}) is outside the "
                                f"tile index coverage: camera matching cannot help there", level="warning")
             try:
                 x, y = self.frame.from_latlon(sample.lat, sample.lon)
@@ -427,13 +428,14 @@ class GeolocNode(Node):
             return
         self.rate_keyframe.tick()
         cm = _get(est, "compute_ms")
-        if cm is not None:
-            self._compute_ms.append(float(cm))
         self._publish_estimate(est, keyframe=True)
-        self._lat_ms.append((time.monotonic() - recv) * 1e3)
         now = self.get_clock().now().nanoseconds * 1e-9
-        if now > 0 and abs(now - t) < 3600.0:  # stamps from another clock (a bag without use_sim_time): skip
-            self._stamp_lat_ms.append((now - t) * 1e3)
+        with self._stats_lock:
+            if cm is not None:
+                self._compute_ms.append(float(cm))
+            self._lat_ms.append((time.monotonic() - recv) * 1e3)
+            if now > 0 and abs(now - t) < 3600.0:  # stamps from another clock (a bag without use_sim_time): skip
+                self._stamp_lat_ms.append((now - t) * 1e3)
 
     # ------------------------------------------------------------------ publishing
     def _stamp(self, msg_header, t: float, frame_id: str) -> None:
@@ -615,13 +617,23 @@ class GeolocNode(Node):
             elif now - last > s.stale_input_s:
                 level = max(level, 1)
                 msgs.append(f"no {k} for {now - last:.1f} s")
-        real_drops = {k: v for k, v in new.items() if k not in ("time_backwards", "fix.no_fix")}
-        if real_drops:
+        if new:
             level = max(level, 1)
-            msgs.append("dropped " + ", ".join(f"{v} {k}" for k, v in sorted(real_drops.items())))
+            msgs.append("dropped " + ", ".join(f"{v} {k}" for k, v in sorted(new.items())))
+        events = self.events.snapshot()
+        new_ev = {k: v - self._events_at_last_diag.get(k, 0) for k, v in events.items()
+                  if v > self._events_at_last_diag.get(k, 0)}
+        self._events_at_last_diag = events
+        if new_ev.get("fix.outside_index"):
+            level = max(level, 1)
+            msgs.append(f"{new_ev['fix.outside_index']} fix.outside_index (GNSS outside the tile index)")
+        if new_ev.get("time_backwards"):
+            msgs.append(f"time went backwards {new_ev['time_backwards']}x: reset")
 
         def pct(d, q):
-            return f"{np.percentile(np.asarray(d), q):.1f}" if len(d) else "nan"
+            with self._stats_lock:
+                a = np.asarray(list(d), float)
+            return f"{np.percentile(a, q):.1f}" if a.size else "nan"
 
         ist = self._index_stats()
         values = [
@@ -643,9 +655,10 @@ class GeolocNode(Node):
             ("latency.stamp_to_publish_p50_ms", pct(self._stamp_lat_ms, 50)),
             ("latency.compute_p50_ms", pct(self._compute_ms, 50)),
             ("queue.depth", str(len(self.queue))), ("queue.images", str(self.queue.n_images)),
-            ("drops.total", str(sum(v for k, v in drops.items() if k not in ("time_backwards",)))),
+            ("drops.total", str(sum(drops.values()))),
         ]
         values += [(f"drops.{k}", str(v)) for k, v in sorted(drops.items())]
+        values += [(f"events.{k}", str(v)) for k, v in sorted(events.items())]
         try:
             st = self.loc.stats()
             values += [(f"localizer.{k}", str(v)) for k, v in sorted(_flatten(st).items())]
@@ -716,7 +729,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             pass
         finally:
             node.stop()
-            node.get_logger().info("geoloc_node stopped: drops " + str(node.drops.snapshot()))
+            node.get_logger().info(f"geoloc_node stopped: drops {node.drops.snapshot()}, "
+                                   f"events {node.events.snapshot()}")
             executor.shutdown()
             node.destroy_node()
     if rclpy.ok():

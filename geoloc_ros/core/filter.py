@@ -1,0 +1,746 @@
+"""Bayesian filter over the vehicle pose (x, y, yaw in the map frame), numpy only.
+
+Why a particle filter (and not a grid or an EKF)
+------------------------------------------------
+* The camera measurement is a *similarity map* over tile positions: often multi-modal (repeated
+  street patterns), sometimes flat. A Gaussian filter (EKF/UKF) would have to squash it to one
+  mode; a particle filter evaluates it exactly where the belief has mass.
+* The belief must cover (x, y, yaw) plus the hidden states that make GNSS and odometry honest
+  (GNSS bias, wheel scale). A grid over 3-6 dimensions at metre/degree resolution is far too
+  big for a Jetson at camera rate; particles concentrate where the belief is. With the default
+  1000 particles one predict + update is about a millisecond of numpy.
+* Global relocalisation is a mixture over retrieved candidates: natural with particles.
+
+State per particle
+------------------
+``x, y`` (map frame, metres), ``yaw`` (rad, REP-103, grid axes), ``scale`` (wheel-odometry scale
+factor), and the GNSS bias, Rao-Blackwellised: each particle carries the mean ``bx, by`` of a
+Gaussian over the bias given its own trajectory; the covariance ``Pb`` of that Gaussian is the
+same for every particle (the measurement is linear in the bias), so it is one 2x2 matrix. The
+bias therefore never suffers sample depletion, and the position level stays as uncertain as the
+bias prior says unless something else (a camera match) measures it.
+
+Why the GNSS bias is a state: a receiver's error is mostly a slowly varying bias (Gauss-Markov,
+tau ~ 60 s) plus a little white noise. Treating 5 fixes per second as independent measurements
+with the reported covariance makes any filter over-confident by a factor ~sqrt(rate * tau)
+(0.3 m claimed, 3 m real). Here a fix measures ``position + bias`` with only the *white* part of
+the reported covariance (``gnss_white_fraction``), and the bias follows a Gauss-Markov process
+with the rest of the reported covariance as its stationary variance (a Kalman filter per
+particle, see above). With GNSS + odometry only
+the bias is unobservable and the position covariance stays at the honest ~3 m; camera matches
+(which measure the position alone) are what make the bias observable.
+
+Models
+------
+* Motion (``predict_odom``): the odometry increment between two filter times, expressed in the
+  vehicle frame at the start (forward, lateral, dyaw), is applied to every particle in its own
+  heading, scaled by its own wheel scale; noise variance grows with distance travelled and angle
+  turned, plus a gyro-drift random walk in time. Without odometry (``predict_no_odom``): a velocity
+  estimate from GNSS plus a random walk.
+* GNSS (``update_gnss``): gated by the Mahalanobis distance of the fix to the predicted
+  measurement distribution (particle spread of position + bias, plus the white noise). Multipath
+  jumps (15-40 m, not in the reported covariance) fail the gate and are counted, not used.
+* Match (``update_match``): a likelihood over tile positions built from the similarity scores
+  (``match_likelihood``: softmax with a temperature, mixed with a uniform floor), evaluated at
+  each particle through the nearest tile (within the tile spacing); particles outside the scored
+  area get the uniform value, i.e. no information. A confidence gate (peak prominence, entropy,
+  ambiguity between distant peaks) rejects maps that would not carry information, and a match that
+  would wipe out almost all of a credible prior is rejected as inconsistent.
+
+Everything is deterministic for a given seed and the same sequence of calls.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, Dict, Optional, Tuple
+
+import numpy as np
+
+from .errors import InvalidArgument
+
+TWO_PI = 2.0 * math.pi
+
+
+def _wrap(a):
+    return (np.asarray(a) + math.pi) % TWO_PI - math.pi
+
+
+def _f(default, help_, lo=None, hi=None, **extra):
+    """A dataclass field with a machine-readable description and inclusive range."""
+    md: Dict[str, Any] = {"help": help_}
+    if lo is not None or hi is not None:
+        md["range"] = (lo, hi)
+    md.update(extra)
+    return field(default=default, metadata=md)
+
+
+def validate_fields(obj, owner: str) -> None:
+    """Check every dataclass field of ``obj`` against its metadata (type of the default, range,
+    choices); raise InvalidArgument naming the field and what it accepts."""
+    for f in dataclasses.fields(obj):
+        v = getattr(obj, f.name)
+        d = f.default
+        md = f.metadata or {}
+        if isinstance(d, bool):
+            if not isinstance(v, bool):
+                raise InvalidArgument(f"{owner}.{f.name} must be true or false, got {v!r}")
+            continue
+        if isinstance(d, int):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+                raise InvalidArgument(f"{owner}.{f.name} must be an integer, got {v!r}")
+        elif isinstance(d, float):
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not math.isfinite(v):
+                raise InvalidArgument(f"{owner}.{f.name} must be a finite number, got {v!r}")
+        elif isinstance(d, str):
+            if not isinstance(v, str):
+                raise InvalidArgument(f"{owner}.{f.name} must be a string, got {v!r}")
+        rng = md.get("range")
+        if rng is not None and isinstance(d, (int, float)):
+            lo, hi = rng
+            if (lo is not None and v < lo) or (hi is not None and v > hi):
+                raise InvalidArgument(f"{owner}.{f.name} must be in [{lo}, {hi}], got {v!r}  ({md.get('help', '')})")
+        ch = md.get("choices")
+        if ch is not None and v not in ch:
+            raise InvalidArgument(f"{owner}.{f.name} must be one of {', '.join(map(str, ch))}, got {v!r}")
+
+
+@dataclass(frozen=True)
+class FilterParams:
+    """Parameters of ``PoseFilter`` (``pipeline.LocalizerConfig`` extends this class)."""
+
+    seed: int = _f(0, "seed of the filter's random generator (same inputs + same seed = same output)", 0, 2 ** 31 - 1)
+    num_particles: int = _f(1000, "particles of the pose filter (cost is linear; ~1 ms per update at 1000)",
+                            100, 100000)
+    # GNSS
+    gnss_default_sigma_m: float = _f(5.0, "per-axis GNSS sigma (m) used when a fix has no covariance", 0.1, 1000.0)
+    gnss_white_fraction: float = _f(0.25, "fraction of the reported GNSS sigma that is white (independent per fix); "
+                                    "the rest is a slowly varying bias tracked as a state", 0.05, 1.0)
+    gnss_bias_tau_s: float = _f(60.0, "correlation time of the GNSS bias (s)", 1.0, 3600.0)
+    gnss_gate_chi2: float = _f(13.8, "GNSS outlier gate: squared Mahalanobis distance of a fix to the prediction "
+                               "(2 dof; 13.8 = 99.9 %)", 1.0, 1000.0)
+    gnss_reset_after_s: float = _f(10.0, "GNSS fixes rejected for this long in a row re-initialise the filter at "
+                                   "the GNSS (s); longer than a multipath episode", 1.0, 3600.0)
+    # odometry
+    odom_trans_noise: float = _f(0.05, "odometry translation noise (m per sqrt(m) travelled)", 0.0, 10.0)
+    odom_scale_sigma: float = _f(0.02, "wheel scale error prior (fraction; each particle carries its own scale)",
+                                 0.0, 0.5)
+    odom_yaw_noise: float = _f(0.05, "odometry yaw noise (rad per sqrt(rad) turned)", 0.0, 10.0)
+    odom_yaw_drift_dps: float = _f(0.1, "gyro drift random walk (deg per sqrt(s))", 0.0, 100.0)
+    no_odom_pos_noise: float = _f(3.0, "position random walk without odometry (m per sqrt(s))", 0.01, 100.0)
+    no_odom_yaw_noise: float = _f(0.5, "yaw random walk without odometry (rad per sqrt(s))", 0.001, 10.0)
+    # camera match likelihood and gate
+    match_temperature: float = _f(0.1, "softmax temperature over cosine similarity scores (wider = softer "
+                                  "likelihood)", 1e-4, 10.0)
+    match_uniform_floor: float = _f(0.5, "weight of the uniform floor mixed into the match likelihood (0..1; "
+                                    "bounds how much one match can move the estimate)", 0.0, 1.0)
+    match_min_tiles: int = _f(9, "fewest scored positions for a usable similarity map", 2, 100000)
+    match_min_peak_z: float = _f(2.5, "gate: best score must exceed the map median by this many robust sigmas",
+                                 0.0, 100.0)
+    match_min_confidence: float = _f(0.0, "gate: 1 - normalised entropy of the match likelihood must reach this",
+                                     0.0, 1.0)
+    match_ambiguity_radius_m: float = _f(15.0, "gate: a second peak farther than this from the best ... (m)",
+                                         0.0, 10000.0)
+    match_min_score_gap: float = _f(0.01, "... must score at least this much lower than the best (cosine)",
+                                    0.0, 2.0)
+    match_min_ess_ratio: float = _f(0.05, "a match that would leave fewer than this fraction of effective "
+                                    "particles of a credible prior is rejected as inconsistent", 0.0, 1.0)
+    resample_jitter: float = _f(0.1, "after resampling, particles are jittered by this fraction of the cloud's "
+                                "spread (regularised particle filter)", 0.0, 1.0)
+    # output and status
+    pos_std_floor_m: float = _f(0.2, "floor added to the reported position sigma (m)", 0.0, 100.0)
+    init_yaw_std_deg: float = _f(15.0, "status stays 'initialising' until the heading sigma is below this (deg)",
+                                 0.5, 180.0)
+    gnss_timeout_s: float = _f(2.0, "no accepted GNSS fix for this long: status 'degraded' (dead reckoning) (s)",
+                               0.1, 3600.0)
+    degraded_std_m: float = _f(10.0, "position sigma above this: status 'degraded' (m)", 0.1, 100000.0)
+    lost_std_m: float = _f(50.0, "position sigma above this: status 'lost' (m)", 0.1, 100000.0)
+    odom_timeout_s: float = _f(1.0, "odometry older than this is ignored: motion without odometry and keyframes by "
+                               "time (s)", 0.01, 3600.0)
+    odom_max_speed_mps: float = _f(70.0, "odometry steps faster than this are dropped as jumps (m/s)", 1.0, 1000.0)
+    time_backwards_eps_s: float = _f(1e-3, "a stamp this much older than the newest one resets the localizer (s)",
+                                     0.0, 10.0)
+
+    def __post_init__(self):
+        validate_fields(self, "filter")
+        if self.degraded_std_m > self.lost_std_m:
+            raise InvalidArgument(f"degraded_std_m ({self.degraded_std_m}) must not exceed lost_std_m "
+                                  f"({self.lost_std_m})")
+
+
+@dataclass
+class MatchEval:
+    """What ``match_likelihood`` made of a similarity map."""
+
+    ok: bool
+    reason: str
+    confidence: float
+    lik: np.ndarray  # [M] likelihood factor per scored position (mean 1 over positions = uniform)
+    peak_z: float = float("nan")
+    best: int = -1
+
+
+def match_likelihood(xy: np.ndarray, scores: np.ndarray, p: FilterParams) -> MatchEval:
+    """Turn a similarity map (positions ``xy`` [M, 2], cosine ``scores`` [M]) into a per-position
+    likelihood factor and decide whether it may be used (the confidence gate).
+
+    factor = (1 - floor) * M * softmax(score / T) + floor: 1 everywhere for a flat map, at most
+    (1 - floor) * M + floor at a single sharp peak. Gate (all must hold): at least
+    ``match_min_tiles`` finite scores; the best exceeds the median by ``match_min_peak_z`` robust
+    sigmas (1.4826 MAD, at least 0.005); 1 - normalised entropy >= ``match_min_confidence``; no
+    position farther than ``match_ambiguity_radius_m`` from the best scores within
+    ``match_min_score_gap`` of it (ambiguous: two places look alike).
+    """
+    xy = np.asarray(xy, float).reshape(-1, 2)
+    s = np.asarray(scores, float).reshape(-1)
+    m = len(s)
+    ones = np.ones(m)
+    ok = np.isfinite(s) & np.all(np.isfinite(xy), axis=1)
+    if ok.sum() < p.match_min_tiles:
+        return MatchEval(False, "too few tiles", 0.0, ones)
+    sv = s[ok]
+    best_local = int(np.argmax(sv))
+    best = int(np.flatnonzero(ok)[best_local])
+    med = float(np.median(sv))
+    mad = 1.4826 * float(np.median(np.abs(sv - med)))
+    z = (float(sv[best_local]) - med) / max(mad, 0.005)
+    e = np.exp((sv - sv[best_local]) / p.match_temperature)
+    soft = e / e.sum()
+    n = len(sv)
+    lik_ok = (1.0 - p.match_uniform_floor) * n * soft + p.match_uniform_floor
+    q = lik_ok / lik_ok.sum()
+    ent = -float(np.sum(q * np.log(np.maximum(q, 1e-300))))
+    conf = float(max(0.0, 1.0 - ent / math.log(n))) if n > 1 else 0.0
+    lik = ones.copy()
+    lik[ok] = lik_ok
+    far = np.hypot(*(xy[ok] - xy[best]).T) > p.match_ambiguity_radius_m
+    if z < p.match_min_peak_z:
+        return MatchEval(False, "flat similarity map", conf, lik, z, best)
+    if conf < p.match_min_confidence:
+        return MatchEval(False, "low confidence", conf, lik, z, best)
+    if far.any() and float(np.max(sv[far])) > float(sv[best_local]) - p.match_min_score_gap:
+        return MatchEval(False, "ambiguous similarity map", conf, lik, z, best)
+    return MatchEval(True, "used", conf, lik, z, best)
+
+
+class PoseFilter:
+    """Particle filter over (x, y, yaw) with GNSS-bias and wheel-scale states. See the module doc."""
+
+    def __init__(self, params: FilterParams):
+        self.p = params
+        self.reset()
+
+    # ------------------------------------------------------------------ lifecycle
+    def reset(self) -> None:
+        """Forget everything; the random generator restarts from the seed (replays are identical)."""
+        self.rng = np.random.default_rng(np.random.SeedSequence(int(self.p.seed)))
+        n = int(self.p.num_particles)
+        self.n = n
+        self.x = np.zeros(n)
+        self.y = np.zeros(n)
+        self.yaw = np.zeros(n)
+        self.bx = np.zeros(n)
+        self.by = np.zeros(n)
+        self.scale = np.ones(n)
+        self.w = np.full(n, 1.0 / n)
+        self.initialised = False
+        self.Rb = np.zeros((2, 2))  # stationary bias covariance (from the latest reported GNSS covariance)
+        self.Pb = np.zeros((2, 2))  # covariance of every particle's bias Gaussian
+
+    def _bias_split(self, R: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        f2 = self.p.gnss_white_fraction ** 2
+        return f2 * R, (1.0 - f2) * R
+
+    def init_gnss(self, z: np.ndarray, R: np.ndarray, yaw: Optional[float] = None,
+                  yaw_std: Optional[float] = None) -> None:
+        """Initialise around a GNSS fix ``z`` [2] with covariance ``R`` [2, 2]; yaw N(yaw, yaw_std)
+        or uniform when unknown. The position is fix - bias - white noise (bias from its prior)."""
+        n = self.n
+        Rw, Rb = self._bias_split(R)
+        e = self.rng.standard_normal((n, 2)) @ np.linalg.cholesky(R + 1e-9 * np.eye(2)).T
+        self.x = z[0] - e[:, 0]
+        self.y = z[1] - e[:, 1]
+        # bias given the fix and each particle's position: Kalman update of the prior N(0, Rb)
+        K = Rb @ np.linalg.inv(Rb + Rw)
+        self.bx = K[0, 0] * e[:, 0] + K[0, 1] * e[:, 1]
+        self.by = K[1, 0] * e[:, 0] + K[1, 1] * e[:, 1]
+        self.Rb = Rb
+        self.Pb = (np.eye(2) - K) @ Rb
+        self._init_common(yaw, yaw_std)
+
+    def reanchor_gnss(self, z: np.ndarray, R: np.ndarray) -> None:
+        """Move the cloud onto a GNSS fix (after a long run of rejected fixes), keeping headings and scales."""
+        yaw, scale = self.yaw.copy(), self.scale.copy()
+        w = self.w.copy()
+        self.init_gnss(z, R)
+        idx = self._systematic(w / w.sum())
+        self.yaw, self.scale = yaw[idx], scale[idx]
+
+    def init_mixture(self, xy: np.ndarray, yaw: np.ndarray, weights: np.ndarray, pos_std: float,
+                     yaw_std: float, bias_sigma: float = 3.0) -> None:
+        """Initialise as a mixture of Gaussians around candidate poses (global relocalisation)."""
+        n = self.n
+        xy = np.asarray(xy, float).reshape(-1, 2)
+        wk = np.asarray(weights, float)
+        wk = wk / wk.sum()
+        comp = self.rng.choice(len(xy), size=n, p=wk)
+        self.x = xy[comp, 0] + pos_std * self.rng.standard_normal(n)
+        self.y = xy[comp, 1] + pos_std * self.rng.standard_normal(n)
+        self.Rb = np.eye(2) * bias_sigma ** 2
+        self.Pb = self.Rb.copy()
+        self.bx = np.zeros(n)
+        self.by = np.zeros(n)
+        self._init_common(None, None)
+        self.yaw = _wrap(np.asarray(yaw, float)[comp] + yaw_std * self.rng.standard_normal(n))
+
+    def _init_common(self, yaw, yaw_std) -> None:
+        n = self.n
+        if yaw is None or yaw_std is None or not math.isfinite(yaw):
+            self.yaw = self.rng.uniform(-math.pi, math.pi, n)
+        else:
+            self.yaw = _wrap(yaw + yaw_std * self.rng.standard_normal(n))
+        self.scale = 1.0 + self.p.odom_scale_sigma * self.rng.standard_normal(n)
+        self.w = np.full(n, 1.0 / n)
+        self.initialised = True
+
+    # ------------------------------------------------------------------ prediction
+    def _bias_step(self, dt: float) -> None:
+        """Gauss-Markov prediction of every particle's bias Gaussian (mean decays, covariance
+        relaxes towards the stationary ``Rb``)."""
+        if dt <= 0:
+            return
+        phi = math.exp(-dt / self.p.gnss_bias_tau_s)
+        self.bx = phi * self.bx
+        self.by = phi * self.by
+        self.Pb = phi * phi * self.Pb + (1.0 - phi * phi) * self.Rb
+
+    def predict_odom(self, fwd: float, lat: float, dyaw: float, dt: float) -> None:
+        """Apply an odometry increment (vehicle frame at the start of the interval) over ``dt`` s."""
+        n, p, r = self.n, self.p, self.rng
+        d = math.hypot(fwd, lat)
+        st = p.odom_trans_noise * math.sqrt(d) + 1e-4
+        f = fwd * self.scale + st * r.standard_normal(n)
+        l_ = lat * self.scale + st * r.standard_normal(n)
+        c, s = np.cos(self.yaw), np.sin(self.yaw)
+        self.x = self.x + c * f - s * l_
+        self.y = self.y + s * f + c * l_
+        sy = math.sqrt(p.odom_yaw_noise ** 2 * abs(dyaw) + math.radians(p.odom_yaw_drift_dps) ** 2 * max(dt, 0.0))
+        self.yaw = _wrap(self.yaw + dyaw + sy * r.standard_normal(n))
+        if d > 0:  # slow wander of the scale so the population does not collapse onto one value
+            self.scale = self.scale + 0.002 * math.sqrt(d / 100.0) * r.standard_normal(n)
+        self._bias_step(dt)
+
+    def predict_no_odom(self, dt: float, vel: Optional[np.ndarray]) -> None:
+        """Motion without odometry: move by ``vel`` [2] (m/s, from GNSS) if known, plus a random walk."""
+        if dt <= 0:
+            return
+        n, p, r = self.n, self.p, self.rng
+        sp = p.no_odom_pos_noise * math.sqrt(dt)
+        vx, vy = (0.0, 0.0) if vel is None else (float(vel[0]), float(vel[1]))
+        self.x = self.x + vx * dt + sp * r.standard_normal(n)
+        self.y = self.y + vy * dt + sp * r.standard_normal(n)
+        self.yaw = _wrap(self.yaw + p.no_odom_yaw_noise * math.sqrt(dt) * r.standard_normal(n))
+        self._bias_step(dt)
+
+    # ------------------------------------------------------------------ updates
+    def gnss_innovation(self, z: np.ndarray, R: np.ndarray) -> float:
+        """Squared Mahalanobis distance of fix ``z`` to the predicted measurement: spread of
+        position + bias mean over the particles, plus the bias covariance and the white noise."""
+        Rw, _ = self._bias_split(R)
+        hx, hy = self.x + self.bx, self.y + self.by
+        w = self.w
+        mx, my = float(w @ hx), float(w @ hy)
+        dx, dy = hx - mx, hy - my
+        S = np.array([[w @ (dx * dx), w @ (dx * dy)], [w @ (dx * dy), w @ (dy * dy)]]) + self.Pb + Rw
+        v = np.array([z[0] - mx, z[1] - my])
+        return float(v @ np.linalg.solve(S, v))
+
+    def update_gnss(self, z: np.ndarray, R: np.ndarray) -> Tuple[bool, float]:
+        """Gate, then weight each particle by N(z; position + bias mean, Pb + white) and update
+        its bias Gaussian (Kalman). Returns (used, d2)."""
+        Rw, Rb = self._bias_split(R)
+        self.Rb = Rb
+        d2 = self.gnss_innovation(z, R)
+        if not d2 <= self.p.gnss_gate_chi2:
+            return False, d2
+        S = self.Pb + Rw
+        Si = np.linalg.inv(S)
+        ex, ey = z[0] - self.x - self.bx, z[1] - self.y - self.by
+        ll = -0.5 * (Si[0, 0] * ex * ex + 2 * Si[0, 1] * ex * ey + Si[1, 1] * ey * ey)
+        K = self.Pb @ Si
+        self.bx = self.bx + K[0, 0] * ex + K[0, 1] * ey
+        self.by = self.by + K[1, 0] * ex + K[1, 1] * ey
+        self.Pb = (np.eye(2) - K) @ self.Pb
+        self.Pb = 0.5 * (self.Pb + self.Pb.T)
+        self._reweight(ll)
+        return True, d2
+
+    def update_yaw(self, yaw: float, std: float) -> None:
+        """Heading measurement (e.g. GNSS course without odometry)."""
+        d = _wrap(self.yaw - yaw)
+        self._reweight(-0.5 * (d / std) ** 2)
+
+    def grid_factor(self, tile_xy: np.ndarray, lik: np.ndarray, spacing: float) -> np.ndarray:
+        """Likelihood factor at each particle, bilinearly interpolated between the four surrounding
+        tiles of the regular grid of ``spacing`` (piecewise-constant nearest-tile values would let
+        the cloud collapse into one cell). Missing grid nodes count as 1 (no information); so do
+        particles outside the scored area. Several tiles at one position (heading bins) keep the max."""
+        tile_xy = np.asarray(tile_xy, float).reshape(-1, 2)
+        lik = np.asarray(lik, float).reshape(-1)
+        out = np.ones(self.n)
+        if len(tile_xy) == 0:
+            return out
+        x0, y0 = tile_xy[:, 0].min(), tile_xy[:, 1].min()
+        ti = np.rint((tile_xy[:, 0] - x0) / spacing).astype(np.int64)
+        tj = np.rint((tile_xy[:, 1] - y0) / spacing).astype(np.int64)
+        nx, ny = int(ti.max()) + 2, int(tj.max()) + 2
+        if nx * ny > 4_000_000:  # not a local grid: nearest tile within the spacing (brute force)
+            d2 = (self.x[:, None] - tile_xy[None, :, 0]) ** 2 + (self.y[:, None] - tile_xy[None, :, 1]) ** 2
+            k = np.argmin(d2, axis=1)
+            near = d2[np.arange(self.n), k] <= spacing * spacing
+            out[near] = lik[k[near]]
+            return out
+        grid = np.ones((nx, ny))
+        order = np.argsort(lik)  # ascending: the max of duplicates is written last
+        grid[ti[order], tj[order]] = lik[order]
+        u = (self.x - x0) / spacing
+        v = (self.y - y0) / spacing
+        inside = (u >= -0.5) & (u <= nx - 1.5) & (v >= -0.5) & (v <= ny - 1.5)
+        u = np.clip(u[inside], 0.0, nx - 1.000001)
+        v = np.clip(v[inside], 0.0, ny - 1.000001)
+        i0, j0 = np.floor(u).astype(np.int64), np.floor(v).astype(np.int64)
+        fu, fv = u - i0, v - j0
+        i1, j1 = np.minimum(i0 + 1, nx - 1), np.minimum(j0 + 1, ny - 1)
+        out[inside] = ((1 - fu) * (1 - fv) * grid[i0, j0] + fu * (1 - fv) * grid[i1, j0]
+                       + (1 - fu) * fv * grid[i0, j1] + fu * fv * grid[i1, j1])
+        return out
+
+    def update_match(self, tile_xy: np.ndarray, lik: np.ndarray, spacing: float,
+                     check_consistency: bool = True) -> Tuple[bool, float]:
+        """Weight by a match likelihood (see ``match_likelihood``). Returns (used, ess_ratio after).
+
+        With ``check_consistency`` a match that leaves fewer than ``match_min_ess_ratio`` of the
+        effective particles is rejected (weights unchanged)."""
+        fac = self.grid_factor(tile_xy, np.asarray(lik, float), spacing)
+        w = self.w * fac
+        tot = float(w.sum())
+        if not tot > 0:
+            return False, 0.0
+        w = w / tot
+        ess = 1.0 / float(np.sum(w * w)) / self.n
+        ess_before = self.ess_ratio()
+        if check_consistency and ess < self.p.match_min_ess_ratio * ess_before:
+            return False, ess
+        self.w = w
+        self._maybe_resample()
+        return True, ess
+
+    def _reweight(self, loglik: np.ndarray) -> None:
+        lw = np.log(np.maximum(self.w, 1e-300)) + loglik
+        lw -= lw.max()
+        w = np.exp(lw)
+        self.w = w / w.sum()
+        self._maybe_resample()
+
+    def ess_ratio(self) -> float:
+        return 1.0 / float(np.sum(self.w * self.w)) / self.n
+
+    def _systematic(self, w: np.ndarray) -> np.ndarray:
+        n = self.n
+        pos = (self.rng.random() + np.arange(n)) / n
+        c = np.cumsum(w)
+        c[-1] = 1.0
+        return np.minimum(np.searchsorted(c, pos), n - 1)
+
+    def _maybe_resample(self) -> None:
+        if self.ess_ratio() >= 0.5:
+            return
+        mean, cov = self.mean_cov(floor=False)
+        i = self._systematic(self.w)
+        self.x, self.y, self.yaw = self.x[i], self.y[i], self.yaw[i]
+        self.bx, self.by, self.scale = self.bx[i], self.by[i], self.scale[i]
+        self.w = np.full(self.n, 1.0 / self.n)
+        # regularisation: a little jitter (10 % of the spread) so duplicated particles separate
+        # again; inflates the variance by ~1 % per resampling, which the next updates absorb
+        n, r, h = self.n, self.rng, self.p.resample_jitter
+        if h > 0:
+            self.x = self.x + h * math.sqrt(cov[0, 0]) * r.standard_normal(n)
+            self.y = self.y + h * math.sqrt(cov[1, 1]) * r.standard_normal(n)
+            self.yaw = _wrap(self.yaw + (h * math.sqrt(cov[2, 2]) + math.radians(0.02)) * r.standard_normal(n))
+
+    # ------------------------------------------------------------------ output
+    def mean_cov(self, floor: bool = True) -> Tuple[np.ndarray, np.ndarray]:
+        """Weighted mean (x, y, yaw) and full 3x3 covariance (yaw residuals wrapped around the
+        circular mean), plus the floors ``pos_std_floor_m`` and 0.5 deg."""
+        w = self.w
+        mx, my = float(w @ self.x), float(w @ self.y)
+        myaw = math.atan2(float(w @ np.sin(self.yaw)), float(w @ np.cos(self.yaw)))
+        d = np.stack([self.x - mx, self.y - my, _wrap(self.yaw - myaw)])
+        cov = (d * w) @ d.T
+        cov = 0.5 * (cov + cov.T)
+        if not floor:
+            return np.array([mx, my, myaw]), cov
+        cov[0, 0] += self.p.pos_std_floor_m ** 2
+        cov[1, 1] += self.p.pos_std_floor_m ** 2
+        cov[2, 2] += math.radians(0.5) ** 2
+        return np.array([mx, my, myaw]), cov
+
+    def bias_mean(self) -> np.ndarray:
+        return np.array([float(self.w @ self.bx), float(self.w @ self.by)])
+
+
+STATUSES = ("initialising", "tracking", "degraded", "lost")
+
+
+@dataclass
+class TrackState:
+    """The tracker's answer at time ``t`` (map frame)."""
+
+    t: float
+    mean: np.ndarray  # [3] x, y, yaw
+    cov: np.ndarray  # [3, 3]
+    status: str
+    reasons: list
+
+    @property
+    def pos_std_m(self) -> float:
+        """Square root of the largest eigenvalue of the position covariance."""
+        return float(math.sqrt(max(np.linalg.eigvalsh(self.cov[:2, :2])[-1], 0.0)))
+
+    @property
+    def yaw_std_deg(self) -> float:
+        return float(math.degrees(math.sqrt(max(self.cov[2, 2], 0.0))))
+
+
+class PoseTracker:
+    """Event-driven wrapper of ``PoseFilter`` in the map frame: time from stamps, odometry
+    accumulation, GNSS gating bookkeeping, status with reasons, counters.
+
+    Call ``on_odom`` / ``on_fix`` / ``on_match`` in stamp order. Each first calls ``check_time``:
+    a stamp older than the newest by more than ``time_backwards_eps_s`` resets the tracker (and
+    the event is then processed as the first one of a new run).
+    """
+
+    def __init__(self, params: FilterParams):
+        self.p = params
+        self.f = PoseFilter(params)
+        self.counters: Dict[str, Any] = {}
+        self._clear_counters()
+        self.reset_reasons: Dict[str, int] = {}
+        self._clear_state()
+
+    def _clear_counters(self) -> None:
+        self.counters = {"gnss_accepted": 0, "gnss_rejected": 0, "gnss_no_fix": 0, "gnss_reanchored": 0,
+                         "odom": 0, "odom_jumps": 0, "matches_used": 0, "matches_rejected": {}, "resets": 0}
+
+    def _clear_state(self) -> None:
+        self.t_last: Optional[float] = None  # newest stamp seen
+        self.t_filter: Optional[float] = None  # time the particles are at
+        self.odom_last = None  # (t, x, y, yaw)
+        self.odom_anchor = None  # odom pose the particles were last predicted to
+        self.odom_dist = 0.0  # distance travelled according to odometry (for keyframes)
+        self.t_fix_ok: Optional[float] = None  # last accepted fix
+        self.t_reject_since: Optional[float] = None  # first of the current run of rejected fixes
+        self.t_first_event: Optional[float] = None
+        self.fixes: list = []  # recent accepted fixes (t, x, y) for velocity/course without odometry
+        self.last_match_t: Optional[float] = None
+
+    # ------------------------------------------------------------------ time
+    def reset(self, reason: str) -> None:
+        self.f.reset()
+        self._clear_state()
+        self.counters["resets"] += 1
+        self.reset_reasons[reason] = self.reset_reasons.get(reason, 0) + 1
+
+    def check_time(self, t: float) -> bool:
+        """Register stamp ``t``; True if it went backwards (the tracker was reset)."""
+        if not math.isfinite(t):
+            raise InvalidArgument(f"stamp {t!r} is not finite")
+        went_back = self.t_last is not None and t < self.t_last - self.p.time_backwards_eps_s
+        if went_back:
+            self.reset("time went backwards")
+        if self.t_last is None or t > self.t_last:
+            self.t_last = t
+        if self.t_first_event is None:
+            self.t_first_event = t
+        return went_back
+
+    def odom_fresh(self, t: float) -> bool:
+        return self.odom_last is not None and t - self.odom_last[0] <= self.p.odom_timeout_s
+
+    # ------------------------------------------------------------------ events
+    def on_odom(self, t: float, x: float, y: float, yaw: float) -> bool:
+        """Odometry pose (odom frame). Returns False if dropped as a jump (counted)."""
+        self.check_time(t)
+        if not (math.isfinite(x) and math.isfinite(y) and math.isfinite(yaw)):
+            raise InvalidArgument("odometry pose is not finite")
+        if self.odom_last is not None:
+            t0, x0, y0, _ = self.odom_last
+            step = math.hypot(x - x0, y - y0)
+            if step > self.p.odom_max_speed_mps * max(t - t0, 0.0) + 1.0:
+                self.counters["odom_jumps"] += 1
+                # the odom frame jumped (driver restart, reset): re-anchor, lose this interval's motion
+                self.odom_last = (t, x, y, yaw)
+                self.predict(t)
+                self.odom_anchor = (t, x, y, yaw)
+                return False
+            self.odom_dist += step
+        if self.odom_anchor is None or not self.f.initialised or (
+                self.odom_last is not None and t - self.odom_last[0] > self.p.odom_timeout_s):
+            if self.f.initialised and self.t_filter is not None:
+                self.predict(t)  # motion up to now without odometry, then restart the odometry chain
+            self.odom_anchor = (t, x, y, yaw)
+        self.odom_last = (t, x, y, yaw)
+        self.counters["odom"] += 1
+        return True
+
+    def _velocity(self, t: float) -> Optional[np.ndarray]:
+        """GNSS velocity from accepted fixes ~1 s apart (None if unknown)."""
+        if len(self.fixes) < 2:
+            return None
+        t1, x1, y1 = self.fixes[-1]
+        if t - t1 > 2.0:
+            return None
+        for t0, x0, y0 in reversed(self.fixes[:-1]):
+            if t1 - t0 >= 0.9:
+                return np.array([(x1 - x0) / (t1 - t0), (y1 - y0) / (t1 - t0)])
+        return None
+
+    def predict(self, t: float) -> None:
+        """Move the particles to time ``t`` (odometry increment if fresh, else the no-odometry model)."""
+        if not self.f.initialised or self.t_filter is None:
+            self.t_filter = t
+            return
+        dt = t - self.t_filter
+        if dt < 0:
+            return
+        if self.odom_anchor is not None and self.odom_last is not None and self.odom_fresh(t):
+            _, ax, ay, ayaw = self.odom_anchor
+            _, lx, ly, lyaw = self.odom_last
+            c, s = math.cos(ayaw), math.sin(ayaw)
+            dx, dy = lx - ax, ly - ay
+            self.f.predict_odom(c * dx + s * dy, -s * dx + c * dy, float(_wrap(lyaw - ayaw)), dt)
+            self.odom_anchor = self.odom_last
+        else:
+            self.f.predict_no_odom(dt, self._velocity(t))
+        self.t_filter = t
+
+    def on_fix(self, t: float, z: Optional[np.ndarray], R: Optional[np.ndarray], ok: bool) -> str:
+        """GNSS fix in the map frame. Returns 'init', 'accepted', 'rejected', 'reanchored' or 'no_fix'."""
+        self.check_time(t)
+        if not ok or z is None or not np.all(np.isfinite(z)):
+            self.counters["gnss_no_fix"] += 1
+            return "no_fix"
+        z = np.asarray(z, float)
+        if R is None or not np.all(np.isfinite(R)):
+            R = np.eye(2) * self.p.gnss_default_sigma_m ** 2
+        R = 0.5 * (np.asarray(R, float) + np.asarray(R, float).T)
+        ev = np.linalg.eigvalsh(R)
+        if ev[0] <= 1e-6:  # degenerate covariance: floor it rather than divide by zero
+            R = R + np.eye(2) * (1e-2 - min(ev[0], 0.0))
+        if not self.f.initialised:
+            self.f.init_gnss(z, R)
+            self.t_filter = t
+            if self.odom_last is not None:
+                self.odom_anchor = self.odom_last
+            self.t_fix_ok = t
+            self.fixes = [(t, z[0], z[1])]
+            self.counters["gnss_accepted"] += 1
+            return "init"
+        self.predict(t)
+        used, _ = self.f.update_gnss(z, R)
+        if used:
+            self.counters["gnss_accepted"] += 1
+            self.t_fix_ok = t
+            self.t_reject_since = None
+            self._after_fix(t, z, R)
+            return "accepted"
+        self.counters["gnss_rejected"] += 1
+        if self.t_reject_since is None:
+            self.t_reject_since = t
+        if t - self.t_reject_since >= self.p.gnss_reset_after_s:
+            self.f.reanchor_gnss(z, R)
+            self.counters["gnss_reanchored"] += 1
+            self.t_reject_since = None
+            self.t_fix_ok = t
+            self.fixes = []
+            self._after_fix(t, z, R)
+            return "reanchored"
+        return "rejected"
+
+    def _after_fix(self, t: float, z: np.ndarray, R: np.ndarray) -> None:
+        self.fixes.append((t, float(z[0]), float(z[1])))
+        if len(self.fixes) > 30:
+            del self.fixes[:-30]
+        if not self.odom_fresh(t):  # no odometry: the GNSS course is the heading measurement
+            v = self._velocity(t)
+            if v is not None:
+                sp = float(np.hypot(*v))
+                if sp > 2.0:
+                    sw = self.p.gnss_white_fraction * math.sqrt(float(np.trace(R)) / 2.0)
+                    self.f.update_yaw(math.atan2(v[1], v[0]), math.atan2(2.0 * sw, sp) + 0.05)
+
+    def on_match(self, t: float, tile_xy: np.ndarray, scores: np.ndarray, spacing: float) -> MatchEval:
+        """Similarity map at time ``t``: gate, then update. ``MatchEval.ok`` says if it was used;
+        ``MatchEval.reason`` why not."""
+        self.check_time(t)
+        ev = match_likelihood(tile_xy, scores, self.p)
+        if not self.f.initialised:
+            ev.ok, ev.reason = False, "filter not initialised"
+        if ev.ok:
+            self.predict(t)
+            cur = self.state(t)
+            credible = cur.status in ("tracking", "degraded", "initialising") and cur.pos_std_m < self.p.lost_std_m
+            used, _ = self.f.update_match(tile_xy, ev.lik, spacing, check_consistency=credible)
+            if not used:
+                ev.ok, ev.reason = False, "inconsistent with the prior"
+        if ev.ok:
+            self.counters["matches_used"] += 1
+            self.last_match_t = t
+        else:
+            mr = self.counters["matches_rejected"]
+            mr[ev.reason] = mr.get(ev.reason, 0) + 1
+        return ev
+
+    # ------------------------------------------------------------------ output
+    def state(self, t: Optional[float] = None) -> Optional[TrackState]:
+        """Mean, covariance and status at ``t`` (default: the filter time). Does not change the
+        particles: a pending odometry increment is applied to the mean only."""
+        if not self.f.initialised:
+            return None
+        mean, cov = self.f.mean_cov()
+        tt = self.t_filter if t is None else float(t)
+        if self.odom_anchor is not None and self.odom_last is not None and self.odom_fresh(tt) and \
+                self.odom_last is not self.odom_anchor:
+            _, ax, ay, ayaw = self.odom_anchor
+            _, lx, ly, lyaw = self.odom_last
+            c, s = math.cos(ayaw), math.sin(ayaw)
+            fwd, lat = c * (lx - ax) + s * (ly - ay), -s * (lx - ax) + c * (ly - ay)
+            cy, sy = math.cos(mean[2]), math.sin(mean[2])
+            mean = mean + np.array([cy * fwd - sy * lat, sy * fwd + cy * lat, 0.0])
+            mean[2] = float(_wrap(mean[2] + _wrap(lyaw - ayaw)))
+        st = TrackState(t=tt, mean=mean, cov=cov, status="tracking", reasons=[])
+        st.status, st.reasons = self._status(st)
+        return st
+
+    def _status(self, st: TrackState) -> Tuple[str, list]:
+        p, t = self.p, st.t
+        reasons = []
+        sd = st.pos_std_m
+        if sd > p.lost_std_m:
+            return "lost", [f"position sigma {sd:.0f} m > {p.lost_std_m:g} m"]
+        degraded = []
+        if self.t_fix_ok is None or t - self.t_fix_ok > p.gnss_timeout_s:
+            since = t - (self.t_fix_ok if self.t_fix_ok is not None else t)
+            if self.t_reject_since is not None:
+                degraded.append(f"GNSS rejected as outlier for {t - self.t_reject_since:.1f} s")
+            else:
+                degraded.append(f"no GNSS fix for {since:.1f} s (dead reckoning)")
+        if sd > p.degraded_std_m:
+            degraded.append(f"position sigma {sd:.1f} m > {p.degraded_std_m:g} m")
+        if st.yaw_std_deg > p.init_yaw_std_deg:
+            return "initialising", [f"heading not converged (sigma {st.yaw_std_deg:.0f} deg)"] + degraded
+        if degraded:
+            return "degraded", degraded + reasons
+        return "tracking", reasons

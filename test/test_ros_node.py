@@ -174,7 +174,7 @@ def running_node(tile_index, small_world_dir, tmp_path_factory):
     """One geoloc_node process for the module (started once: loading the model takes a while)."""
     tmp = tmp_path_factory.mktemp("ros_node")
     env = ros_env(tmp)
-    params = write_params(tmp / "params.yaml", index_path=str(tile_index),
+    params = write_params(tmp / "params.yaml", index_path=str(tile_index), use_sim_time=True,
                           debug_orthophoto=str(small_world_dir / "orthophoto.tif"))
     log = tmp / "node.log"
     with open(log, "w") as f:
@@ -198,7 +198,7 @@ def recorded_drive(running_node, drive_dir):
     try:
         wait_for(lambda: any(r["topic"] == "ready" for r in read_jsonl(rec_out)), 60, "recorder", rec)
         play = subprocess.run([sys.executable, "-m", "geoloc_ros.tools.play", str(drive_dir), "--wait-for",
-                               "/camera/image_raw", "/gnss/fix", "/odom", "--delay-s", "1.0"],
+                               "/camera/image_raw", "/gnss/fix", "/odom", "--delay-s", "1.0", "--clock"],
                               env=env, cwd=ROOT, capture_output=True, text=True, timeout=DRIVE_S * 4 + 120)
         assert play.returncode == 0, play.stdout + play.stderr
         assert "played" in play.stdout
@@ -277,6 +277,8 @@ def test_diagnostics_report_ok_and_nothing_dropped_on_a_clean_drive(recorded_dri
     assert v["drops.total"] == "0", {k: x for k, x in v.items() if k.startswith("drops.")}
     assert v["backend"] == "torch" and int(v["count.keyframes"]) > 10
     assert float(v["latency.receipt_to_publish_p50_ms"]) > 0
+    # use_sim_time: the node clock followed the player's /clock, so image stamp -> publish is measurable
+    assert 0 < float(v["latency.stamp_to_publish_p50_ms"]) < 5000, v["latency.stamp_to_publish_p50_ms"]
     assert int(v["index.tiles_loaded"]) > 0
     # while the drive played, the node said OK at least half of the time after it started tracking
     playing = [d for d in diags if d["values"]["status"] == "tracking"]

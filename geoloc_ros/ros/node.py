@@ -311,7 +311,10 @@ class GeolocNode(Node):
             self.create_subscription(Odometry, s.odom_topic, self._on_odom, qos_profile_sensor_data)
         self._path_msg = Path()
         self._path_msg.header.frame_id = s.map_frame
-        self.create_timer(s.diagnostics_period_s, self._publish_diagnostics)
+        # steady clock: diagnostics keep coming while a bag is paused or over (use_sim_time, no /clock)
+        from rclpy.clock import Clock, ClockType
+
+        self.create_timer(s.diagnostics_period_s, self._publish_diagnostics, clock=Clock(clock_type=ClockType.STEADY_TIME))
 
     # ------------------------------------------------------------------ callbacks (executor thread)
     def _on_image(self, msg) -> None:

@@ -45,7 +45,7 @@ def register(sub) -> argparse.ArgumentParser:
                    metavar="HZ", help="publish /clock at HZ (default 40 when given without a value) and with "
                                       "every message")
     p.add_argument("--topics", nargs="+", default=None, metavar="TOPIC", help="only these topics (default: all)")
-    p.add_argument("--delay-s", type=float, default=0.5,
+    p.add_argument("--delay-s", type=float, default=1.0,
                    help="wait this long after creating publishers before the first message (discovery)")
     p.add_argument("--wait-for", nargs="+", default=(), metavar="TOPIC",
                    help="before starting, wait (up to --wait-timeout-s) until each of these topics has a subscriber")

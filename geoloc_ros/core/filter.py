@@ -54,7 +54,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, ClassVar, Dict, Optional, Tuple
 
 import numpy as np
 
@@ -110,6 +110,8 @@ def validate_fields(obj, owner: str) -> None:
 class FilterParams:
     """Parameters of ``PoseFilter`` (``pipeline.LocalizerConfig`` extends this class)."""
 
+    _owner: ClassVar[str] = "filter"  # prefix in error messages
+
     seed: int = _f(0, "seed of the filter's random generator (same inputs + same seed = same output)", 0, 2 ** 31 - 1)
     num_particles: int = _f(1000, "particles of the pose filter (cost is linear; ~1 ms per update at 1000)",
                             100, 100000)
@@ -163,9 +165,9 @@ class FilterParams:
                                      0.0, 10.0)
 
     def __post_init__(self):
-        validate_fields(self, "filter")
+        validate_fields(self, self._owner)
         if self.degraded_std_m > self.lost_std_m:
-            raise InvalidArgument(f"degraded_std_m ({self.degraded_std_m}) must not exceed lost_std_m "
+            raise InvalidArgument(f"{self._owner}.degraded_std_m ({self.degraded_std_m}) must not exceed lost_std_m "
                                   f"({self.lost_std_m})")
 
 
@@ -531,7 +533,8 @@ class PoseTracker:
         self._clear_state()
 
     def _clear_counters(self) -> None:
-        self.counters = {"gnss_accepted": 0, "gnss_rejected": 0, "gnss_no_fix": 0, "gnss_reanchored": 0,
+        self.counters = {"gnss_accepted": 0, "gnss_rejected": 0, "gnss_no_fix": 0, "gnss_reanchored": 0, "gnss_reinit_lost": 0,
+                         "relocalisations": 0,
                          "odom": 0, "odom_jumps": 0, "matches_used": 0, "matches_rejected": {}, "resets": 0}
 
     def _clear_state(self) -> None:
@@ -545,6 +548,20 @@ class PoseTracker:
         self.t_first_event: Optional[float] = None
         self.fixes: list = []  # recent accepted fixes (t, x, y) for velocity/course without odometry
         self.last_match_t: Optional[float] = None
+        self.relocalised = False  # the cloud comes from a global relocalisation, not from GNSS
+
+    def relocalise(self, t: float, xy: np.ndarray, yaw: np.ndarray, scores: np.ndarray, pos_std: float,
+                   yaw_std: float) -> None:
+        """Re-initialise as a mixture over global retrieval candidates (weights: softmax of the
+        scores with the match temperature). The status stays 'lost' until the cloud converges."""
+        sc = np.asarray(scores, float)
+        w = np.exp((sc - sc.max()) / self.p.match_temperature)
+        self.f.init_mixture(xy, yaw, w, pos_std, yaw_std)
+        self.t_filter = t
+        if self.odom_last is not None:
+            self.odom_anchor = self.odom_last
+        self.relocalised = True
+        self.counters["relocalisations"] += 1
 
     # ------------------------------------------------------------------ time
     def reset(self, reason: str) -> None:
@@ -649,6 +666,16 @@ class PoseTracker:
             self.counters["gnss_accepted"] += 1
             return "init"
         self.predict(t)
+        cur = self.state(t)
+        if cur is not None and cur.status == "lost":  # a fix is a better prior than a lost cloud
+            self.f.init_gnss(z, R)
+            self.counters["gnss_reinit_lost"] += 1
+            self.relocalised = False
+            self.t_fix_ok = t
+            self.t_reject_since = None
+            self.fixes = [(t, z[0], z[1])]
+            self.counters["gnss_accepted"] += 1
+            return "init"
         used, _ = self.f.update_gnss(z, R)
         if used:
             self.counters["gnss_accepted"] += 1
@@ -729,7 +756,10 @@ class PoseTracker:
         reasons = []
         sd = st.pos_std_m
         if sd > p.lost_std_m:
-            return "lost", [f"position sigma {sd:.0f} m > {p.lost_std_m:g} m"]
+            why = [f"position sigma {sd:.0f} m > {p.lost_std_m:g} m"]
+            if self.relocalised:
+                why.append("relocalising globally from camera matches (no GNSS)")
+            return "lost", why
         degraded = []
         if self.t_fix_ok is None or t - self.t_fix_ok > p.gnss_timeout_s:
             since = t - (self.t_fix_ok if self.t_fix_ok is not None else t)

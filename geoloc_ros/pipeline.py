@@ -1,0 +1,436 @@
+"""The Localizer: camera keyframes + GNSS + odometry -> corrected pose with covariance and status.
+
+Pure Python (numpy + the encoder and index objects it is given); no rclpy, no wall clock: time
+comes in with every call as a stamp in seconds. The ROS node and the bag replay both drive it::
+
+    from geoloc_ros.pipeline import Localizer, LocalizerConfig
+    loc = Localizer(encoder, index, LocalizerConfig(...))
+    loc.on_fix(t, lat, lon, cov_en, ok)          # NavSatFix
+    loc.on_odom(t, x, y, yaw, vx, wz, pose_cov)  # nav_msgs/Odometry (any drifting odom frame)
+    est = loc.on_image(t, rgb)                   # Estimate at keyframes, else None
+    loc.estimate(t)                              # current state between keyframes
+
+Per keyframe (one per ``keyframe_spacing_m`` of odometry, or per ``keyframe_interval_s``):
+encode the new frame only (features are cached in ``core.keyframes.KeyframeBuffer``), fuse the
+last T cached features, search the index near the filter's prior (radius from its covariance,
+clamped to [search_radius_min_m, search_radius_max_m]; heading bins around the filter heading),
+and update the filter (``core.filter``) with the whole similarity map (``k=None``) through the
+confidence gate. See docs/localizer.md.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, ClassVar, Dict, List, Mapping, Optional
+
+import numpy as np
+
+from .core.config import check_keys
+from .core.errors import InvalidArgument
+from .core.filter import STATUSES, FilterParams, MatchEval, PoseTracker, TrackState, _f
+from .core.geo import yaw_to_heading_deg
+from .core.keyframes import KeyframeBuffer
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Localizer", "LocalizerConfig", "Estimate", "Candidates", "SimilarityMap", "STATUSES"]
+
+
+@dataclass(frozen=True)
+class LocalizerConfig(FilterParams):
+    """Every tunable of the Localizer. The filter's fields come from ``core.filter.FilterParams``;
+    each field's ``metadata`` has ``help`` and (numbers) an inclusive ``range`` so the ROS node can
+    declare it as a parameter (``localizer.<name>``). Unknown keys in ``from_dict`` are an error."""
+
+    _owner: ClassVar[str] = "localizer"
+
+    use_camera: bool = _f(True, "use camera matches; false gives the GNSS + odometry baseline (same filter)")
+    keyframe_spacing_m: float = _f(5.0, "one keyframe per this distance travelled by odometry (m)", 0.5, 100.0)
+    keyframe_interval_s: float = _f(0.5, "one keyframe per this time when there is no odometry (s)", 0.01, 60.0)
+    keyframe_max_gap_s: float = _f(5.0, "a longer gap between keyframes breaks the sequence (buffer cleared) (s)",
+                                   0.1, 3600.0)
+    seq_len: int = _f(7, "keyframes fused per descriptor (T; clamped to the model's max_frames)", 1, 64)
+    min_seq_len: int = _f(3, "fewest keyframes before matching starts", 1, 64)
+    search_sigma_k: float = _f(3.0, "search radius = this many position sigmas of the prior ...", 0.5, 20.0)
+    search_radius_min_m: float = _f(24.0, "... clamped to at least this (m)", 1.0, 10000.0)
+    search_radius_max_m: float = _f(80.0, "... and at most this (m)", 1.0, 100000.0)
+    heading_tol_deg: float = _f(0.0, "heading bins within this of the filter heading are searched (deg); 0: the "
+                                "index default (180 / K)", 0.0, 180.0)
+    match_max_yaw_std_deg: float = _f(20.0, "no matching while the heading sigma is above this (deg)", 1.0, 180.0)
+    candidates_k: int = _f(10, "top-k candidates reported with each estimate", 0, 1000)
+    relocalise: bool = _f(True, "relocalise globally (whole index) when lost and no GNSS gives a prior")
+    relocalise_after_s: float = _f(30.0, "... after this long without an accepted GNSS fix (s)", 0.0, 86400.0)
+    relocalise_k: int = _f(20, "candidates of the global search that seed the relocalised particle cloud", 1, 10000)
+    relocalise_pos_std_m: float = _f(8.0, "position sigma around each relocalisation candidate (m)", 0.1, 1000.0)
+    relocalise_yaw_std_deg: float = _f(25.0, "heading sigma around each candidate's heading bin (deg)", 0.1, 180.0)
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.search_radius_min_m > self.search_radius_max_m:
+            raise InvalidArgument(f"localizer.search_radius_min_m ({self.search_radius_min_m}) must not exceed "
+                                  f"search_radius_max_m ({self.search_radius_max_m})")
+        if self.min_seq_len > self.seq_len:
+            raise InvalidArgument(f"localizer.min_seq_len ({self.min_seq_len}) must not exceed seq_len "
+                                  f"({self.seq_len})")
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "LocalizerConfig":
+        """Build from a mapping (YAML, JSON); unknown keys raise InvalidArgument naming them."""
+        if not isinstance(d, Mapping):
+            raise InvalidArgument(f"localizer config must be a mapping, got {type(d).__name__}")
+        check_keys(cls, d, "localizer")
+        return cls(**dict(d))
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def describe(cls) -> List[Dict[str, Any]]:
+        """Machine-readable table: name, default, type, help, range per field."""
+        out = []
+        for f in fields(cls):
+            md = f.metadata or {}
+            out.append({"name": f.name, "default": f.default, "type": type(f.default).__name__,
+                        "help": md.get("help", ""), "range": md.get("range")})
+        return out
+
+
+@dataclass
+class Candidates:
+    """Top-k tiles of a keyframe's search (best first)."""
+
+    lat: np.ndarray
+    lon: np.ndarray
+    x: np.ndarray
+    y: np.ndarray
+    score: np.ndarray
+    heading_deg: np.ndarray
+
+
+@dataclass
+class SimilarityMap:
+    """Every tile scored at a keyframe (map frame), for the debug image."""
+
+    x: np.ndarray
+    y: np.ndarray
+    score: np.ndarray
+    heading_deg: np.ndarray
+
+
+@dataclass
+class Estimate:
+    """The Localizer's output. ``x, y`` in the map frame (``Localizer.frame``, the index datum:
+    UTM grid axes); ``yaw`` REP-103 on the grid axes; ``heading_deg`` true compass heading;
+    ``cov`` 3x3 over (x, y, yaw) [m^2, m rad, rad^2]."""
+
+    t: float
+    lat: float
+    lon: float
+    x: float
+    y: float
+    yaw: float
+    heading_deg: float
+    cov: np.ndarray
+    status: str
+    reasons: List[str]
+    candidates: Optional[Candidates] = None
+    match_used: bool = False
+    confidence: float = float("nan")
+    compute_ms: float = 0.0
+    sim_map: Optional[SimilarityMap] = None
+    keyframe: bool = False
+    match_reason: str = ""
+
+    @property
+    def pos_std_m(self) -> float:
+        return float(math.sqrt(max(np.linalg.eigvalsh(np.asarray(self.cov)[:2, :2])[-1], 0.0)))
+
+
+def _enu_to_grid_cov(cov_en: np.ndarray, convergence_deg: float) -> np.ndarray:
+    """2x2 covariance on true east/north axes -> UTM grid axes (inverse of the node's grid_to_enu_cov)."""
+    g = math.radians(convergence_deg)
+    R = np.array([[math.cos(g), -math.sin(g)], [math.sin(g), math.cos(g)]])
+    return R @ cov_en @ R.T
+
+
+class Localizer:
+    """See the module docstring. Not thread-safe: call from one thread in stamp order."""
+
+    def __init__(self, encoder, index, config: Optional[LocalizerConfig] = None, *, frame=None):
+        if config is None:
+            config = LocalizerConfig()
+        elif isinstance(config, Mapping):
+            config = LocalizerConfig.from_dict(config)
+        elif not isinstance(config, LocalizerConfig):
+            raise InvalidArgument(f"config must be a LocalizerConfig or a mapping, got {type(config).__name__}")
+        self.config = c = config
+        if c.use_camera and (encoder is None or index is None):
+            raise InvalidArgument("use_camera=True needs an encoder and a tile index; pass both, or set "
+                                  "use_camera=False for the GNSS + odometry baseline")
+        if encoder is not None and index is not None and int(encoder.dim) != int(index.dim):
+            raise InvalidArgument(f"encoder descriptors have {encoder.dim} dimensions but the index has {index.dim}: "
+                                  f"rebuild the index with this model (geoloc index build)")
+        self.encoder = encoder
+        self.index = index
+        if index is not None:
+            self.frame = index.frame
+        elif frame is not None:
+            self.frame = frame
+        else:
+            raise InvalidArgument("Localizer needs the map frame: pass a tile index or frame=LocalFrame(...)")
+        self.T = int(min(c.seq_len, encoder.max_frames)) if encoder is not None else int(c.seq_len)
+        self.tracker = PoseTracker(c)
+        self.keyframes = KeyframeBuffer(c.keyframe_spacing_m, c.keyframe_interval_s, max(self.T, 1),
+                                        c.keyframe_max_gap_s)
+        self._conv_cache: Dict[tuple, float] = {}
+        self._counts: Dict[str, Any] = {}
+        self._clear_counts()
+        self._covered: Optional[bool] = None  # was the prior inside the index at the last keyframe
+        self._last_match: Optional[MatchEval] = None
+
+    # ------------------------------------------------------------------ bookkeeping
+    def _clear_counts(self) -> None:
+        self._counts = {"frames": 0, "keyframes": 0, "matches_attempted": 0, "match_skipped": {}, "drops": {},
+                        "outside_coverage": 0, "status": {s: 0 for s in STATUSES}, "compute_ms_total": 0.0}
+
+    def _bump(self, group: str, key: str) -> None:
+        d = self._counts[group]
+        d[key] = d.get(key, 0) + 1
+
+    def _drop(self, key: str, msg: str) -> None:
+        self._bump("drops", key)
+        log.debug("dropped %s: %s", key, msg)
+
+    def _conv(self, x: float, y: float) -> float:
+        key = (round(x / 1000.0), round(y / 1000.0))
+        v = self._conv_cache.get(key)
+        if v is None:
+            v = float(self.frame.grid_convergence_deg(key[0] * 1000.0, key[1] * 1000.0))
+            if len(self._conv_cache) > 1000:
+                self._conv_cache.clear()
+            self._conv_cache[key] = v
+        return v
+
+    def _check_time(self, t: float) -> None:
+        if not isinstance(t, (int, float, np.integer, np.floating)) or not math.isfinite(float(t)):
+            raise InvalidArgument(f"stamp must be a finite number of seconds, got {t!r}")
+        last = self.tracker.t_last
+        if last is not None and t < last - self.config.time_backwards_eps_s:
+            self.reset("time went backwards")
+
+    # ------------------------------------------------------------------ inputs
+    def on_fix(self, t: float, lat: float, lon: float, cov_en: Optional[np.ndarray], ok: bool) -> None:
+        """A GNSS fix: ``cov_en`` 2x2 east/north covariance (m^2) or None (unknown); ``ok`` False for
+        NO_FIX. NaN or out-of-range coordinates are counted and dropped (told to the filter as no fix)."""
+        t = float(t)
+        self._check_time(t)
+        if not ok:
+            self.tracker.on_fix(t, None, None, False)
+            return
+        if not (math.isfinite(lat) and math.isfinite(lon)):
+            self._drop("fix.nan", "GNSS fix with NaN position but status OK")
+            self.tracker.on_fix(t, None, None, False)
+            return
+        if not (-90.0 <= lat <= 90.0 and -180.0 <= lon <= 180.0):
+            self._drop("fix.out_of_range", f"GNSS fix ({lat}, {lon}) is not a latitude/longitude")
+            self.tracker.on_fix(t, None, None, False)
+            return
+        x, y = (float(v) for v in self.frame.from_latlon(lat, lon))
+        if not (math.isfinite(x) and math.isfinite(y)):
+            self._drop("fix.projection", f"GNSS fix ({lat}, {lon}) cannot be projected into the map frame")
+            self.tracker.on_fix(t, None, None, False)
+            return
+        R = None
+        if cov_en is not None:
+            C = np.asarray(cov_en, float)
+            if C.shape != (2, 2) or not np.all(np.isfinite(C)) or C[0, 0] <= 0 or C[1, 1] <= 0 or \
+                    np.linalg.det(C) <= 0:
+                self._drop("fix.bad_covariance", f"GNSS covariance {C.tolist()} is not positive definite; using "
+                           f"gnss_default_sigma_m")
+            else:
+                R = _enu_to_grid_cov(C, self._conv(x, y))
+        self.tracker.on_fix(t, np.array([x, y]), R, True)
+
+    def on_odom(self, t: float, x: float, y: float, yaw: float, vx: float = 0.0, wz: float = 0.0,
+                pose_cov: Optional[np.ndarray] = None) -> None:
+        """Odometry pose in its own (drifting) odom frame. Only increments are used; the pose
+        covariance is not (odometry covariances grow without bound; the filter's motion noise is
+        configured). Non-finite poses and jumps are counted drops."""
+        t = float(t)
+        self._check_time(t)
+        if not all(math.isfinite(float(v)) for v in (x, y, yaw)):
+            self._drop("odom.nonfinite", "odometry pose is not finite")
+            return
+        if not self.tracker.on_odom(t, float(x), float(y), float(yaw)):
+            self._drop("odom.jump", "odometry jumped faster than odom_max_speed_mps; re-anchored")
+
+    def on_image(self, t: float, image: np.ndarray) -> Optional["Estimate"]:
+        """A camera frame (uint8 RGB HxWx3). Returns an Estimate if it became a keyframe."""
+        t = float(t)
+        self._check_time(t)
+        c = self.config
+        img = np.asarray(image) if image is not None else None
+        if img is None or img.ndim != 3 or img.shape[2] != 3 or img.shape[0] < 8 or img.shape[1] < 8:
+            self._drop("image.bad_shape", f"expected an RGB image HxWx3, got {None if img is None else img.shape}")
+            return None
+        if img.dtype != np.uint8:
+            self._drop("image.bad_dtype", f"expected uint8 RGB, got {img.dtype}")
+            return None
+        self._counts["frames"] += 1
+        tr = self.tracker
+        odom_dist = tr.odom_dist if tr.odom_fresh(t) else None
+        if not self.keyframes.is_keyframe(t, odom_dist):
+            return None
+        t0 = time.perf_counter()
+        feat = self.encoder.frame_features(img[None])[0] if c.use_camera else None
+        self.keyframes.add(t, feat, odom_dist)
+        self._counts["keyframes"] += 1
+        tr.predict(t)
+        cands = sim = None
+        ev: Optional[MatchEval] = None
+        reason = ""
+        if not c.use_camera:
+            reason = "camera disabled"
+        else:
+            cands, sim, ev, reason = self._match(t)
+        est = self._make_estimate(t, keyframe=True, candidates=cands, sim_map=sim, ev=ev, match_reason=reason)
+        ms = (time.perf_counter() - t0) * 1e3
+        self._counts["compute_ms_total"] += ms
+        if est is not None:
+            est.compute_ms = ms
+            self._counts["status"][est.status] += 1
+        return est
+
+    # ------------------------------------------------------------------ matching
+    def _match(self, t: float):
+        """Search near the prior and update the filter. Returns (candidates, sim_map, MatchEval, reason)."""
+        c, tr, idx = self.config, self.tracker, self.index
+        feats, _ = self.keyframes.sequence(self.T)
+        if len(feats) < c.min_seq_len:
+            self._bump("match_skipped", "warming up")
+            return None, None, None, f"warming up ({len(feats)}/{c.min_seq_len} keyframes)"
+        st = tr.state(t)
+        no_prior = st is None or (st.status == "lost" and (
+            tr.t_fix_ok is None or t - tr.t_fix_ok > c.relocalise_after_s))
+        if no_prior:
+            started = tr.t_first_event if tr.t_first_event is not None else t
+            since = t - (tr.t_fix_ok if tr.t_fix_ok is not None else started)
+            if c.relocalise and since >= c.relocalise_after_s:
+                return self._relocalise(t, feats)
+            self._bump("match_skipped", "no prior")
+            return None, None, None, "no prior (waiting for GNSS)"
+        if st.yaw_std_deg > c.match_max_yaw_std_deg:
+            self._bump("match_skipped", "heading unknown")
+            return None, None, None, f"heading unknown (sigma {st.yaw_std_deg:.0f} deg)"
+        x, y, yaw = (float(v) for v in st.mean)
+        lat, lon = (float(v) for v in self.frame.to_latlon(x, y))
+        if hasattr(idx, "covers") and not idx.covers(lat, lon):
+            self._covered = False
+            self._counts["outside_coverage"] += 1
+            self._bump("match_skipped", "outside tile index coverage")
+            return None, None, None, "outside tile index coverage"
+        radius = float(np.clip(c.search_sigma_k * st.pos_std_m, c.search_radius_min_m, c.search_radius_max_m))
+        heading = float(yaw_to_heading_deg(yaw)) + self._conv(x, y)
+        desc = self.encoder.fuse(feats[None])[0]
+        self._counts["matches_attempted"] += 1
+        res = idx.search(desc, k=None, near=(lat, lon), radius_m=radius, heading_deg=heading % 360.0,
+                         heading_tol_deg=c.heading_tol_deg if c.heading_tol_deg > 0 else None)
+        ids = np.asarray(res.ids).reshape(-1)
+        scores = np.asarray(res.scores, float).reshape(-1)
+        ok = (ids >= 0) & np.isfinite(scores)
+        if not ok.any():
+            self._covered = False
+            self._counts["outside_coverage"] += 1
+            self._bump("match_skipped", "outside tile index coverage")
+            return None, None, None, "outside tile index coverage (no tiles within the search radius)"
+        self._covered = True
+        tx = np.asarray(res.x, float).reshape(-1)[ok]
+        ty = np.asarray(res.y, float).reshape(-1)[ok]
+        th = np.asarray(res.heading_deg, float).reshape(-1)[ok]
+        sc = scores[ok]
+        sim = SimilarityMap(x=tx, y=ty, score=sc, heading_deg=th)
+        k = min(c.candidates_k, len(sc))
+        top = np.argsort(-sc, kind="stable")[:k]
+        cands = Candidates(lat=np.asarray(res.lat, float).reshape(-1)[ok][top],
+                           lon=np.asarray(res.lon, float).reshape(-1)[ok][top], x=tx[top], y=ty[top], score=sc[top],
+                           heading_deg=th[top])
+        ev = tr.on_match(t, np.stack([tx, ty], axis=1), sc, float(idx.spacing_m))
+        self._last_match = ev
+        return cands, sim, ev, ev.reason
+
+    def _relocalise(self, t: float, feats: np.ndarray):
+        c, idx = self.config, self.index
+        desc = self.encoder.fuse(feats[None])[0]
+        self._counts["matches_attempted"] += 1
+        res = idx.search(desc, k=c.relocalise_k)
+        ids = np.asarray(res.ids).reshape(-1)
+        sc = np.asarray(res.scores, float).reshape(-1)
+        ok = (ids >= 0) & np.isfinite(sc)
+        if not ok.any():
+            self._bump("match_skipped", "relocalisation found nothing")
+            return None, None, None, "relocalisation: the global search returned nothing"
+        tx = np.asarray(res.x, float).reshape(-1)[ok]
+        ty = np.asarray(res.y, float).reshape(-1)[ok]
+        th = np.asarray(res.heading_deg, float).reshape(-1)[ok]
+        conv = self._conv(float(tx[0]), float(ty[0]))
+        yaw = np.radians(90.0 - (th - conv))
+        self.tracker.relocalise(t, np.stack([tx, ty], axis=1), yaw, sc[ok], c.relocalise_pos_std_m,
+                                math.radians(c.relocalise_yaw_std_deg))
+        cands = Candidates(lat=np.asarray(res.lat, float).reshape(-1)[ok], lon=np.asarray(res.lon, float).reshape(-1)[ok],
+                           x=tx, y=ty, score=sc[ok], heading_deg=th)
+        return cands, None, None, f"relocalised globally from {int(ok.sum())} candidates"
+
+    # ------------------------------------------------------------------ outputs
+    def _make_estimate(self, t: Optional[float], *, keyframe: bool = False, candidates=None, sim_map=None,
+                       ev: Optional[MatchEval] = None, match_reason: str = "") -> Optional[Estimate]:
+        st: Optional[TrackState] = self.tracker.state(t)
+        if st is None:
+            return None
+        x, y, yaw = (float(v) for v in st.mean)
+        lat, lon = (float(v) for v in self.frame.to_latlon(x, y))
+        status, reasons = st.status, list(st.reasons)
+        if self.config.use_camera and self._covered is False:
+            reasons.append("outside tile index coverage (camera matching off)")
+            if status == "tracking":
+                status = "degraded"
+        heading = (float(yaw_to_heading_deg(yaw)) + self._conv(x, y)) % 360.0
+        return Estimate(t=float(st.t), lat=lat, lon=lon, x=x, y=y, yaw=yaw, heading_deg=heading,
+                        cov=np.asarray(st.cov, float), status=status, reasons=reasons, candidates=candidates,
+                        match_used=bool(ev is not None and ev.ok),
+                        confidence=float(ev.confidence) if ev is not None else float("nan"), sim_map=sim_map,
+                        keyframe=keyframe, match_reason=match_reason)
+
+    def estimate(self, t: Optional[float] = None) -> Optional[Estimate]:
+        """Current filter state (None before the first GNSS fix or relocalisation). With ``t``, the
+        mean is moved by the odometry received since the last filter update (particles unchanged)."""
+        if t is not None:
+            t = float(t)
+            if self.tracker.t_last is not None and t < self.tracker.t_last - self.config.time_backwards_eps_s:
+                return self._make_estimate(None)
+        return self._make_estimate(t)
+
+    def reset(self, reason: str) -> None:
+        """Forget the state (filter, keyframes); counters are kept and the reset is counted."""
+        log.info("localizer reset: %s", reason)
+        self.tracker.reset(str(reason))
+        self.keyframes.clear()
+        self._covered = None
+        self._last_match = None
+
+    def stats(self) -> Dict[str, Any]:
+        """Counters: frames, keyframes, matches (used, rejected by reason, skipped by reason), drops by
+        reason, GNSS accepted/rejected/no-fix, odometry, resets (by reason), statuses at keyframes."""
+        tc = self.tracker.counters
+        k = self._counts
+        return {"frames": k["frames"], "keyframes": k["keyframes"], "matches_attempted": k["matches_attempted"],
+                "matches_used": tc["matches_used"], "matches_rejected": dict(tc["matches_rejected"]),
+                "match_skipped": dict(k["match_skipped"]), "drops": dict(k["drops"]),
+                "gnss_accepted": tc["gnss_accepted"], "gnss_rejected": tc["gnss_rejected"],
+                "gnss_no_fix": tc["gnss_no_fix"], "gnss_reanchored": tc["gnss_reanchored"],
+                "gnss_reinit_lost": tc["gnss_reinit_lost"], "odom": tc["odom"], "odom_jumps": tc["odom_jumps"],
+                "relocalisations": tc["relocalisations"], "resets": tc["resets"],
+                "reset_reasons": dict(self.tracker.reset_reasons), "outside_coverage": k["outside_coverage"],
+                "status": dict(k["status"]), "sequence_breaks": self.keyframes.breaks,
+                "compute_ms_mean": k["compute_ms_total"] / max(k["keyframes"], 1)}

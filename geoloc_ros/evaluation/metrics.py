@@ -256,8 +256,11 @@ def status_shares(track: Track, grid, *, max_age_s: float = 2.0) -> Dict[str, fl
     status = track.status if track.status is not None else np.full(len(track), "fix", dtype=object)
     labels = np.array(["none"] * g.size, dtype=object)
     labels[idx >= 0] = status[idx[idx >= 0]]
-    names = list(dict.fromkeys([*ALL_STATUSES, *(str(s) for s in status), "none"])) if track.status is not None \
-        else ["fix", "none"]
+    present = [str(s) for s in dict.fromkeys(status.tolist())]
+    if set(present) <= {"fix"}:  # raw GNSS: a fix or nothing
+        names = ["fix", "none"]
+    else:
+        names = list(dict.fromkeys([*ALL_STATUSES, *present, "none"]))
     if g.size == 0:
         return {n: 0.0 for n in names}
     return {n: float(100.0 * np.mean(labels == n)) for n in names}

@@ -1,0 +1,113 @@
+"""``geoloc eval replay``: replay a rosbag2 through the Localizer; metrics, pictures and a report."""
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from pathlib import Path
+from typing import List, Optional
+
+from .common import command_line, parse_with, positive
+
+log = logging.getLogger(__name__)
+
+
+def register(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "replay", help="replay a rosbag2 through the localizer: errors vs ground truth, report with pictures",
+        description="Read a rosbag2 (MCAP or sqlite3), feed every camera, GNSS and odometry message in stamp order "
+                    "through the same Localizer the ROS node runs, as fast as possible, and evaluate three methods "
+                    "on the same bag: the raw GNSS, the same filter with GNSS + odometry but no camera (what a "
+                    "robot_localization EKF would give) and the full localizer. Ground truth: a NavSatFix topic "
+                    "or an Odometry in the map frame. Writes OUT/<bag>__<model>__<config>/ with metrics.json, "
+                    "estimates.csv, estimates/ (MCAP of the published topics), trajectory/error PNGs and "
+                    "report.md. A bag without the ground-truth topic still runs and says what it cannot compute.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("bag", type=Path, help="rosbag2 folder (metadata.yaml + .mcap or .db3)")
+    p.add_argument("--index", type=Path, required=True, help="tile index folder (geoloc index build)")
+    p.add_argument("--model", required=True,
+                   help="model: preset name (seqgeo_lite), checkpoint .pt, or export/engine folder")
+    p.add_argument("--backend", default="auto", choices=("auto", "tensorrt", "onnxruntime", "torch"),
+                   help="inference backend")
+    p.add_argument("--gt-topic", default="/gnss/fix_truth",
+                   help="ground truth: a sensor_msgs/NavSatFix topic, or a nav_msgs/Odometry whose pose is in the "
+                        "map frame (see --gt-frame); '' for none")
+    p.add_argument("--gt-frame", default=None, metavar="EPSG:CODE,E0,N0",
+                   help="frame of an Odometry ground truth: UTM EPSG code and the origin easting,northing of its "
+                        "x/y (default: the map frame = the index datum)")
+    p.add_argument("--config", type=Path, default=None,
+                   help="YAML of LocalizerConfig overrides (field: value; `localizer:` as the only key also works)")
+    p.add_argument("--image-topic", default=None, help="camera topic (default: /camera/image_raw or the only one)")
+    p.add_argument("--fix-topic", default=None, help="GNSS topic (default: /gnss/fix or the only NavSatFix)")
+    p.add_argument("--odom-topic", default=None, help="odometry topic (default: /odom if present; '' for none)")
+    p.add_argument("--world", type=Path, default=None,
+                   help="folder with orthophoto.tif for the trajectory picture (default: the drive's world, or the "
+                        "index imagery)")
+    p.add_argument("--no-publish-on-fix", action="store_true",
+                   help="record estimates at keyframes only (the node's publish_on_fix: false)")
+    p.add_argument("--reorder-window", type=positive(float, 0, 60, "--reorder-window"), default=0.5,
+                   help="seconds of messages re-ordered by header stamp")
+    p.add_argument("--max-age", type=positive(float, 0, 3600, "--max-age"), default=2.0,
+                   help="an estimate older than this (s) does not count as available")
+    p.add_argument("--out", type=Path, default=Path("runs/eval"), help="parent folder of the run directory")
+    p.add_argument("--force", action="store_true", help="replace an existing run directory")
+    p.set_defaults(func=run_eval_replay)
+    return p
+
+
+def _parse_frame(text: Optional[str]):
+    from ..core.errors import InvalidArgument
+    from ..core.geo import LocalFrame
+
+    if not text:
+        return None
+    try:
+        code, e0, n0 = text.split(",")
+        return LocalFrame(epsg=int(code.upper().replace("EPSG:", "")), origin_e=float(e0), origin_n=float(n0))
+    except ValueError:
+        raise InvalidArgument(f"--gt-frame must be EPSG:CODE,EASTING,NORTHING (e.g. EPSG:32618,642000,4925000), "
+                              f"got {text!r}")
+
+
+def run_eval_replay(args: argparse.Namespace) -> Path:
+    from ..core.errors import InvalidArgument, OutputExists
+    from ..evaluation.replay import (config_name_for, load_localizer_config, replay_bag, run_name, summary_line,
+                                     write_run)
+    from ..evaluation.report import accuracy_rows, text_table
+
+    t0 = time.perf_counter()
+    bag = Path(args.bag)
+    if not bag.exists():
+        raise InvalidArgument(f"bag {bag} does not exist")
+    if not Path(args.index).is_dir():
+        raise InvalidArgument(f"--index {args.index} does not exist; build one with `geoloc index build`")
+    gt_frame = _parse_frame(args.gt_frame)
+    cfg, overrides = load_localizer_config(args.config)
+    cfg_name = config_name_for(overrides, Path(args.config).stem if args.config else None)
+
+    from ..index import TileIndex
+    from ..inference import load_encoder
+
+    encoder = load_encoder(args.model, backend=args.backend)
+    index = TileIndex.open(args.index, expect_model=encoder.identity)
+    run_dir = Path(args.out) / run_name(bag, encoder.identity, cfg_name)
+    if run_dir.exists() and any(run_dir.iterdir()) and not args.force:  # before the (long) replay
+        raise OutputExists(f"run directory {run_dir} already exists; pass --force to replace it")
+    res = replay_bag(bag, encoder, index, cfg, gt_topic=args.gt_topic or None, gt_frame=gt_frame,
+                     image_topic=args.image_topic, fix_topic=args.fix_topic, odom_topic=args.odom_topic,
+                     publish_on_fix=not args.no_publish_on_fix, reorder_window_s=args.reorder_window,
+                     config_name=cfg_name, progress=True, world_dir=args.world, max_age_s=args.max_age)
+    out = write_run(res, args.out, command=command_line(), force=args.force)
+    print(text_table(["", "raw GNSS", "GNSS+odom", "geoloc"], accuracy_rows(_doc(out))))
+    print(f"eval replay: {summary_line(res)}; report {out / 'report.md'} ({time.perf_counter() - t0:.0f} s)")
+    return out
+
+
+def _doc(run_dir: Path):
+    from ..evaluation.replay import load_run
+
+    return load_run(run_dir)
+
+
+def main(argv: Optional[List[str]] = None) -> Path:
+    return run_eval_replay(parse_with(register, ["replay"] + list(argv or [])))

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 from pathlib import Path
 from typing import List, Optional
 
-from .common import command_line, parse_with
+from .common import parse_with
 
 
 def register(sub) -> argparse.ArgumentParser:
@@ -43,8 +44,12 @@ def run_export_onnx(args: argparse.Namespace) -> Path:
     check_output_dir(args.out, args.force)  # before the slow imports
     from ..inference.onnx_export import export_onnx
 
-    export_onnx(ckpt, args.out, fp16=args.fp16, force=args.force, opset=args.opset, command=command_line(),
-                progress=True)
+    # the command as `geoloc export onnx` would take it (sys.argv may be another program's, e.g. pytest)
+    cmd = " ".join(shlex.quote(a) for a in ["geoloc", "export", "onnx", "--checkpoint", str(args.checkpoint),
+                                            "--out", str(args.out)]
+                   + (["--fp16"] if args.fp16 else []) + (["--opset", str(args.opset)] if args.opset != 18 else [])
+                   + (["--force"] if args.force else []))
+    export_onnx(ckpt, args.out, fp16=args.fp16, force=args.force, opset=args.opset, command=cmd, progress=True)
     return Path(args.out)
 
 

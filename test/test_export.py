@@ -1,0 +1,184 @@
+"""ONNX export: three graphs + manifest, dynamic B and T, padding mask, parity with torch, CLI rules."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+torch = pytest.importorskip("torch")
+
+from _export_fixture import shared_export  # noqa: E402
+
+from geoloc_ros.core.errors import IncompatibleArtifact, OutputExists  # noqa: E402
+from geoloc_ros.inference.artifacts import GRAPHS, read_export_manifest, sha256_file  # noqa: E402
+from geoloc_ros.models.crossview import default_checkpoint, load_checkpoint  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def export_dir(tmp_path_factory):
+    return shared_export(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_checkpoint(default_checkpoint())[0]
+
+
+def _session(export_dir, key):
+    return ort.InferenceSession(str(export_dir / GRAPHS[key]["file"]), providers=["CPUExecutionProvider"])
+
+
+def _unit(rng, *shape):
+    f = rng.standard_normal(shape).astype(np.float32)
+    return f / np.linalg.norm(f, axis=-1, keepdims=True)
+
+
+def test_export_folder_has_three_graphs_and_a_checked_manifest(export_dir):
+    m = read_export_manifest(export_dir, verify=True)  # recomputes every sha256
+    ck = json.loads(default_checkpoint().with_suffix(".json").read_text())
+    assert m["format"] == "geoloc-onnx-export" and m["format_version"] == 1
+    assert m["model"] == {"preset": ck["preset"], "fingerprint": ck["fingerprint"], "dim": ck["dim"]}
+    assert m["config"] == ck["config"] and m["precision"] == "fp32" and m["opset"] == 18
+    assert sorted(p.name for p in export_dir.iterdir()) == sorted([g["file"] for g in GRAPHS.values()]
+                                                                   + ["manifest.json"])
+    for key, g in m["graphs"].items():
+        assert g["sha256"] == sha256_file(export_dir / g["file"])
+        model_proto = onnx.load(str(export_dir / g["file"]))
+        assert [i.name for i in model_proto.graph.input] == GRAPHS[key]["inputs"]
+        assert [o.name for o in model_proto.graph.output] == [GRAPHS[key]["output"]]
+    t_in = m["graphs"]["temporal"]["inputs"]
+    assert t_in[0]["shape"] == ["B", "T", 512] and t_in[1] == {"name": "pad", "shape": ["B", "T"], "dtype": "bool"}
+    p = m["parity"]
+    assert p["passed"] and p["max_l2"] <= p["tolerance_l2"] == 1e-4
+    assert {c["T"] for c in p["checks"] if c["graph"] == "temporal"} == {1, 2, 7, 8}
+    assert {c["input"] for c in p["checks"]} >= {"random", "real", "random+pad"}
+    assert m["versions"]["torch"] == torch.__version__ and m["versions"]["onnx"] == onnx.__version__
+    assert "export onnx" in m["command"]
+
+
+def test_batch_and_sequence_length_are_dynamic_in_the_graphs(export_dir):
+    for key, axes in (("frame", {"images": [0]}), ("aerial", {"tiles": [0]}),
+                      ("temporal", {"features": [0, 1], "pad": [0, 1]})):
+        g = onnx.load(str(export_dir / GRAPHS[key]["file"])).graph
+        for inp in g.input:
+            dims = inp.type.tensor_type.shape.dim
+            for a in axes[inp.name]:
+                assert dims[a].dim_param and not dims[a].dim_value, (key, inp.name, a)
+            fixed = [d.dim_value for i, d in enumerate(dims) if i not in axes[inp.name]]
+            assert all(v > 0 for v in fixed)
+
+
+def test_temporal_graph_matches_torch_at_every_length_and_batch(export_dir, model):
+    s = _session(export_dir, "temporal")
+    rng = np.random.default_rng(1)
+    worst = 0.0
+    for T in range(1, model.cfg.max_frames + 1):
+        for B in (1, 4):
+            f = _unit(rng, B, T, model.cfg.dim)
+            pad = np.zeros((B, T), bool)
+            if B > 1 and T > 1:
+                pad[1, 0] = True
+                pad[3, :T - 1] = True
+            got = s.run(None, {"features": f, "pad": pad})[0]
+            with torch.inference_mode():
+                ref = model.fuse(torch.from_numpy(f), torch.from_numpy(pad)).numpy()
+            assert got.shape == (B, model.cfg.dim)
+            worst = max(worst, float(np.linalg.norm(got - ref, axis=1).max()))
+    assert worst < 1e-4
+
+
+def test_padding_mask_is_in_the_graph(export_dir, model):
+    """Padded (missing) oldest frames give exactly the shorter sequence's descriptor, whatever they hold."""
+    s = _session(export_dir, "temporal")
+    rng = np.random.default_rng(2)
+    T, k = model.cfg.max_frames, 3
+    f = _unit(rng, 1, T, model.cfg.dim)
+    short = s.run(None, {"features": np.ascontiguousarray(f[:, k:]), "pad": np.zeros((1, T - k), bool)})[0]
+    pad = np.zeros((1, T), bool)
+    pad[0, :k] = True
+    for garbage in (0.0, 1e6, np.nan):
+        g = f.copy()
+        g[0, :k] = garbage
+        out = s.run(None, {"features": g, "pad": pad})[0]
+        assert np.isfinite(out).all()
+        np.testing.assert_allclose(out, short, atol=1e-5)
+    unpadded = s.run(None, {"features": f, "pad": np.zeros((1, T), bool)})[0]
+    assert np.linalg.norm(unpadded - short) > 1e-3  # the mask, not the data, made the difference
+
+
+def test_split_per_frame_plus_temporal_equals_the_whole_torch_model(model):
+    """What the node does per keyframe (cached per-frame features + fusion) = encode_ground."""
+    from geoloc_ros.inference.onnx_export import FrameGraph, TemporalGraph
+    from geoloc_ros.inference.torch_backend import TorchEncoder
+
+    enc = TorchEncoder(default_checkpoint())
+    rng = np.random.default_rng(3)
+    frames = rng.integers(0, 256, (6, *model.cfg.ground_size, 3), dtype=np.uint8)
+    x = torch.from_numpy(frames.transpose(0, 3, 1, 2).astype(np.float32) / 255.0)
+    with torch.inference_mode():
+        whole = model.encode_ground(x[None]).numpy()[0]
+        graph_feats = FrameGraph(model)(x)
+        graph_whole = TemporalGraph(model)(graph_feats[None], torch.zeros(1, 6, dtype=torch.bool)).numpy()[0]
+    split = enc.fuse(enc.frame_features(frames)[None])[0]
+    np.testing.assert_allclose(split, whole, atol=1e-5)
+    np.testing.assert_allclose(enc.encode_sequence(frames), whole, atol=1e-5)
+    np.testing.assert_allclose(graph_whole, whole, atol=1e-5)  # the exported wrappers, still in torch
+    # features cached one call at a time (as the node does) give the same descriptor
+    one_by_one = np.concatenate([enc.frame_features(frames[i:i + 1]) for i in range(6)])
+    np.testing.assert_allclose(enc.fuse(one_by_one[None])[0], whole, atol=1e-5)
+
+
+def test_parity_check_catches_a_graph_that_differs_from_the_model(export_dir, model, tmp_path):
+    from geoloc_ros.inference.onnx_export import parity_check, synthetic_inputs
+
+    real = synthetic_inputs(model.cfg, n_frames=8, n_tiles=2)
+    assert real[0].shape == (8, 128, 256, 3) and real[1].shape == (2, 192, 192, 3)
+    assert real[0].std() > 10 and real[1].std() > 10  # rendered content, not blank frames
+    ok = parity_check(model, export_dir, "fp32", real=real, frame_counts=(1, 8))
+    assert ok["passed"] and ok["max_l2"] < 1e-4
+    other = load_checkpoint(default_checkpoint())[0]
+    with torch.no_grad():
+        other.temporal.out.weight.mul_(1.5)  # a model the graphs were not made from
+    bad = parity_check(other, export_dir, "fp32", real=real, frame_counts=(1, 8))
+    assert not bad["passed"] and bad["max_l2"] > 1e-3
+    assert {c["graph"] for c in bad["checks"] if c["max_l2"] > 1e-3} <= {"temporal", "frame+temporal"}
+
+
+def test_export_cli_refuses_to_overwrite_and_names_bad_input(tmp_path, export_dir):
+    from geoloc_ros.tools import export_onnx
+
+    out = tmp_path / "exists"
+    out.mkdir()
+    (out / "keep.txt").write_text("user data")
+    with pytest.raises(OutputExists, match="--force"):
+        export_onnx.main(["--checkpoint", "seqgeo_lite", "--out", str(out)])
+    assert (out / "keep.txt").read_text() == "user data"
+    with pytest.raises(IncompatibleArtifact, match="no shipped checkpoint"):
+        export_onnx.main(["--checkpoint", "no_such_preset", "--out", str(tmp_path / "x")])
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"not a checkpoint")
+    with pytest.raises(IncompatibleArtifact, match="not a readable geoloc checkpoint"):
+        export_onnx.main(["--checkpoint", str(broken), "--out", str(tmp_path / "y")])
+    assert not (tmp_path / "y").exists() and not list(tmp_path.glob(".y.tmp*"))
+
+
+def test_manifest_checks_refuse_tampered_exports(export_dir, tmp_path):
+    bad = tmp_path / "tampered"
+    shutil.copytree(export_dir, bad)
+    m = json.loads((bad / "manifest.json").read_text())
+    m["format_version"] = 99
+    (bad / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(IncompatibleArtifact, match="format_version"):
+        read_export_manifest(bad)
+    m["format_version"] = 1
+    (bad / "manifest.json").write_text(json.dumps(m))
+    read_export_manifest(bad)  # restored: fine
+    with pytest.raises(IncompatibleArtifact, match="fingerprint"):
+        read_export_manifest(bad, expect_model={**m["model"], "fingerprint": "0" * 64})
+    (bad / GRAPHS["aerial"]["file"]).unlink()
+    with pytest.raises(IncompatibleArtifact, match="missing"):
+        read_export_manifest(bad)

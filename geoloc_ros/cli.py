@@ -20,15 +20,19 @@ from typing import List, Optional
 # command group -> module names under geoloc_ros.tools, in --help order
 COMMANDS = {
     "sim": ["sim_world", "sim_drive", "sim_dataset", "sim_preview"],
-    "eval": ["eval_retrieval"],
+    "index": ["index_build", "index_info"],
+    "export": ["export_onnx", "export_engine"],
+    "eval": ["eval_retrieval", "eval_replay", "eval_compare"],
     "data": ["data_convert"],
 }
 # top-level commands without a group (module names under geoloc_ros.tools)
-TOP_LEVEL: List[str] = ["train", "demo"]
+TOP_LEVEL: List[str] = ["train", "play", "demo"]
 
 DESCRIPTIONS = {
     "sim": "synthetic world, drives (rosbag2) and training datasets",
-    "eval": "evaluate models (retrieval R@K)",
+    "index": "build and inspect aerial tile indexes (FAISS + geographic metadata)",
+    "export": "export models to ONNX and TensorRT engines",
+    "eval": "evaluate models (retrieval R@K) and replay bags through the localizer",
     "data": "convert real datasets into the geoloc layout",
 }
 

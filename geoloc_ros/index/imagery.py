@@ -235,8 +235,9 @@ class GeoTiffImagery(Imagery):
         return float(lat0), float(lon0), float(lat1), float(lon1)
 
     def _src_xy_to_pixels(self, X, Y):
-        c, r = self._inv * (np.asarray(X, float), np.asarray(Y, float))
-        return np.asarray(r, float), np.asarray(c, float)
+        a, b, c0, d, e, f0 = tuple(self._inv)[:6]
+        X, Y = np.asarray(X, float), np.asarray(Y, float)
+        return d * X + e * Y + f0, a * X + b * Y + c0
 
     def _read(self, r0, c0, h, w):
         from rasterio.windows import Window

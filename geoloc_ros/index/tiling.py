@@ -6,9 +6,10 @@ line up. The area is the imagery's footprint, optionally limited by a lat/lon bo
 GeoJSON polygons, or a corridor of ``half_width_m`` around GeoJSON LineStrings (roads).
 
 Heading bins: bin ``b`` of ``K`` has its centre at ``b * 360 / K`` compass degrees (true north).
-In corridor mode ``headings="road"`` keeps only bins whose centre is within ``360 / K`` of the
-road's direction of travel (either way), i.e. about 3 of 8 bins instead of 8, because encoding
-dominates the build time.
+In corridor mode ``headings="road"`` keeps only bins whose centre is within ``0.75 * 360 / K`` of
+the nearest road segment's direction, either way of travel (2-4 of K bins instead of K, because
+encoding dominates the build time); a vehicle on the road then always finds the bin nearest to
+its heading (the search's default tolerance is 180 / K).
 
 Shards: cell ``(floor(x / shard_m), floor(y / shard_m))`` of the local frame.
 """
@@ -26,6 +27,7 @@ from ..core.errors import InvalidArgument
 from ..core.geo import LocalFrame
 
 HEADING_MODES = ("all", "road")
+ROAD_TOL_FRACTION = 0.75
 
 
 def bin_centres_deg(K: int) -> np.ndarray:
@@ -297,7 +299,7 @@ def plan_tiles(frame: LocalFrame, area: Area, imagery_bounds: Tuple[float, float
     if headings == "road":
         conv = frame.grid_convergence_deg(float(np.mean(px)), float(np.mean(py)))
         true_dir = road_dir[keep] + conv
-        tol = 360.0 / K
+        tol = ROAD_TOL_FRACTION * 360.0 / K
         bins_of = [np.nonzero((angle_diff_deg(centres, d) <= tol + 1e-9) |
                               (angle_diff_deg(centres, d + 180.0) <= tol + 1e-9))[0] for d in true_dir]
     else:

@@ -14,7 +14,7 @@ Why a particle filter (and not a grid or an EKF)
 State per particle
 ------------------
 ``x, y`` (map frame, metres), ``yaw`` (rad, REP-103, grid axes), ``scale`` (wheel-odometry scale
-factor), and the GNSS bias, Rao-Blackwellised: each particle carries the mean ``bx, by`` of a
+factor), ``gb`` (gyro bias, rad/s), and the GNSS bias, Rao-Blackwellised: each particle carries the mean ``bx, by`` of a
 Gaussian over the bias given its own trajectory; the covariance ``Pb`` of that Gaussian is the
 same for every particle (the measurement is linear in the bias), so it is one 2x2 matrix. The
 bias therefore never suffers sample depletion, and the position level stays as uncertain as the
@@ -119,6 +119,8 @@ class FilterParams:
     gnss_default_sigma_m: float = _f(5.0, "per-axis GNSS sigma (m) used when a fix has no covariance", 0.1, 1000.0)
     gnss_white_fraction: float = _f(0.25, "fraction of the reported GNSS sigma that is white (independent per fix); "
                                     "the rest is a slowly varying bias tracked as a state", 0.05, 1.0)
+    gnss_bias_scale: float = _f(1.5, "stationary variance of the GNSS bias as a multiple of the reported covariance "
+                                "(> 1: more conservative about the bias)", 0.1, 100.0)
     gnss_bias_tau_s: float = _f(60.0, "correlation time of the GNSS bias (s)", 1.0, 3600.0)
     gnss_gate_chi2: float = _f(13.8, "GNSS outlier gate: squared Mahalanobis distance of a fix to the prediction "
                                "(2 dof; 13.8 = 99.9 %)", 1.0, 1000.0)
@@ -126,19 +128,20 @@ class FilterParams:
                                    "the GNSS (s); longer than a multipath episode", 1.0, 3600.0)
     # odometry
     odom_trans_noise: float = _f(0.05, "odometry translation noise (m per sqrt(m) travelled)", 0.0, 10.0)
-    odom_scale_sigma: float = _f(0.02, "wheel scale error prior (fraction; each particle carries its own scale)",
+    odom_scale_sigma: float = _f(0.05, "wheel scale error prior (fraction; each particle carries its own scale)",
                                  0.0, 0.5)
     odom_yaw_noise: float = _f(0.05, "odometry yaw noise (rad per sqrt(rad) turned)", 0.0, 10.0)
-    odom_yaw_drift_dps: float = _f(0.1, "gyro drift random walk (deg per sqrt(s))", 0.0, 100.0)
-    no_odom_pos_noise: float = _f(3.0, "position random walk without odometry (m per sqrt(s))", 0.01, 100.0)
+    odom_yaw_drift_dps: float = _f(0.05, "yaw random walk on top of the odometry (deg per sqrt(s))", 0.0, 100.0)
+    odom_gyro_bias_dps: float = _f(0.1, "gyro bias prior (deg/s; each particle carries its own bias)", 0.0, 10.0)
+    no_odom_pos_noise: float = _f(2.0, "position random walk without odometry (m per sqrt(s))", 0.01, 100.0)
     no_odom_yaw_noise: float = _f(0.5, "yaw random walk without odometry (rad per sqrt(s))", 0.001, 10.0)
     # camera match likelihood and gate
-    match_temperature: float = _f(0.1, "softmax temperature over cosine similarity scores (wider = softer "
+    match_temperature: float = _f(0.2, "softmax temperature over cosine similarity scores (wider = softer "
                                   "likelihood)", 1e-4, 10.0)
     match_uniform_floor: float = _f(0.5, "weight of the uniform floor mixed into the match likelihood (0..1; "
                                     "bounds how much one match can move the estimate)", 0.0, 1.0)
     match_min_tiles: int = _f(9, "fewest scored positions for a usable similarity map", 2, 100000)
-    match_min_peak_z: float = _f(2.5, "gate: best score must exceed the map median by this many robust sigmas",
+    match_min_peak_z: float = _f(3.5, "gate: best score must exceed the map median by this many robust sigmas",
                                  0.0, 100.0)
     match_min_confidence: float = _f(0.0, "gate: 1 - normalised entropy of the match likelihood must reach this",
                                      0.0, 1.0)
@@ -245,6 +248,7 @@ class PoseFilter:
         self.bx = np.zeros(n)
         self.by = np.zeros(n)
         self.scale = np.ones(n)
+        self.gb = np.zeros(n)
         self.w = np.full(n, 1.0 / n)
         self.initialised = False
         self.Rb = np.zeros((2, 2))  # stationary bias covariance (from the latest reported GNSS covariance)
@@ -252,7 +256,7 @@ class PoseFilter:
 
     def _bias_split(self, R: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         f2 = self.p.gnss_white_fraction ** 2
-        return f2 * R, (1.0 - f2) * R
+        return f2 * R, self.p.gnss_bias_scale * R
 
     def init_gnss(self, z: np.ndarray, R: np.ndarray, yaw: Optional[float] = None,
                   yaw_std: Optional[float] = None) -> None:
@@ -273,11 +277,11 @@ class PoseFilter:
 
     def reanchor_gnss(self, z: np.ndarray, R: np.ndarray) -> None:
         """Move the cloud onto a GNSS fix (after a long run of rejected fixes), keeping headings and scales."""
-        yaw, scale = self.yaw.copy(), self.scale.copy()
+        yaw, scale, gb = self.yaw.copy(), self.scale.copy(), self.gb.copy()
         w = self.w.copy()
         self.init_gnss(z, R)
         idx = self._systematic(w / w.sum())
-        self.yaw, self.scale = yaw[idx], scale[idx]
+        self.yaw, self.scale, self.gb = yaw[idx], scale[idx], gb[idx]
 
     def init_mixture(self, xy: np.ndarray, yaw: np.ndarray, weights: np.ndarray, pos_std: float,
                      yaw_std: float, bias_sigma: float = 3.0) -> None:
@@ -303,6 +307,7 @@ class PoseFilter:
         else:
             self.yaw = _wrap(yaw + yaw_std * self.rng.standard_normal(n))
         self.scale = 1.0 + self.p.odom_scale_sigma * self.rng.standard_normal(n)
+        self.gb = math.radians(self.p.odom_gyro_bias_dps) * self.rng.standard_normal(n)
         self.w = np.full(n, 1.0 / n)
         self.initialised = True
 
@@ -328,9 +333,11 @@ class PoseFilter:
         self.x = self.x + c * f - s * l_
         self.y = self.y + s * f + c * l_
         sy = math.sqrt(p.odom_yaw_noise ** 2 * abs(dyaw) + math.radians(p.odom_yaw_drift_dps) ** 2 * max(dt, 0.0))
-        self.yaw = _wrap(self.yaw + dyaw + sy * r.standard_normal(n))
+        self.yaw = _wrap(self.yaw + dyaw - self.gb * max(dt, 0.0) + sy * r.standard_normal(n))
         if d > 0:  # slow wander of the scale so the population does not collapse onto one value
             self.scale = self.scale + 0.002 * math.sqrt(d / 100.0) * r.standard_normal(n)
+        if dt > 0:  # and of the gyro bias (it drifts with temperature)
+            self.gb = self.gb + math.radians(0.005) * math.sqrt(dt) * r.standard_normal(n)
         self._bias_step(dt)
 
     def predict_no_odom(self, dt: float, vel: Optional[np.ndarray]) -> None:
@@ -346,26 +353,41 @@ class PoseFilter:
         self._bias_step(dt)
 
     # ------------------------------------------------------------------ updates
-    def gnss_innovation(self, z: np.ndarray, R: np.ndarray) -> float:
+    def gnss_innovation(self, z: np.ndarray, R: np.ndarray, meas_cov: Optional[np.ndarray] = None) -> float:
         """Squared Mahalanobis distance of fix ``z`` to the predicted measurement: spread of
-        position + bias mean over the particles, plus the bias covariance and the white noise."""
+        position + bias mean over the particles, plus the bias covariance and the white noise
+        (or plus ``meas_cov`` when given)."""
         Rw, _ = self._bias_split(R)
+        extra = self.Pb + Rw if meas_cov is None else meas_cov
         hx, hy = self.x + self.bx, self.y + self.by
         w = self.w
         mx, my = float(w @ hx), float(w @ hy)
         dx, dy = hx - mx, hy - my
-        S = np.array([[w @ (dx * dx), w @ (dx * dy)], [w @ (dx * dy), w @ (dy * dy)]]) + self.Pb + Rw
+        S = np.array([[w @ (dx * dx), w @ (dx * dy)], [w @ (dx * dy), w @ (dy * dy)]]) + extra
         v = np.array([z[0] - mx, z[1] - my])
         return float(v @ np.linalg.solve(S, v))
 
-    def update_gnss(self, z: np.ndarray, R: np.ndarray) -> Tuple[bool, float]:
+    def update_gnss(self, z: np.ndarray, R: np.ndarray, with_bias: bool = True) -> Tuple[bool, float]:
         """Gate, then weight each particle by N(z; position + bias mean, Pb + white) and update
-        its bias Gaussian (Kalman). Returns (used, d2)."""
+        its bias Gaussian (Kalman). Returns (used, d2).
+
+        ``with_bias=False`` (no odometry: nothing separates the position from the bias): the fix
+        measures the position with its whole covariance and the bias states stay at their prior;
+        the tracker then adds the bias covariance to the reported one."""
         Rw, Rb = self._bias_split(R)
         self.Rb = Rb
-        d2 = self.gnss_innovation(z, R)
+        if not with_bias:
+            self.bx[:] = 0.0
+            self.by[:] = 0.0
+            self.Pb = Rb.copy()
+        d2 = self.gnss_innovation(z, R, None if with_bias else R)
         if not d2 <= self.p.gnss_gate_chi2:
             return False, d2
+        if not with_bias:
+            Si = np.linalg.inv(R)
+            ex, ey = z[0] - self.x, z[1] - self.y
+            self._reweight(-0.5 * (Si[0, 0] * ex * ex + 2 * Si[0, 1] * ex * ey + Si[1, 1] * ey * ey))
+            return True, d2
         S = self.Pb + Rw
         Si = np.linalg.inv(S)
         ex, ey = z[0] - self.x - self.bx, z[1] - self.y - self.by
@@ -461,7 +483,7 @@ class PoseFilter:
         mean, cov = self.mean_cov(floor=False)
         i = self._systematic(self.w)
         self.x, self.y, self.yaw = self.x[i], self.y[i], self.yaw[i]
-        self.bx, self.by, self.scale = self.bx[i], self.by[i], self.scale[i]
+        self.bx, self.by, self.scale, self.gb = self.bx[i], self.by[i], self.scale[i], self.gb[i]
         self.w = np.full(self.n, 1.0 / self.n)
         # regularisation: a little jitter (10 % of the spread) so duplicated particles separate
         # again; inflates the variance by ~1 % per resampling, which the next updates absorb
@@ -648,6 +670,7 @@ class PoseTracker:
         self.check_time(t)
         if not ok or z is None or not np.all(np.isfinite(z)):
             self.counters["gnss_no_fix"] += 1
+            self.predict(t)  # dead reckoning: the covariance grows through the outage
             return "no_fix"
         z = np.asarray(z, float)
         if R is None or not np.all(np.isfinite(R)):
@@ -676,7 +699,7 @@ class PoseTracker:
             self.fixes = [(t, z[0], z[1])]
             self.counters["gnss_accepted"] += 1
             return "init"
-        used, _ = self.f.update_gnss(z, R)
+        used, _ = self.f.update_gnss(z, R, with_bias=self.odom_fresh(t))
         if used:
             self.counters["gnss_accepted"] += 1
             self.t_fix_ok = t
@@ -747,6 +770,9 @@ class PoseTracker:
             cy, sy = math.cos(mean[2]), math.sin(mean[2])
             mean = mean + np.array([cy * fwd - sy * lat, sy * fwd + cy * lat, 0.0])
             mean[2] = float(_wrap(mean[2] + _wrap(lyaw - ayaw)))
+        if not self.odom_fresh(tt):  # the GNSS bias is not estimated without odometry: add its covariance
+            cov = cov.copy()
+            cov[:2, :2] += self.f.Rb
         st = TrackState(t=tt, mean=mean, cov=cov, status="tracking", reasons=[])
         st.status, st.reasons = self._status(st)
         return st

@@ -1,0 +1,278 @@
+"""Bag replay evaluation on a real (tiny) chain: generated world -> `geoloc sim drive` rosbag2 (MCAP
+and sqlite3) -> tile index built with the shipped model -> replay through the real Localizer."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from geoloc_ros.core.errors import InvalidArgument, OutputExists
+
+DRIVE_S = "6"
+
+
+def _drive(world_dir: Path, out: Path, storage: str) -> Path:
+    from geoloc_ros.tools import sim_drive
+
+    sim_drive.main(["--world", str(world_dir), "--out", str(out), "--duration-s", DRIVE_S, "--seed", "4",
+                    "--storage", storage])
+    return out
+
+
+@pytest.fixture(scope="module")
+def drives(small_world_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval_drives")
+    return {s: _drive(small_world_dir, root / f"drive_{s}", s) for s in ("mcap", "sqlite3")}
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    from geoloc_ros.inference import load_encoder
+
+    return load_encoder("seqgeo_lite", backend="torch")
+
+
+@pytest.fixture(scope="module")
+def index_dir(small_world_dir, drives, encoder, tmp_path_factory):
+    """Tiles along the drive only (corridor, road headings): a few dozen tiles, seconds to build."""
+    from geoloc_ros.index import build_index
+    from geoloc_ros.index.tiling import Area
+    from geoloc_ros.sim.bag import read_truth_csv
+
+    tr = read_truth_csv(drives["mcap"] / "truth.csv")
+    out = tmp_path_factory.mktemp("eval_index") / "idx"
+    build_index(small_world_dir / "orthophoto.tif", encoder, out, spacing_m=8.0, heading_bins=8,
+                area=Area(kind="corridor", lines=[np.stack([tr["lon"], tr["lat"]], 1)], half_width_m=12.0),
+                headings="road", progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def index(index_dir, encoder):
+    from geoloc_ros.index import TileIndex
+
+    return TileIndex.open(index_dir, expect_model=encoder.identity)
+
+
+def _replay(bag, encoder, index, **kw):
+    from geoloc_ros.evaluation.replay import replay_bag
+    from geoloc_ros.pipeline import LocalizerConfig
+
+    return replay_bag(bag, encoder, index, LocalizerConfig(), progress=False, **kw)
+
+
+def _strip_timing(m):
+    """Metrics without wall-clock quantities (compute time per keyframe)."""
+    m = json.loads(json.dumps(m))
+    for meth in m["methods"].values():
+        meth.pop("compute_ms", None)
+    return m
+
+
+def _published(res):
+    return {k: (np.asarray(v.t), np.asarray(v.x), np.asarray(v.y), np.asarray(v.cov), list(v.status))
+            for k, v in res.methods.items()}
+
+
+def _assert_same(a, b):
+    assert _strip_timing(a.metrics) == _strip_timing(b.metrics)
+    pa, pb = _published(a), _published(b)
+    for k in pa:
+        for x, y in zip(pa[k], pb[k]):
+            if isinstance(x, list):
+                assert x == y
+            else:
+                np.testing.assert_array_equal(x, y)
+
+
+@pytest.fixture(scope="module")
+def mcap_result(drives, encoder, index):
+    return _replay(drives["mcap"] / "bag", encoder, index)
+
+
+def test_replay_evaluates_three_methods_against_truth(mcap_result, drives):
+    res = mcap_result
+    m = res.metrics["methods"]
+    n_fix = res.bag_topics["/gnss/fix"][1]
+    assert res.counts == {"image": res.bag_topics["/camera/image_raw"][1], "fix": n_fix,
+                          "odom": res.bag_topics["/odom"][1], "gt": res.bag_topics["/gnss/fix_truth"][1]}
+    assert res.partial is None and res.truth is not None and not res.drops
+    assert set(res.skipped_topics) == {"/tf", "/tf_static", "/camera/camera_info"}
+    # raw GNSS: one sample per usable fix; its error is what the simulator put in (sub-10 m here)
+    assert 0 < len(res.methods["raw"]) <= n_fix
+    for k in ("raw", "baseline", "corrected"):
+        e = m[k]["error_m"]
+        assert e["n"] > 0 and 0.0 < e["median"] < 15.0
+        assert m[k]["covariance"]["n"] > 0
+    # the baseline never uses the camera; the corrected output ran its encoder at every keyframe
+    assert m["corrected"]["keyframes"] > 3 and m["corrected"]["compute_ms"]["n"] == m["corrected"]["keyframes"]
+    assert res.localizer_stats["baseline"]["matches_attempted"] == 0
+    assert res.localizer_stats["corrected"]["keyframes"] == m["corrected"]["keyframes"]
+    assert res.metrics["recall"]["n"] > 0 and res.metrics["recall"]["radius_m"] > 0
+    assert set(res.metrics["improvement"]) == {"corrected_vs_raw", "corrected_vs_baseline", "baseline_vs_raw"}
+    # the raw error matches an independent computation from the bag's own truth topic
+    from geoloc_ros.sim.bag import read_bag
+
+    truth = {t: (msg.latitude, msg.longitude) for _, t, msg in read_bag(drives["mcap"] / "bag", ["/gnss/fix_truth"])}
+    fixes = [(t, msg.latitude, msg.longitude) for _, t, msg in read_bag(drives["mcap"] / "bag", ["/gnss/fix"])
+             if msg.status.status >= 0 and np.isfinite(msg.latitude)]
+    errs = []
+    for t, lat, lon in fixes:
+        x0, y0 = res.frame.from_latlon(lat, lon)
+        x1, y1 = res.frame.from_latlon(*truth[t])
+        errs.append(float(np.hypot(x0 - x1, y0 - y1)))
+    assert m["raw"]["error_m"]["median"] == pytest.approx(float(np.median(errs)), abs=1e-6)
+    assert res.timing["speedup_total"] > 0 and res.duration_s == pytest.approx(float(DRIVE_S) - 0.02, abs=0.1)
+
+
+def test_replay_is_deterministic(mcap_result, drives, encoder, index):
+    _assert_same(mcap_result, _replay(drives["mcap"] / "bag", encoder, index))
+
+
+def test_sqlite3_and_mcap_inputs_give_identical_results(mcap_result, drives, encoder, index):
+    res = _replay(drives["sqlite3"] / "bag", encoder, index)
+    assert res.storage == "sqlite3" and mcap_result.storage == "mcap"
+    _assert_same(mcap_result, res)
+
+
+def test_cli_writes_the_run_directory_and_refuses_to_overwrite(drives, index_dir, tmp_path, capsys):
+    from geoloc_ros.evaluation.replay import read_estimates_csv
+    from geoloc_ros.sim.bag import read_bag
+    from geoloc_ros.tools import eval_compare, eval_replay
+
+    argv = [str(drives["mcap"] / "bag"), "--index", str(index_dir), "--model", "seqgeo_lite", "--backend", "torch",
+            "--out", str(tmp_path / "runs")]
+    run = eval_replay.main(argv)
+    assert run.parent == tmp_path / "runs" and run.name.startswith("drive_mcap__seqgeo_lite-")
+    assert run.name.endswith("__default")
+    for f in ("metrics.json", "estimates.csv", "report.md", "trajectory.png", "error_over_time.png",
+              "error_cdf.png"):
+        assert (run / f).is_file() and (run / f).stat().st_size > 0, f
+    for f in ("trajectory.png", "error_over_time.png", "error_cdf.png"):
+        assert (run / f).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    doc = json.loads((run / "metrics.json").read_text())
+    assert doc["format"] == "geoloc-eval-run" and doc["command"].startswith("geoloc")
+    assert doc["model"]["preset"] == "seqgeo_lite" and doc["bag"]["storage"] == "mcap"
+    report = (run / "report.md").read_text()
+    assert "![trajectory](trajectory.png)" in report and "| median error (m) |" in report
+    assert doc["command"] in report
+    # estimates.csv <-> the estimates bag of published topics (read by rosbags and by the mcap library)
+    est = read_estimates_csv(run / "estimates.csv")
+    assert set(est) == {"raw", "baseline", "corrected"}
+    usable = np.isin(est["corrected"]["status"].astype(str), ["tracking", "degraded"])
+    assert np.nanmedian(est["corrected"]["error_m"][usable]) == pytest.approx(
+        doc["metrics"]["methods"]["corrected"]["error_m"]["median"], abs=1e-3)
+    msgs = list(read_bag(run / "estimates"))
+    by_topic = {}
+    for topic, _, msg in msgs:
+        by_topic.setdefault(topic, []).append(msg)
+    assert len(by_topic["/geoloc/fix"]) == len(by_topic["/geoloc/pose"]) == len(est["corrected"]["t"])
+    assert len(by_topic["/geoloc_baseline/pose"]) == len(est["baseline"]["t"])
+    assert len(by_topic["/gnss/fix"]) == len(est["raw"]["t"])
+    p0 = by_topic["/geoloc/pose"][0]
+    assert p0.header.frame_id == "map" and p0.pose.pose.position.x == pytest.approx(est["corrected"]["x"][0], abs=1e-3)
+    from mcap.reader import make_reader
+
+    (mcap_file,) = (run / "estimates").glob("*.mcap")
+    with open(mcap_file, "rb") as f:
+        n = sum(1 for _ in make_reader(f).iter_messages())
+    assert n == len(msgs)
+    # never overwrite without --force (checked before the replay); --force replaces
+    stamp = (run / "metrics.json").stat().st_mtime_ns
+    with pytest.raises(OutputExists, match="--force"):
+        eval_replay.main(argv)
+    assert (run / "metrics.json").stat().st_mtime_ns == stamp
+    capsys.readouterr()
+    # compare: one column per run
+    out = eval_compare.main([str(run), str(run), "--out", str(tmp_path / "cmp.md")])
+    text = capsys.readouterr().out
+    assert "corrected median error (m)" in text and "run 2" in text
+    assert "| corrected median error (m) |" in out.read_text()
+    with pytest.raises(OutputExists):
+        eval_compare.main([str(run), "--out", str(out)])
+    with pytest.raises(Exception, match="not a run directory"):
+        eval_compare.main([str(tmp_path / "nothing")])
+
+
+# ---------------------------------------------------------------------------------------
+# bad input: bags rewritten from the drive bag with rosbags (raw copies, real files)
+
+
+def _copy_bag(src: Path, dst: Path, drop=(), extra_topic=None):
+    """Copy a rosbag2 (MCAP) message by message, without ``drop`` topics; ``extra_topic`` adds a
+    topic of a custom message type (``my_msgs/msg/Blob``) unknown to the default type store."""
+    from rosbags.rosbag2 import Reader, StoragePlugin, Writer
+    from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+
+    ts = get_typestore(Stores.ROS2_HUMBLE)
+    blob = "my_msgs/msg/Blob"
+    ts.register(get_types_from_msg("uint8[] data\nstring note\n", blob))
+    with Reader(src) as r, Writer(dst, version=8, storage_plugin=StoragePlugin.MCAP) as w:
+        conns = {c.id: w.add_connection(c.topic, c.msgtype, typestore=ts) for c in r.connections
+                 if c.topic not in drop}
+        xc = w.add_connection(extra_topic, blob, typestore=ts) if extra_topic else None
+        Blob = ts.types[blob]
+        for c, t, raw in r.messages():
+            if c.id in conns:
+                w.write(conns[c.id], t, raw)
+                if xc is not None and c.topic == "/gnss/fix":
+                    w.write(xc, t, ts.serialize_cdr(Blob(data=np.arange(5, dtype=np.uint8), note="x"), blob))
+    return dst
+
+
+def test_bag_without_ground_truth_runs_and_says_what_it_cannot_compute(drives, encoder, index, tmp_path):
+    from geoloc_ros.evaluation.replay import write_run
+
+    bag = _copy_bag(drives["mcap"] / "bag", tmp_path / "nogt", drop=("/gnss/fix_truth",), extra_topic="/blob")
+    res = _replay(bag, encoder, index)
+    assert res.truth is None and res.gt_topic is None
+    assert any("no ground truth" in n for n in res.topics["notes"])
+    nc = " ".join(res.metrics["not_computed"])
+    for what in ("horizontal error", "covariance honesty", "recall@K"):
+        assert what in nc
+    assert "error_m" not in res.metrics["methods"]["corrected"]
+    assert res.metrics["methods"]["corrected"]["availability"]["available_pct"] > 0
+    assert len(res.methods["corrected"]) > 0
+    # the unknown message type is skipped and listed, not fatal
+    assert "my_msgs/msg/Blob" in res.skipped_topics["/blob"]
+    run = write_run(res, tmp_path / "runs")
+    doc = json.loads((run / "metrics.json").read_text())
+    assert doc["pictures"] == {"trajectory": "trajectory.png"}
+    assert not (run / "error_cdf.png").exists()
+    assert "not computed: horizontal error" in (run / "report.md").read_text()
+    # a needed topic of an unknown type is a clear error
+    with pytest.raises(InvalidArgument, match="my_msgs/msg/Blob, not a sensor_msgs/msg/NavSatFix"):
+        _replay(bag, encoder, index, fix_topic="/blob")
+
+
+def test_bag_without_camera_is_a_clear_error(drives, encoder, index, tmp_path):
+    bag = _copy_bag(drives["mcap"] / "bag", tmp_path / "nocam", drop=("/camera/image_raw",))
+    with pytest.raises(InvalidArgument, match="no camera topic"):
+        _replay(bag, encoder, index)
+
+
+def test_truncated_mcap_gives_a_partial_evaluation_that_says_so(drives, encoder, index, tmp_path):
+    bag = tmp_path / "trunc"
+    shutil.copytree(drives["mcap"] / "bag", bag)
+    (f,) = bag.glob("*.mcap")
+    f.write_bytes(f.read_bytes()[: int(f.stat().st_size * 0.6)])
+    res = _replay(bag, encoder, index)
+    assert res.partial is not None and "truncated" in res.partial
+    full = res.bag_topics  # what the readable part holds
+    assert 0 < res.counts["image"] < 60 and res.counts["image"] == full["/camera/image_raw"][1]
+    assert res.duration_s < float(DRIVE_S) - 1.0
+    assert res.metrics["methods"]["raw"]["error_m"]["n"] > 0
+
+
+def test_truncated_sqlite3_and_missing_bag_are_clear_errors(drives, encoder, index, tmp_path):
+    bag = tmp_path / "trunc_sql"
+    shutil.copytree(drives["sqlite3"] / "bag", bag)
+    (f,) = bag.glob("*.db3")
+    f.write_bytes(f.read_bytes()[: int(f.stat().st_size * 0.5)])
+    with pytest.raises(InvalidArgument, match="damaged or truncated"):
+        _replay(bag, encoder, index)
+    with pytest.raises(InvalidArgument, match="does not exist"):
+        _replay(tmp_path / "nope", encoder, index)

@@ -1,13 +1,18 @@
 """One ONNX export of the shipped model per test session, shared by test_export and test_inference.
 
 Made through the CLI entry point (``geoloc export onnx``) into the session's base temp folder;
-a second caller finds the finished folder and reuses it (~30 s saved on 2 cores)."""
+a second caller finds the finished folder and reuses it (~30 s saved on 2 cores).
+$GEOLOC_TEST_ONNX_EXPORT may name an existing export folder to reuse instead (local iteration)."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 
 def shared_export(tmp_path_factory) -> Path:
+    reuse = os.environ.get("GEOLOC_TEST_ONNX_EXPORT")  # developer shortcut: an export made earlier
+    if reuse and (Path(reuse) / "manifest.json").is_file():
+        return Path(reuse)
     out = tmp_path_factory.getbasetemp() / "onnx_export_seqgeo_lite"
     if not (out / "manifest.json").is_file():
         from geoloc_ros.tools import export_onnx

@@ -381,18 +381,12 @@ def _run_ray(jobs, imagery_spec, model_spec, backend, total, progress, counters,
 
 def _assemble(out: Path, plan: TilePlan, jobs: List[_Job], enc, img, frame: LocalFrame, params: Dict,
               global_index: str, command: Optional[str], executor: str) -> Dict:
-    import faiss
-
+    """Read the batch checkpoints in plan order and write the index files + manifest dict."""
     D = int(enc.dim)
-    K = plan.heading_bins
-    centres = bin_centres_deg(K)
-    shards_dir = out / "shards"
-    shards_dir.mkdir(parents=True, exist_ok=True)
-    all_meta: Dict[str, List[np.ndarray]] = {k: [] for k in TILE_FIELDS}
-    all_desc: List[np.ndarray] = []
-    shard_entries = []
-    offset = 0
+    centres = bin_centres_deg(plan.heading_bins)
+    metas, descs, names = [], [], []
     skipped = np.zeros(2, np.int64)
+    planned_per_shard = []
     for s, job in enumerate(jobs):
         idx, desc, win = [], [], []
         for j, _ in job.batches:
@@ -409,75 +403,110 @@ def _assemble(out: Path, plan: TilePlan, jobs: List[_Job], enc, img, frame: Loca
         idx = np.concatenate(idx) if idx else np.zeros(0, np.int64)
         desc = np.concatenate(desc).astype(np.float32) if desc else np.zeros((0, D), np.float32)
         win = np.concatenate(win) if win else np.zeros((0, 4), np.int64)
-        n = len(idx)
-        entry = {"name": job.shard, "cell": list(plan.shards[s]), "tiles": int(n), "id_offset": int(offset),
-                 "planned": int(sum(len(i) for _, i in job.batches))}
-        if n:
-            pos = plan.tile_pos[idx]
-            x, y = plan.pos_x[pos], plan.pos_y[pos]
-            lat, lon = frame.to_latlon(x, y)
-            e, nn = frame.to_utm(x, y)
-            b = plan.tile_bin[idx]
-            meta = {"lat": np.asarray(lat, np.float64), "lon": np.asarray(lon, np.float64),
-                    "x": x.astype(np.float64), "y": y.astype(np.float64), "easting": np.asarray(e, np.float64),
-                    "northing": np.asarray(nn, np.float64), "heading_bin": b.astype(np.int16),
-                    "heading_deg": centres[b].astype(np.float32), "window": win.astype(np.int64),
-                    "shard": np.full(n, s, np.int32)}
-            fi = faiss.IndexFlatIP(D)
-            fi.add(desc)
-            p_index = write_faiss_atomic(fi, shards_dir / f"{job.shard}.faiss")
-            p_meta = save_npz_atomic(shards_dir / f"{job.shard}.npz", ids=np.arange(offset, offset + n, dtype=np.int64),
-                                     **meta)
-            entry["bounds_xy"] = [float(x.min()), float(y.min()), float(x.max()), float(y.max())]
-            entry["files"] = {}
-            for key, p in (("index", p_index), ("meta", p_meta)):
-                entry["files"][key] = {"path": str(p.relative_to(out)), "bytes": p.stat().st_size,
-                                       "sha256": sha256_file(p)}
-            for k in TILE_FIELDS:
-                all_meta[k].append(meta[k])
-            all_desc.append(desc)
-        shard_entries.append(entry)
-        offset += n
-    total = offset
-    planned = plan.num_tiles
+        pos = plan.tile_pos[idx]
+        b = plan.tile_bin[idx]
+        metas.append({"x": plan.pos_x[pos].astype(np.float64), "y": plan.pos_y[pos].astype(np.float64),
+                      "heading_bin": b, "window": win})
+        descs.append(desc)
+        names.append(job.shard)
+        planned_per_shard.append(int(sum(len(i) for _, i in job.batches)))
+    total = sum(len(d) for d in descs)
     if total == 0:
-        raise InvalidArgument(f"all {planned} planned tiles were skipped ({skipped[0]} outside the raster, "
+        raise InvalidArgument(f"all {plan.num_tiles} planned tiles were skipped ({skipped[0]} outside the raster, "
                               f"{skipped[1]} nodata); the area does not overlap valid imagery by a whole tile "
                               f"({params['tile_m']:g} m)")
-    meta_all = {k: np.concatenate(v) for k, v in all_meta.items()}
-    p_tiles = save_npz_atomic(out / "tiles.npz", ids=np.arange(total, dtype=np.int64), **meta_all)
-    X = np.concatenate(all_desc)
-    gtype = global_index if global_index != "auto" else ("hnsw" if total <= 2_000_000 else "ivfpq")
-    gi, gparams = make_global_index(X, gtype)
-    p_global = write_faiss_atomic(gi, out / "global.faiss")
-    lat, lon = meta_all["lat"], meta_all["lon"]
-    positions = len(np.unique(np.stack([meta_all["x"], meta_all["y"]]), axis=1).T) if total else 0
-    spacing = plan.spacing_m
-    return {
-        "format": INDEX_FORMAT, "format_version": INDEX_FORMAT_VERSION,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    m = write_index_files(out, frame, plan.heading_bins, names, [list(c) for c in plan.shards], descs, metas,
+                          global_index)
+    for e, n in zip(m["shards"], planned_per_shard):
+        e["planned"] = n
+    m.update({
         "model": dict(enc.identity), "dim": D,
         "tile_m": params["tile_m"], "tile_px": params["tile_px"], "tile_gsd_m": params["tile_m"] / params["tile_px"],
-        "spacing_m": spacing, "heading_bins": K, "heading_bin_centres_deg": [float(c) for c in centres],
+        "spacing_m": plan.spacing_m, "heading_bins": plan.heading_bins,
+        "heading_bin_centres_deg": [float(c) for c in centres],
         "headings": params["headings"], "gsd_m": img.gsd_m, "imagery": img.describe(), "crs": img.crs_string,
         "datum": {"lat": params["datum"][0], "lon": params["datum"][1], "frame": frame.to_dict(),
                   "note": "LocalFrame: UTM grid axes, x/y = easting/northing minus the frame origin (m)"},
         "area": params["area"], "shard_m": params["shard_m"],
+        "build": {"command": command or "", "executor": executor, "batch_size": params["batch_size"],
+                  "backend": getattr(enc, "backend", "?"), "max_nodata": params["max_nodata"]},
+    })
+    m["counts"].update({"planned": int(plan.num_tiles), "skipped_outside": int(skipped[0]),
+                        "skipped_nodata": int(skipped[1]),
+                        "positions_outside_imagery": int(plan.positions_outside_imagery)})
+    return m
+
+
+def write_index_files(out: Path, frame: LocalFrame, heading_bins: int, shard_names: Sequence[str],
+                      shard_cells: Sequence[Sequence[int]], descs: Sequence[np.ndarray], metas: Sequence[Dict],
+                      global_index: str = "auto", deterministic: bool = True) -> Dict:
+    """Write shards/*.faiss + shards/*.npz, tiles.npz and global.faiss for tiles given per shard
+    (``descs[s]`` [n_s, D] L2-normalised, ``metas[s]`` with x, y (local), heading_bin and optional
+    window [n_s, 4]); global ids follow the shard order. Returns the manifest's file/count/shard part
+    (the caller adds model, geometry and build facts, then writes manifest.json last)."""
+    import faiss
+
+    out = Path(out)
+    centres = bin_centres_deg(heading_bins)
+    D = int(next(d.shape[1] for d in descs))
+    shards_dir = out / "shards"
+    shards_dir.mkdir(parents=True, exist_ok=True)
+    all_meta: Dict[str, List[np.ndarray]] = {k: [] for k in TILE_FIELDS}
+    shard_entries = []
+    offset = 0
+    for s, (name, desc, mm) in enumerate(zip(shard_names, descs, metas)):
+        n = int(len(desc))
+        entry = {"name": name, "cell": [int(v) for v in shard_cells[s]], "tiles": n, "id_offset": int(offset)}
+        if n:
+            x, y = np.asarray(mm["x"], np.float64), np.asarray(mm["y"], np.float64)
+            lat, lon = frame.to_latlon(x, y)
+            e, nn = frame.to_utm(x, y)
+            b = np.asarray(mm["heading_bin"], np.int64)
+            meta = {"lat": np.asarray(lat, np.float64), "lon": np.asarray(lon, np.float64), "x": x, "y": y,
+                    "easting": np.asarray(e, np.float64), "northing": np.asarray(nn, np.float64),
+                    "heading_bin": b.astype(np.int16), "heading_deg": centres[b].astype(np.float32),
+                    "window": np.asarray(mm.get("window", np.full((n, 4), -1)), np.int64).reshape(n, 4),
+                    "shard": np.full(n, s, np.int32)}
+            fi = faiss.IndexFlatIP(D)
+            fi.add(np.ascontiguousarray(desc, np.float32))
+            p_index = write_faiss_atomic(fi, shards_dir / f"{name}.faiss")
+            p_meta = save_npz_atomic(shards_dir / f"{name}.npz", ids=np.arange(offset, offset + n, dtype=np.int64),
+                                     **meta)
+            entry["bounds_xy"] = [float(x.min()), float(y.min()), float(x.max()), float(y.max())]
+            entry["files"] = {key: _file_entry(out, p) for key, p in (("index", p_index), ("meta", p_meta))}
+            for k in TILE_FIELDS:
+                all_meta[k].append(meta[k])
+        shard_entries.append(entry)
+        offset += n
+    total = offset
+    meta_all = {k: np.concatenate(v) for k, v in all_meta.items()}
+    p_tiles = save_npz_atomic(out / "tiles.npz", ids=np.arange(total, dtype=np.int64), **meta_all)
+    X = np.concatenate([d for d in descs if len(d)])
+    gtype = global_index if global_index != "auto" else ("hnsw" if total <= 2_000_000 else "ivfpq")
+    gi, gparams = make_global_index(X, gtype, deterministic=deterministic)
+    gtype = gparams.pop("type", gtype)
+    p_global = write_faiss_atomic(gi, out / "global.faiss")
+    del X
+    positions = int(len(np.unique(np.stack([meta_all["x"], meta_all["y"]], axis=1), axis=0)))
+    lat, lon = meta_all["lat"], meta_all["lon"]
+    return {
+        "format": INDEX_FORMAT, "format_version": INDEX_FORMAT_VERSION,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "dim": D, "heading_bins": int(heading_bins),
+        "datum": {"frame": frame.to_dict()},
         "bounds_latlon": [float(lat.min()), float(lon.min()), float(lat.max()), float(lon.max())],
         "bounds_xy": [float(meta_all["x"].min()), float(meta_all["y"].min()), float(meta_all["x"].max()),
                       float(meta_all["y"].max())],
-        "counts": {"planned": int(planned), "tiles": int(total), "positions": int(positions),
-                   "skipped_outside": int(skipped[0]), "skipped_nodata": int(skipped[1]),
-                   "positions_outside_imagery": int(plan.positions_outside_imagery),
+        "counts": {"tiles": int(total), "positions": positions,
                    "shards": sum(1 for e in shard_entries if e["tiles"] > 0)},
         "shards": shard_entries,
-        "metadata": {"path": "tiles.npz", "fields": list(TILE_FIELDS), "bytes": p_tiles.stat().st_size,
-                     "sha256": sha256_file(p_tiles)},
-        "global_index": {"type": gtype, "params": gparams, "path": "global.faiss", "metric": "inner_product",
-                         "bytes": p_global.stat().st_size, "sha256": sha256_file(p_global)},
-        "build": {"command": command or "", "executor": executor, "batch_size": params["batch_size"],
-                  "backend": getattr(enc, "backend", "?"), "max_nodata": params["max_nodata"]},
+        "metadata": {**_file_entry(out, p_tiles), "fields": list(TILE_FIELDS)},
+        "global_index": {"type": gtype, "params": gparams, "metric": "inner_product", **_file_entry(out, p_global)},
     }
+
+
+def _file_entry(out: Path, p: Path) -> Dict:
+    return {"path": str(Path(p).relative_to(out)), "bytes": Path(p).stat().st_size, "sha256": sha256_file(p)}
 
 
 def make_global_index(X: np.ndarray, kind: str, *, deterministic: bool = True):
@@ -490,6 +519,7 @@ def make_global_index(X: np.ndarray, kind: str, *, deterministic: bool = True):
         nlist = int(min(65536, max(16, 4 * math.sqrt(N))))
         m = next(mm for mm in (64, 32, 16, 8, 4, 2, 1) if D % mm == 0 and mm <= D)
         if N < max(39 * nlist, 256):
+            log.warning("%d tiles are too few to train IVF-PQ (nlist %d); using HNSW", N, nlist)
             kind = "hnsw"  # too few tiles to train IVF-PQ
         else:
             q = faiss.IndexFlatIP(D)
@@ -499,11 +529,11 @@ def make_global_index(X: np.ndarray, kind: str, *, deterministic: bool = True):
             gi.train(train)
             gi.add(X)
             gi.nprobe = min(nlist, 32)
-            return gi, {"nlist": nlist, "m": m, "nbits": 8, "nprobe": gi.nprobe}
+            return gi, {"type": "ivfpq", "nlist": nlist, "m": m, "nbits": 8, "nprobe": gi.nprobe}
     if kind == "flat":
         gi = faiss.IndexFlatIP(D)
         gi.add(X)
-        return gi, {}
+        return gi, {"type": "flat"}
     if kind != "hnsw":
         raise InvalidArgument(f"unknown global index type {kind!r}")
     gi = faiss.IndexHNSWFlat(D, HNSW_M, faiss.METRIC_INNER_PRODUCT)
@@ -516,4 +546,4 @@ def make_global_index(X: np.ndarray, kind: str, *, deterministic: bool = True):
         gi.add(X)
     finally:
         faiss.omp_set_num_threads(threads)
-    return gi, {"M": HNSW_M, "efConstruction": HNSW_EF_CONSTRUCTION, "efSearch": HNSW_EF_SEARCH}
+    return gi, {"type": "hnsw", "M": HNSW_M, "efConstruction": HNSW_EF_CONSTRUCTION, "efSearch": HNSW_EF_SEARCH}

@@ -1,0 +1,240 @@
+"""Tile index: build throughput and memory, and search latency vs index size.
+
+    .venv/bin/python bench/bench_index.py [--sizes 10000 100000] [--full] [--out bench/results/index.json]
+
+Part 1 (build): `build_index` on a generated 400 m town with the shipped seqgeo_lite weights
+(torch CPU): tiles/s of the whole build vs the encoder alone on the same tiles (the baseline: the
+build's overhead is cutting, checkpoints and FAISS writing), peak RSS, bytes on disk per tile.
+
+Part 2 (search): synthetic indexes of N random unit descriptors (D=512) on a 5 m grid with K=8
+heading bins, written with the same code as a real build and opened with `TileIndex`, for N in
+--sizes (default 10k and 100k; --full adds 1M, ~2 GB RAM and several minutes). Per single query
+(what the node does per keyframe), median and p95 over 200 queries:
+  * near: exact search within 50 m of a prior and +-22.5 deg of a heading (k=10), and all tiles
+    within 24 m, every heading (k=None, the similarity map);
+  * global flat: exact brute force over all N (faiss IndexFlatIP), the baseline of the ratios;
+  * global approx: the index's HNSW (and IVF-PQ where N allows), with recall@10 against flat.
+Queries are noisy copies of stored descriptors (cosine ~0.7 to their source), so each has a
+true neighbour; uniformly random 512-d vectors are the hardest case for graph/PQ search, so
+the recall here is a lower bound for real descriptors, which cluster.
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import table, write  # noqa: E402
+
+D, K, SPACING = 512, 8, 5.0
+
+
+def rss_mb() -> float:
+    import psutil
+
+    return psutil.Process().memory_info().rss / 1e6
+
+
+def peak_rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3
+
+
+def bench_build(tmp: Path, n_side: int):
+    from geoloc_ros.index import build_index
+    from geoloc_ros.index.imagery import open_imagery
+    from geoloc_ros.index.tiling import Area
+    from geoloc_ros.inference import load_encoder
+    from geoloc_ros.sim.generate import generate_world
+
+    world = generate_world(seed=11, size_m=400.0, gsd_m=0.5)
+    world.save(tmp / "world")
+    enc = load_encoder("seqgeo_lite", backend="torch")
+    half = (n_side - 1) * 10.0 / 2.0
+    fr = world.frame
+    lat0, lon0 = fr.to_latlon(-half - 2, -half - 2)
+    lat1, lon1 = fr.to_latlon(half + 2, half + 2)
+    area = Area(kind="bbox", bbox=(float(lat0), float(lon0), float(lat1), float(lon1)))
+    rss0 = rss_mb()
+    res = build_index(tmp / "world" / "orthophoto.tif", enc, tmp / "idx", spacing_m=10.0, heading_bins=K, area=area,
+                      shard_m=1000.0, batch_size=32, datum=(world.meta.origin_lat, world.meta.origin_lon),
+                      progress=False, command="bench")
+    n = res.num_tiles
+    # baseline: the encoder alone on the same number of tiles (cut once, outside the timing)
+    img = open_imagery(tmp / "world" / "orthophoto.tif")
+    tiles = np.concatenate([img.sample(fr, 0.0, 0.0, np.arange(K) * 360.0 / K, 96.0, 192).tiles] * (n // K))
+    t0 = time.perf_counter()
+    for i in range(0, len(tiles), 32):
+        enc.encode_aerial(tiles[i:i + 32])
+    t_enc = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for _ in range(n // K):
+        img.sample(fr, 3.0, -4.0, np.arange(K) * 360.0 / K, 96.0, 192)
+    t_cut = time.perf_counter() - t0
+    disk = sum(f.stat().st_size for f in (tmp / "idx").rglob("*") if f.is_file())
+    row = {"part": "build", "tiles": n, "build_tiles_per_s": round(n / res.seconds, 1),
+           "encode_only_tiles_per_s": round(n / t_enc, 1), "cut_only_tiles_per_s": round(n / t_cut, 1),
+           "build_vs_encode": round((n / res.seconds) / (n / t_enc), 2),
+           "rss_growth_MB": round(rss_mb() - rss0, 1), "disk_bytes_per_tile": int(disk / n)}
+    img.close()
+    return row
+
+
+def synthetic_index(out: Path, N: int, rng, global_index: str):
+    from geoloc_ros.core.geo import LocalFrame
+    from geoloc_ros.index.build import write_index_files
+    from geoloc_ros.core.manifest import write_json_atomic
+
+    frame = LocalFrame.at(44.4759, -73.2121)
+    P = N // K
+    side = int(np.ceil(np.sqrt(P)))
+    ii = np.arange(P)
+    x = (ii % side - side // 2) * SPACING
+    y = (ii // side - side // 2) * SPACING
+    x, y = np.repeat(x, K), np.repeat(y, K)
+    b = np.tile(np.arange(K), P)
+    X = rng.standard_normal((P * K, D), dtype=np.float32)
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    shard_m = 1000.0
+    cx, cy = np.floor(x / shard_m).astype(int), np.floor(y / shard_m).astype(int)
+    cells = sorted(set(zip(cx.tolist(), cy.tolist())))
+    cid = {c: i for i, c in enumerate(cells)}
+    sid = np.array([cid[c] for c in zip(cx.tolist(), cy.tolist())])
+    order = np.argsort(sid, kind="stable")
+    X, x, y, b, sid = X[order], x[order], y[order], b[order], sid[order]
+    descs, metas, names = [], [], []
+    for s, c in enumerate(cells):
+        m = sid == s
+        descs.append(X[m])
+        metas.append({"x": x[m], "y": y[m], "heading_bin": b[m]})
+        names.append(f"x{c[0]:+05d}_y{c[1]:+05d}")
+    t0 = time.perf_counter()
+    man = write_index_files(out, frame, K, names, cells, descs, metas, global_index, deterministic=False)
+    t_write = time.perf_counter() - t0
+    man.update({"model": {"preset": "synthetic", "fingerprint": "0" * 64, "dim": D}, "tile_m": 96.0,
+                "spacing_m": SPACING, "shard_m": shard_m, "build": {"command": "bench"}})
+    write_json_atomic(out / "manifest.json", man)
+    return X, x, y, t_write
+
+
+def timed(fn, n):
+    ts = []
+    for i in range(n):
+        t0 = time.perf_counter()
+        fn(i)
+        ts.append((time.perf_counter() - t0) * 1e3)
+    return float(np.median(ts)), float(np.percentile(ts, 95))
+
+
+def bench_search(tmp: Path, N: int, rng, nq: int = 200):
+    import faiss
+
+    from geoloc_ros.index import TileIndex
+    from geoloc_ros.index.build import make_global_index
+
+    rows = []
+    out = tmp / f"syn{N}"
+    rss0 = rss_mb()
+    X, x, y, t_write = synthetic_index(out, N, rng, "hnsw")
+    idx = TileIndex.open(out, memory_budget_mb=4096)
+    qi = rng.choice(len(X), nq, replace=False)
+    Q = X[qi] + 0.6 * rng.standard_normal((nq, D), dtype=np.float32) / np.sqrt(D)
+    Q /= np.linalg.norm(Q, axis=1, keepdims=True)
+    fr = idx.frame
+    lat, lon = fr.to_latlon(x[qi] + rng.uniform(-5, 5, nq), y[qi] + rng.uniform(-5, 5, nq))
+    heading = (np.arange(K)[qi % K] * 360.0 / K + rng.uniform(-10, 10, nq)) % 360
+    idx.search(Q[0], k=10, near=(lat[0], lon[0]), radius_m=50.0)  # warm: load the shards
+
+    # baseline: global flat (exact brute force)
+    flat = faiss.IndexFlatIP(D)
+    flat.add(X)
+    f_med, f_p95 = timed(lambda i: flat.search(Q[i:i + 1], 10), nq)
+    _, I_flat = flat.search(Q, 10)
+    t0 = time.perf_counter()
+    flat.search(Q[:100], 10)
+    f_batch = (time.perf_counter() - t0) * 1e3 / 100
+    base = {"N": N, "baseline_flat_ms": round(f_med, 3)}
+
+    def add(method, med, p95, **kw):
+        rows.append({"part": "search", **base, "method": method, "median_ms": round(med, 3), "p95_ms": round(p95, 3),
+                     "speedup_vs_flat": round(f_med / med, 1), **kw})
+
+    add("global flat (exact), 1 query", f_med, f_p95, recall_at_10=1.0, batch100_ms_per_query=round(f_batch, 3))
+    ncand = []
+    med, p95 = timed(lambda i: ncand.append(idx.search(Q[i], k=10, near=(lat[i], lon[i]), radius_m=50.0,
+                                                       heading_deg=heading[i]).num_candidates[0]), nq)
+    hit = np.mean([idx.search(Q[i], k=1, near=(lat[i], lon[i]), radius_m=50.0, heading_deg=heading[i]).ids[0, 0]
+                   == qi[i] for i in range(50)])
+    add("near 50 m + heading, k=10 (exact)", med, p95, candidates=int(np.median(ncand)), true_tile_top1=round(hit, 2))
+    ncand = []
+    med, p95 = timed(lambda i: ncand.append(idx.search(Q[i], k=None, near=(lat[i], lon[i]),
+                                                       radius_m=24.0).num_candidates[0]), nq)
+    add("near 24 m, all headings, k=None", med, p95, candidates=int(np.median(ncand)))
+    idx.search(Q[0], k=10)  # load the global index
+    med, p95 = timed(lambda i: idx.search(Q[i], k=10), nq)
+    I_h = idx.search(Q, k=10).ids
+    rec = np.mean([len(set(I_h[i]) & set(I_flat[i])) / 10 for i in range(nq)])
+    g = idx.manifest["global_index"]
+    add(f"global HNSW{g['params']['M']} ef{g['params']['efSearch']} (TileIndex)", med, p95,
+        recall_at_10=round(float(rec), 3), build_s=round(t_write, 1), index_MB=round(g["bytes"] / 1e6, 1))
+    if N >= 25_000:  # IVF-PQ needs >= 39 x nlist (= 4 sqrt N) training points
+        t0 = time.perf_counter()
+        ivf, params = make_global_index(X, "ivfpq", deterministic=False)
+        t_ivf = time.perf_counter() - t0
+        if params.get("type") == "ivfpq":
+            med, p95 = timed(lambda i: ivf.search(Q[i:i + 1], 10), nq)
+            _, I_ivf = ivf.search(Q, 10)
+            rec = np.mean([len(set(I_ivf[i]) & set(I_flat[i])) / 10 for i in range(nq)])
+            add(f"global IVF{params['nlist']},PQ{params['m']} nprobe{params['nprobe']}", med, p95,
+                recall_at_10=round(float(rec), 3), build_s=round(t_ivf, 1),
+                index_MB=round(faiss.serialize_index(ivf).nbytes / 1e6, 1))
+        del ivf
+    st = idx.stats()
+    rows.append({"part": "memory", "N": N, "method": "TileIndex loaded (all shards + global)",
+                 "rss_growth_MB": round(rss_mb() - rss0, 1), "shards_MB": st["memory_mb"],
+                 "global_MB": st["global_memory_mb"]})
+    del idx, flat, X
+    gc.collect()
+    shutil.rmtree(out, ignore_errors=True)
+    return rows
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    ap.add_argument("--full", action="store_true", help="also 1M tiles (~2 GB RAM, several minutes)")
+    ap.add_argument("--build-side", type=int, default=3, help="build part: n x n positions x 8 bins (3 -> 72 tiles)")
+    ap.add_argument("--skip-build", action="store_true")
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args(argv)
+    sizes = sorted(set(args.sizes + ([1_000_000] if args.full else [])))
+    rng = np.random.default_rng(0)
+    tmp = Path(tempfile.mkdtemp(prefix="bench_index_"))
+    rows = []
+    try:
+        if not args.skip_build:
+            rows.append(bench_build(tmp, args.build_side))
+            print(table(rows[:1], list(rows[0])), flush=True)
+        for N in sizes:
+            rows += bench_search(tmp, N, rng)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    srch = [r for r in rows if r["part"] == "search"]
+    print(table(srch, ["N", "method", "median_ms", "p95_ms", "speedup_vs_flat", "recall_at_10", "candidates",
+                       "build_s", "index_MB", "batch100_ms_per_query"]))
+    mem = [r for r in rows if r["part"] == "memory"]
+    print(table(mem, list(mem[0])))
+    print(f"peak RSS {peak_rss_mb():.0f} MB")
+    print(f"wrote {write('index', rows, args.out, peak_rss_MB=round(peak_rss_mb(), 1))}")
+
+
+if __name__ == "__main__":
+    main()

@@ -276,3 +276,43 @@ def test_truncated_sqlite3_and_missing_bag_are_clear_errors(drives, encoder, ind
         _replay(bag, encoder, index)
     with pytest.raises(InvalidArgument, match="does not exist"):
         _replay(tmp_path / "nope", encoder, index)
+
+
+def test_ground_truth_from_an_odometry_in_the_map_frame_gives_the_same_errors(mcap_result, drives, encoder, index,
+                                                                             tmp_path):
+    """The NavSatFix truth rewritten as nav_msgs/Odometry in the map frame (index datum): same metrics."""
+    from rosbags.rosbag2 import Reader, StoragePlugin, Writer
+
+    from geoloc_ros.sim.bag import typestore
+
+    ts = typestore()
+    T = ts.types
+    dst = tmp_path / "odomgt"
+    with Reader(drives["mcap"] / "bag") as r, Writer(dst, version=8, storage_plugin=StoragePlugin.MCAP) as w:
+        conns = {c.id: w.add_connection(c.topic, c.msgtype, typestore=ts) for c in r.connections
+                 if c.topic != "/gnss/fix_truth"}
+        oc = w.add_connection("/odom_truth", "nav_msgs/msg/Odometry", typestore=ts)
+        for c, t, raw in r.messages():
+            if c.id in conns:
+                w.write(conns[c.id], t, raw)
+                continue
+            fix = ts.deserialize_cdr(raw, c.msgtype)
+            x, y = index.frame.from_latlon(fix.latitude, fix.longitude)
+            odo = T["nav_msgs/msg/Odometry"](
+                header=fix.header, child_frame_id="base_link",
+                pose=T["geometry_msgs/msg/PoseWithCovariance"](
+                    pose=T["geometry_msgs/msg/Pose"](position=T["geometry_msgs/msg/Point"](x=float(x), y=float(y), z=0.0),
+                                                     orientation=T["geometry_msgs/msg/Quaternion"](x=0.0, y=0.0, z=0.0,
+                                                                                                   w=1.0)),
+                    covariance=np.zeros(36)),
+                twist=T["geometry_msgs/msg/TwistWithCovariance"](
+                    twist=T["geometry_msgs/msg/Twist"](linear=T["geometry_msgs/msg/Vector3"](x=0.0, y=0.0, z=0.0),
+                                                       angular=T["geometry_msgs/msg/Vector3"](x=0.0, y=0.0, z=0.0)),
+                    covariance=np.zeros(36)))
+            w.write(oc, t, ts.serialize_cdr(odo, "nav_msgs/msg/Odometry"))
+    res = _replay(dst, encoder, index, gt_topic="/odom_truth")
+    assert res.topics["gt_type"] == "nav_msgs/msg/Odometry"
+    for k in ("raw", "baseline", "corrected"):
+        a, b = res.metrics["methods"][k]["error_m"], mcap_result.metrics["methods"][k]["error_m"]
+        for stat in ("n", "mean", "median", "p95", "max"):
+            assert a[stat] == pytest.approx(b[stat], abs=1e-6)

@@ -1,0 +1,97 @@
+"""Encoder speed: torch eager vs ONNX Runtime (threads tuned), per keyframe, per sequence, aerial tiles.
+
+    .venv/bin/python bench/bench_inference.py [--export engines/seqgeo_lite] [--seconds 1.0] [--out FILE]
+
+Cases (the shipped model, synthetic rendered frames):
+  keyframe T=1 / T=Tmax  what the node does per keyframe: encode ONE new frame (frame graph) and fuse
+                         the cached features of the last T frames (temporal graph)
+  sequence T=1 / T=Tmax  a sequence from scratch (T backbone passes + fusion; offline use)
+  fuse T=Tmax            the temporal graph alone
+  aerial x16             16 heading-up tiles per call (index building): column per_s = tiles/s
+Columns: ``ms`` median latency per call, ``per_s`` calls/s (tiles/s for aerial), ``vs_torch``
+= torch ms / this ms measured in the same run (> 1: faster than torch eager), so numbers from
+noisy, shared machines compare. ONNX Runtime runs with 1 and with all cores (intra-op threads);
+torch with all cores. If the export folder is missing it is made first (export time reported).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import table, write  # noqa: E402
+
+
+def timed(fn, seconds: float, min_reps: int = 3, max_reps: int = 200) -> float:
+    fn()  # warm-up (allocations, ORT arena, torch kernels)
+    times = []
+    t_end = time.perf_counter() + seconds
+    while len(times) < min_reps or (time.perf_counter() < t_end and len(times) < max_reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--export", type=Path, default=Path("engines/seqgeo_lite"),
+                    help="ONNX export folder (made from the shipped weights if missing)")
+    ap.add_argument("--seconds", type=float, default=1.0, help="measuring time per case and backend")
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args(argv)
+    import torch
+
+    from geoloc_ros.inference.artifacts import is_export_dir
+    from geoloc_ros.inference.onnx_export import export_onnx, synthetic_inputs
+    from geoloc_ros.inference.ort_backend import OrtEncoder
+    from geoloc_ros.inference.torch_backend import TorchEncoder
+    from geoloc_ros.models.crossview import default_checkpoint
+
+    cores = os.cpu_count() or 1
+    export_s = None
+    if not is_export_dir(args.export):
+        t0 = time.perf_counter()
+        export_onnx(default_checkpoint(), args.export, progress=True)
+        export_s = round(time.perf_counter() - t0, 1)
+    encoders = [("torch", cores, TorchEncoder(default_checkpoint(), threads=cores))]
+    encoders += [("onnxruntime", t, OrtEncoder(args.export, threads=t)) for t in sorted({1, cores})]
+    cfg = encoders[0][2].config
+    Tm = cfg.max_frames
+    frames, tiles = synthetic_inputs(cfg, n_frames=Tm, n_tiles=4, seed=3)
+    tiles16 = np.concatenate([tiles] * 4)
+    cached = encoders[0][2].frame_features(frames)[None]  # [1, Tm, D]: the node's cache
+    cases = {
+        "keyframe T=1": lambda e: e.fuse(e.frame_features(frames[-1:])[None]),
+        f"keyframe T={Tm}": lambda e: e.fuse(np.concatenate([cached[:, 1:], e.frame_features(frames[-1:])[None]], 1)),
+        "sequence T=1": lambda e: e.encode_sequence(frames[-1:]),
+        f"sequence T={Tm}": lambda e: e.encode_sequence(frames),
+        f"fuse T={Tm}": lambda e: e.fuse(cached),
+        "aerial x16": lambda e: e.encode_aerial(tiles16),
+    }
+    rows = []
+    for case, fn in cases.items():
+        base = None
+        for name, threads, enc in encoders:
+            if name == "torch":
+                torch.set_num_threads(threads)
+            dt = timed(lambda: fn(enc), args.seconds)
+            base = dt if base is None else base
+            per = (16.0 if case.startswith("aerial") else 1.0) / dt
+            rows.append({"case": case, "backend": name, "threads": threads, "ms": round(dt * 1e3, 2),
+                         "per_s": round(per, 1), "vs_torch": round(base / dt, 2)})
+    print(table(rows, list(rows[0])))
+    if export_s is not None:
+        print(f"export of {args.export}: {export_s} s")
+    sizes = {p.name: p.stat().st_size for p in sorted(Path(args.export).glob("*.onnx"))}
+    print(f"wrote {write('inference', rows, args.out, export=str(args.export), export_seconds=export_s, onnx_bytes=sizes, torch=torch.__version__, onnxruntime=__import__('onnxruntime').__version__)}")
+
+
+if __name__ == "__main__":
+    main()

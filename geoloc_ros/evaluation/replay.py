@@ -44,7 +44,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
-from ..core.errors import GeolocError, IncompatibleArtifact, InvalidArgument, OutputExists
+from ..core.errors import GeolocError, InvalidArgument, OutputExists
 from . import RUN_FORMAT, RUN_FORMAT_VERSION
 from . import metrics as M
 

@@ -476,3 +476,34 @@ def test_index_import_is_cheap():
             "assert not bad, bad; from geoloc_ros.index import TileIndex, SearchResult, build_index; print('ok')")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0 and "ok" in r.stdout, r.stderr
+
+
+def test_geotiff_nodata_tiles_are_skipped(small_world, tmp_path):
+    """A GeoTIFF with a nodata value: tiles over the nodata hole are 'nodata', others valid."""
+    import rasterio
+
+    from geoloc_ros.index.imagery import open_imagery
+
+    ortho = small_world.ortho.copy()
+    r, c = small_world.xy_to_rc(np.array([-100.0, -60.0]), np.array([60.0, 100.0]))  # x -100..-60, y 60..100
+    ortho[int(r[1]):int(r[0]), int(c[0]):int(c[1])] = 0
+    ortho[ortho.sum(axis=2) == 0] = 0
+    p = tmp_path / "holes.tif"
+    with rasterio.open(p, "w", driver="GTiff", width=ortho.shape[1], height=ortho.shape[0], count=3, dtype="uint8",
+                       crs=small_world.frame.crs, transform=small_world.meta.transform(), nodata=0) as ds:
+        ds.write(ortho.transpose(2, 0, 1))
+    img = open_imagery(p)
+    fr = small_world.frame
+    bad = img.sample(fr, -80.0, 80.0, [0.0, 90.0], TILE_M, TILE_PX)
+    assert bad.reason == ["nodata", "nodata"] and not bad.valid.any()
+    good = img.sample(fr, 60.0, -60.0, [0.0], TILE_M, TILE_PX)
+    assert good.valid[0]
+    img.close()
+
+
+def test_index_info_tool(built, capsys):
+    from geoloc_ros.tools.index_info import main
+
+    main([str(built.out), "--verify"])
+    out = capsys.readouterr().out
+    assert "36 (9 positions x K=4 bins" in out and "verified   4 shards" in out

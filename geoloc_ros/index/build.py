@@ -255,7 +255,9 @@ def build_index(imagery: Union[str, Path, "object"], encoder: Union[str, Path, "
     if isinstance(encoder, (str, Path)):
         from ..inference import load_encoder
 
-        model_spec, enc = str(encoder), load_encoder(encoder, backend=backend)
+        spec = Path(encoder)
+        model_spec = str(spec.absolute()) if spec.exists() else str(encoder)
+        enc = load_encoder(encoder, backend=backend)
     else:
         enc = encoder
         model_spec = str(getattr(enc, "checkpoint", "") or enc.identity["preset"])
@@ -289,7 +291,7 @@ def build_index(imagery: Union[str, Path, "object"], encoder: Union[str, Path, "
                   "datum": [float(datum[0]), float(datum[1])], "frame": frame.to_dict(),
                   "max_nodata": float(max_nodata), "global_index": global_index, "planned_tiles": plan.num_tiles}
         resumed = _prepare_out(out, params, force)
-        work = out / "work"
+        work = out.absolute() / "work"
         shard_names = [TilePlan.shard_name(c) for c in plan.shards]
         jobs = [_Job(shard=name, batches=_batches(plan, s, int(batch_size)), pos_x=plan.pos_x, pos_y=plan.pos_y,
                      tile_pos=plan.tile_pos, tile_bin=plan.tile_bin, frame=frame.to_dict(), tile_m=tile_m,

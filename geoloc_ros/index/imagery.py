@@ -54,7 +54,7 @@ class Imagery:
     kind = "?"
 
     def __init__(self, path: Path):
-        self.path = Path(path)
+        self.path = Path(path).absolute()  # absolute: workers (Ray) may run elsewhere
         self._to_src = {}
 
     # -- subclass interface ------------------------------------------------------------

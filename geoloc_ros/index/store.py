@@ -312,29 +312,22 @@ class TileIndex:
         kout = n_cand if k is None else int(k)
         res = self._empty(Q, kout)
         res.num_candidates[:] = n_cand
-        # merge per-shard top lists: sort by score desc, then global id asc (deterministic ties)
+        # merge the per-shard top lists: score descending, then global id ascending (deterministic ties)
+        cat = {key: np.concatenate([sh.meta[key][np.maximum(I, 0)] for I, sh in zip(hit_ids, hit_meta)], axis=1)
+               for key in _META_KEYS}
         gids = np.concatenate([np.where(I >= 0, sh.ids[np.maximum(I, 0)], -1) for I, sh in zip(hit_ids, hit_meta)],
                               axis=1)
         scores = np.concatenate(hit_scores, axis=1)
-        src = np.concatenate([np.full(I.shape[1], j) for j, I in enumerate(hit_ids)])
-        loc = np.concatenate(hit_ids, axis=1)
+        sort_scores = np.where(gids >= 0, scores, -np.inf)
         for r in range(Q):
-            valid = gids[r] >= 0
-            sc = np.where(valid, scores[r], -np.inf)
-            order = np.lexsort((gids[r], -sc))[:kout]
-            order = order[valid[order]]
+            order = np.lexsort((gids[r], -sort_scores[r]))[:kout]
+            order = order[gids[r, order] >= 0]
             n = len(order)
             res.ids[r, :n] = gids[r, order]
             res.scores[r, :n] = scores[r, order]
-            for j_local, j in enumerate(order):
-                m = hit_meta[src[j]].meta
-                li = loc[r, j]
-                res.lat[r, j_local] = m["lat"][li]
-                res.lon[r, j_local] = m["lon"][li]
-                res.x[r, j_local] = m["x"][li]
-                res.y[r, j_local] = m["y"][li]
-                res.heading_deg[r, j_local] = m["heading_deg"][li]
-                res.heading_bin[r, j_local] = m["heading_bin"][li]
+            for key, dst in (("lat", res.lat), ("lon", res.lon), ("x", res.x), ("y", res.y),
+                             ("heading_deg", res.heading_deg), ("heading_bin", res.heading_bin)):
+                dst[r, :n] = cat[key][r, order]
         return res
 
     def _load_global(self):

@@ -21,6 +21,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
 
@@ -110,9 +111,11 @@ def _make_export(src: _Source, notes: List[Tuple[str, str]]) -> None:
     try:
         from .onnx_export import export_onnx
 
+        t0 = time.perf_counter()
         export_onnx(src.checkpoint, target, progress=False,
                     command=f"load_encoder(auto): geoloc export onnx --checkpoint {src.checkpoint} --out {target}")
         src.export_dir = target
+        notes.append(("export", f"created {target} in {time.perf_counter() - t0:.0f} s (no export existed)"))
     except (GeolocError, OSError) as exc:
         if is_export_dir(target):  # another process made it meanwhile
             src.export_dir = target

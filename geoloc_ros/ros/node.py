@@ -543,8 +543,8 @@ class GeolocNode(Node):
             ortho = s.debug_orthophoto or None
             if ortho is None and self.index is not None:
                 man = getattr(self.index, "manifest", {}) or {}
-                src = man.get("source") if isinstance(man.get("source"), dict) else {}
-                ortho = man.get("orthophoto") or src.get("orthophoto") or src.get("path") or None
+                img = man.get("imagery") if isinstance(man.get("imagery"), dict) else {}
+                ortho = img.get("path") if img.get("kind", "geotiff") == "geotiff" else None  # XYZ: not drawn
                 if ortho is not None:
                     from pathlib import Path
 

@@ -165,7 +165,7 @@ def plot_trajectory(res, path: Path) -> Path:
     ax.set_xlabel(f"east (m, map frame {res.frame.crs})")
     ax.set_ylabel("north (m)")
     ax.set_title(_title(res, "trajectory"), fontsize=10)
-    ax.legend(loc="best", fontsize=8, framealpha=0.85)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     return _save(fig, path)
 
 

@@ -99,6 +99,13 @@ def camera_rows(doc: Dict) -> List[List[str]]:
     if rec:
         rows += [[f"recall@{k} of the true tile (within {fmt(rec.get('radius_m'), 1)} m, {rec.get('n')} keyframes) (%)",
                   fmt(rec.get(f"r@{k}"), 1)] for k in (1, 5, 10)]
+    st = _get(doc, "localizer_stats", "corrected", default={}) or {}
+    for key, label in (("matches_rejected", "matches rejected by the filter"),
+                       ("match_skipped", "keyframes not matched")):
+        d = st.get(key) or {}
+        if isinstance(d, dict) and d:
+            rows.append([f"{label}: " + ", ".join(f"{k} x{v}" for k, v in sorted(d.items(), key=lambda kv: -kv[1])),
+                         fmt(sum(v for v in d.values() if isinstance(v, int)))])
     cm = c.get("compute_ms") or {}
     rows += [[f"compute per keyframe, {k} (ms)", fmt(cm.get(k), 1)] for k in ("mean", "median", "p95", "max")]
     return rows

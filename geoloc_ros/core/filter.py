@@ -134,9 +134,11 @@ class FilterParams:
     odom_yaw_drift_dps: float = _f(0.05, "yaw random walk on top of the odometry (deg per sqrt(s))", 0.0, 100.0)
     odom_gyro_bias_dps: float = _f(0.1, "gyro bias prior (deg/s; each particle carries its own bias)", 0.0, 10.0)
     no_odom_pos_noise: float = _f(2.0, "position random walk without odometry (m per sqrt(s))", 0.01, 100.0)
+    no_odom_accel_mps2: float = _f(2.0, "without odometry, the GNSS velocity is extrapolated through gaps in the "
+                                   "fixes with this acceleration uncertainty (m/s^2)", 0.0, 100.0)
     no_odom_yaw_noise: float = _f(0.5, "yaw random walk without odometry (rad per sqrt(s))", 0.001, 10.0)
     # camera match likelihood and gate
-    match_temperature: float = _f(0.2, "softmax temperature over cosine similarity scores (wider = softer "
+    match_temperature: float = _f(0.3, "softmax temperature over cosine similarity scores (wider = softer "
                                   "likelihood)", 1e-4, 10.0)
     match_uniform_floor: float = _f(0.5, "weight of the uniform floor mixed into the match likelihood (0..1; "
                                     "bounds how much one match can move the estimate)", 0.0, 1.0)
@@ -340,12 +342,13 @@ class PoseFilter:
             self.gb = self.gb + math.radians(0.005) * math.sqrt(dt) * r.standard_normal(n)
         self._bias_step(dt)
 
-    def predict_no_odom(self, dt: float, vel: Optional[np.ndarray]) -> None:
-        """Motion without odometry: move by ``vel`` [2] (m/s, from GNSS) if known, plus a random walk."""
+    def predict_no_odom(self, dt: float, vel: Optional[np.ndarray], vel_age_s: float = 0.0) -> None:
+        """Motion without odometry: move by ``vel`` [2] (m/s, from GNSS) if known, plus a random walk;
+        a velocity ``vel_age_s`` old is uncertain by ``no_odom_accel_mps2 * vel_age_s``."""
         if dt <= 0:
             return
         n, p, r = self.n, self.p, self.rng
-        sp = p.no_odom_pos_noise * math.sqrt(dt)
+        sp = p.no_odom_pos_noise * math.sqrt(dt) + p.no_odom_accel_mps2 * max(vel_age_s, 0.0) * dt
         vx, vy = (0.0, 0.0) if vel is None else (float(vel[0]), float(vel[1]))
         self.x = self.x + vx * dt + sp * r.standard_normal(n)
         self.y = self.y + vy * dt + sp * r.standard_normal(n)
@@ -635,11 +638,13 @@ class PoseTracker:
         return True
 
     def _velocity(self, t: float) -> Optional[np.ndarray]:
-        """GNSS velocity from accepted fixes ~1 s apart (None if unknown)."""
+        """GNSS velocity from accepted fixes ~1 s apart (None if unknown). Through a gap in the
+        accepted fixes (outage, rejected multipath) the last velocity is kept for up to 10 s
+        (constant-velocity dead reckoning), so the cloud does not stay behind the vehicle."""
         if len(self.fixes) < 2:
             return None
         t1, x1, y1 = self.fixes[-1]
-        if t - t1 > 2.0:
+        if t - t1 > 10.0:
             return None
         for t0, x0, y0 in reversed(self.fixes[:-1]):
             if t1 - t0 >= 0.9:
@@ -662,7 +667,8 @@ class PoseTracker:
             self.f.predict_odom(c * dx + s * dy, -s * dx + c * dy, float(_wrap(lyaw - ayaw)), dt)
             self.odom_anchor = self.odom_last
         else:
-            self.f.predict_no_odom(dt, self._velocity(t))
+            age = t - self.fixes[-1][0] if self.fixes else 0.0
+            self.f.predict_no_odom(dt, self._velocity(t), age)
         self.t_filter = t
 
     def on_fix(self, t: float, z: Optional[np.ndarray], R: Optional[np.ndarray], ok: bool) -> str:

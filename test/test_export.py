@@ -68,6 +68,7 @@ def test_batch_and_sequence_length_are_dynamic_in_the_graphs(export_dir):
             dims = inp.type.tensor_type.shape.dim
             for a in axes[inp.name]:
                 assert dims[a].dim_param and not dims[a].dim_value, (key, inp.name, a)
+                assert dims[a].dim_param == ("B" if a == 0 else "T")  # the manifest's names
             fixed = [d.dim_value for i, d in enumerate(dims) if i not in axes[inp.name]]
             assert all(v > 0 for v in fixed)
 

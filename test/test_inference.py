@@ -241,6 +241,13 @@ def test_precision_plan_follows_the_tensorrt_version():
         ec.precision_plan("11.2.0", "int8", "fp16")
     with pytest.raises(InvalidArgument):
         ec.precision_plan("10.3.0", "fp32", "fp16")
+    # an fp16 export keeps its temporal graph fp32: TRT 11 follows each graph's ONNX, TRT 10 the flags
+    assert ec.plan_for_graph("11.0.1", "fp16", "fp16", "temporal", "fp32").precision == "fp32"
+    assert ec.plan_for_graph("11.0.1", "auto", "fp16", "frame", "fp16").precision == "fp16"
+    assert ec.plan_for_graph("10.3.0", "int8", "fp32", "temporal", "fp32").flags == ("FP16",)
+    assert ec.plan_for_graph("10.3.0", "int8", "fp32", "aerial", "fp32").calibrate
+    with pytest.raises(InvalidArgument, match="--fp16"):
+        ec.plan_for_graph("11.0.1", "fp16", "fp32", "frame", "fp32")
 
 
 def test_rebuild_decisions_for_missing_matching_stale_and_corrupted_engines(tmp_path):

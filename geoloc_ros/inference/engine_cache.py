@@ -100,6 +100,18 @@ def graph_precision(plan: PrecisionPlan, graph: str) -> PrecisionPlan:
     return plan
 
 
+def plan_for_graph(trt_version: str, requested: str, export_precision: str, graph: str,
+                   graph_onnx_precision: str) -> PrecisionPlan:
+    """The precision plan of one graph of an export. The request is checked against the export's
+    precision (``precision_plan``); then TensorRT 11+ takes each graph's own ONNX precision (an fp16
+    export keeps its small temporal graph fp32) and TensorRT 10 applies ``graph_precision``."""
+    plan = precision_plan(trt_version, requested, export_precision)
+    if plan.strongly_typed:
+        return PrecisionPlan(graph_onnx_precision, True, (), False,
+                             f"strongly typed: {graph_onnx_precision} from the ONNX")
+    return graph_precision(plan, graph)
+
+
 def profile_shapes(graph: str, config: Mapping[str, Any], *, max_batch: int, opt_batch: int = 1,
                    opt_frames: Optional[int] = None) -> Dict[str, List[List[int]]]:
     """Optimization profile [min, opt, max] per input. T: min 1, opt ``opt_frames`` (default

@@ -157,6 +157,10 @@ def _try(backend: str, src: _Source, *, device: str, threads: Optional[int], pre
         return TensorRTEncoder(src.export_dir, precision=precision, expect_model=src.identity)
     except TensorRTUnavailable as exc:
         raise _Skip(str(exc)) from exc
+    except GeolocError:
+        raise
+    except Exception as exc:  # TensorRT raises RuntimeError/TypeError/...: report, never crash the node
+        raise IncompatibleArtifact(f"TensorRT failed on {src.export_dir}: {type(exc).__name__}: {exc}") from exc
 
 
 class _Skip(Exception):

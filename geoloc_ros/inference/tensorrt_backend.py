@@ -321,7 +321,8 @@ class TensorRTEncoder(Encoder):
         self.graphs: Dict[str, TrtGraph] = {}
         self.build_log: List[str] = []
         for g in GRAPHS:
-            gplan = ec.graph_precision(plan, g)
+            gplan = ec.plan_for_graph(env["trt_version"], precision, manifest["precision"], g,
+                                      manifest["graphs"][g].get("precision", manifest["precision"]))
             key = ec.EngineKey(graph=g, onnx_sha256=manifest["graphs"][g]["sha256"], precision=gplan.precision,
                                profile=ec.profile_shapes(g, manifest["config"], max_batch=max_batch,
                                                          opt_frames=opt_frames), **env)

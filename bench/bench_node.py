@@ -8,7 +8,8 @@ gets the drive's camera, GNSS and odometry from this process in real time, re-st
 current time, so the latency measured here (pose received by this process - image stamp) is what a
 live system sees: DDS transport both ways + conversion + queue wait + encoder + search + filter.
 
-Rows: ``keyframes every 5 m`` is the normal mode (a keyframe every `keyframe_spacing_m`);
+Rows per backend (the requested one, default ONNX Runtime, and torch for comparison):
+``keyframes every 5 m`` is the normal mode (a keyframe every `keyframe_spacing_m`);
 ``every frame`` forces each camera frame to be a keyframe (spacing at its minimum, time spacing 0)
 to find the sustained keyframe rate and show the drop-oldest queue at work under 30 Hz.
 Columns: ``lat_p50_ms``/``lat_p95_ms``; ``frames_in_hz`` camera frames received per second;
@@ -52,17 +53,18 @@ def prepare(work: Path, seconds: float, camera_hz: float):
     if not (drive / "drive.json").is_file():
         from geoloc_ros.tools.sim_drive import main as sim_drive
 
-        sim_drive(["--world", str(world), "--out", str(drive), "--seed", "3", "--duration-s", str(seconds),
+        sim_drive(["--world", str(world), "--out", str(drive), "--seed", "5", "--duration-s", str(seconds),
                    "--camera-hz", str(camera_hz), "--force"])
-    if not (index / "index.json").is_file() and not any(index.glob("*.json")):
+    if not (index / "manifest.json").is_file():
         from geoloc_ros.index import build_index
-        from geoloc_ros.inference import load_encoder
+        from geoloc_ros.index.tiling import corridor_area
 
         tr = read_truth_csv(drive / "truth.csv")
-        m = 60.0
-        bbox = (float(tr["x"].min() - m), float(tr["y"].min() - m), float(tr["x"].max() + m), float(tr["y"].max() + m))
-        build_index(world / "orthophoto.tif", load_encoder("seqgeo_lite", backend="torch"), index, spacing_m=10.0,
-                    bbox_local=bbox)
+        route = work / "route.geojson"
+        route.write_text(json.dumps({"type": "Feature", "properties": {}, "geometry": {
+            "type": "LineString", "coordinates": [[float(a), float(b)] for a, b in zip(tr["lon"][::10], tr["lat"][::10])]}}))
+        build_index(world / "orthophoto.tif", "seqgeo_lite", index, backend="auto", spacing_m=12.0,
+                    area=corridor_area(route, 15.0), force=True, command="bench_node")
     return world, drive, index
 
 
@@ -196,9 +198,10 @@ class Feeder:
 def run_row(name: str, feeder: Feeder, params: dict, env: dict, work: Path):
     import yaml
 
-    pfile = work / f"params_{name.replace(' ', '_')}.yaml"
+    slug = "".join(c if c.isalnum() else "_" for c in name)
+    pfile = work / f"params_{slug}.yaml"
     pfile.write_text(yaml.safe_dump({"geoloc_node": {"ros__parameters": params}}))
-    log = work / f"node_{name.replace(' ', '_')}.log"
+    log = work / f"node_{slug}.log"
     proc = subprocess.Popen([sys.executable, "-m", "geoloc_ros.ros.node", "--ros-args", "--params-file", str(pfile)],
                             env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT, cwd=ROOT)
     try:
@@ -236,25 +239,33 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--backend", default="onnxruntime", choices=("onnxruntime", "torch", "auto"))
     ap.add_argument("--model", default="seqgeo_lite")
-    ap.add_argument("--seconds", type=float, default=20.0, help="drive length (real time per row)")
+    ap.add_argument("--seconds", type=float, default=15.0, help="drive length (real time per row)")
     ap.add_argument("--camera-hz", type=float, default=30.0)
     ap.add_argument("--work", type=Path, default=ROOT / "runs" / "bench_node")
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--no-compare-torch", dest="compare_torch", action="store_false",
+                    help="skip the torch rows (by default torch runs too, for comparison)")
     args = ap.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
     world, drive, index = prepare(args.work, args.seconds, args.camera_hz)
     backend, enc, note = pick_backend(args.backend, args.model)
-    base = baseline_ms(enc)
+    bases = {backend: baseline_ms(enc)}
     del enc
     if note:
         print(f"note: using the {backend} backend ({note})")
+    backends = [backend]
+    if args.compare_torch and backend != "torch":
+        from geoloc_ros.inference import load_encoder
+
+        bases["torch"] = baseline_ms(load_encoder(args.model, backend="torch", threads=1))
+        backends.append("torch")
     env = dict(os.environ, ROS_DOMAIN_ID=str(random.randint(20, 200)), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
                ROS_LOG_DIR=str(args.work / "roslog"), PYTHONUNBUFFERED="1")
     for k in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_LOG_DIR"):
         os.environ[k] = env[k]
     from geoloc_ros.ros import params as P
 
-    common = {"model": args.model, "backend": backend, "index_path": str(index), "encoder_threads": 1,
+    common = {"model": args.model, "index_path": str(index), "encoder_threads": 1,
               "publish_on_fix": False, "publish_debug_image": False, "image_queue_size": 2}
     every = {}
     for s in P.localizer_params():  # the smallest keyframe spacing the Localizer accepts
@@ -265,16 +276,18 @@ def main(argv=None):
     feeder = Feeder(drive)
     rows = []
     try:
-        rows.append(run_row("keyframes every 5 m", feeder, common, env, args.work))
-        rows.append(run_row("every frame", feeder, dict(common, **every), env, args.work))
+        for b in backends:
+            rows.append(run_row(f"{b}: keyframes every 5 m", feeder, dict(common, backend=b), env, args.work))
+            rows.append(run_row(f"{b}: every frame", feeder, dict(common, backend=b, **every), env, args.work))
     finally:
         feeder.close()
     for r in rows:
+        base = bases[r["mode"].split(":")[0]]
         r["baseline_ms"] = round(base, 1)
         r["vs_baseline"] = round(r["lat_p50_ms"] / base, 2) if r["lat_p50_ms"] else None
     print(table(rows, list(rows[0])))
     print(f"camera {args.camera_hz:g} Hz, {args.seconds:g} s drive; baseline = one frame_features call "
-          f"({backend}, 1 thread) in this process")
+          f"(same backend, 1 thread) in this process")
     print(f"wrote {write('node', rows, args.out, backend=backend, backend_note=note, camera_hz=args.camera_hz)}")
 
 

@@ -518,7 +518,7 @@ def make_global_index(X: np.ndarray, kind: str, *, deterministic: bool = True):
     X = np.ascontiguousarray(X, np.float32)
     N, D = X.shape
     if kind == "ivfpq":
-        nlist = int(min(65536, max(16, 4 * math.sqrt(N))))
+        nlist = int(min(65536, max(16, 2 * math.sqrt(N))))
         m = next(mm for mm in (64, 32, 16, 8, 4, 2, 1) if D % mm == 0 and mm <= D)
         if N < max(39 * nlist, 256):
             log.warning("%d tiles are too few to train IVF-PQ (nlist %d); using HNSW", N, nlist)
@@ -527,7 +527,7 @@ def make_global_index(X: np.ndarray, kind: str, *, deterministic: bool = True):
             q = faiss.IndexFlatIP(D)
             gi = faiss.IndexIVFPQ(q, D, nlist, m, 8, faiss.METRIC_INNER_PRODUCT)
             rng = np.random.default_rng(0)
-            train = X if N <= 256 * nlist else X[np.sort(rng.choice(N, 256 * nlist, replace=False))]
+            train = X if N <= 64 * nlist else X[np.sort(rng.choice(N, 64 * nlist, replace=False))]
             gi.train(train)
             gi.add(X)
             gi.nprobe = min(nlist, 32)

@@ -180,6 +180,22 @@ def test_cli_writes_the_run_directory_and_refuses_to_overwrite(drives, index_dir
     with open(mcap_file, "rb") as f:
         n = sum(1 for _ in make_reader(f).iter_messages())
     assert n == len(msgs)
+    # the published fixes read back as a track give the run's metrics (how `geoloc demo` compares the node)
+    from geoloc_ros.evaluation import metrics as M
+    from geoloc_ros.evaluation.replay import read_track
+    from geoloc_ros.index import TileIndex
+
+    frame = TileIndex.open(index_dir).frame
+    tr = read_track(run / "estimates", "/geoloc/fix", frame)
+    truth = read_track(run / "estimates", "/gnss/fix_truth", frame)
+    back = M.evaluate_track(tr, M.Truth(truth.t, truth.x, truth.y), t_start=doc["bag"]["t_start"],
+                            t_end=doc["bag"]["t_end"])
+    ref = doc["metrics"]["methods"]["corrected"]
+    assert back["error_m"]["n"] == ref["error_m"]["n"]
+    assert back["error_m"]["median"] == pytest.approx(ref["error_m"]["median"], abs=2e-3)
+    assert back["covariance"]["nees_mean"] == pytest.approx(ref["covariance"]["nees_mean"], rel=1e-2)
+    with pytest.raises(InvalidArgument, match="no topic /nope"):
+        read_track(run / "estimates", "/nope", frame)
     # never overwrite without --force (checked before the replay); --force replaces
     stamp = (run / "metrics.json").stat().st_mtime_ns
     with pytest.raises(OutputExists, match="--force"):

@@ -1091,3 +1091,69 @@ def summary_line(res: ReplayResult) -> str:
     if res.truth is None:
         parts.append("no ground truth: errors not computed")
     return "; ".join(parts)
+
+
+# ---------------------------------------------------------------------------------------
+# path-level entry point and reading published topics back
+
+
+def evaluate_bag(bag, index_dir, model, *, backend: str = "auto", config_path: Optional[Path] = None,
+                 out: Path = Path("runs/eval"), force: bool = False, command: Optional[str] = None,
+                 progress: bool = True, **replay_kw) -> Tuple[Path, ReplayResult]:
+    """Load the encoder and the index, replay ``bag`` and write the run directory.
+    -> (run directory, ReplayResult). Refuses an existing run directory (unless ``force``)
+    before the replay starts. ``replay_kw`` go to ``replay_bag``."""
+    from ..index import TileIndex
+    from ..inference import load_encoder
+
+    bag = Path(bag)
+    if not bag.exists():
+        raise InvalidArgument(f"bag {bag} does not exist")
+    if not Path(index_dir).is_dir():
+        raise InvalidArgument(f"index {index_dir} does not exist; build one with `geoloc index build`")
+    cfg, overrides = load_localizer_config(config_path)
+    cfg_name = config_name_for(overrides, Path(config_path).stem if config_path else None)
+    encoder = load_encoder(model, backend=backend)
+    index = TileIndex.open(index_dir, expect_model=encoder.identity)
+    run_dir = Path(out) / run_name(bag, encoder.identity, cfg_name)
+    if run_dir.exists() and any(run_dir.iterdir()) and not force:
+        raise OutputExists(f"run directory {run_dir} already exists; pass --force to replace it")
+    res = replay_bag(bag, encoder, index, cfg, config_name=cfg_name, progress=progress, **replay_kw)
+    return write_run(res, out, command=command, force=force), res
+
+
+def read_track(bag, topic: str, frame, name: Optional[str] = None) -> M.Track:
+    """A published topic of a bag (the node's output recorded, or a run's ``estimates/``) as a
+    ``metrics.Track`` in ``frame``: NavSatFix (lat/lon, covariance rotated from east/north to the
+    grid; status FIX -> "tracking", else "lost") or PoseWithCovarianceStamped (x, y already in
+    the map frame ``frame``; status "tracking")."""
+    from ..core.msgconv import header_time
+
+    src = BagSource(Path(bag))
+    if topic not in src.topics:
+        raise InvalidArgument(f"bag {bag} has no topic {topic}; its topics: {', '.join(sorted(src.topics))}")
+    typ = src.topics[topic][0]
+    if typ not in (FIX_TYPE, "geometry_msgs/msg/PoseWithCovarianceStamped"):
+        raise InvalidArgument(f"{topic} is a {typ}; read_track needs a NavSatFix or PoseWithCovarianceStamped")
+    t, x, y, cov, status = [], [], [], [], []
+    for _, _, msg in src.messages([topic]):
+        t.append(header_time(msg))
+        if typ == FIX_TYPE:
+            xx, yy = frame.from_latlon(float(msg.latitude), float(msg.longitude))
+            c = np.asarray(msg.position_covariance, float).reshape(3, 3)[:2, :2]
+            c2 = _rot_cov(c, frame.grid_convergence_deg(float(xx), float(yy)), to_grid=True) \
+                if int(msg.position_covariance_type) > 0 else np.full((2, 2), np.nan)
+            status.append("tracking" if int(msg.status.status) >= 0 else "lost")
+        else:
+            p = msg.pose.pose.position
+            xx, yy = float(p.x), float(p.y)
+            c2 = np.asarray(msg.pose.covariance, float).reshape(6, 6)[:2, :2]
+            status.append("tracking")
+        x.append(float(xx))
+        y.append(float(yy))
+        cov.append(c2)
+    order = np.argsort(np.asarray(t, float), kind="stable")
+    n = len(t)
+    return M.Track(name or topic, np.asarray(t, float)[order], np.asarray(x)[order], np.asarray(y)[order],
+                   cov=np.asarray(cov, float).reshape(n, 2, 2)[order],
+                   status=np.asarray(status, dtype=object)[order] if n else np.zeros(0, object))

@@ -70,34 +70,16 @@ def _parse_frame(text: Optional[str]):
 
 
 def run_eval_replay(args: argparse.Namespace) -> Path:
-    from ..core.errors import InvalidArgument, OutputExists
-    from ..evaluation.replay import (config_name_for, load_localizer_config, replay_bag, run_name, summary_line,
-                                     write_run)
+    from ..evaluation.replay import evaluate_bag, summary_line
     from ..evaluation.report import accuracy_rows, text_table
 
     t0 = time.perf_counter()
-    bag = Path(args.bag)
-    if not bag.exists():
-        raise InvalidArgument(f"bag {bag} does not exist")
-    if not Path(args.index).is_dir():
-        raise InvalidArgument(f"--index {args.index} does not exist; build one with `geoloc index build`")
-    gt_frame = _parse_frame(args.gt_frame)
-    cfg, overrides = load_localizer_config(args.config)
-    cfg_name = config_name_for(overrides, Path(args.config).stem if args.config else None)
-
-    from ..index import TileIndex
-    from ..inference import load_encoder
-
-    encoder = load_encoder(args.model, backend=args.backend)
-    index = TileIndex.open(args.index, expect_model=encoder.identity)
-    run_dir = Path(args.out) / run_name(bag, encoder.identity, cfg_name)
-    if run_dir.exists() and any(run_dir.iterdir()) and not args.force:  # before the (long) replay
-        raise OutputExists(f"run directory {run_dir} already exists; pass --force to replace it")
-    res = replay_bag(bag, encoder, index, cfg, gt_topic=args.gt_topic or None, gt_frame=gt_frame,
-                     image_topic=args.image_topic, fix_topic=args.fix_topic, odom_topic=args.odom_topic,
-                     publish_on_fix=not args.no_publish_on_fix, reorder_window_s=args.reorder_window,
-                     config_name=cfg_name, progress=True, world_dir=args.world, max_age_s=args.max_age)
-    out = write_run(res, args.out, command=command_line(), force=args.force)
+    out, res = evaluate_bag(args.bag, args.index, args.model, backend=args.backend, config_path=args.config,
+                            out=args.out, force=args.force, command=command_line(), progress=True,
+                            gt_topic=args.gt_topic or None, gt_frame=_parse_frame(args.gt_frame),
+                            image_topic=args.image_topic, fix_topic=args.fix_topic, odom_topic=args.odom_topic,
+                            publish_on_fix=not args.no_publish_on_fix, reorder_window_s=args.reorder_window,
+                            world_dir=args.world, max_age_s=args.max_age)
     print(text_table(["", "raw GNSS", "GNSS+odom", "geoloc"], accuracy_rows(_doc(out))))
     print(f"eval replay: {summary_line(res)}; report {out / 'report.md'} ({time.perf_counter() - t0:.0f} s)")
     return out

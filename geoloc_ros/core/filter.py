@@ -25,8 +25,8 @@ tau ~ 60 s) plus a little white noise. Treating 5 fixes per second as independen
 with the reported covariance makes any filter over-confident by a factor ~sqrt(rate * tau)
 (0.3 m claimed, 3 m real). Here a fix measures ``position + bias`` with only the *white* part of
 the reported covariance (``gnss_white_fraction``), and the bias follows a Gauss-Markov process
-with the rest of the reported covariance as its stationary variance (a Kalman filter per
-particle, see above). With GNSS + odometry only
+(``gnss_bias_tau_s``) whose stationary covariance is ``gnss_bias_scale`` times the reported
+covariance (a Kalman filter per particle, see above; 1.5 by default: slightly conservative). With GNSS + odometry only
 the bias is unobservable and the position covariance stays at the honest ~3 m; camera matches
 (which measure the position alone) are what make the bias observable.
 
@@ -34,9 +34,10 @@ Models
 ------
 * Motion (``predict_odom``): the odometry increment between two filter times, expressed in the
   vehicle frame at the start (forward, lateral, dyaw), is applied to every particle in its own
-  heading, scaled by its own wheel scale; noise variance grows with distance travelled and angle
-  turned, plus a gyro-drift random walk in time. Without odometry (``predict_no_odom``): a velocity
-  estimate from GNSS plus a random walk.
+  heading, scaled by its own wheel scale, yaw corrected by its own gyro bias; noise variance grows
+  with distance travelled and angle turned, plus a yaw random walk in time. Without odometry
+  (``predict_no_odom``): the GNSS velocity (extrapolated through gaps with a growing uncertainty)
+  plus a random walk; fixes then measure the position with their whole covariance.
 * GNSS (``update_gnss``): gated by the Mahalanobis distance of the fix to the predicted
   measurement distribution (particle spread of position + bias, plus the white noise). Multipath
   jumps (15-40 m, not in the reported covariance) fail the gate and are counted, not used.

@@ -64,10 +64,6 @@ ESTIMATE_COLUMNS = ("method", "t", "stamp_ns", "lat", "lon", "x", "y", "yaw", "h
                     "truth_x", "truth_y", "error_m", "nees")
 
 
-class BagTruncated(Exception):
-    """Internal: the reader hit the end of a truncated file (carries the reason)."""
-
-
 # ---------------------------------------------------------------------------------------
 # results
 
@@ -808,7 +804,7 @@ def compute_metrics(res: ReplayResult, *, grid_dt_s: float = 0.1, max_age_s: flo
                                        "recall@K: the index has no tile spacing")
     else:
         why = (f"no ground truth (topic {res.gt_topic} has no usable message)" if res.gt_topic else
-               "no ground truth (no --gt-topic in the bag)")
+               "no ground truth (no ground-truth topic given)")
         out["not_computed"] += [f"{k}: {why}" for k in (
             "horizontal error (mean/median/p95/max)", "improvement ratios", "covariance honesty (NEES, ellipses)",
             "availability within 5/10/25 m", "recall@K")]
@@ -964,7 +960,7 @@ def estimates_csv_to_bag(csv_path: Path, out_dir: Path, frame, *, map_frame: str
                     st = NavSatStatus.STATUS_FIX if ok else NavSatStatus.STATUS_NO_FIX
                 fix = NavSatFix(header=header(ns, base_frame), status=NavSatStatus(status=st,
                                 service=NavSatStatus.SERVICE_GPS),
-                                latitude=float(lat), longitude=float(lon), altitude=float("nan"),
+                                latitude=float(lat), longitude=float(lon), altitude=0.0,
                                 position_covariance=cov9, position_covariance_type=ctype)
                 w.write(fix_topic, ns, fix)
                 if pose_topic:

@@ -133,7 +133,8 @@ def drive_dir(small_world_dir, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("ros_drive") / "drive"
     # seed 5: stays 50+ m inside the 400 m town (whole 96 m tiles) and has one multipath event
-    sim_drive(["--world", str(small_world_dir), "--out", str(out), "--seed", "5", "--duration-s", str(DRIVE_S)])
+    sim_drive(["--world", str(small_world_dir), "--out", str(out), "--seed", "5", "--duration-s", str(DRIVE_S),
+               "--compressed"])
     return out
 
 
@@ -477,6 +478,40 @@ def test_fix_outside_the_index_coverage_is_reported(running_node, probe, origin)
     wait_for(lambda: _dropped_reported(probe, "fix.outside_index"), 10, "a WARN naming it")
     _still_running(running_node)
     assert "outside the tile index coverage" in running_node["log"].read_text()
+
+
+def test_compressed_images_from_a_bag_reach_the_localizer(tile_index, drive_dir, tmp_path):
+    """compressed:=true: the node subscribes IMAGE_TOPIC/compressed (JPEG) and localizes from it."""
+    env = ros_env(tmp_path)
+    params = write_params(tmp_path / "p.yaml", index_path=str(tile_index), compressed=True, **TEST_NODE_PARAMS)
+    log = tmp_path / "node.log"
+    rec_out = tmp_path / "rec.jsonl"
+    (tmp_path / "rec.py").write_text(RECORDER)
+    with open(log, "w") as f:
+        node = subprocess.Popen(node_cmd(params), env=env, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT)
+    rec = subprocess.Popen([sys.executable, str(tmp_path / "rec.py"), str(rec_out)], env=env, cwd=ROOT,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: "geoloc_node ready" in log.read_text(), READY_TIMEOUT_S, "geoloc_node ready", node, log)
+        assert "camera /camera/image_raw/compressed (compressed)" in log.read_text()
+        play = subprocess.run([sys.executable, "-m", "geoloc_ros.tools.play", str(drive_dir), "--rate", "2",
+                               "--duration-s", "10", "--topics", "/camera/image_raw/compressed", "/gnss/fix", "/odom",
+                               "--wait-for", "/camera/image_raw/compressed", "/gnss/fix"],
+                              env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert play.returncode == 0, play.stderr
+
+        def done():
+            d = [r for r in read_jsonl(rec_out) if r["topic"] == "diag"]
+            return d and d[-1]["values"]["queue.depth"] == "0" and int(d[-1]["values"]["count.keyframes"]) >= 5 \
+                and d[-1]
+        last = wait_for(done, 180, "keyframes from compressed images", node, log)
+        v = last["values"]
+        assert int(v["count.images_in"]) >= 90 and v["drops.total"] == "0", v
+        assert any(r["topic"] == "fix" for r in read_jsonl(rec_out))
+        assert node.poll() is None
+    finally:
+        stop_process(rec)
+        stop_process(node)
 
 
 # ------------------------------------------------------------------------------------------ start-up errors

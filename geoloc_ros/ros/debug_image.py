@@ -48,8 +48,10 @@ def heat_colour(v: np.ndarray) -> np.ndarray:
 
 
 class DebugRenderer:
-    def __init__(self, frame, ortho_path: Optional[Path] = None, size_px: int = 400, crop_m: float = 200.0):
+    def __init__(self, frame, ortho_path: Optional[Path] = None, size_px: int = 400, crop_m: float = 200.0,
+                 cell_m: float = 5.0):
         self.frame = frame  # LocalFrame of the map frame
+        self.cell_m = float(cell_m)  # tile grid spacing: the size of one heatmap square
         self.size = int(size_px)
         self.crop_m = float(crop_m)
         self.ortho_path = Path(ortho_path) if ortho_path else None
@@ -138,7 +140,7 @@ class DebugRenderer:
                 od = ImageDraw.Draw(over)
                 # one square per scored position (several headings at one place: the best is drawn last)
                 order = np.argsort(v)
-                half = max(2.0, 3.0 / mpp)
+                half = max(2.0, 0.45 * self.cell_m / mpp)
                 u, w = px(x, y)
                 for i in order:
                     c = tuple(int(k) for k in col[i])

@@ -553,7 +553,8 @@ class GeolocNode(Node):
                         ortho = Path(s.index_path) / ortho
                     if not ortho.is_file():
                         ortho = None
-            self._debug = DebugRenderer(self.frame, ortho, s.debug_image_size_px, s.debug_crop_m)
+            cell = float(getattr(self.index, "spacing_m", 5.0) or 5.0)
+            self._debug = DebugRenderer(self.frame, ortho, s.debug_image_size_px, s.debug_crop_m, cell_m=cell)
         return self._debug
 
     def _publish_debug(self, est, header, x, y, yaw, cov, status) -> None:

@@ -167,6 +167,16 @@ class Imagery:
         return TileSample(tiles, valid, reason, window)
 
 
+    def tile_at(self, lat: float, lon: float, heading_deg: float, tile_m: float, tile_px: int,
+                frame: Optional[LocalFrame] = None, max_nodata: float = 0.01) -> Optional[np.ndarray]:
+        """The heading-up tile [tile_px, tile_px, 3] uint8 centred on (lat, lon) facing ``heading_deg``
+        (true, deg CW from north), or None when it is not fully covered by valid imagery."""
+        frame = frame or LocalFrame.at(float(lat), float(lon))
+        x, y = frame.from_latlon(lat, lon)
+        smp = self.sample(frame, float(x), float(y), [float(heading_deg)], tile_m, tile_px, max_nodata=max_nodata)
+        return smp.tiles[0] if smp.valid[0] else None
+
+
 class GeoTiffImagery(Imagery):
     """A georeferenced raster (GeoTIFF or anything GDAL reads), any CRS, read through windows."""
 

@@ -188,6 +188,29 @@ def test_outside_index_coverage_is_counted_and_degrades_the_status(drive, encode
     assert math.hypot(late[-1].x - 3000.0 - 2.5 * 23, late[-1].y - 3000.0) < 15.0
 
 
+def test_without_gnss_the_camera_relocalises_globally_and_says_it_is_lost(drive, encoder, index):
+    """No fix at all: after relocalise_after_s the keyframes run a global search and seed the
+    particles around the candidates; the status is 'lost' (the shipped model's global recall is
+    weak) with the reason, until a GNSS fix re-initialises the filter."""
+    cfg = LocalizerConfig(min_seq_len=2, relocalise_after_s=0.5, relocalise_k=10)
+    loc = Localizer(encoder, index, cfg)
+    ests = feed(loc, [e for e in drive["events"] if e[1] != 1 and e[0] <= 3.0])
+    st = loc.stats()
+    assert st["relocalisations"] >= 1 and st["gnss_accepted"] == 0
+    relocs = [e for e in ests if e.match_reason.startswith("relocalised globally")]
+    assert relocs and relocs[0].candidates is not None and len(relocs[0].candidates.score) >= 1
+    e = loc.estimate()
+    assert e is not None and e.status in ("lost", "initialising")
+    if e.status == "lost":
+        assert any("relocalising" in r for r in e.reasons)
+    # a GNSS fix is a better prior than a lost cloud
+    lat, lon = drive["world"].frame.to_latlon(float(drive["sim"].truth.x[300]), float(drive["sim"].truth.y[300]))
+    loc.on_fix(3.01, float(lat), float(lon), np.eye(2) * 9.0, True)
+    e = loc.estimate(3.01)
+    tx, ty, _ = truth_xy(drive, loc, 3.0)
+    assert math.hypot(e.x - tx, e.y - ty) < 15.0 and e.pos_std_m < 10.0
+
+
 def test_bad_inputs_are_counted_drops_and_the_localizer_keeps_running(drive, encoder, index):
     loc = Localizer(encoder, index, LocalizerConfig())
     lat, lon = index.frame.to_latlon(0.0, 0.0)

@@ -697,7 +697,8 @@ class PoseTracker:
             return "init"
         self.predict(t)
         cur = self.state(t)
-        if cur is not None and cur.status == "lost":  # a fix is a better prior than a lost cloud
+        if cur is not None and (cur.status == "lost" or (self.relocalised and cur.pos_std_m > self.p.degraded_std_m)):
+            # a fix is a better prior than a lost cloud or a wide camera-only global guess
             self.f.init_gnss(z, R)
             self.counters["gnss_reinit_lost"] += 1
             self.relocalised = False

@@ -34,7 +34,7 @@ def register(sub) -> argparse.ArgumentParser:
                     "See docs/index.md.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--imagery", type=Path, required=True, help="orthophoto (GeoTIFF, any CRS) or XYZ tile folder")
-    p.add_argument("--zoom", type=int, default=None, help="XYZ zoom level to use (default: the highest present)")
+    p.add_argument("--zoom", type=int, default=None, help="XYZ zoom level to use (None: the highest present)")
     p.add_argument("--checkpoint", required=True,
                    help="model: preset name (e.g. seqgeo_lite), checkpoint .pt, or export folder")
     p.add_argument("--backend", default="auto", choices=("auto", "tensorrt", "onnxruntime", "torch"),
@@ -44,19 +44,21 @@ def register(sub) -> argparse.ArgumentParser:
     p.add_argument("--spacing", type=positive(float, 0, 10000, "--spacing"), default=5.0,
                    help="distance between tile centres (m)")
     p.add_argument("--tile-m", type=positive(float, 0, 10000, "--tile-m"), default=None,
-                   help="tile side (m); default: the model's tile_m")
+                   help="tile side (m) (None: the model's tile_m)")
     p.add_argument("--headings-bins", type=positive(int, 0, 360, "--headings-bins"), default=8,
                    help="K heading bins (bin b centre = b*360/K deg)")
     p.add_argument("--headings", choices=("all", "road"), default="all",
                    help="all K bins at every position, or (with --corridor) only the bins near the road direction")
     area = p.add_mutually_exclusive_group()
-    area.add_argument("--bbox", default=None, help="LAT_MIN,LON_MIN,LAT_MAX,LON_MAX (WGS84)")
+    area.add_argument("--bbox", default=None, help="LAT_MIN,LON_MIN,LAT_MAX,LON_MAX (WGS84); write --bbox=-33.9,... "
+                                                  "when it starts with a minus sign")
     area.add_argument("--polygon", type=Path, default=None, help="GeoJSON with (Multi)Polygons (WGS84)")
     area.add_argument("--corridor", type=Path, default=None, help="GeoJSON with road (Multi)LineStrings (WGS84)")
     p.add_argument("--corridor-width", type=positive(float, 0, 10000, "--corridor-width"), default=15.0,
                    help="corridor half-width (m) either side of the road lines")
     p.add_argument("--datum", type=_latlon, default=None,
-                   help="LAT,LON of the index's local frame (the node's map frame); default: area centre")
+                   help="LAT,LON of the index's local frame (the node's map frame) (None: the area centre); "
+                        "write --datum=-33.9,151.2 when it starts with a minus sign")
     p.add_argument("--shard-m", type=positive(float, 0, 1e6, "--shard-m"), default=1000.0,
                    help="shard cell size (m)")
     p.add_argument("--batch", type=positive(int, 0, 4096, "--batch"), default=32, help="tiles per encoder batch")

@@ -318,3 +318,44 @@ def yaml_defaults(specs: Optional[Sequence[ParamSpec]] = None) -> str:
         txt = ("true" if v else "false") if isinstance(v, bool) else json.dumps(v)
         lines.append(f"    {s.name}: {txt}")
     return "\n".join(lines) + "\n"
+
+
+def localizer_yaml_block(indent: int = 4) -> str:
+    """The ``localizer:`` block of config/geoloc.yaml: every LocalizerConfig field, default, help, range."""
+    import json
+
+    pad = " " * indent
+    lines = [f"{pad}localizer:"]
+    for s in localizer_params():
+        lines.append(f"{pad}  # {s.description} ({s.constraint_text()})")
+        v = s.default
+        if isinstance(v, bool):
+            txt = "true" if v else "false"
+        elif isinstance(v, float):
+            txt = repr(v) if ("e" not in repr(v) and "inf" not in repr(v)) else f"{v:.10f}".rstrip("0")
+        else:
+            txt = json.dumps(v)
+        lines.append(f"{pad}  {s.name[len(LOCALIZER_PREFIX):]}: {txt}")
+    return "\n".join(lines) + "\n"
+
+
+def update_yaml(path) -> None:
+    """Rewrite the ``localizer:`` block at the end of a parameters file (after LocalizerConfig changes):
+    ``python -m geoloc_ros.ros.params config/geoloc.yaml``."""
+    from pathlib import Path
+
+    path = Path(path)
+    text = path.read_text()
+    marker = "\n    localizer:\n"
+    head = text.split(marker)[0].rstrip("\n") + "\n"
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(head + localizer_yaml_block())
+    tmp.replace(path)
+
+
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) != 2:
+        sys.exit("usage: python -m geoloc_ros.ros.params config/geoloc.yaml  (rewrites its localizer: block)")
+    update_yaml(sys.argv[1])

@@ -245,7 +245,7 @@ def plot_error_time(res, path: Path) -> Path:
             ymax = max(ymax, float(np.nanpercentile(err, 99)))
         ax.plot(tr.t - t0, err, color=COLORS[name], label=LABELS[name], **style)
     if kt.size:
-        ax.plot(kt, np.zeros_like(kt), ls="none", marker="|", ms=9, color=COLORS["corrected"],
+        ax.plot(kt, np.zeros_like(kt), ls="none", marker="|", ms=14, mew=2.0, color=COLORS["corrected"],
                 label="camera match used", clip_on=False)
     for th in M.THRESHOLDS_M:
         if th < ymax * 1.2:

@@ -717,6 +717,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     except GeolocError as exc:
         print(f"geoloc_node: error: {exc}", file=sys.stderr, flush=True)
         code = 2
+    except KeyboardInterrupt:
+        print("geoloc_node: interrupted while starting", file=sys.stderr, flush=True)
+        code = 130
     except Exception as exc:  # a bug or an environment problem: show it all
         traceback.print_exc()
         print(f"geoloc_node: error: could not start: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)

@@ -118,33 +118,33 @@ def test_split_per_frame_plus_temporal_equals_the_whole_torch_model(model):
 
     enc = TorchEncoder(default_checkpoint())
     rng = np.random.default_rng(3)
-    frames = rng.integers(0, 256, (6, *model.cfg.ground_size, 3), dtype=np.uint8)
+    frames = rng.integers(0, 256, (4, *model.cfg.ground_size, 3), dtype=np.uint8)
     x = torch.from_numpy(frames.transpose(0, 3, 1, 2).astype(np.float32) / 255.0)
     with torch.inference_mode():
         whole = model.encode_ground(x[None]).numpy()[0]
         graph_feats = FrameGraph(model)(x)
-        graph_whole = TemporalGraph(model)(graph_feats[None], torch.zeros(1, 6, dtype=torch.bool)).numpy()[0]
+        graph_whole = TemporalGraph(model)(graph_feats[None], torch.zeros(1, 4, dtype=torch.bool)).numpy()[0]
     split = enc.fuse(enc.frame_features(frames)[None])[0]
     np.testing.assert_allclose(split, whole, atol=1e-5)
     np.testing.assert_allclose(enc.encode_sequence(frames), whole, atol=1e-5)
     np.testing.assert_allclose(graph_whole, whole, atol=1e-5)  # the exported wrappers, still in torch
     # features cached one call at a time (as the node does) give the same descriptor
-    one_by_one = np.concatenate([enc.frame_features(frames[i:i + 1]) for i in range(6)])
+    one_by_one = np.concatenate([enc.frame_features(frames[i:i + 1]) for i in range(4)])
     np.testing.assert_allclose(enc.fuse(one_by_one[None])[0], whole, atol=1e-5)
 
 
 def test_parity_check_catches_a_graph_that_differs_from_the_model(export_dir, model, tmp_path):
     from geoloc_ros.inference.onnx_export import parity_check, synthetic_inputs
 
-    real = synthetic_inputs(model.cfg, n_frames=8, n_tiles=2)
-    assert real[0].shape == (8, 128, 256, 3) and real[1].shape == (2, 192, 192, 3)
+    real = synthetic_inputs(model.cfg, n_frames=3, n_tiles=2)
+    assert real[0].shape == (3, 128, 256, 3) and real[1].shape == (2, 192, 192, 3)
     assert real[0].std() > 10 and real[1].std() > 10  # rendered content, not blank frames
-    ok = parity_check(model, export_dir, "fp32", real=real, frame_counts=(1, 8))
+    ok = parity_check(model, export_dir, "fp32", real=real, frame_counts=(1, 3))
     assert ok["passed"] and ok["max_l2"] < 1e-4
     other = load_checkpoint(default_checkpoint())[0]
     with torch.no_grad():
         other.temporal.out.weight.mul_(1.5)  # a model the graphs were not made from
-    bad = parity_check(other, export_dir, "fp32", real=real, frame_counts=(1, 8))
+    bad = parity_check(other, export_dir, "fp32", real=real, frame_counts=(1, 3))
     assert not bad["passed"] and bad["max_l2"] > 1e-3
     assert {c["graph"] for c in bad["checks"] if c["max_l2"] > 1e-3} <= {"temporal", "frame+temporal"}
 

@@ -319,3 +319,18 @@ def test_tensorrt_engine_matches_onnxruntime_and_a_corrupted_engine_is_rebuilt(e
         rebuilt = load_encoder(work, "tensorrt", precision="fp32")
     assert rebuilt.backend == "tensorrt" and rebuilt.build_log
     assert any("corrupted" in r.getMessage() for r in caplog.records)
+
+
+@needs_ort
+def test_missing_export_is_reported_by_default_and_created_only_when_asked(tmp_path, monkeypatch, export_dir):
+    """Default: no side effects (torch, reason logged). export_missing=True: made once in engines/<preset>/."""
+    from geoloc_ros.inference import load_encoder
+
+    monkeypatch.delenv("GEOLOC_AUTO_EXPORT", raising=False)
+    enc = load_encoder("seqgeo_lite", "auto", engines_dir=tmp_path)
+    assert enc.backend == "torch" and not any(tmp_path.iterdir())
+    # creating it on the fly is the same export as the CLI's; to keep the suite fast, a finished
+    # export copied into place stands for it here, and must be found and used
+    shutil.copytree(export_dir, tmp_path / "seqgeo_lite")
+    enc = load_encoder("seqgeo_lite", "auto", engines_dir=tmp_path, export_missing=True)
+    assert enc.backend == "onnxruntime" and "export" not in dict(enc.selection)

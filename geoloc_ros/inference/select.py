@@ -9,9 +9,12 @@ A named backend is used or fails with the reason: no silent substitution.
 
 Exports for a preset or checkpoint are looked up in ``<engines_dir>/<preset>/`` (engines_dir:
 argument, else $GEOLOC_ENGINES_DIR, else ``./engines``); the export's model fingerprint must match
-the checkpoint's. When none exists and torch is installed, ``export_missing=True`` (the default)
-creates it there on the fly (about 30 s on a 2-core CPU, checked for parity like the CLI export),
-so the first ``make demo`` pays once and later runs use ONNX Runtime. An existing folder that
+the checkpoint's. When none exists, the default is to report it (one log line with the
+``geoloc export onnx`` command) and go on to torch: loading a model must not silently write 45 MB
+into the working tree or spend a minute exporting (tests and tools call this too). With
+``export_missing=True`` (or $GEOLOC_AUTO_EXPORT=1), and torch installed, the export is created
+there on the fly instead (about 30 s on an idle 2-core CPU, parity-checked like the CLI export):
+what ``geoloc demo`` and the node's first start on a new machine want. An existing folder that
 holds another model's or a corrupted export is never replaced automatically: it is reported with
 the command that rebuilds it, and the next backend is tried. The TensorRT and ONNX Runtime paths
 never import torch, so the node runs without it.
@@ -169,17 +172,20 @@ class _Skip(Exception):
 
 def load_encoder(model: Union[str, Path], backend: str = "auto", *, device: str = "cpu",
                  threads: Optional[int] = None, engines_dir: Optional[Union[str, Path]] = None,
-                 precision: str = "auto", export_missing: bool = True,
+                 precision: str = "auto", export_missing: Optional[bool] = None,
                  logger: Optional[logging.Logger] = None) -> Encoder:
     """An ``Encoder`` for ``model`` on ``backend`` (see the module docstring for the rules).
 
     ``threads``: intra-op threads (torch, ONNX Runtime). ``precision``: TensorRT engine precision
-    (auto | fp32 | fp16 | int8). The returned encoder has ``selection``: (backend, why) for every
+    (auto | fp32 | fp16 | int8). ``export_missing``: create a missing export on the fly (default:
+    $GEOLOC_AUTO_EXPORT, else no). The returned encoder has ``selection``: (backend, why) for every
     backend tried, in order.
     """
     lg = logger or log
     if backend not in BACKENDS:
         raise InvalidArgument(f"backend {backend!r} is not one of {', '.join(BACKENDS)}")
+    if export_missing is None:
+        export_missing = os.environ.get("GEOLOC_AUTO_EXPORT", "0") not in ("", "0", "false", "no")
     edir = Path(engines_dir) if engines_dir is not None else default_engines_dir()
     src = _Source(model, edir)
     order = AUTO_ORDER if backend == "auto" else (backend,)

@@ -18,7 +18,7 @@ def _drive(world_dir: Path, out: Path, storage: str) -> Path:
     from geoloc_ros.tools import sim_drive
 
     sim_drive.main(["--world", str(world_dir), "--out", str(out), "--duration-s", DRIVE_S, "--seed", "4",
-                    "--storage", storage])
+                    "--storage", storage, "--compressed"])
     return out
 
 
@@ -100,7 +100,7 @@ def test_replay_evaluates_three_methods_against_truth(mcap_result, drives):
     assert res.counts == {"image": res.bag_topics["/camera/image_raw"][1], "fix": n_fix,
                           "odom": res.bag_topics["/odom"][1], "gt": res.bag_topics["/gnss/fix_truth"][1]}
     assert res.partial is None and res.truth is not None and not res.drops
-    assert set(res.skipped_topics) == {"/tf", "/tf_static", "/camera/camera_info"}
+    assert set(res.skipped_topics) == {"/tf", "/tf_static", "/camera/camera_info", "/camera/image_raw/compressed"}
     # raw GNSS: one sample per usable fix; its error is what the simulator put in (sub-10 m here)
     assert 0 < len(res.methods["raw"]) <= n_fix
     for k in ("raw", "baseline", "corrected"):
@@ -264,8 +264,20 @@ def test_bag_without_ground_truth_runs_and_says_what_it_cannot_compute(drives, e
         _replay(bag, encoder, index, fix_topic="/blob")
 
 
+def test_compressed_camera_topic_is_used_when_it_is_the_only_one(mcap_result, drives, encoder, index, tmp_path):
+    bag = _copy_bag(drives["mcap"] / "bag", tmp_path / "jpeg", drop=("/camera/image_raw",))
+    res = _replay(bag, encoder, index)
+    assert res.topics["image"] == "/camera/image_raw/compressed"
+    assert res.topics["image_type"] == "sensor_msgs/msg/CompressedImage"
+    assert res.counts["image"] == mcap_result.counts["image"] and not res.drops
+    assert res.metrics["methods"]["corrected"]["keyframes"] == mcap_result.metrics["methods"]["corrected"]["keyframes"]
+    with pytest.raises(InvalidArgument, match="not a sensor_msgs/Image or CompressedImage"):
+        _replay(bag, encoder, index, image_topic="/gnss/fix")
+
+
 def test_bag_without_camera_is_a_clear_error(drives, encoder, index, tmp_path):
-    bag = _copy_bag(drives["mcap"] / "bag", tmp_path / "nocam", drop=("/camera/image_raw",))
+    bag = _copy_bag(drives["mcap"] / "bag", tmp_path / "nocam",
+                    drop=("/camera/image_raw", "/camera/image_raw/compressed"))
     with pytest.raises(InvalidArgument, match="no camera topic"):
         _replay(bag, encoder, index)
 

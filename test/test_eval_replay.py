@@ -329,7 +329,8 @@ def test_ground_truth_from_an_odometry_in_the_map_frame_gives_the_same_errors(mc
             odo = T["nav_msgs/msg/Odometry"](
                 header=fix.header, child_frame_id="base_link",
                 pose=T["geometry_msgs/msg/PoseWithCovariance"](
-                    pose=T["geometry_msgs/msg/Pose"](position=T["geometry_msgs/msg/Point"](x=float(x), y=float(y), z=0.0),
+                    pose=T["geometry_msgs/msg/Pose"](position=T["geometry_msgs/msg/Point"](x=float(x), y=float(y),
+                                                                                           z=0.0),
                                                      orientation=T["geometry_msgs/msg/Quaternion"](x=0.0, y=0.0, z=0.0,
                                                                                                    w=1.0)),
                     covariance=np.zeros(36)),

@@ -277,7 +277,8 @@ def plot_error_cdf(res, path: Path) -> Path:
         frac = np.arange(1, e.size + 1) / e.size
         s = M.error_stats(e)
         ax.step(np.concatenate([[0.0], e]), np.concatenate([[0.0], frac]), where="post", color=COLORS[name],
-                lw=1.3 if name == "baseline" else 1.8, ls=(0, (4, 3)) if name == "baseline" else "-", label=f"{LABELS[name]}: median {s['median']:.1f} m, p95 {s['p95']:.1f} m")
+                lw=1.3 if name == "baseline" else 1.8, ls=(0, (4, 3)) if name == "baseline" else "-",
+                label=f"{LABELS[name]}: median {s['median']:.1f} m, p95 {s['p95']:.1f} m")
     for th in M.THRESHOLDS_M:
         if th < xmax * 1.2:
             ax.axvline(th, color="#999999", lw=0.7, ls=":")

@@ -117,7 +117,8 @@ def speed_rows(doc: Dict) -> List[List[str]]:
             ["speed-up over real time (whole replay: 3 methods)", fmt(t.get("speedup_total"), 2, "x")],
             ["speed-up of the corrected localizer alone (+ reading)", fmt(t.get("speedup_corrected"), 2, "x")],
             ["reading + decoding (s)", fmt(t.get("read_decode_s"), 2)],
-            ["full localizer (s)", fmt(t.get("corrected_s"), 2)], ["baseline localizer (s)", fmt(t.get("baseline_s"), 2)]]
+            ["full localizer (s)", fmt(t.get("corrected_s"), 2)],
+            ["baseline localizer (s)", fmt(t.get("baseline_s"), 2)]]
 
 
 def write_report(doc: Dict, path: Path) -> Path:
@@ -134,7 +135,8 @@ def write_report(doc: Dict, path: Path) -> Path:
           f"{idx.get('heading_bins')} heading bins)",
           f"- localizer config: {doc.get('config_name')} (all values in metrics.json)",
           f"- ground truth: {_get(doc, 'topics_used', 'gt') or 'none'}",
-          f"- geoloc_ros {doc.get('tool_version')}", "", "Command:", "", "```", str(doc.get("command") or "(Python API)"),
+          f"- geoloc_ros {doc.get('tool_version')}", "", "Command:", "", "```",
+          str(doc.get("command") or "(Python API)"),
           "```", ""]
     warn = []
     if doc.get("partial"):

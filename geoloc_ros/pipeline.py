@@ -284,7 +284,13 @@ class Localizer:
         if not self.keyframes.is_keyframe(t, odom_dist):
             return None
         t0 = time.perf_counter()
-        feat = self.encoder.frame_features(img[None])[0] if c.use_camera else None
+        encode = c.use_camera
+        if encode and self._prior_outside_index(t):
+            # no tile can be matched here: save the encoder pass, and restart the sequence so a
+            # later descriptor does not mix frames from before and after the gap
+            encode = False
+            self.keyframes.clear()
+        feat = self.encoder.frame_features(img[None])[0] if encode else None
         self.keyframes.add(t, feat, odom_dist)
         self._counts["keyframes"] += 1
         tr.predict(t)
@@ -293,6 +299,8 @@ class Localizer:
         reason = ""
         if not c.use_camera:
             reason = "camera disabled"
+        elif not encode:
+            reason = "outside tile index coverage"
         else:
             cands, sim, ev, reason = self._match(t)
         est = self._make_estimate(t, keyframe=True, candidates=cands, sim_map=sim, ev=ev, match_reason=reason)
@@ -304,6 +312,19 @@ class Localizer:
         return est
 
     # ------------------------------------------------------------------ matching
+    def _prior_outside_index(self, t: float) -> bool:
+        """True when a credible prior exists and lies outside the index (counted)."""
+        st = self.tracker.state(t)
+        if st is None or st.status == "lost" or not hasattr(self.index, "covers"):
+            return False
+        lat, lon = (float(v) for v in self.frame.to_latlon(float(st.mean[0]), float(st.mean[1])))
+        if self.index.covers(lat, lon):
+            return False
+        self._covered = False
+        self._counts["outside_coverage"] += 1
+        self._bump("match_skipped", "outside tile index coverage")
+        return True
+
     def _match(self, t: float):
         """Search near the prior and update the filter. Returns (candidates, sim_map, MatchEval, reason)."""
         c, tr, idx = self.config, self.tracker, self.index

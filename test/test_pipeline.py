@@ -166,8 +166,8 @@ def test_gnss_odometry_baseline_needs_no_encoder_or_index(drive, index):
 
 
 def test_outside_index_coverage_is_counted_and_degrades_the_status(drive, encoder, index):
-    """The vehicle is 3 km away from the indexed corridor (GNSS says so): no crash, no match,
-    status degraded with the reason, counted."""
+    """The vehicle is 3 km away from the indexed corridor (GNSS says so): no crash, no match, no
+    encoder work, status degraded with the reason, counted."""
     loc = Localizer(encoder, index, LocalizerConfig(min_seq_len=1))
     lat0, lon0 = index.frame.to_latlon(3000.0, 3000.0)
     img = next(p for t, k, p in drive["events"] if k == 2)
@@ -182,6 +182,7 @@ def test_outside_index_coverage_is_counted_and_degrades_the_status(drive, encode
             ests.append(e)
     st = loc.stats()
     assert st["outside_coverage"] > 0 and st["matches_attempted"] == 0
+    assert loc.keyframes.sequence(8)[0].shape[0] == 0  # no encoder pass where nothing can be matched
     late = [e for e in ests if e.t > 3.0]
     assert late and all(e.status in ("degraded", "initialising") for e in late)
     assert any("outside tile index coverage" in r for e in late for r in e.reasons)

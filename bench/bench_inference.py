@@ -11,7 +11,8 @@ Cases (the shipped model, synthetic rendered frames):
 Columns: ``ms`` median latency per call, ``per_s`` calls/s (tiles/s for aerial), ``vs_torch``
 = the best torch ms (over its thread counts) / this ms, measured in the same run (> 1: faster
 than torch eager), so numbers from noisy, shared machines compare. Both backends run with 1
-and with all cores (intra-op threads): on a loaded machine one thread is often faster. If the export folder is missing it is made first (export time reported).
+and with all cores (intra-op threads): on a loaded machine one thread is often faster. If the
+export folder is missing it is made first (export time reported).
 """
 from __future__ import annotations
 
@@ -95,7 +96,11 @@ def main(argv=None):
     if export_s is not None:
         print(f"export of {args.export}: {export_s} s")
     sizes = {p.name: p.stat().st_size for p in sorted(Path(args.export).glob("*.onnx"))}
-    print(f"wrote {write('inference', rows, args.out, export=str(args.export), export_seconds=export_s, onnx_bytes=sizes, torch=torch.__version__, onnxruntime=__import__('onnxruntime').__version__)}")
+    import onnxruntime
+
+    path = write("inference", rows, args.out, export=str(args.export), export_seconds=export_s, onnx_bytes=sizes,
+                 torch=torch.__version__, onnxruntime=onnxruntime.__version__)
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -303,7 +303,8 @@ def export_onnx(checkpoint: Path, out: Path, *, fp16: bool = False, force: bool 
     tmp.mkdir()
     fastpath = torch.backends.mha.get_fastpath_enabled()
     torch.backends.mha.set_fastpath_enabled(False)  # the fused kernel has no ONNX form; the plain path does
-    onnx_loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._export", "onnxscript", "onnx_ir")]
+    onnx_loggers = [logging.getLogger(n)
+                    for n in ("torch.onnx", "torch.export", "torch._export", "onnxscript", "onnx_ir")]
     levels = [lg.level for lg in onnx_loggers]
     for lg in onnx_loggers:
         lg.setLevel(logging.ERROR)

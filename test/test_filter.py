@@ -272,6 +272,28 @@ def test_a_peaked_correct_match_pulls_the_estimate_to_the_truth():
     assert float(np.mean(np.concatenate(nees_all))) < 4.0
 
 
+def test_noisy_maps_without_signal_do_not_degrade_the_estimate():
+    """Maps of pure noise (cosine 0.6 +- 0.04, no peak at the truth) at 2 Hz: the gate rejects
+    almost all of them and the few that pass cannot pull the estimate away (soft likelihood)."""
+    def noise(rng, tr, t, s):
+        m = tr.state(t).mean
+        xy, _ = sim_map(rng, m[0], m[1], "flat")
+        tr.on_match(t, xy, 0.6 + 0.04 * rng.standard_normal(len(xy)), 4.0)
+
+    with_n, without, all_nees, used, offered = [], [], [], 0, 0
+    for seed in range(3):
+        rows, tr, _, _ = replay(seed, match=noise)
+        e, _, nees, _, _ = errors(rows)
+        with_n.append(rms(e))
+        all_nees.append(nees)
+        used += tr.counters["matches_used"]
+        offered += tr.counters["matches_used"] + sum(tr.counters["matches_rejected"].values())
+        without.append(rms(errors(replay(seed)[0])[0]))
+    assert used < 0.1 * offered, (used, offered)
+    assert np.mean(with_n) < 1.1 * np.mean(without), (with_n, without)
+    assert float(np.mean(np.concatenate(all_nees))) < 3.5
+
+
 def test_a_confident_wrong_match_far_from_the_prior_does_not_drag_it():
     rows, tr, truth, _ = replay(3, stop=40.0)
     t = rows[-1][0] + 0.01

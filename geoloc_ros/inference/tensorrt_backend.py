@@ -107,7 +107,8 @@ class _CudaPython:
 
 
 class _TorchCuda:
-    """The same through torch CUDA tensors (when cuda-python is not installed)."""
+    """The same through torch CUDA tensors (when cuda-python is not installed): buffers are torch
+    tensors kept by address, copies are ``copy_(non_blocking=True)`` on the one stream."""
 
     def __init__(self):
         import torch
@@ -116,35 +117,34 @@ class _TorchCuda:
             raise TensorRTUnavailable("no CUDA device visible to torch")
         self.torch = torch
         self._stream = torch.cuda.Stream()
-        self._keep: List[Any] = []
+        self._dev: Dict[int, Any] = {}
+        self._host: List[Any] = []
 
     def device_info(self) -> Dict[str, Any]:
         p = self.torch.cuda.get_device_properties(0)
         return {"gpu_name": p.name, "major": p.major, "minor": p.minor}
 
     def device(self, nbytes: int) -> int:
-        t = self.torch.empty(nbytes, dtype=self.torch.uint8, device="cuda")
-        self._keep.append(t)
+        t = self.torch.empty(max(int(nbytes), 1), dtype=self.torch.uint8, device="cuda")
+        self._dev[int(t.data_ptr())] = t
         return int(t.data_ptr())
 
     def pinned(self, shape, dtype) -> np.ndarray:
         nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
-        t = self.torch.empty(nbytes, dtype=self.torch.uint8, pin_memory=True)
-        self._keep.append(t)
-        return t.numpy().view(dtype).reshape(shape)
+        t = self.torch.empty(max(nbytes, 1), dtype=self.torch.uint8, pin_memory=True)
+        self._host.append(t)
+        return t.numpy()[:nbytes].view(dtype).reshape(shape)
 
-    def _memcpy(self, dst: int, src: int, nbytes: int) -> None:
-        cudart = self.torch.cuda.cudart()
-        kind = 4  # cudaMemcpyDefault: unified addressing tells the direction
-        res = cudart.cudaMemcpyAsync(dst, src, nbytes, kind, self._stream.cuda_stream)
-        if int(getattr(res, "value", res)) != 0:
-            raise GeolocError(f"cudaMemcpyAsync failed ({res})")
+    def _bytes(self, a: np.ndarray):
+        return self.torch.from_numpy(a.reshape(-1).view(np.uint8))
 
     def h2d(self, dst: int, src: np.ndarray, nbytes: int) -> None:
-        self._memcpy(dst, src.ctypes.data, nbytes)
+        with self.torch.cuda.stream(self._stream):
+            self._dev[dst][:nbytes].copy_(self._bytes(src)[:nbytes], non_blocking=True)
 
     def d2h(self, dst: np.ndarray, src: int, nbytes: int) -> None:
-        self._memcpy(dst.ctypes.data, src, nbytes)
+        with self.torch.cuda.stream(self._stream):
+            self._bytes(dst)[:nbytes].copy_(self._dev[src][:nbytes], non_blocking=True)
 
     def sync(self) -> None:
         self._stream.synchronize()
@@ -154,7 +154,8 @@ class _TorchCuda:
         return int(self._stream.cuda_stream)
 
     def close(self) -> None:
-        self._keep.clear()
+        self._dev.clear()
+        self._host.clear()
 
 
 def cuda_memory():

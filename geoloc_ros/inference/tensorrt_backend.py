@@ -219,10 +219,9 @@ def build_engine(trt, onnx_path: Path, key: ec.EngineKey, plan: ec.PrecisionPlan
     """Parse ``onnx_path`` and build a serialized engine for ``key`` (raises GeolocError on failure)."""
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    flags = 0
-    if plan.strongly_typed and hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
-        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
-    network = builder.create_network(flags)
+    # TensorRT 11: networks are always strongly typed (no flag needed; the ONNX's types rule);
+    # TensorRT 10: weakly typed, precision through BuilderFlag below
+    network = builder.create_network(0)
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))

@@ -70,6 +70,10 @@ def read_export_manifest(export_dir: Path, *, verify: bool = True,
     if not isinstance(graphs, dict) or set(graphs) != set(GRAPHS):
         raise IncompatibleArtifact(f"ONNX export {export_dir}: manifest lists graphs "
                                    f"{sorted(graphs or [])}, expected {sorted(GRAPHS)}. Re-export: {fix}")
+    for key, g in graphs.items():
+        if not isinstance(g, dict) or g.get("file") != GRAPHS[key]["file"]:
+            raise IncompatibleArtifact(f"ONNX export {export_dir}: graph {key} must be {GRAPHS[key]['file']}, the "
+                                       f"manifest says {g.get('file') if isinstance(g, dict) else g!r}")
     if expect_model is not None:
         from ..core.manifest import check_same_model
 

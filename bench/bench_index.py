@@ -227,9 +227,10 @@ def main(argv=None):
     ap.add_argument("--full", action="store_true", help="also 1M tiles (~2 GB RAM, several minutes)")
     ap.add_argument("--build-side", type=int, default=3, help="build part: n x n positions x 8 bins (3 -> 72 tiles)")
     ap.add_argument("--skip-build", action="store_true")
+    ap.add_argument("--skip-search", action="store_true")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
-    sizes = sorted(set(args.sizes + ([1_000_000] if args.full else [])))
+    sizes = [] if args.skip_search else sorted(set(args.sizes + ([1_000_000] if args.full else [])))
     rng = np.random.default_rng(0)
     tmp = Path(tempfile.mkdtemp(prefix="bench_index_"))
     rows = []
@@ -245,11 +246,12 @@ def main(argv=None):
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     srch = [r for r in rows if r["part"] == "search"]
-    print(table(srch, ["N", "method", "median_ms", "p95_ms", "speedup_vs_flat", "recall_at_10", "nn_in_top10",
+    print(table(srch or [{}], ["N", "method", "median_ms", "p95_ms", "speedup_vs_flat", "recall_at_10", "nn_in_top10",
                        "candidates", "true_tile_top1",
                        "build_s", "index_MB", "batch100_ms_per_query"]))
     mem = [r for r in rows if r["part"] == "memory"]
-    print(table(mem, list(mem[0])))
+    if mem:
+        print(table(mem, list(mem[0])))
     print(f"peak RSS {peak_rss_mb():.0f} MB")
     print(f"wrote {write('index', rows, args.out, peak_rss_MB=round(peak_rss_mb(), 1))}")
 

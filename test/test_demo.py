@@ -1,6 +1,10 @@
-"""`geoloc demo` and `geoloc sim preview` end to end on a tiny configuration (real files, real bag)."""
+"""`geoloc demo` and `geoloc sim preview` end to end on a tiny configuration: real files, real bag,
+real tile index (shipped model), the replay through the Localizer and, when rclpy is installed, the
+same drive through geoloc_node over Fast DDS."""
 from __future__ import annotations
 
+import importlib.util
+import json
 import os
 
 import numpy as np
@@ -13,9 +17,14 @@ from geoloc_ros import cli
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
     data = tmp_path_factory.mktemp("demo")
-    assert cli.main(["demo", "--data", str(data), "--size-m", "400", "--duration-s", "6",
-                     "--docs-images", str(data / "img")]) == 0
+    assert cli.main(["demo", "--data", str(data), "--world-seed", "7", *SMALL, "--docs-images", str(data / "img")]) == 0
     return data
+
+
+# a tiny town, a short drive, a coarse index of the roads near it, torch (no export step)
+SMALL = ["--size-m", "400", "--duration-s", "6", "--backend", "torch", "--spacing", "12", "--corridor-width", "6",
+         "--roads-within", "15"]
+HAVE_RCLPY = importlib.util.find_spec("rclpy") is not None
 
 
 def test_demo_writes_world_drive_previews_and_docs_images(demo_run, capsys):
@@ -29,15 +38,46 @@ def test_demo_writes_world_drive_previews_and_docs_images(demo_run, capsys):
     assert (demo_run / f"preview_{drive.name}.png").is_file()
 
 
+def test_demo_replays_the_drive_and_writes_a_report(demo_run, capsys):
+    runs = list((demo_run / "runs").iterdir())
+    assert len(runs) == 1
+    doc = json.loads((runs[0] / "metrics.json").read_text())
+    m = doc["metrics"]["methods"]
+    for method in ("raw", "baseline", "corrected"):
+        assert m[method]["error_m"]["n"] > 10, method
+        assert m[method]["error_m"]["median"] < 15.0, method  # a 6 s drive: GNSS noise of a few metres
+    assert doc["localizer_stats"]["corrected"]["keyframes"] >= 3
+    report = (runs[0] / "report.md").read_text()
+    assert "geoloc demo" in report and "trajectory.png" in report
+    for name in ("demo_trajectory.png", "demo_error_over_time.png", "demo_error_cdf.png"):
+        assert np.asarray(Image.open(demo_run / "img" / name)).std() > 10, name
+    index = [p for p in demo_run.iterdir() if p.name.startswith("index_")]
+    assert len(index) == 1 and json.loads((index[0] / "manifest.json").read_text())["model"]["preset"] == "seqgeo_lite"
+
+
+@pytest.mark.skipif(not HAVE_RCLPY, reason="rclpy not installed (pip install .[ros]): the node step is skipped")
+def test_demo_ran_the_same_drive_through_the_node_over_dds(demo_run):
+    rec = next((demo_run / "node_runs").iterdir())
+    counts = json.loads((rec / "recorded.json").read_text())["counts"]
+    assert counts["/geoloc/fix"] > 10 and counts["/diagnostics"] >= 2
+    from geoloc_ros.ros.live import compare_with_replay
+
+    cmp = compare_with_replay(rec / "recorded", demo_run / "runs" / rec.name,
+                              demo_run / "drive_s1_6s_world_s7_400m" / "bag")
+    assert cmp["node_median_m"] < 15.0 and cmp["node_vs_replay_median_m"] < 10.0
+
+
 def test_demo_rerun_reuses_cached_outputs_without_touching_them(demo_run, capsys):
     world_json = demo_run / "world_s7_400m" / "world.json"
     bag = next((demo_run / "drive_s1_6s_world_s7_400m" / "bag").glob("*.mcap"))
-    before = (world_json.stat().st_mtime_ns, bag.stat().st_mtime_ns)
+    index_manifest = next(demo_run.glob("index_*/manifest.json"))
+    before = (world_json.stat().st_mtime_ns, bag.stat().st_mtime_ns, index_manifest.stat().st_mtime_ns)
     capsys.readouterr()
-    assert cli.main(["demo", "--data", str(demo_run), "--size-m", "400", "--duration-s", "6"]) == 0
+    assert cli.main(["demo", "--data", str(demo_run), "--world-seed", "7", *SMALL, "--node", "no"]) == 0
     out = capsys.readouterr().out
-    assert out.count("(cached)") == 2 and out.strip().splitlines()[-1].startswith("demo:")
-    assert (world_json.stat().st_mtime_ns, bag.stat().st_mtime_ns) == before
+    assert out.count("(cached)") == 3 and out.strip().splitlines()[-1].startswith("demo:")
+    assert "median error raw GNSS" in out.strip().splitlines()[-1]
+    assert (world_json.stat().st_mtime_ns, bag.stat().st_mtime_ns, index_manifest.stat().st_mtime_ns) == before
 
 
 def test_preview_shows_the_frames_of_the_bag(demo_run, tmp_path):

@@ -1,0 +1,220 @@
+"""A bag through the real node over DDS, recorded as a bag (what ``geoloc demo`` runs after the replay).
+
+``run_node_on_bag`` starts ``geoloc_node`` (its own process), records the node's outputs in this
+process (raw CDR straight into an MCAP bag with rosbags, like ``ros2 bag record``), plays the bag
+with ``geoloc play`` (a third process) with /clock, waits until the node's queue is empty, and
+stops everything. It runs on an isolated ROS domain with localhost discovery, so it never talks
+to a robot on the same network. ``compare_with_replay`` puts the node's published fixes next to
+the replay of the same bag.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Dict, Optional
+
+from ..core.errors import GeolocError
+
+RECORDED = {  # topic -> message type: what the demo keeps of the node's outputs
+    "/geoloc/fix": "sensor_msgs/msg/NavSatFix",
+    "/geoloc/pose": "geometry_msgs/msg/PoseWithCovarianceStamped",
+    "/diagnostics": "diagnostic_msgs/msg/DiagnosticArray",
+}
+
+
+class NodeRunFailed(GeolocError):
+    """geoloc_node or geoloc play ended badly; the message holds the end of their logs."""
+
+
+def isolated_env(log_dir: Path, domain: Optional[int] = None) -> Dict[str, str]:
+    dom = domain if domain is not None else random.randint(120, 220)
+    env = dict(os.environ, ROS_DOMAIN_ID=str(dom), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
+               ROS_LOG_DIR=str(log_dir), PYTHONUNBUFFERED="1")
+    env.pop("ROS_LOCALHOST_ONLY", None)
+    return env
+
+
+def _tail(path: Path, n: int = 3000) -> str:
+    try:
+        return path.read_text(errors="replace")[-n:]
+    except OSError:
+        return ""
+
+
+def _stop(proc: subprocess.Popen, timeout: float = 15.0) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _wait(pred, timeout: float, what: str, proc: Optional[subprocess.Popen] = None, log: Optional[Path] = None):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return
+        if proc is not None and proc.poll() is not None:
+            raise NodeRunFailed(f"process ended (status {proc.returncode}) while waiting for {what}:\n"
+                                + (_tail(log) if log else ""))
+        time.sleep(0.2)
+    raise NodeRunFailed(f"timed out after {timeout:.0f} s waiting for {what}" + (":\n" + _tail(log) if log else ""))
+
+
+def run_node_on_bag(bag: Path, index_dir: Path, out: Path, *, model: str = "seqgeo_lite", backend: str = "auto",
+                    rate: float = 1.0, ready_timeout_s: float = 300.0, drain_timeout_s: float = 600.0,
+                    extra_params: Optional[Dict] = None) -> Path:
+    """Play ``bag`` into a fresh geoloc_node and record its outputs; returns the recorded bag folder
+    (``out/recorded``, MCAP). ``out`` also gets the node's parameters and the logs."""
+    import yaml
+    from rosbags.rosbag2 import StoragePlugin, Writer
+
+    from ..sim.bag import typestore
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rec_dir = out / "recorded"
+    if rec_dir.exists():
+        import shutil
+
+        shutil.rmtree(rec_dir)  # our own output of an earlier run of this same command
+    env = isolated_env(out / "roslog")
+    params = {"index_path": str(Path(index_dir).resolve()), "model": str(model), "backend": backend,
+              "use_sim_time": True, "image_queue_size": 1000, "stale_input_s": 600.0, **(extra_params or {})}
+    pfile = out / "params.yaml"
+    pfile.write_text(yaml.safe_dump({"geoloc_node": {"ros__parameters": params}}))
+    node_log, play_log = out / "node.log", out / "play.log"
+    with open(node_log, "w") as f:
+        node = subprocess.Popen([sys.executable, "-m", "geoloc_ros.ros.node", "--ros-args", "--params-file",
+                                 str(pfile)], env=env, stdout=f, stderr=subprocess.STDOUT)
+    try:
+        _wait(lambda: "geoloc_node ready" in _tail(node_log, 100000), ready_timeout_s, "geoloc_node ready", node,
+              node_log)
+        ts = typestore()
+        with Writer(rec_dir, version=8, storage_plugin=StoragePlugin.MCAP) as writer:
+            conns = {t: writer.add_connection(t, typ, typestore=ts) for t, typ in RECORDED.items()}
+            state = _record(env, conns, writer, ts)
+            try:
+                _wait(lambda: state["ready"], 60, "the recorder to start")
+                with open(play_log, "w") as f:
+                    play = subprocess.run([sys.executable, "-m", "geoloc_ros.tools.play", str(bag), "--rate", str(rate),
+                                           "--clock", "--wait-for", "/camera/image_raw", "/gnss/fix", "--delay-s", "1.0"],
+                                          env=env, stdout=f, stderr=subprocess.STDOUT)
+                if play.returncode != 0:
+                    raise NodeRunFailed(f"geoloc play ended with status {play.returncode}:\n{_tail(play_log)}")
+                _wait(lambda: state["drained"], drain_timeout_s, "the node to work through its queue", node, node_log)
+                time.sleep(2.0)
+            finally:
+                state["stop"] = True
+                state["thread"].join(10)
+    finally:
+        _stop(node)
+    counts = state["counts"]
+    (out / "recorded.json").write_text(json.dumps({"counts": counts, "params": params}, indent=2) + "\n")
+    return rec_dir
+
+
+def _record(env: Dict[str, str], conns, writer, ts) -> Dict:
+    """Subscribe (raw CDR) to the RECORDED topics in this process and write them to ``writer``."""
+    import rclpy
+    from diagnostic_msgs.msg import DiagnosticArray
+    from geometry_msgs.msg import PoseWithCovarianceStamped
+    from rclpy.executors import SingleThreadedExecutor
+    from sensor_msgs.msg import NavSatFix
+
+    state: Dict = {"ready": False, "drained": False, "stop": False, "counts": {t: 0 for t in RECORDED}}
+    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = env["ROS_AUTOMATIC_DISCOVERY_RANGE"]
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx, domain_id=int(env["ROS_DOMAIN_ID"]))
+    node = rclpy.create_node("geoloc_demo_recorder", context=ctx)
+    lock = threading.Lock()
+
+    def writer_for(topic):
+        def on_raw(data: bytes):
+            with lock:
+                writer.write(conns[topic], time.time_ns(), bytes(data))
+                state["counts"][topic] += 1
+            if topic == "/diagnostics":
+                msg = ts.deserialize_cdr(bytes(data), RECORDED[topic])
+                for s in msg.status:
+                    vals = {kv.key: kv.value for kv in s.values}
+                    if vals.get("queue.depth") == "0" and int(vals.get("count.images_in", "0") or 0) > 0 and \
+                            state.get("played"):
+                        state["drained"] = True
+        return on_raw
+
+    for topic, cls in (("/geoloc/fix", NavSatFix), ("/geoloc/pose", PoseWithCovarianceStamped),
+                       ("/diagnostics", DiagnosticArray)):
+        node.create_subscription(cls, topic, writer_for(topic), 100, raw=True)
+    ex = SingleThreadedExecutor(context=ctx)
+    ex.add_node(node)
+
+    def spin():
+        state["ready"] = True
+        while not state["stop"] and ctx.ok():
+            ex.spin_once(timeout_sec=0.1)
+            if state["counts"]["/geoloc/fix"] > 0:
+                state["played"] = True
+        ex.shutdown()
+        node.destroy_node()
+        rclpy.shutdown(context=ctx)
+
+    state["thread"] = threading.Thread(target=spin, name="geoloc-demo-recorder", daemon=True)
+    state["thread"].start()
+    return state
+
+
+def compare_with_replay(recorded: Path, run_dir: Path, truth_bag: Path, *, gt_topic: str = "/gnss/fix_truth") -> Dict:
+    """Errors of the node's published fixes against truth, next to the replay's corrected track,
+    and how far the node's positions are from the replay's at the same stamps."""
+    import numpy as np
+
+    from ..evaluation import metrics as M
+    from ..evaluation.replay import read_track
+
+    from ..core.geo import LocalFrame
+
+    doc = json.loads((Path(run_dir) / "metrics.json").read_text())
+    frame = LocalFrame.from_dict(doc["index"]["frame"]) if "frame" in doc.get("index", {}) else None
+    if frame is None:
+        raise NodeRunFailed(f"{run_dir}/metrics.json does not name the map frame")
+    node = read_track(recorded, "/geoloc/fix", frame, name="node")
+    gt = read_track(truth_bag, gt_topic, frame, name="truth")
+    truth = M.Truth(t=gt.t, x=gt.x, y=gt.y)
+    err_node = M.horizontal_errors(node, truth)[0]
+    node_stats = M.error_stats(err_node[np.isfinite(err_node)])
+    rep = doc["metrics"]["methods"]["corrected"]["error_m"]
+    # replay positions at the node's stamps (nearest corrected estimate within 0.2 s)
+    import csv
+
+    rows = [r for r in csv.DictReader(open(Path(run_dir) / "estimates.csv")) if r["method"] == "corrected"]
+    rt = np.array([float(r["t"]) for r in rows])
+    rx = np.array([float(r["x"]) for r in rows])
+    ry = np.array([float(r["y"]) for r in rows])
+    gaps = []
+    if len(rt) and len(node.t):
+        j = np.clip(np.searchsorted(rt, node.t), 1, len(rt) - 1)
+        j = np.where(np.abs(rt[j - 1] - node.t) < np.abs(rt[j] - node.t), j - 1, j)
+        ok = np.abs(rt[j] - node.t) <= 0.2
+        gaps = np.hypot(rx[j] - node.x, ry[j] - node.y)[ok]
+    out = {"node_fixes": int(len(node.t)), "node_median_m": node_stats.get("median"), "node_error_m": node_stats,
+           "replay_median_m": rep.get("median"),
+           "node_vs_replay_median_m": float(np.median(gaps)) if len(gaps) else None,
+           "node_vs_replay_p95_m": float(np.percentile(gaps, 95)) if len(gaps) else None}
+
+    def f(v):
+        return "n/a" if v is None else f"{v:.2f} m"
+
+    out["line"] = (f"{out['node_fixes']} fixes published, median error {f(out['node_median_m'])} "
+                   f"(replay {f(out['replay_median_m'])}); node vs replay at the same stamps: median "
+                   f"{f(out['node_vs_replay_median_m'])}, p95 {f(out['node_vs_replay_p95_m'])}")
+    return out

@@ -60,6 +60,7 @@ def bench_build(tmp: Path, n_side: int):
     world = generate_world(seed=11, size_m=400.0, gsd_m=0.5)
     world.save(tmp / "world")
     enc = load_encoder("seqgeo_lite", backend="torch")
+    enc.encode_aerial(np.zeros((8, 192, 192, 3), np.uint8))  # warm up torch (first call allocates) for both
     half = (n_side - 1) * 10.0 / 2.0
     fr = world.frame
     lat0, lon0 = fr.to_latlon(-half - 2, -half - 2)

@@ -254,7 +254,8 @@ def test_radius_search_is_exact_against_brute_force(index, small_world):
     Qd = allD[[3, 20, 33]] + 0.05 * rng.standard_normal((3, allD.shape[1])).astype(np.float32)
     Qn = Qd / np.linalg.norm(Qd, axis=1, keepdims=True)
     fr = small_world.frame
-    for cx, cy, r, hd in [(0, 0, 20.0, None), (10, -7, 26.0, 170.0), (-30, 30, 15.0, None), (3, 3, 500.0, 90.0), (8, 2, 21.0, 300.0)]:
+    for cx, cy, r, hd in [(0, 0, 20.0, None), (10, -7, 26.0, 170.0), (-30, 30, 15.0, None), (3, 3, 500.0, 90.0),
+                          (8, 2, 21.0, 300.0)]:
         lat, lon = fr.to_latlon(cx, cy)
         res = index.search(Qd, k=None, near=(lat, lon), radius_m=r, heading_deg=hd)
         res5 = index.search(Qd, k=5, near=(lat, lon), radius_m=r, heading_deg=hd)

@@ -19,7 +19,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -228,8 +228,9 @@ def plan_tiles(frame: LocalFrame, area: Area, imagery_bounds: Tuple[float, float
 
     def box_xy(lat0, lon0, lat1, lon1):
         t = np.linspace(0, 1, 21)
-        lats = np.concatenate([lat0 + (lat1 - lat0) * t, np.full(21, lat1), lat0 + (lat1 - lat0) * t, np.full(21, lat0)])
-        lons = np.concatenate([np.full(21, lon0), lon0 + (lon1 - lon0) * t, np.full(21, lon1), lon0 + (lon1 - lon0) * t])
+        la, lo = lat0 + (lat1 - lat0) * t, lon0 + (lon1 - lon0) * t  # the box outline, densified
+        lats = np.concatenate([la, np.full(21, lat1), la, np.full(21, lat0)])
+        lons = np.concatenate([np.full(21, lon0), lo, np.full(21, lon1), lo])
         x, y = frame.from_latlon(lats, lons)
         return float(np.min(x)), float(np.min(y)), float(np.max(x)), float(np.max(y))
 

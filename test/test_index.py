@@ -294,6 +294,10 @@ def test_out_of_coverage_query_has_zero_candidates(index, small_world):
     lat, lon = small_world.frame.to_latlon(3000.0, 0.0)
     assert not index.covers(lat, lon)
     assert index.covers(*small_world.frame.to_latlon(2.0, -3.0))
+    # within one grid step (20 m) of a tile centre: the outermost centres are at +-20 m
+    assert index.covers(*small_world.frame.to_latlon(39.0, 0.0))
+    assert not index.covers(*small_world.frame.to_latlon(41.0, 0.0))
+    assert not index.covers(*small_world.frame.to_latlon(35.0, 35.0))  # 21.2 m from (20, 20)
     res = index.search(q, k=10, near=(lat, lon), radius_m=50.0)
     assert res.num_candidates[0] == 0 and (res.ids == -1).all() and np.isnan(res.scores).all()
     assert res.ids.shape == (1, 10)

@@ -5,6 +5,7 @@ Layout of an index folder::
     manifest.json           format "geoloc-tile-index" v1: model identity, geometry, counts, shards,
                             file sizes + sha256, build command (written last: no manifest = not done)
     tiles.npz               metadata of every tile, row = global tile id (see TILE_FIELDS)
+    positions.npz           the distinct tile centres (x, y), for ``TileIndex.covers``
     global.faiss            approximate index over all tiles (HNSW, or IVF-PQ at country scale)
     shards/<cell>.faiss     exact IndexFlatIP of one shard (shard_m x shard_m cell), local ids
     shards/<cell>.npz       that shard's metadata rows (+ ``ids``: their global ids)
@@ -489,7 +490,9 @@ def write_index_files(out: Path, frame: LocalFrame, heading_bins: int, shard_nam
     gtype = gparams.pop("type", gtype)
     p_global = write_faiss_atomic(gi, out / "global.faiss")
     del X
-    positions = int(len(np.unique(np.stack([meta_all["x"], meta_all["y"]], axis=1), axis=0)))
+    pos_xy = np.unique(np.stack([meta_all["x"], meta_all["y"]], axis=1), axis=0)
+    positions = int(len(pos_xy))
+    p_pos = save_npz_atomic(out / "positions.npz", x=pos_xy[:, 0], y=pos_xy[:, 1])  # for TileIndex.covers
     lat, lon = meta_all["lat"], meta_all["lon"]
     return {
         "format": INDEX_FORMAT, "format_version": INDEX_FORMAT_VERSION,
@@ -503,6 +506,7 @@ def write_index_files(out: Path, frame: LocalFrame, heading_bins: int, shard_nam
                    "shards": sum(1 for e in shard_entries if e["tiles"] > 0)},
         "shards": shard_entries,
         "metadata": {**_file_entry(out, p_tiles), "fields": list(TILE_FIELDS)},
+        "positions": _file_entry(out, p_pos),
         "global_index": {"type": gtype, "params": gparams, "metric": "inner_product", **_file_entry(out, p_global)},
     }
 

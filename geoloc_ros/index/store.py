@@ -99,6 +99,7 @@ class TileIndex:
         self._loaded: "OrderedDict[str, _Shard]" = OrderedDict()
         self._global = None
         self._global_meta: Optional[Dict[str, np.ndarray]] = None
+        self._positions = None  # (keys, x, y) of the tile centres, or False when the index has none
         self._lock = threading.RLock()
         self._counters = {"shard_loads": 0, "shard_evictions": 0, "searches_near": 0, "searches_global": 0,
                           "over_budget": 0}
@@ -138,6 +139,8 @@ class TileIndex:
             for f in s["files"].values():
                 idx._check_file(f, check_hash=False)
         idx._check_file(m["metadata"], check_hash=False)
+        if "positions" in m:
+            idx._check_file(m["positions"], check_hash=False)
         idx._check_file(m["global_index"], check_hash=False)
         _faiss()
         return idx
@@ -237,9 +240,43 @@ class TileIndex:
         return [int(i) for i in np.nonzero(np.hypot(dx, dy) <= radius_m)[0]]
 
     def covers(self, lat: float, lon: float) -> bool:
-        """True when (lat, lon) lies within half a grid step of some shard's tile centres."""
-        x, y = self.frame.from_latlon(lat, lon)
-        return bool(self.shards_near(float(x), float(y), self.spacing_m * 0.5 + 1e-6))
+        """True when a tile centre lies within one grid step (``spacing_m``) of (lat, lon): inside an
+        indexed area, or on an indexed corridor. (Indexes without positions.npz: within the
+        bounding box of some shard's tile centres, grown by half a step.)"""
+        if not (np.isfinite(lat) and np.isfinite(lon)):
+            return False
+        x, y = (float(v) for v in self.frame.from_latlon(lat, lon))
+        s = self.spacing_m
+        with self._lock:
+            if not self.shards_near(x, y, s + 1e-6):
+                return False
+            grid = self._position_grid()
+        if grid is None:
+            return bool(self.shards_near(x, y, s * 0.5 + 1e-6))
+        keys, px, py = grid
+        ix, iy = int(np.floor(x / s)), int(np.floor(y / s))
+        for dx in (-1, 0, 1):
+            for dy in (-1, 0, 1):
+                k = (ix + dx) * (1 << 32) + (iy + dy)
+                a, b = np.searchsorted(keys, [k, k + 1])
+                if b > a and np.any(np.hypot(px[a:b] - x, py[a:b] - y) <= s + 1e-6):
+                    return True
+        return False
+
+    def _position_grid(self):
+        """Tile centres hashed by grid cell (sorted int64 keys), loaded once from positions.npz."""
+        if self._positions is None:
+            entry = self.manifest.get("positions")
+            if entry is None:  # an index written before positions.npz existed
+                self._positions = False
+            else:
+                n = int(self.manifest["counts"]["positions"])
+                pos = self._read_npz(entry, n, ("x", "y"))
+                s = self.spacing_m
+                keys = np.floor(pos["x"] / s).astype(np.int64) * (1 << 32) + np.floor(pos["y"] / s).astype(np.int64)
+                order = np.argsort(keys, kind="stable")
+                self._positions = (keys[order], pos["x"][order], pos["y"][order])
+        return self._positions or None
 
     # ---- search ------------------------------------------------------------------------------
     def search(self, desc: np.ndarray, k: Optional[int] = 10, near: Optional[Tuple[float, float]] = None,

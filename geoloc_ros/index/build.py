@@ -191,6 +191,20 @@ def _ray_shard_task(job: _Job, imagery_spec: Dict, model: str, backend: str) -> 
 
 # ---- the build --------------------------------------------------------------------------------
 
+def check_output(out: Union[str, Path], force: bool) -> None:
+    """Fail before any work when ``out`` holds a finished index or other files (without --force);
+    an interrupted build there is fine (it resumes if the parameters match)."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise OutputExists(f"{out} exists and is not a directory")
+    if force or not out.is_dir() or not any(out.iterdir()):
+        return
+    if (out / "manifest.json").exists():
+        raise OutputExists(f"{out} already holds a tile index; pass --force to replace it")
+    if not (out / "work" / "state.json").is_file():
+        raise OutputExists(f"{out} already exists and is not empty; pass --force to replace it")
+
+
 def _prepare_out(out: Path, params: Dict, force: bool) -> bool:
     """Create/validate ``out``; True when an interrupted build with the same parameters resumes."""
     out = Path(out)
@@ -253,6 +267,7 @@ def build_index(imagery: Union[str, Path, "object"], encoder: Union[str, Path, "
     if int(batch_size) < 1:
         raise InvalidArgument(f"batch size must be >= 1, got {batch_size}")
     out = Path(out)
+    check_output(out, force)
     if isinstance(encoder, (str, Path)):
         from ..inference import load_encoder
 

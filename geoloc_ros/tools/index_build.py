@@ -75,7 +75,7 @@ def register(sub) -> argparse.ArgumentParser:
 
 def run_index_build(args: argparse.Namespace) -> Path:
     from ..core.errors import InvalidArgument
-    from ..index.build import build_index
+    from ..index.build import build_index, check_output
     from ..index.imagery import open_imagery
     from ..index.tiling import Area, corridor_area, parse_bbox, polygon_area
 
@@ -91,6 +91,7 @@ def run_index_build(args: argparse.Namespace) -> Path:
         area = Area()
     if not (0.0 <= args.max_nodata < 1.0):
         raise InvalidArgument(f"--max-nodata must be in [0, 1), got {args.max_nodata}")
+    check_output(args.out, args.force)
     imagery = open_imagery(args.imagery, zoom=args.zoom)  # bad imagery fails before the model loads
     try:
         res = build_index(imagery, args.checkpoint, args.out, backend=args.backend, tile_m=args.tile_m,

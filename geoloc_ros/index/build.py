@@ -301,7 +301,8 @@ def build_index(imagery: Union[str, Path, "object"], encoder: Union[str, Path, "
         frame = LocalFrame.at(float(datum[0]), float(datum[1]))
         plan = plan_tiles(frame, area, bounds, spacing_m=spacing_m, heading_bins=heading_bins, shard_m=shard_m,
                           headings=headings)
-        params = {"imagery": img.describe(), "model": enc.identity, "tile_m": tile_m, "tile_px": tile_px,
+        params = {"imagery": img.describe(), "model": enc.identity, "backend": backend_used,
+                  "tile_m": tile_m, "tile_px": tile_px,
                   "spacing_m": float(spacing_m), "heading_bins": int(heading_bins), "headings": headings,
                   "area": area.describe(), "shard_m": float(shard_m), "batch_size": int(batch_size),
                   "datum": [float(datum[0]), float(datum[1])], "frame": frame.to_dict(),

@@ -12,7 +12,6 @@ folder under tmp.
 from __future__ import annotations
 
 import json
-import math
 import os
 import random
 import signal

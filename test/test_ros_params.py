@@ -3,8 +3,6 @@ descriptors and ranges; the launch file (parsed with ast) and the rviz config (p
 from __future__ import annotations
 
 import ast
-import math
-import os
 import re
 from pathlib import Path
 

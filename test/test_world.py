@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from geoloc_ros.cli import main as cli_main
-from geoloc_ros.core.errors import IncompatibleArtifact, InvalidArgument, OutputExists
+from geoloc_ros.core.errors import IncompatibleArtifact, InvalidArgument
 from geoloc_ros.core.geo import LocalFrame, heading_deg_to_yaw, utm_epsg_for, yaw_to_heading_deg
 from geoloc_ros.sim.generate import cast_shadows, generate_world
 from geoloc_ros.sim.world import Sem, World, sha256_file

@@ -7,6 +7,7 @@ checkpoint's tensors) and descriptor dimension. Loading compares identities with
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -36,6 +37,15 @@ def check_same_model(expected: Mapping[str, Any], found: Mapping[str, Any], *, w
     diffs = [f"{k} {b[k]!r} (expected {a[k]!r})" for k in IDENTITY_KEYS if a[k] != b[k]]
     if diffs:
         raise IncompatibleArtifact(f"{what} was made by another model: {'; '.join(diffs)}. Rebuild it with: {rebuild}")
+
+
+def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
+    """SHA-256 of a file's bytes, read in chunks (artifacts can be large)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def write_json_atomic(path: Path, obj: Any) -> Path:

@@ -29,7 +29,6 @@ encoding takes hours anyway.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -44,7 +43,7 @@ import numpy as np
 
 from ..core.errors import GeolocError, IncompatibleArtifact, InvalidArgument, OutputExists
 from ..core.geo import LocalFrame
-from ..core.manifest import write_json_atomic
+from ..core.manifest import sha256_file, write_json_atomic
 from . import INDEX_FORMAT, INDEX_FORMAT_VERSION
 from .tiling import Area, TilePlan, bin_centres_deg, plan_tiles
 
@@ -72,13 +71,6 @@ class BuildResult:
     def num_tiles(self) -> int:
         return int(self.manifest["counts"]["tiles"])
 
-
-def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _tmp(path: Path) -> Path:

@@ -14,12 +14,11 @@ the versions and command that made it. Nothing here imports torch or onnxruntime
 """
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any, Dict, Optional
 
 from ..core.errors import IncompatibleArtifact
-from ..core.manifest import model_identity, read_manifest
+from ..core.manifest import model_identity, read_manifest, sha256_file
 
 EXPORT_FORMAT = "geoloc-onnx-export"
 EXPORT_FORMAT_VERSION = 1
@@ -33,13 +32,6 @@ GRAPHS: Dict[str, Dict[str, Any]] = {
     "aerial": {"file": "aerial_encoder.onnx", "inputs": ["tiles"], "output": "descriptor"},
 }
 
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def is_export_dir(path: Path) -> bool:

@@ -23,7 +23,6 @@ geotransform, so any GIS opens them. Pixel (row, col) covers local x in
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from dataclasses import dataclass, field
@@ -35,6 +34,7 @@ import numpy as np
 
 from ..core.errors import IncompatibleArtifact, InvalidArgument, OutputExists
 from ..core.geo import LocalFrame
+from ..core.manifest import sha256_file  # noqa: F401 (re-exported for sim.bag)
 
 WORLD_FORMAT = "geoloc-world"
 WORLD_FORMAT_VERSION = 1
@@ -331,16 +331,6 @@ class World:
 
 
 # ---- helpers ------------------------------------------------------------------------
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while True:
-            b = f.read(chunk)
-            if not b:
-                break
-            h.update(b)
-    return h.hexdigest()
 
 
 def prepare_output_dir(out_dir: Path, *, force: bool) -> None:

@@ -240,7 +240,6 @@ def _node_step(args, data: Path, drive_dir: Path, index_dir: Path, run_dir: Path
 
 def _overview(world_dir: Path, drive_dir: Path, out: Path) -> None:
     """Whole orthophoto, downsampled, with the drive's path."""
-    import numpy as np
     from PIL import Image, ImageDraw
 
     from ..sim.bag import read_truth_csv

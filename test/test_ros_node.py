@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import signal
 import subprocess
 import sys
 import threading
@@ -23,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from geoloc_ros.ros.live import stop_process, wait_for
 
 pytest.importorskip("rclpy", reason="rclpy not installed (pip install .[ros])")
 pytest.importorskip("sensor_msgs.msg", reason="ROS 2 messages not installed (pip install .[ros])")
@@ -97,30 +98,6 @@ def read_jsonl(path: Path):
         except ValueError:
             pass  # a line being written
     return rows
-
-
-def wait_for(pred, timeout: float, what: str, proc=None, log=None):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        v = pred()
-        if v:
-            return v
-        if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"process ended (status {proc.returncode}) while waiting for {what}:\n"
-                                 + (Path(log).read_text()[-4000:] if log else ""))
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}"
-                         + (":\n" + Path(log).read_text()[-4000:] if log else ""))
-
-
-def stop_process(proc, timeout=15.0):
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 # ------------------------------------------------------------------------------------------ data

@@ -48,7 +48,8 @@ def _tail(path: Path, n: int = 3000) -> str:
         return ""
 
 
-def _stop(proc: subprocess.Popen, timeout: float = 15.0) -> None:
+def stop_process(proc: subprocess.Popen, timeout: float = 15.0) -> None:
+    """SIGINT (rclpy shuts down cleanly), then kill after ``timeout``."""
     if proc.poll() is None:
         proc.send_signal(signal.SIGINT)
         try:
@@ -58,11 +59,13 @@ def _stop(proc: subprocess.Popen, timeout: float = 15.0) -> None:
             proc.wait()
 
 
-def _wait(pred, timeout: float, what: str, proc: Optional[subprocess.Popen] = None, log: Optional[Path] = None):
+def wait_for(pred, timeout: float, what: str, proc: Optional[subprocess.Popen] = None, log: Optional[Path] = None):
+    """Poll ``pred`` until it returns something true (returned); fail early when ``proc`` ends."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
-        if pred():
-            return
+        v = pred()
+        if v:
+            return v
         if proc is not None and proc.poll() is not None:
             raise NodeRunFailed(f"process ended (status {proc.returncode}) while waiting for {what}:\n"
                                 + (_tail(log) if log else ""))
@@ -97,27 +100,27 @@ def run_node_on_bag(bag: Path, index_dir: Path, out: Path, *, model: str = "seqg
         node = subprocess.Popen([sys.executable, "-m", "geoloc_ros.ros.node", "--ros-args", "--params-file",
                                  str(pfile)], env=env, stdout=f, stderr=subprocess.STDOUT)
     try:
-        _wait(lambda: "geoloc_node ready" in _tail(node_log, 100000), ready_timeout_s, "geoloc_node ready", node,
+        wait_for(lambda: "geoloc_node ready" in _tail(node_log, 100000), ready_timeout_s, "geoloc_node ready", node,
               node_log)
         ts = typestore()
         with Writer(rec_dir, version=8, storage_plugin=StoragePlugin.MCAP) as writer:
             conns = {t: writer.add_connection(t, typ, typestore=ts) for t, typ in RECORDED.items()}
             state = _record(env, conns, writer, ts)
             try:
-                _wait(lambda: state["ready"], 60, "the recorder to start")
+                wait_for(lambda: state["ready"], 60, "the recorder to start")
                 with open(play_log, "w") as f:
                     play = subprocess.run([sys.executable, "-m", "geoloc_ros.tools.play", str(bag), "--rate", str(rate),
                                            "--clock", "--wait-for", "/camera/image_raw", "/gnss/fix", "--delay-s", "1.0"],
                                           env=env, stdout=f, stderr=subprocess.STDOUT)
                 if play.returncode != 0:
                     raise NodeRunFailed(f"geoloc play ended with status {play.returncode}:\n{_tail(play_log)}")
-                _wait(lambda: state["drained"], drain_timeout_s, "the node to work through its queue", node, node_log)
+                wait_for(lambda: state["drained"], drain_timeout_s, "the node to work through its queue", node, node_log)
                 time.sleep(2.0)
             finally:
                 state["stop"] = True
                 state["thread"].join(10)
     finally:
-        _stop(node)
+        stop_process(node)
     counts = state["counts"]
     (out / "recorded.json").write_text(json.dumps({"counts": counts, "params": params}, indent=2) + "\n")
     return rec_dir

@@ -26,9 +26,15 @@ with the reported covariance makes any filter over-confident by a factor ~sqrt(r
 (0.3 m claimed, 3 m real). Here a fix measures ``position + bias`` with only the *white* part of
 the reported covariance (``gnss_white_fraction``), and the bias follows a Gauss-Markov process
 (``gnss_bias_tau_s``) whose stationary covariance is ``gnss_bias_scale`` times the reported
-covariance (a Kalman filter per particle, see above; 1.5 by default: slightly conservative). With GNSS + odometry only
+covariance (a Kalman filter per particle, see above; 1.2 by default: slightly conservative). With GNSS + odometry only
 the bias is unobservable and the position covariance stays at the honest ~3 m; camera matches
-(which measure the position alone) are what make the bias observable.
+(which measure the position alone) are what make the bias observable. The filter's tau (20 s) is
+shorter than a receiver's (~60 s) on purpose: without the camera a bias estimate is "GNSS minus
+odometry", and odometry errors (wheel scale, heading after turns, outages) reach the bias's size
+within ~10-20 s of driving; holding the estimate longer made the filter lag the GNSS and be worse
+than the raw fixes (docs/localizer.md). Two re-initialisations protect the heading learned from
+motion: a rejected fix while the heading is not converged, and a mean bias outside its stationary
+law (the whole cloud drifted and the biases absorbed it), restart the filter at the fix.
 
 Models
 ------
@@ -120,9 +126,11 @@ class FilterParams:
     gnss_default_sigma_m: float = _f(5.0, "per-axis GNSS sigma (m) used when a fix has no covariance", 0.1, 1000.0)
     gnss_white_fraction: float = _f(0.25, "fraction of the reported GNSS sigma that is white (independent per fix); "
                                     "the rest is a slowly varying bias tracked as a state", 0.05, 1.0)
-    gnss_bias_scale: float = _f(1.5, "stationary variance of the GNSS bias as a multiple of the reported covariance "
+    gnss_bias_scale: float = _f(1.2, "stationary variance of the GNSS bias as a multiple of the reported covariance "
                                 "(> 1: more conservative about the bias)", 0.1, 100.0)
-    gnss_bias_tau_s: float = _f(60.0, "correlation time of the GNSS bias (s)", 1.0, 3600.0)
+    gnss_bias_tau_s: float = _f(20.0, "correlation time of the GNSS bias as the filter models it (s); shorter than "
+                                "a receiver's (~60 s) so an old bias estimate is not kept longer than the "
+                                "odometry (scale, heading drift) can carry it", 1.0, 3600.0)
     gnss_gate_chi2: float = _f(13.8, "GNSS outlier gate: squared Mahalanobis distance of a fix to the prediction "
                                "(2 dof; 13.8 = 99.9 %)", 1.0, 1000.0)
     gnss_reset_after_s: float = _f(10.0, "GNSS fixes rejected for this long in a row re-initialise the filter at "
@@ -514,6 +522,14 @@ class PoseFilter:
         cov[2, 2] += math.radians(0.5) ** 2
         return np.array([mx, my, myaw]), cov
 
+    def bias_implausible(self, chi2: float) -> bool:
+        """True when the weighted mean GNSS bias lies outside the bias's stationary law N(0, Rb)
+        (squared Mahalanobis distance above ``chi2``)."""
+        if not self.initialised or not np.all(np.isfinite(self.Rb)) or np.linalg.det(self.Rb) <= 0:
+            return False
+        b = self.bias_mean()
+        return float(b @ np.linalg.solve(self.Rb, b)) > chi2
+
     def bias_mean(self) -> np.ndarray:
         return np.array([float(self.w @ self.bx), float(self.w @ self.by)])
 
@@ -560,6 +576,7 @@ class PoseTracker:
 
     def _clear_counters(self) -> None:
         self.counters = {"gnss_accepted": 0, "gnss_rejected": 0, "gnss_no_fix": 0, "gnss_reanchored": 0, "gnss_reinit_lost": 0,
+                         "gnss_reinit_heading": 0, "gnss_reinit_bias": 0,
                          "relocalisations": 0,
                          "odom": 0, "odom_jumps": 0, "matches_used": 0, "matches_rejected": {}, "resets": 0}
 
@@ -712,8 +729,29 @@ class PoseTracker:
             self.counters["gnss_accepted"] += 1
             self.t_fix_ok = t
             self.t_reject_since = None
+            if self.odom_fresh(t) and self.f.bias_implausible(self.p.gnss_gate_chi2):
+                # the per-particle bias states have absorbed a drift of the whole cloud (a heading
+                # or wheel scale learned wrong, all particles alike) beyond what the receiver's bias
+                # can be (its stationary law): every fix still passes the gate, but the estimate
+                # walks away from the GNSS. Start again from this fix (heading searched anew).
+                self.f.init_gnss(z, R)
+                self.counters["gnss_reinit_bias"] += 1
+                self.fixes = [(t, z[0], z[1])]
+                return "init"
             self._after_fix(t, z, R)
             return "accepted"
+        if cur is not None and cur.yaw_std_deg > self.p.init_yaw_std_deg and not self.relocalised:
+            # still learning the heading from motion: a heading picked from one or two noisy fixes
+            # (white noise of a few sigma) would make every later fix look like an outlier until
+            # gnss_reset_after_s; a fix that fails the gate now says the young cloud is wrong, so
+            # start the heading search again from this fix
+            self.f.init_gnss(z, R)
+            self.counters["gnss_reinit_heading"] += 1
+            self.t_fix_ok = t
+            self.t_reject_since = None
+            self.fixes = [(t, z[0], z[1])]
+            self.counters["gnss_accepted"] += 1
+            return "init"
         self.counters["gnss_rejected"] += 1
         if self.t_reject_since is None:
             self.t_reject_since = t

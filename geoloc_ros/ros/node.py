@@ -271,7 +271,7 @@ class GeolocNode(Node):
 
         t0 = time.perf_counter()
         self.encoder = load_encoder(s.model, backend=s.backend, device=s.device,
-                                    threads=s.encoder_threads or None)
+                                    threads=s.encoder_threads or None, engines_dir=s.engines_dir or None)
         self.index = TileIndex.open(ip, expect_model=self.encoder.identity, memory_budget_mb=s.memory_budget_mb)
         loc = Localizer(self.encoder, self.index, self.settings.localizer)
         self.get_logger().info(f"loaded encoder and index in {time.perf_counter() - t0:.1f} s")

@@ -77,6 +77,8 @@ NODE_PARAMS: List[ParamSpec] = [
       "(geoloc_ros.inference.load_encoder)"),
     P("backend", "auto", "inference backend; auto tries tensorrt, onnxruntime, torch in that order",
       choices=BACKENDS),
+    P("engines_dir", "", "where ONNX exports and TensorRT engines of a preset are looked up and cached "
+      "(engines/<preset>/); empty: $GEOLOC_ENGINES_DIR, else ./engines"),
     P("device", "cpu", "device for the torch backend (tensorrt always runs on the GPU)", choices=("cpu", "cuda")),
     P("encoder_threads", 0, "CPU threads of the encoder (torch / onnxruntime); 0: the backend's default", 0, 1024),
     P("index_path", "", "tile index folder (built by the same model with `geoloc index build`); required"),

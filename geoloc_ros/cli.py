@@ -68,6 +68,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
+    if not args.verbose:  # faiss logs each CPU-specific build it tries (and cannot load) at INFO
+        logging.getLogger("faiss").setLevel(logging.WARNING)
     try:
         args.func(args)
     except GeolocError as exc:

@@ -60,6 +60,8 @@ def test_demo_ran_the_same_drive_through_the_node_over_dds(demo_run):
     rec = next((demo_run / "node_runs").iterdir())
     counts = json.loads((rec / "recorded.json").read_text())["counts"]
     assert counts["/geoloc/fix"] > 10 and counts["/diagnostics"] >= 2
+    debug = np.asarray(Image.open(rec / "debug_image.png"))  # the node drew it while the recorder listened
+    assert debug.ndim == 3 and debug.shape[0] == debug.shape[1] >= 64 and debug.std() > 10
     from geoloc_ros.ros.live import compare_with_replay
 
     cmp = compare_with_replay(rec / "recorded", demo_run / "runs" / rec.name,

@@ -77,7 +77,8 @@ def run_node_on_bag(bag: Path, index_dir: Path, out: Path, *, model: str = "seqg
                     rate: float = 1.0, ready_timeout_s: float = 300.0, drain_timeout_s: float = 600.0,
                     extra_params: Optional[Dict] = None) -> Path:
     """Play ``bag`` into a fresh geoloc_node and record its outputs; returns the recorded bag folder
-    (``out/recorded``, MCAP). ``out`` also gets the node's parameters and the logs."""
+    (``out/recorded``, MCAP). ``out`` also gets the node's parameters, the logs and the last debug
+    image (``debug_image.png``)."""
     import yaml
     from rosbags.rosbag2 import StoragePlugin, Writer
 
@@ -122,6 +123,13 @@ def run_node_on_bag(bag: Path, index_dir: Path, out: Path, *, model: str = "seqg
     finally:
         stop_process(node)
     counts = state["counts"]
+    if state.get("debug_image"):
+        from PIL import Image as PILImage
+
+        from ..core.images import image_msg_to_rgb
+
+        msg = typestore().deserialize_cdr(state["debug_image"], "sensor_msgs/msg/Image")
+        PILImage.fromarray(image_msg_to_rgb(msg)).save(out / "debug_image.png")
     (out / "recorded.json").write_text(json.dumps({"counts": counts, "params": params}, indent=2) + "\n")
     return rec_dir
 
@@ -132,7 +140,8 @@ def _record(env: Dict[str, str], conns, writer, ts) -> Dict:
     from diagnostic_msgs.msg import DiagnosticArray
     from geometry_msgs.msg import PoseWithCovarianceStamped
     from rclpy.executors import SingleThreadedExecutor
-    from sensor_msgs.msg import NavSatFix
+    from rclpy.qos import qos_profile_sensor_data
+    from sensor_msgs.msg import Image, NavSatFix
 
     state: Dict = {"ready": False, "drained": False, "stop": False, "counts": {t: 0 for t in RECORDED}}
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = env["ROS_AUTOMATIC_DISCOVERY_RANGE"]
@@ -158,6 +167,11 @@ def _record(env: Dict[str, str], conns, writer, ts) -> Dict:
     for topic, cls in (("/geoloc/fix", NavSatFix), ("/geoloc/pose", PoseWithCovarianceStamped),
                        ("/diagnostics", DiagnosticArray)):
         node.create_subscription(cls, topic, writer_for(topic), 100, raw=True)
+
+    def on_debug(data: bytes):  # keep the latest debug picture (what users watch in rviz)
+        state["debug_image"] = bytes(data)
+
+    node.create_subscription(Image, "/geoloc/debug_image", on_debug, qos_profile_sensor_data, raw=True)
     ex = SingleThreadedExecutor(context=ctx)
     ex.add_node(node)
 

@@ -220,9 +220,9 @@ def _node_step(args, data: Path, drive_dir: Path, index_dir: Path, run_dir: Path
     """The same drive through geoloc_node over DDS; returns a fragment for the summary line."""
     if args.node == "no":
         return ""
-    try:
-        import rclpy  # noqa: F401
-    except ImportError:
+    import importlib.util
+
+    if importlib.util.find_spec("rclpy") is None:
         if args.node == "yes":
             from ..core.errors import InvalidArgument
 
@@ -235,6 +235,10 @@ def _node_step(args, data: Path, drive_dir: Path, index_dir: Path, run_dir: Path
     rec = run_node_on_bag(drive_dir / "bag", index_dir, out, model=args.model, backend=args.backend)
     cmp = compare_with_replay(rec, run_dir, drive_dir / "bag")
     steps.end(f"geoloc_node over DDS: {cmp['line']}")
+    if args.docs_images is not None and (out / "debug_image.png").is_file():
+        import shutil
+
+        shutil.copyfile(out / "debug_image.png", Path(args.docs_images) / "node_debug_image.png")
     return f"node over DDS median {_m(cmp.get('node_median_m'))}; "
 
 

@@ -469,11 +469,7 @@ def test_compressed_images_from_a_bag_reach_the_localizer(tile_index, drive_dir,
         assert "camera /camera/image_raw/compressed (compressed)" in log.read_text()
         play = subprocess.run([sys.executable, "-m", "geoloc_ros.tools.play", str(drive_dir), "--rate", "2",
                                "--duration-s", "10", "--topics", "/camera/image_raw/compressed", "/gnss/fix", "/odom",
-                               "--wait-for", "/camera/image_raw/compressed", "/gnss/fix",
-                               # discovery matches each direction separately: on a loaded machine the node's
-                               # reader can lag the publisher's match, and best-effort frames sent before it
-                               # are lost in transport (seen once in the full suite: 87 of 100 arrived)
-                               "--delay-s", "2.0"],
+                               "--wait-for", "/camera/image_raw/compressed", "/gnss/fix"],
                               env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
         assert play.returncode == 0, play.stderr
 

@@ -629,16 +629,6 @@ def replay_bag(bag, encoder, index, cfg=None, *, gt_topic: Optional[str] = DEFAU
         finally:
             timing[f"{name}_s"] += time.perf_counter() - t0
 
-    def converted(role, fn, msg):
-        """fn(msg), or None with the drop counted by reason (a bad message must not end the run)."""
-        try:
-            return fn(msg)
-        except MessageDropped as exc:
-            drops.add(f"{role}.{exc.reason}", str(exc))
-        except Exception as exc:
-            drops.add(f"{role}.conversion_error", f"{type(exc).__name__}: {exc}")
-        return None
-
     wall0 = time.perf_counter()
     tr0 = time.perf_counter()
     stream = stamp_ordered(src.messages(list(roles)), int(reorder_window_s * 1e9), late)
@@ -671,7 +661,14 @@ def replay_bag(bag, encoder, index, cfg=None, *, gt_topic: Optional[str] = DEFAU
         t_last = t
         if role == "image":
             t1 = time.perf_counter()
-            img = converted("image", convert, msg)
+            try:
+                img = convert(msg)
+            except MessageDropped as exc:
+                drops.add(f"image.{exc.reason}", str(exc))
+                img = None
+            except Exception as exc:
+                drops.add("image.conversion_error", f"{type(exc).__name__}: {exc}")
+                img = None
             timing["read_decode_s"] += time.perf_counter() - t1
             if img is not None:
                 est = feed(corrected, "corrected", corrected.on_image, t, img)
@@ -681,11 +678,12 @@ def replay_bag(bag, encoder, index, cfg=None, *, gt_topic: Optional[str] = DEFAU
                 if est is not None:
                     _record_estimate(logs["baseline"], est, keyframe=True)
         elif role == "fix":
-            checked = converted("fix", msgconv.navsatfix_check, msg)
-            if checked is None:
+            try:
+                sample, reason = msgconv.navsatfix_check(msg)
+            except Exception as exc:
+                drops.add("fix.conversion_error", f"{type(exc).__name__}: {exc}")
                 tr0 = time.perf_counter()
                 continue
-            sample, reason = checked
             if reason not in ("ok", "no_fix"):
                 drops.add(f"fix.{reason}", f"GNSS fix at t={t:.3f} not usable ({reason})")
             if sample.ok:
@@ -701,7 +699,14 @@ def replay_bag(bag, encoder, index, cfg=None, *, gt_topic: Optional[str] = DEFAU
                     if est is not None:
                         _record_estimate(logs[name], est, keyframe=False)
         elif role == "odom":
-            o = converted("odom", msgconv.odometry, msg)
+            try:
+                o = msgconv.odometry(msg)
+            except MessageDropped as exc:
+                drops.add(f"odom.{exc.reason}", str(exc))
+                o = None
+            except Exception as exc:
+                drops.add("odom.conversion_error", f"{type(exc).__name__}: {exc}")
+                o = None
             if o is not None:
                 for name, loc in (("corrected", corrected), ("baseline", baseline)):
                     feed(loc, name, loc.on_odom, *o)

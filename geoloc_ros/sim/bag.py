@@ -553,8 +553,22 @@ def bag_topics(path: Path) -> Dict[str, Tuple[str, int]]:
 
 
 def image_to_numpy(msg) -> np.ndarray:
-    """sensor_msgs Image or CompressedImage -> uint8 RGB [H, W, 3] (rosbags, mcap_ros2 and rclpy
-    messages alike), through the converters the node and the replay use (``core.images``)."""
-    from ..core.images import compressed_msg_to_rgb, image_msg_to_rgb
+    """sensor_msgs Image (rgb8 / bgr8 / mono8 / rgba8 / bgra8) or CompressedImage -> uint8 RGB [H, W, 3]
+    (mono stays [H, W]). Works on rosbags, mcap_ros2 and rclpy messages."""
+    data = np.frombuffer(bytes(msg.data) if not isinstance(msg.data, np.ndarray) else msg.data.tobytes(), np.uint8)
+    if hasattr(msg, "encoding"):
+        enc = msg.encoding.lower()
+        ch = {"rgb8": 3, "bgr8": 3, "mono8": 1, "rgba8": 4, "bgra8": 4}.get(enc)
+        if ch is None:
+            raise InvalidArgument(f"unsupported image encoding {msg.encoding!r}")
+        rows = data.reshape(msg.height, msg.step)[:, :msg.width * ch]
+        img = rows.reshape(msg.height, msg.width, ch) if ch > 1 else rows.reshape(msg.height, msg.width)
+        if enc.startswith("bgr"):
+            img = img[..., [2, 1, 0]]
+        elif enc == "rgba8":
+            img = img[..., :3]
+        return np.ascontiguousarray(img)
+    from PIL import Image as PILImage
 
-    return image_msg_to_rgb(msg) if hasattr(msg, "encoding") else compressed_msg_to_rgb(msg)
+    with PILImage.open(io.BytesIO(data.tobytes())) as im:
+        return np.asarray(im.convert("RGB"))

@@ -81,3 +81,44 @@ def test_cli_train_and_eval_retrieval(tiny_dataset, tmp_path, capsys):
     assert all(0.0 <= r["R@1"] <= r["R@5"] <= r["R@10"] <= 100.0 for r in rows)
     assert cli.main(["eval", "retrieval", "--checkpoint", str(tmp_path / "none.pt"), "--data", str(tiny_dataset)]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_cli_trains_every_encoder_family_and_a_second_stage_from_the_first(tiny_dataset, tmp_path, capsys):
+    """Hybrid ViT (self-cross), multi-scale fusion (per-scale losses) and the pure ViT in two stages,
+    through `geoloc train` with the GeoDTR switches, a shared feature cache and --init."""
+    from geoloc_ros import cli
+    from geoloc_ros.models.crossview import load_checkpoint
+
+    torch.set_num_threads(1)
+    common = dict(ground_size=[64, 128], dim=64, temporal_layers=1, temporal_heads=4, temporal_ff=64, max_frames=8,
+                  vit_dim=32, vit_depth=2, vit_heads=4, vit_mlp=64)
+    presets = {
+        "t_sc": dict(encoder="hybrid_vit", freeze_blocks=15, attention="self_cross", aerial_size=[64, 64]),
+        "t_ms": dict(encoder="multiscale", freeze_blocks=11, aerial_size=[64, 64], scale_loss_weights=[0.5, 0.5, 0.5]),
+        "t_vit1": dict(encoder="vit", freeze_blocks=0, patch=16, aerial_size=[96, 96], aerial_view="tile"),
+        "t_vit2": dict(encoder="vit", freeze_blocks=0, patch=16, aerial_size=[128, 128], aerial_view="tile",
+                       zoom_keep=0.5625),
+    }
+    args = ["--data", str(tiny_dataset), "--epochs", "1", "--batch", "8", "--max-train-sequences", "16",
+            "--device", "cpu", "--cache", str(tmp_path / "cache")]
+    cks = {}
+    for name, extra in presets.items():
+        y = tmp_path / f"{name}.yaml"
+        y.write_text("\n".join(f"{k}: {v}" for k, v in {"name": name, **common, **extra}.items()))
+        flags = ["--counterfactual-weight", "0", "--mirror-prob", "0"] if name == "t_sc" else []
+        if name == "t_vit2":
+            flags += ["--init", str(cks["t_vit1"])]
+        out = tmp_path / name
+        assert cli.main(["train", "--preset", str(y), "--out", str(out)] + args + flags) == 0
+        assert f"train: {name} on 16 sequences" in capsys.readouterr().out
+        cks[name] = out / ("best.pt" if (out / "best.pt").exists() else "last.pt")
+        model, man = load_checkpoint(cks[name])
+        assert man["config"]["encoder"] == extra["encoder"] and not (out / "cache").exists()
+    assert read_checkpoint_manifest(cks["t_sc"])["manifest"]["train"]["counterfactual_weight"] == 0.0
+    assert read_checkpoint_manifest(cks["t_vit2"])["manifest"]["init"] == str(cks["t_vit1"])
+    # the shared cache holds one train entry per distinct trunk (15 blocks, 11 blocks, raw with 96 / 128 tiles)
+    assert len([p for p in (tmp_path / "cache").iterdir() if p.name.startswith("train_")]) == 4
+    # a second stage from another family's checkpoint is refused with the reason
+    assert cli.main(["train", "--preset", str(tmp_path / "t_vit2.yaml"), "--out", str(tmp_path / "bad"),
+                     "--init", str(cks["t_sc"])] + args) == 2
+    assert "does not fit preset t_vit2" in capsys.readouterr().err

@@ -18,6 +18,12 @@ BACKBONES = ("efficientnet_lite0",)
 AGGREGATORS = ("layout", "gem")
 TEMPORALS = ("tfam", "mean")
 AERIAL_VIEWS = ("tile", "perspective")
+# what turns an image (or the frozen trunk's feature map) into a per-image descriptor:
+# cnn: trained EfficientNet tail + aggregator (SeqGeo/GeoDTR); hybrid_vit: trunk map -> ViT (L2LTR);
+# vit: image patches -> ViT (TransGeo/EgoTR); multiscale: three backbone stages -> hierarchical
+# attention fusion
+ENCODERS = ("cnn", "hybrid_vit", "vit", "multiscale")
+ATTENTIONS = ("self", "self_cross")
 
 
 @dataclass(frozen=True)
@@ -43,12 +49,25 @@ class ModelConfig:
     tile_m: float = 96.0
     camera_hfov_deg: float = 90.0
     camera_height_m: float = 1.8
+    encoder: str = "cnn"
+    # transformer heads (hybrid_vit, vit)
+    vit_dim: int = 192
+    vit_depth: int = 4
+    vit_heads: int = 4
+    vit_mlp: int = 384
+    attention: str = "self"  # self_cross: L2LTR's self-cross attention between adjacent layers
+    patch: int = 8  # vit: patch side in pixels (hybrid_vit: one token per trunk position)
+    zoom_keep: float = 1.0  # vit, aerial branch: < 1 = attention-guided crop keeping this fraction of patches
+    # multiscale: loss weights of the three per-scale descriptors (the fused one has weight 1)
+    scale_loss_weights: Tuple[float, float, float] = (0.3, 0.3, 0.3)
 
     def __post_init__(self):
         object.__setattr__(self, "ground_size", tuple(int(v) for v in self.ground_size))
         object.__setattr__(self, "aerial_size", tuple(int(v) for v in self.aerial_size))
+        object.__setattr__(self, "scale_loss_weights", tuple(float(v) for v in self.scale_loss_weights))
         for value, valid, key in ((self.backbone, BACKBONES, "backbone"), (self.aggregator, AGGREGATORS, "aggregator"),
-                                  (self.temporal, TEMPORALS, "temporal"), (self.aerial_view, AERIAL_VIEWS, "aerial_view")):
+                                  (self.temporal, TEMPORALS, "temporal"), (self.aerial_view, AERIAL_VIEWS, "aerial_view"),
+                                  (self.encoder, ENCODERS, "encoder"), (self.attention, ATTENTIONS, "attention")):
             if value not in valid:
                 raise InvalidArgument(f"model {self.name}: {key} {value!r} is not one of {', '.join(valid)}")
         if not (0 <= self.freeze_blocks <= 16):
@@ -62,6 +81,26 @@ class ModelConfig:
             raise InvalidArgument(f"model {self.name}: max_frames {self.max_frames} is outside 1..64")
         if self.dim % max(self.temporal_heads, 1) or self.dim < 16:
             raise InvalidArgument(f"model {self.name}: dim {self.dim} must be >= 16 and divisible by temporal_heads")
+        self._check_encoder()
+
+    def _check_encoder(self) -> None:
+        bad = None
+        if self.encoder == "vit" and self.freeze_blocks != 0:
+            bad = "a pure ViT (encoder vit) has no CNN trunk: set freeze_blocks 0"
+        elif self.encoder == "hybrid_vit" and self.freeze_blocks < 1:
+            bad = "encoder hybrid_vit tokenises the frozen CNN trunk's map: freeze_blocks must be 1..16"
+        elif self.encoder == "multiscale" and self.freeze_blocks > 11:
+            bad = "encoder multiscale taps the backbone from block 11 on: freeze_blocks must be <= 11"
+        elif self.encoder in ("vit", "hybrid_vit") and (self.vit_dim % self.vit_heads or self.vit_depth < 1):
+            bad = f"vit_dim {self.vit_dim} must be divisible by vit_heads {self.vit_heads} and vit_depth >= 1"
+        elif self.encoder == "vit" and any(v % self.patch for v in self.ground_size + self.aerial_size):
+            bad = f"ground_size and aerial_size must be multiples of patch {self.patch}"
+        elif not (0.05 <= self.zoom_keep <= 1.0) or (self.zoom_keep < 1.0 and self.encoder != "vit"):
+            bad = f"zoom_keep {self.zoom_keep} must be in 0.05..1 and is only for encoder vit"
+        elif len(self.scale_loss_weights) != 3 or any(w < 0 for w in self.scale_loss_weights):
+            bad = f"scale_loss_weights {self.scale_loss_weights} must be three non-negative numbers"
+        if bad:
+            raise InvalidArgument(f"model {self.name}: {bad}")
 
     @classmethod
     def from_dict(cls, d: Dict) -> "ModelConfig":
@@ -73,6 +112,7 @@ class ModelConfig:
     def to_dict(self) -> Dict:
         d = asdict(self)
         d["ground_size"], d["aerial_size"] = list(self.ground_size), list(self.aerial_size)
+        d["scale_loss_weights"] = list(self.scale_loss_weights)
         return d
 
 

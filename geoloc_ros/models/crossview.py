@@ -13,7 +13,7 @@ import io
 import json
 import time
 from pathlib import Path
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -22,7 +22,7 @@ from torch import nn
 from ..core.errors import IncompatibleArtifact, InvalidArgument
 from .aggregators import GeMAggregator, LayoutAggregator
 from .config import ModelConfig
-from .efficientnet import IMAGENET_MEAN, IMAGENET_STD, EfficientNetLite0, block_channels
+from .efficientnet import IMAGENET_MEAN, IMAGENET_STD, EfficientNetLite0, block_channels, block_stride
 from .temporal import MeanFusion, TemporalFusion
 
 CHECKPOINT_FORMAT = "geoloc-checkpoint"
@@ -47,10 +47,36 @@ def perspective_grid(cfg: ModelConfig) -> torch.Tensor:
     return torch.stack([gx, gy], dim=-1).float().unsqueeze(0)
 
 
+def _head(cfg: ModelConfig, size: Tuple[int, int], aerial: bool) -> Tuple[nn.Module, nn.Module]:
+    """(tail, aggregator) after the frozen trunk for ``cfg.encoder``; ``size`` is the image size the
+    trunk sees (the ground size for a perspective-warped aerial tile)."""
+    fb = cfg.freeze_blocks
+    if cfg.encoder == "multiscale":
+        from .multiscale import MultiScaleFusion, StageTail, tap_shapes
+
+        return StageTail(fb), MultiScaleFusion(tap_shapes(size), cfg.dim)
+    if cfg.encoder in ("hybrid_vit", "vit"):
+        from .vit import ViTHead
+
+        if cfg.encoder == "vit":
+            in_ch, spatial, patch = 3, size, cfg.patch
+        else:  # one token per position of the frozen trunk's map
+            in_ch, spatial, patch = block_channels(fb), (size[0] // block_stride(fb), size[1] // block_stride(fb)), 1
+        return nn.Identity(), ViTHead(in_ch, spatial, cfg.dim, patch=patch, dim=cfg.vit_dim, depth=cfg.vit_depth,
+                                      heads=cfg.vit_heads, mlp=cfg.vit_mlp, attention=cfg.attention,
+                                      dropout=cfg.dropout, zoom_keep=cfg.zoom_keep if aerial else 1.0)
+    # cnn: freeze_blocks == 16 means the whole backbone is frozen, only aggregator and fusion train
+    tail = EfficientNetLite0(fb, 16) if fb < 16 else nn.Identity()
+    channels, spatial = block_channels(16), (size[0] // 32, size[1] // 32)
+    if cfg.aggregator == "layout":
+        return tail, LayoutAggregator(channels, cfg.dim, spatial, k=cfg.layouts, channels=cfg.layout_channels)
+    return tail, GeMAggregator(channels, cfg.dim)
+
+
 class Branch(nn.Module):
     """Trunk (frozen) + tail + aggregator for one view."""
 
-    def __init__(self, cfg: ModelConfig, size: Tuple[int, int], warp: bool = False):
+    def __init__(self, cfg: ModelConfig, size: Tuple[int, int], warp: bool = False, aerial: bool = False):
         super().__init__()
         self.input_size = tuple(size)
         if warp:  # the tile is rendered into the camera view first; the rest sees a ground-sized image
@@ -59,14 +85,7 @@ class Branch(nn.Module):
         else:
             self.grid = None
         self.trunk = EfficientNetLite0(0, cfg.freeze_blocks) if cfg.freeze_blocks > 0 else None
-        # freeze_blocks == 16: the whole backbone is frozen, only aggregator and fusion train
-        self.tail = EfficientNetLite0(cfg.freeze_blocks, 16) if cfg.freeze_blocks < 16 else nn.Identity()
-        channels = block_channels(16)
-        spatial = (size[0] // 32, size[1] // 32)
-        if cfg.aggregator == "layout":
-            self.agg = LayoutAggregator(channels, cfg.dim, spatial, k=cfg.layouts, channels=cfg.layout_channels)
-        else:
-            self.agg = GeMAggregator(channels, cfg.dim)
+        self.tail, self.agg = _head(cfg, size, aerial)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         if self.trunk is not None:
@@ -101,6 +120,10 @@ class Branch(nn.Module):
         """Trunk features -> un-normalised descriptor [N, D]."""
         return self.agg(self.tail(feats), layouts)
 
+    def scale_descriptors(self, feats: torch.Tensor) -> List[torch.Tensor]:
+        """Multi-scale encoders: the per-scale descriptors [N, D] (L2-normalised) behind the fused one."""
+        return self.agg.forward_scales(self.tail(feats))[1]
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.from_trunk(self.trunk_features(images))
 
@@ -110,7 +133,7 @@ class CrossViewModel(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.ground = Branch(cfg, cfg.ground_size)
-        self.aerial = Branch(cfg, cfg.aerial_size, warp=cfg.aerial_view == "perspective")
+        self.aerial = Branch(cfg, cfg.aerial_size, warp=cfg.aerial_view == "perspective", aerial=True)
         if cfg.temporal == "tfam":
             self.temporal = TemporalFusion(cfg.dim, cfg.max_frames, cfg.temporal_layers, cfg.temporal_heads,
                                            cfg.temporal_ff, cfg.dropout)
@@ -143,6 +166,14 @@ class CrossViewModel(nn.Module):
             pad = torch.zeros(frame_desc.shape[:2], dtype=torch.bool, device=frame_desc.device)
         return self.temporal(frame_desc, pad)
 
+    def scale_pairs(self, ground_feats: torch.Tensor, aerial_feats: torch.Tensor, B: int, T: int,
+                    pad: torch.Tensor) -> List[Tuple[torch.Tensor, torch.Tensor]]:
+        """Multi-scale encoders: (ground sequence, aerial) descriptors of each scale, for the per-scale
+        losses; the frames of each scale go through the same temporal fusion."""
+        g = self.ground.scale_descriptors(ground_feats)
+        a = self.aerial.scale_descriptors(aerial_feats)
+        return [(self.fuse(gs.view(B, T, -1), pad), as_) for gs, as_ in zip(g, a)]
+
     def aerial_from_trunk(self, feats: torch.Tensor, layouts: Optional[torch.Tensor] = None) -> torch.Tensor:
         return F.normalize(self.aerial.from_trunk(feats, layouts), dim=-1)
 
@@ -153,7 +184,7 @@ class CrossViewModel(nn.Module):
         """Initialise both backbones (trunk and tail) from the shipped ImageNet weights."""
         for b in (self.ground, self.aerial):
             for part in (b.trunk, b.tail):
-                if isinstance(part, EfficientNetLite0):
+                if hasattr(part, "load_imagenet"):
                     part.load_imagenet()
 
 

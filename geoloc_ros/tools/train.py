@@ -32,6 +32,16 @@ def register(sub) -> argparse.ArgumentParser:
     p.add_argument("--seq-dropout", type=float, default=0.5, help="probability that a sample drops frames")
     p.add_argument("--variants", type=positive(int, 0, 16, "--variants"), default=2,
                    help="cached photometric variants per image (1 = no photometric augmentation)")
+    p.add_argument("--counterfactual-weight", type=float, default=5.0,
+                   help="GeoDTR counterfactual loss weight (layout aggregator only; 0 = off)")
+    p.add_argument("--mirror-prob", type=float, default=0.5,
+                   help="GeoDTR layout simulation: probability of mirroring ground sequence and tile together "
+                        "(0 = off)")
+    p.add_argument("--init", type=Path, default=None,
+                   help="start from this checkpoint's weights instead of ImageNet (same parameter shapes, e.g. "
+                        "transgeo_lite -> transgeo_lite_crop)")
+    p.add_argument("--cache", type=Path, default=None,
+                   help="trunk-feature cache folder (default OUT/cache); presets with the same trunk can share one")
     p.add_argument("--max-train-sequences", type=int, default=0, help="subsample the train split (0 = all)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--threads", type=positive(int, 0, 256, "--threads"), default=None, help="torch CPU threads")
@@ -54,10 +64,12 @@ def run_train(args: argparse.Namespace) -> Path:
     model_cfg = load_preset(args.preset)
     cfg = TrainConfig(epochs=args.epochs, batch=args.batch, lr=args.lr, lr_backbone=args.lr_backbone, loss=args.loss,
                       seq_dropout=args.seq_dropout, variants=args.variants,
+                      counterfactual_weight=args.counterfactual_weight, mirror_prob=args.mirror_prob,
                       max_train_sequences=args.max_train_sequences, seed=args.seed, device=args.device)
     t0 = time.perf_counter()
     stop = None if args.stop_after_min is None else args.stop_after_min * 60.0
-    res = Trainer(model_cfg, cfg, args.data, args.out, force=args.force).run(command_line(), stop_after_s=stop)
+    res = Trainer(model_cfg, cfg, args.data, args.out, force=args.force, init=args.init,
+                  cache_dir=args.cache).run(command_line(), stop_after_s=stop)
     if res["paused"]:
         print(f"train: {model_cfg.name} paused after {time.perf_counter() - t0:.0f} s with {len(res['history'])} "
               f"epochs done; rerun the same command to resume from {args.out}")

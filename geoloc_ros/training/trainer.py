@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from ..core.config import check_keys
-from ..core.errors import InvalidArgument, OutputExists
+from ..core.errors import IncompatibleArtifact, InvalidArgument, OutputExists
 from ..models import losses
 from ..models.config import ModelConfig
 from ..models.crossview import CrossViewModel, build_model, count_parameters, save_checkpoint
@@ -65,6 +65,8 @@ class TrainConfig:
             raise InvalidArgument("batch must be at least 2 (the losses use in-batch negatives)")
         if self.epochs < 1 or self.variants < 1:
             raise InvalidArgument("epochs and variants must be >= 1")
+        if self.counterfactual_weight < 0 or not (0.0 <= self.mirror_prob <= 1.0):
+            raise InvalidArgument("counterfactual_weight must be >= 0 and mirror_prob in 0..1")
 
     @classmethod
     def from_dict(cls, d: Dict) -> "TrainConfig":
@@ -191,18 +193,26 @@ def evaluate_cached(model, data, ground, aerial, device=None, lengths=(None,), m
 
 class Trainer:
     def __init__(self, model_cfg: ModelConfig, cfg: TrainConfig, data_root: Path, out: Path, *,
-                 force: bool = False, progress: bool = True):
+                 force: bool = False, progress: bool = True, init: Optional[Path] = None,
+                 cache_dir: Optional[Path] = None):
+        """``init``: start from the weights of this checkpoint (same parameter shapes; e.g. the
+        first stage of a two-stage preset) instead of ImageNet. ``cache_dir``: where trunk
+        features are cached (default OUT/cache); runs of presets with the same trunk can share one."""
         self.model_cfg, self.cfg, self.data_root, self.out = model_cfg, cfg, Path(data_root), Path(out)
-        self.progress = progress
+        self.progress, self.init = progress, None if init is None else Path(init)
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else self.out / "cache"
         self.device = pick_device(cfg.device)
         self._check_out(force)
         torch.manual_seed(cfg.seed)
-        self.model = build_model(model_cfg, pretrained=True).to(self.device)
+        self.model = build_model(model_cfg, pretrained=True)
+        if self.init is not None:
+            init_weights(self.model, self.init)
+        self.model.to(self.device)
 
     def _check_out(self, force: bool) -> None:
         run = self.out / "run.json"
         want = {"model": self.model_cfg.to_dict(), "train": asdict(self.cfg),
-                "data": str(self.data_root.resolve())}
+                "data": str(self.data_root.resolve()), "init": None if self.init is None else str(self.init.resolve())}
         if run.is_file():
             have = json.loads(run.read_text())
             if {k: have.get(k) for k in want} != want and not force:
@@ -229,7 +239,7 @@ class Trainer:
         from tqdm import tqdm
 
         cfg, model, dev = self.cfg, self.model, self.device
-        cache = self.out / "cache"
+        cache = self.cache_dir
         train, g_tr, a_tr = build_feature_cache(model, self.data_root, "train", cache, variants=cfg.variants,
                                                 seed=cfg.seed, max_sequences=cfg.max_train_sequences)
         val = None
@@ -265,7 +275,9 @@ class Trainer:
             torch.set_rng_state(st["torch_rng"])
             log.info("resuming %s at epoch %d batch %d", self.out, start_epoch + 1, start_batch)
             print(f"train: resuming {self.out} at epoch {start_epoch + 1}, batch {start_batch}")
-        use_cf = self.model_cfg.aggregator == "layout" and cfg.counterfactual_weight > 0
+        mc = self.model_cfg
+        use_cf = mc.encoder == "cnn" and mc.aggregator == "layout" and cfg.counterfactual_weight > 0
+        scale_w = mc.scale_loss_weights if mc.encoder == "multiscale" else ()
         loss_fn = losses.LOSSES[cfg.loss]
         scaler = torch.amp.GradScaler("cuda") if dev.type == "cuda" else None
 
@@ -306,8 +318,14 @@ class Trainer:
                 with torch.autocast(dev.type, enabled=dev.type == "cuda"):
                     gd = model.fuse(model.frame_descriptors(fg, B, T), pad)
                     ad = model.aerial_from_trunk(fa)
-                    loss = loss_fn(gd.float(), ad.float(), cfg.gamma) if cfg.loss == "triplet" else \
-                        loss_fn(gd.float(), ad.float())
+                    def pair_loss(q, a):
+                        return loss_fn(q.float(), a.float(), cfg.gamma) if cfg.loss == "triplet" else \
+                            loss_fn(q.float(), a.float())
+
+                    loss = pair_loss(gd, ad)
+                    if any(scale_w):  # hierarchical fusion: each scale's descriptor must match on its own
+                        for w, (gs, as_) in zip(scale_w, model.scale_pairs(fg, fa, B, T, pad)):
+                            loss = loss + w * pair_loss(gs, as_)
                     if use_cf:
                         lg = model.ground.agg.random_layouts(B * T, dev)
                         la = model.aerial.agg.random_layouts(B, dev)
@@ -361,4 +379,20 @@ class Trainer:
 
     def _extra(self, command: str, history: List[Dict]) -> Dict:
         return {"train": asdict(self.cfg), "data": str(self.data_root), "command": command,
-                "history": history[-3:], "epochs_done": len(history)}
+                "history": history[-3:], "epochs_done": len(history),
+                "init": None if self.init is None else str(self.init)}
+
+
+def init_weights(model: CrossViewModel, checkpoint: Path) -> None:
+    """Copy the weights of ``checkpoint`` into ``model``: every tensor must exist with the same shape
+    (a two-stage preset differs from its first stage only in how it uses the weights)."""
+    from ..models.crossview import read_checkpoint_manifest
+
+    blob = read_checkpoint_manifest(checkpoint)
+    state = {k: v.float() if v.is_floating_point() else v for k, v in blob["state_dict"].items()}
+    mine = model.state_dict()
+    bad = sorted(k for k in set(mine) | set(state) if k not in mine or k not in state or mine[k].shape != state[k].shape)
+    if bad:
+        raise IncompatibleArtifact(f"--init {checkpoint} (preset {blob['manifest']['preset']}) does not fit preset "
+                                   f"{model.cfg.name}: {len(bad)} tensors differ, e.g. {', '.join(bad[:3])}")
+    model.load_state_dict(state, strict=True)

@@ -1,0 +1,223 @@
+"""Encoder ablation: every model family trained and evaluated on the same data, the same way.
+
+    .venv/bin/python bench/bench_models.py --data data/ds_v2 [--runs runs/ablation] [--only NAME ...]
+
+Phases (each resumable: rerun the same command after an interruption and it continues):
+  train   each entry below with the same protocol (``PROTOCOL``: same training subset, steps,
+          batch, seed, loss), trunk-feature caches shared between entries with the same trunk;
+          ``transgeo_lite_crop`` is TransGeo's second stage, started from ``transgeo_lite``'s best
+          weights and trained for ``STAGE2_EPOCHS`` more epochs
+  eval    retrieval on ``test`` (same towns, unseen area: same-area) and ``test_world`` (a held-out
+          town: cross-area), ``--max-sequences`` queries each, gallery = their tiles; R@1/5/10/1%,
+          hit@25m, and the sequence-length curve (newest 1, 3, 5 and all T frames)
+  cost    parameters, GFLOPs per frame / per aerial tile / for the temporal fusion (torch flop
+          counter), and CPU latency with ONNX Runtime (exported with ``geoloc export onnx``'s code,
+          parity-checked): one keyframe (frame graph + fusion of T cached frames) and one aerial tile,
+          as a ratio to seqgeo_lite measured in the same run (the machine is shared and noisy)
+Prints a table and writes ``bench/results/bench_models.json`` (``--out``) and a markdown table
+(``--markdown``) for docs/model.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import table, write  # noqa: E402
+
+PROTOCOL = dict(epochs=2, batch=32, max_train_sequences=3000, max_val_sequences=500, variants=1, seed=0)
+STAGE2_EPOCHS = 1
+# name -> (preset, training overrides, init from entry)
+ENTRIES = {
+    "seqgeo_lite": ("seqgeo_lite", {}, None),
+    "seqgeo_lite -CF": ("seqgeo_lite", {"counterfactual_weight": 0.0}, None),
+    "seqgeo_lite -LS": ("seqgeo_lite", {"mirror_prob": 0.0}, None),
+    "seqgeo_lite -CF -LS": ("seqgeo_lite", {"counterfactual_weight": 0.0, "mirror_prob": 0.0}, None),
+    "l2ltr_lite": ("l2ltr_lite", {}, None),
+    "l2ltr_lite_sc": ("l2ltr_lite_sc", {}, None),
+    "hafusion_lite": ("hafusion_lite", {}, None),
+    "transgeo_lite": ("transgeo_lite", {}, None),
+    "transgeo_lite_crop": ("transgeo_lite_crop", {"epochs": STAGE2_EPOCHS}, "transgeo_lite"),
+}
+BASELINE = "seqgeo_lite"
+
+
+def run_dir(runs: Path, name: str) -> Path:
+    return runs / name.replace(" ", "").replace("-", "_no_").strip("_")
+
+
+def checkpoint_of(runs: Path, name: str) -> Path:
+    d = run_dir(runs, name)
+    return d / ("best.pt" if (d / "best.pt").is_file() else "last.pt")
+
+
+def train(name: str, data: Path, runs: Path) -> Path:
+    from geoloc_ros.models.config import load_preset
+    from geoloc_ros.training.trainer import TrainConfig, Trainer
+
+    preset, over, init = ENTRIES[name]
+    d = run_dir(runs, name)
+    if (d / "last.pt").is_file():
+        return checkpoint_of(runs, name)
+    cfg = TrainConfig(**{**PROTOCOL, **over})
+    init_ck = checkpoint_of(runs, init) if init else None
+    if init_ck is not None and not init_ck.is_file():
+        train(init, data, runs)
+        init_ck = checkpoint_of(runs, init)
+    print(f"== train {name}: preset {preset}, {over or 'protocol defaults'}" + (f", init {init_ck}" if init else ""))
+    t0 = time.perf_counter()
+    res = Trainer(load_preset(preset), cfg, data, d, init=init_ck, cache_dir=runs / "cache").run(
+        f"bench/bench_models.py train {name}")
+    (d / "train_seconds.json").write_text(json.dumps({"seconds": time.perf_counter() - t0}) + "\n")
+    return Path(res["checkpoint"])
+
+
+def evaluate(name: str, data: Path, runs: Path, max_sequences: int) -> dict:
+    from geoloc_ros.models.crossview import load_checkpoint
+    from geoloc_ros.training.data import build_feature_cache
+    from geoloc_ros.training.trainer import evaluate_cached
+
+    out = run_dir(runs, name) / f"eval_{max_sequences}.json"
+    if out.is_file():
+        return json.loads(out.read_text())
+    model, manifest = load_checkpoint(checkpoint_of(runs, name))
+    res = {"fingerprint": manifest["fingerprint"]}
+    for split, label in (("test", "same"), ("test_world", "cross")):
+        d = build_feature_cache(model, data, split, runs / "cache", variants=1, max_sequences=max_sequences)
+        T = d[0].seq_frames.shape[1]
+        lengths = [L for L in (1, 3, 5) if L < T] + [None]
+        for L, r in evaluate_cached(model, *d, lengths=lengths).items():
+            res[f"{label}_{L}"] = r
+        res["T"] = T
+    out.write_text(json.dumps(res, indent=2) + "\n")
+    return res
+
+
+def gflops(model, cfg, T: int) -> dict:
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    def count(fn):
+        with torch.no_grad(), FlopCounterMode(display=False) as fc:
+            fn()
+        return fc.get_total_flops() / 1e9
+
+    g = torch.rand(1, 3, *cfg.ground_size)
+    a = torch.rand(1, 3, *cfg.aerial_size)
+    f = torch.nn.functional.normalize(torch.rand(1, T, cfg.dim), dim=-1)
+    frame = count(lambda: model.ground(g))
+    fuse = count(lambda: model.fuse(f))
+    return {"gflops_frame": frame, "gflops_fuse": fuse, "gflops_seq": T * frame + fuse,
+            "gflops_aerial": count(lambda: model.aerial(a))}
+
+
+def latency(checkpoint: Path, export: Path, T: int, seconds: float) -> dict:
+    import numpy as np
+
+    from geoloc_ros.inference.artifacts import is_export_dir
+    from geoloc_ros.inference.onnx_export import export_onnx, synthetic_inputs
+    from geoloc_ros.inference.ort_backend import OrtEncoder
+
+    if not is_export_dir(export):
+        export_onnx(checkpoint, export, force=True)
+    enc = OrtEncoder(export, threads=1)
+    frames, tiles = synthetic_inputs(enc.cfg, n_frames=T, n_tiles=1)
+    feats = enc.frame_features(frames)
+    pad = np.zeros((1, T), bool)
+
+    def timed(fn):
+        fn()
+        times, t_end = [], time.perf_counter() + seconds
+        while len(times) < 5 or time.perf_counter() < t_end:
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        return 1000.0 * statistics.median(times)
+
+    return {"ms_keyframe": timed(lambda: (enc.frame_features(frames[-1:]), enc.fuse(feats[None], pad))),
+            "ms_aerial": timed(lambda: enc.encode_aerial(tiles[:1]))}
+
+
+def cost(name: str, runs: Path, T: int, seconds: float) -> dict:
+    from geoloc_ros.models.crossview import count_parameters, load_checkpoint
+
+    ck = checkpoint_of(runs, name)
+    model, manifest = load_checkpoint(ck)
+    out = {"params_m": count_parameters(model)["total"] / 1e6, **gflops(model, model.cfg, T)}
+    # one export per preset: the graphs and their cost do not depend on the training options
+    out.update(latency(ck, runs / "onnx" / manifest["preset"], T, seconds))
+    return out
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, required=True, help="dataset made by `geoloc sim dataset` (with test and "
+                                                              "test_world splits)")
+    ap.add_argument("--runs", type=Path, default=Path("runs/ablation"), help="run folders and shared caches")
+    ap.add_argument("--only", nargs="*", default=None, choices=list(ENTRIES), metavar="NAME")
+    ap.add_argument("--phase", nargs="*", default=["train", "eval", "cost"], choices=["train", "eval", "cost"])
+    ap.add_argument("--max-sequences", type=int, default=1000, help="queries (and gallery tiles) per test split")
+    ap.add_argument("--seconds", type=float, default=2.0, help="latency measuring time per graph")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--markdown", type=Path, default=None, help="also write the table as markdown here")
+    args = ap.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    names = args.only or list(ENTRIES)
+    if "cost" in args.phase and BASELINE not in names:
+        names = [BASELINE] + names  # latency is reported relative to the baseline of the same run
+    t0 = time.perf_counter()
+    if "train" in args.phase:
+        for n in names:
+            train(n, args.data, args.runs)
+    rows = []
+    for n in names:
+        if not checkpoint_of(args.runs, n).is_file():
+            print(f"{n}: not trained yet (run with --phase train)")
+            continue
+        row = {"name": n}
+        if "eval" in args.phase:
+            ev = evaluate(n, args.data, args.runs, args.max_sequences)
+            T = ev["T"]
+            for label in ("same", "cross"):
+                r = ev[f"{label}_None"]
+                row.update({f"{label} R@{k}": round(r[f"R@{k}"], 1) for k in ("1", "5", "10", "1%")})
+            row["cross R@1 by T"] = " / ".join(f"{ev[f'cross_{L}']['R@1']:.1f}" for L in (1, 3, 5)) + \
+                f" / {ev['cross_None']['R@1']:.1f}"
+            row["cross R@10 by T"] = " / ".join(f"{ev[f'cross_{L}']['R@10']:.1f}" for L in (1, 3, 5)) + \
+                f" / {ev['cross_None']['R@10']:.1f}"
+        else:
+            T = 7
+        if "cost" in args.phase:
+            c = cost(n, args.runs, T, args.seconds)
+            row.update({"params M": round(c["params_m"], 1), "GFLOPs/seq": round(c["gflops_seq"], 2),
+                        "GFLOPs/tile": round(c["gflops_aerial"], 2), "ms/keyframe": round(c["ms_keyframe"], 1),
+                        "ms/tile": round(c["ms_aerial"], 1)})
+        rows.append(row)
+    base = next((r for r in rows if r["name"] == BASELINE), None)
+    if base and "ms/keyframe" in base:
+        for r in rows:
+            r["keyframe vs base"] = round(r["ms/keyframe"] / base["ms/keyframe"], 2)
+    cols = ["name", "params M", "GFLOPs/seq", "GFLOPs/tile", "ms/keyframe", "keyframe vs base", "ms/tile",
+            "same R@1", "same R@5", "same R@10", "same R@1%", "cross R@1", "cross R@5", "cross R@10", "cross R@1%",
+            "cross R@1 by T", "cross R@10 by T"]
+    cols = [c for c in cols if any(c in r for r in rows)]
+    print(table(rows, cols))
+    out = write("bench_models", rows, args.out, protocol=PROTOCOL, stage2_epochs=STAGE2_EPOCHS,
+                data=str(args.data), max_sequences=args.max_sequences)
+    if args.markdown:
+        md = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+        md += ["| " + " | ".join(str(r.get(c, "")) for c in cols) + " |" for r in rows]
+        args.markdown.write_text("\n".join(md) + "\n")
+    print(f"bench_models: {len(rows)} entries in {time.perf_counter() - t0:.0f} s; {out}")
+    return out
+
+
+if __name__ == "__main__":
+    main()

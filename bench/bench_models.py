@@ -1,6 +1,10 @@
 """Encoder ablation: every model family trained and evaluated on the same data, the same way.
 
-    .venv/bin/python bench/bench_models.py --data data/ds_v2 [--runs runs/ablation] [--only NAME ...]
+    .venv/bin/python bench/bench_models.py [--data data/ds_v2] [--runs runs/ablation] [--only NAME ...]
+
+The dataset is the one the shipped weights were trained on (the commands are in
+geoloc_ros/weights/README.md; ~25 min to generate on 2 cores). The whole benchmark took about
+an hour on 2 CPU cores (most of it training the ViT presets); rerun to resume.
 
 Phases (each resumable: rerun the same command after an interruption and it continues):
   train   each entry below with the same protocol (``PROTOCOL``: same training subset, steps,
@@ -29,8 +33,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import table, write  # noqa: E402
 
-PROTOCOL = dict(epochs=2, batch=32, max_train_sequences=3000, max_val_sequences=500, variants=1, seed=0)
-STAGE2_EPOCHS = 1
+PROTOCOL = dict(epochs=4, batch=32, max_train_sequences=3000, max_val_sequences=500, variants=1, seed=0)
+STAGE2_EPOCHS = 2
 # name -> (preset, training overrides, init from entry)
 ENTRIES = {
     "seqgeo_lite": ("seqgeo_lite", {}, None),
@@ -155,8 +159,8 @@ def cost(name: str, runs: Path, T: int, seconds: float) -> dict:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", type=Path, required=True, help="dataset made by `geoloc sim dataset` (with test and "
-                                                              "test_world splits)")
+    ap.add_argument("--data", type=Path, default=Path("data/ds_v2"),
+                    help="dataset made by `geoloc sim dataset` (with test and test_world splits)")
     ap.add_argument("--runs", type=Path, default=Path("runs/ablation"), help="run folders and shared caches")
     ap.add_argument("--only", nargs="*", default=None, choices=list(ENTRIES), metavar="NAME")
     ap.add_argument("--phase", nargs="*", default=["train", "eval", "cost"], choices=["train", "eval", "cost"])
@@ -166,6 +170,9 @@ def main(argv=None):
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--markdown", type=Path, default=None, help="also write the table as markdown here")
     args = ap.parse_args(argv)
+    if not (args.data / "dataset.json").is_file():
+        raise SystemExit(f"{args.data} is not a dataset; make it with the commands in geoloc_ros/weights/README.md "
+                         f"or pass --data")
     import torch
 
     torch.set_num_threads(args.threads)

@@ -188,14 +188,16 @@ def test_multiscale_fusion_weights_three_scales_and_each_scale_gets_a_loss():
 def test_onnx_export_parity_for_every_family(model, tmp_path):
     pytest.importorskip("onnxruntime", reason="ONNX Runtime is in the [ort] extra")
     from geoloc_ros.inference.onnx_export import export_onnx
-    from geoloc_ros.inference.ort_backend import OrtEncoder
+    from geoloc_ros.inference.select import load_encoder
     from geoloc_ros.inference.torch_backend import TorchEncoder
 
     ck = tmp_path / f"{model.cfg.name}.pt"
     save_checkpoint(ck, model, half=False)
     manifest = export_onnx(ck, tmp_path / "onnx", progress=False)
     assert manifest["parity"]["passed"] and manifest["parity"]["max_l2"] < 1e-4
-    ort, tch = OrtEncoder(tmp_path / "onnx", threads=1), TorchEncoder(ck)
+    # the node's way in: load_encoder on the export folder (what the `model` parameter names)
+    ort, tch = load_encoder(tmp_path / "onnx", backend="onnxruntime", threads=1), TorchEncoder(ck)
+    assert ort.identity["preset"] == model.cfg.name and ort.backend == "onnxruntime"
     rng = np.random.default_rng(1)
     frames = (rng.random((4, *model.cfg.ground_size, 3)) * 255).astype(np.uint8)
     tiles = (rng.random((2, *model.cfg.aerial_size, 3)) * 255).astype(np.uint8)

@@ -4,7 +4,7 @@
 
 The dataset is the one the shipped weights were trained on (the commands are in
 geoloc_ros/weights/README.md; ~25 min to generate on 2 cores). The whole benchmark took about
-an hour on 2 CPU cores (most of it training the ViT presets); rerun to resume.
+75 minutes on 2 CPU cores (35 of them training the two ViT presets); rerun to resume.
 
 Phases (each resumable: rerun the same command after an interruption and it continues):
   train   each entry below with the same protocol (``PROTOCOL``: same training subset, steps,
@@ -18,8 +18,9 @@ Phases (each resumable: rerun the same command after an interruption and it cont
           counter), and CPU latency with ONNX Runtime (exported with ``geoloc export onnx``'s code,
           parity-checked): one keyframe (frame graph + fusion of T cached frames) and one aerial tile,
           as a ratio to seqgeo_lite measured in the same run (the machine is shared and noisy)
-Prints a table and writes ``bench/results/bench_models.json`` (``--out``) and a markdown table
-(``--markdown``) for docs/model.md.
+Prints two tables (cost and accuracy; the sequence-length curve as "1 / 3 / 5 / T frames") and
+writes ``bench/results/bench_models.json`` (``--out``), and with ``--markdown FILE`` the same
+tables as markdown for docs/model.md.
 """
 from __future__ import annotations
 
@@ -129,7 +130,7 @@ def latency(checkpoint: Path, export: Path, T: int, seconds: float) -> dict:
     if not is_export_dir(export):
         export_onnx(checkpoint, export, force=True)
     enc = OrtEncoder(export, threads=1)
-    frames, tiles = synthetic_inputs(enc.cfg, n_frames=T, n_tiles=1)
+    frames, tiles = synthetic_inputs(enc.config, n_frames=T, n_tiles=1)
     feats = enc.frame_features(frames)
     pad = np.zeros((1, T), bool)
 
@@ -193,12 +194,12 @@ def main(argv=None):
             ev = evaluate(n, args.data, args.runs, args.max_sequences)
             T = ev["T"]
             for label in ("same", "cross"):
-                r = ev[f"{label}_None"]
+                r = ev[f"{label}_T"]
                 row.update({f"{label} R@{k}": round(r[f"R@{k}"], 1) for k in ("1", "5", "10", "1%")})
-            row["cross R@1 by T"] = " / ".join(f"{ev[f'cross_{L}']['R@1']:.1f}" for L in (1, 3, 5)) + \
-                f" / {ev['cross_None']['R@1']:.1f}"
-            row["cross R@10 by T"] = " / ".join(f"{ev[f'cross_{L}']['R@10']:.1f}" for L in (1, 3, 5)) + \
-                f" / {ev['cross_None']['R@10']:.1f}"
+            for label in ("same", "cross"):  # the sequence-length curve: newest 1, 3, 5, all T frames
+                for k in ("1", "10"):
+                    row[f"{label} R@{k} by T"] = " / ".join(f"{ev[f'{label}_{L}'][f'R@{k}']:.1f}"
+                                                            for L in (1, 3, 5, "T"))
         else:
             T = 7
         if "cost" in args.phase:
@@ -211,17 +212,23 @@ def main(argv=None):
     if base and "ms/keyframe" in base:
         for r in rows:
             r["keyframe vs base"] = round(r["ms/keyframe"] / base["ms/keyframe"], 2)
-    cols = ["name", "params M", "GFLOPs/seq", "GFLOPs/tile", "ms/keyframe", "keyframe vs base", "ms/tile",
-            "same R@1", "same R@5", "same R@10", "same R@1%", "cross R@1", "cross R@5", "cross R@10", "cross R@1%",
-            "cross R@1 by T", "cross R@10 by T"]
-    cols = [c for c in cols if any(c in r for r in rows)]
-    print(table(rows, cols))
+    cost_cols = ["name", "params M", "GFLOPs/seq", "GFLOPs/tile", "ms/keyframe", "keyframe vs base", "ms/tile"]
+    acc_cols = ["same R@1", "same R@5", "same R@10", "same R@1%", "cross R@1", "cross R@5", "cross R@10", "cross R@1%"]
+    curve_cols = ["name", "same R@1 by T", "same R@10 by T", "cross R@1 by T", "cross R@10 by T"]
+    tables = [[c for c in cost_cols + acc_cols if any(c in r for r in rows)],
+              [c for c in curve_cols if any(c in r for r in rows)]]
+    for cols in tables:
+        if len(cols) > 1:
+            print(table(rows, cols))
     out = write("bench_models", rows, args.out, protocol=PROTOCOL, stage2_epochs=STAGE2_EPOCHS,
                 data=str(args.data), max_sequences=args.max_sequences)
     if args.markdown:
-        md = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-        md += ["| " + " | ".join(str(r.get(c, "")) for c in cols) + " |" for r in rows]
-        args.markdown.write_text("\n".join(md) + "\n")
+        md = []
+        for cols in tables:
+            if len(cols) > 1:
+                md += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+                md += ["| " + " | ".join(str(r.get(c, "")) for c in cols) + " |" for r in rows] + [""]
+        args.markdown.write_text("\n".join(md))
     print(f"bench_models: {len(rows)} entries in {time.perf_counter() - t0:.0f} s; {out}")
     return out
 

@@ -15,6 +15,7 @@ from _export_fixture import shared_export  # noqa: E402
 
 from geoloc_ros.core.errors import IncompatibleArtifact, OutputExists  # noqa: E402
 from geoloc_ros.inference.artifacts import GRAPHS, read_export_manifest, sha256_file  # noqa: E402
+from geoloc_ros.models.config import ModelConfig  # noqa: E402
 from geoloc_ros.models.crossview import default_checkpoint, load_checkpoint  # noqa: E402
 
 
@@ -42,7 +43,7 @@ def test_export_folder_has_three_graphs_and_a_checked_manifest(export_dir):
     ck = json.loads(default_checkpoint().with_suffix(".json").read_text())
     assert m["format"] == "geoloc-onnx-export" and m["format_version"] == 1
     assert m["model"] == {"preset": ck["preset"], "fingerprint": ck["fingerprint"], "dim": ck["dim"]}
-    assert m["config"] == ck["config"] and m["precision"] == "fp32" and m["opset"] == 18
+    assert ModelConfig.from_dict(m["config"]) == ModelConfig.from_dict(ck["config"]) and m["precision"] == "fp32" and m["opset"] == 18
     assert sorted(p.name for p in export_dir.iterdir()) == sorted([g["file"] for g in GRAPHS.values()]
                                                                    + ["manifest.json"])
     for key, g in m["graphs"].items():

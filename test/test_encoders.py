@@ -178,8 +178,11 @@ def test_multiscale_fusion_weights_three_scales_and_each_scale_gets_a_loss():
     assert torch.allclose(w.sum(1), torch.ones(6), atol=1e-5) and (w > 0).all()
     assert torch.allclose(fused, (torch.stack(per_scale, 1) * w.unsqueeze(-1)).sum(1), atol=1e-6)
     fa = m.aerial.trunk_features(torch.rand(3, 3, *m.cfg.aerial_size))
-    pairs = m.scale_pairs(feats, fa, 3, 2, torch.zeros(3, 2, dtype=torch.bool))
-    assert [(g.shape, a.shape) for g, a in pairs] == [((3, 64), (3, 64))] * 3
+    pad = torch.zeros(3, 2, dtype=torch.bool)
+    pairs = m.scale_outputs(feats, fa, 3, 2, pad)  # the fused pair, then one per scale (one pass)
+    assert [(g.shape, a.shape) for g, a in pairs] == [((3, 64), (3, 64))] * 4
+    assert torch.allclose(pairs[0][0], m.fuse(m.frame_descriptors(feats, 3, 2), pad), atol=1e-5)
+    assert torch.allclose(pairs[0][1], m.aerial_from_trunk(fa), atol=1e-5)
     # only the last block of the backbone trains (as in seqgeo_lite); blocks 11-14 keep ImageNet
     trained = {n.split(".")[1] for n, p in m.ground.tail.named_parameters() if p.requires_grad}
     assert trained == {"1"}

@@ -120,10 +120,6 @@ class Branch(nn.Module):
         """Trunk features -> un-normalised descriptor [N, D]."""
         return self.agg(self.tail(feats), layouts)
 
-    def scale_descriptors(self, feats: torch.Tensor) -> List[torch.Tensor]:
-        """Multi-scale encoders: the per-scale descriptors [N, D] (L2-normalised) behind the fused one."""
-        return self.agg.forward_scales(self.tail(feats))[1]
-
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.from_trunk(self.trunk_features(images))
 
@@ -166,13 +162,15 @@ class CrossViewModel(nn.Module):
             pad = torch.zeros(frame_desc.shape[:2], dtype=torch.bool, device=frame_desc.device)
         return self.temporal(frame_desc, pad)
 
-    def scale_pairs(self, ground_feats: torch.Tensor, aerial_feats: torch.Tensor, B: int, T: int,
-                    pad: torch.Tensor) -> List[Tuple[torch.Tensor, torch.Tensor]]:
-        """Multi-scale encoders: (ground sequence, aerial) descriptors of each scale, for the per-scale
-        losses; the frames of each scale go through the same temporal fusion."""
-        g = self.ground.scale_descriptors(ground_feats)
-        a = self.aerial.scale_descriptors(aerial_feats)
-        return [(self.fuse(gs.view(B, T, -1), pad), as_) for gs, as_ in zip(g, a)]
+    def scale_outputs(self, ground_feats: torch.Tensor, aerial_feats: torch.Tensor, B: int, T: int,
+                      pad: torch.Tensor) -> List[Tuple[torch.Tensor, torch.Tensor]]:
+        """Multi-scale encoders, in one pass: (ground sequence, aerial) descriptors of the fused output
+        (what ``fuse(frame_descriptors)`` and ``aerial_from_trunk`` give), then of each scale for the
+        per-scale losses; the frames of every scale go through the same temporal fusion."""
+        gf, gs, _ = self.ground.agg.forward_scales(self.ground.tail(ground_feats))
+        af, as_, _ = self.aerial.agg.forward_scales(self.aerial.tail(aerial_feats))
+        return [(self.fuse(F.normalize(g, dim=-1).view(B, T, -1), pad), F.normalize(a, dim=-1))
+                for g, a in [(gf, af)] + list(zip(gs, as_))]
 
     def aerial_from_trunk(self, feats: torch.Tensor, layouts: Optional[torch.Tensor] = None) -> torch.Tensor:
         return F.normalize(self.aerial.from_trunk(feats, layouts), dim=-1)

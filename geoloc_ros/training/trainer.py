@@ -279,6 +279,10 @@ class Trainer:
         use_cf = mc.encoder == "cnn" and mc.aggregator == "layout" and cfg.counterfactual_weight > 0
         scale_w = mc.scale_loss_weights if mc.encoder == "multiscale" else ()
         loss_fn = losses.LOSSES[cfg.loss]
+
+        def pair_loss(q, a):
+            return loss_fn(q.float(), a.float(), cfg.gamma) if cfg.loss == "triplet" else loss_fn(q.float(), a.float())
+
         scaler = torch.amp.GradScaler("cuda") if dev.type == "cuda" else None
 
         def save_state(epoch, batch, generator=None):
@@ -316,16 +320,14 @@ class Trainer:
                 pad = sequence_dropout(B, T, cfg.seq_dropout, cfg.min_frames, g)
                 fg, fa, pad = fg.flatten(0, 1).to(dev), fa.to(dev), pad.to(dev)
                 with torch.autocast(dev.type, enabled=dev.type == "cuda"):
-                    gd = model.fuse(model.frame_descriptors(fg, B, T), pad)
-                    ad = model.aerial_from_trunk(fa)
-                    def pair_loss(q, a):
-                        return loss_fn(q.float(), a.float(), cfg.gamma) if cfg.loss == "triplet" else \
-                            loss_fn(q.float(), a.float())
-
+                    if any(scale_w):  # hierarchical fusion: each scale's descriptor must match on its own too
+                        (gd, ad), *scales = model.scale_outputs(fg, fa, B, T, pad)
+                    else:
+                        gd, ad, scales = model.fuse(model.frame_descriptors(fg, B, T), pad), \
+                            model.aerial_from_trunk(fa), []
                     loss = pair_loss(gd, ad)
-                    if any(scale_w):  # hierarchical fusion: each scale's descriptor must match on its own
-                        for w, (gs, as_) in zip(scale_w, model.scale_pairs(fg, fa, B, T, pad)):
-                            loss = loss + w * pair_loss(gs, as_)
+                    for w, (gs, as_) in zip(scale_w, scales):
+                        loss = loss + w * pair_loss(gs, as_)
                     if use_cf:
                         lg = model.ground.agg.random_layouts(B * T, dev)
                         la = model.aerial.agg.random_layouts(B, dev)

@@ -158,6 +158,34 @@ def cost(name: str, runs: Path, T: int, seconds: float) -> dict:
     return out
 
 
+def plot(rows, path: Path) -> None:
+    """Cross-area R@10 against keyframe latency, and cross-area R@10 against the number of frames."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4.8))
+    for i, r in enumerate(rows):  # same colour per preset in both panels; one legend
+        marker = "s" if r["name"].startswith(BASELINE) else "o"
+        a.scatter(r["keyframe vs base"], r["cross R@10"], s=50, color=f"C{i}", marker=marker)
+        b.plot(r["curve"]["frames"], r["curve"]["cross R@10"], marker=marker, color=f"C{i}", label=r["name"])
+    a.set_xlabel(f"keyframe latency, x {BASELINE} (ONNX Runtime, 1 CPU thread)")
+    a.set_ylabel("cross-area R@10 (%)")
+    a.set_title("accuracy vs cost (up and left is better; colours as in the legend)")
+    a.grid(alpha=0.3)
+    b.set_xlabel("frames in the query sequence (newest)")
+    b.set_ylabel("cross-area R@10 (%)")
+    b.set_title("sequence-length curve")
+    b.set_xticks(rows[0]["curve"]["frames"])
+    b.grid(alpha=0.3)
+    b.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=Path("data/ds_v2"),
@@ -170,6 +198,8 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--markdown", type=Path, default=None, help="also write the table as markdown here")
+    ap.add_argument("--plot", type=Path, default=None, help="also draw accuracy vs latency and the sequence-length "
+                                                            "curves into this PNG")
     args = ap.parse_args(argv)
     if not (args.data / "dataset.json").is_file():
         raise SystemExit(f"{args.data} is not a dataset; make it with the commands in geoloc_ros/weights/README.md "
@@ -196,10 +226,11 @@ def main(argv=None):
             for label in ("same", "cross"):
                 r = ev[f"{label}_T"]
                 row.update({f"{label} R@{k}": round(r[f"R@{k}"], 1) for k in ("1", "5", "10", "1%")})
+            row["curve"] = {"frames": [1, 3, 5, T]}
             for label in ("same", "cross"):  # the sequence-length curve: newest 1, 3, 5, all T frames
                 for k in ("1", "10"):
-                    row[f"{label} R@{k} by T"] = " / ".join(f"{ev[f'{label}_{L}'][f'R@{k}']:.1f}"
-                                                            for L in (1, 3, 5, "T"))
+                    row["curve"][f"{label} R@{k}"] = [ev[f"{label}_{L}"][f"R@{k}"] for L in (1, 3, 5, "T")]
+                    row[f"{label} R@{k} by T"] = " / ".join(f"{v:.1f}" for v in row["curve"][f"{label} R@{k}"])
         else:
             T = 7
         if "cost" in args.phase:
@@ -229,6 +260,8 @@ def main(argv=None):
                 md += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
                 md += ["| " + " | ".join(str(r.get(c, "")) for c in cols) + " |" for r in rows] + [""]
         args.markdown.write_text("\n".join(md))
+    if args.plot and rows and "curve" in rows[0] and "keyframe vs base" in rows[0]:
+        plot(rows, args.plot)
     print(f"bench_models: {len(rows)} entries in {time.perf_counter() - t0:.0f} s; {out}")
     return out
 

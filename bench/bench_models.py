@@ -19,8 +19,10 @@ Phases (each resumable: rerun the same command after an interruption and it cont
           parity-checked): one keyframe (frame graph + fusion of T cached frames) and one aerial tile,
           as a ratio to seqgeo_lite measured in the same run (the machine is shared and noisy)
 Prints two tables (cost and accuracy; the sequence-length curve as "1 / 3 / 5 / T frames") and
-writes ``bench/results/bench_models.json`` (``--out``), and with ``--markdown FILE`` the same
-tables as markdown for docs/model.md.
+writes ``bench/results/bench_models.json`` (``--out``); ``--markdown FILE`` writes the same
+tables as markdown and ``--plot PNG`` the accuracy-vs-latency and sequence-length picture. The
+tables and picture in docs/model.md come from
+``bench/bench_models.py --seconds 4 --markdown FILE --plot docs/img/model_ablation.png``.
 """
 from __future__ import annotations
 

@@ -72,7 +72,6 @@ class BuildResult:
         return int(self.manifest["counts"]["tiles"])
 
 
-
 def _tmp(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp{os.getpid()}")
 

@@ -25,7 +25,7 @@ import numpy as np
 
 from ..core.errors import IncompatibleArtifact, InvalidArgument
 from ..core.geo import LocalFrame
-from ..core.manifest import check_same_model, read_manifest
+from ..core.manifest import check_same_model, read_manifest, sha256_file
 from . import INDEX_FORMAT, INDEX_FORMAT_VERSION
 from .tiling import angle_diff_deg, bin_centres_deg
 
@@ -162,7 +162,6 @@ class TileIndex:
                                        f"manifest says {entry['bytes']} (truncated or replaced); rebuild with "
                                        f"{self.rebuild_command()}")
         if check_hash and self.verify:
-            from .build import sha256_file
 
             if sha256_file(p) != entry["sha256"]:
                 raise IncompatibleArtifact(f"tile index {self.path}: {entry['path']} is corrupted (sha256 differs "

@@ -33,7 +33,6 @@ GRAPHS: Dict[str, Dict[str, Any]] = {
 }
 
 
-
 def is_export_dir(path: Path) -> bool:
     return Path(path).is_dir() and (Path(path) / MANIFEST_NAME).is_file()
 

@@ -17,7 +17,8 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from ..core.errors import InvalidArgument
 from ..core.manifest import write_json_atomic
-from .artifacts import GRAPHS, sha256_file
+from ..core.manifest import sha256_file
+from .artifacts import GRAPHS
 
 ENGINE_FORMAT = "geoloc-trt-engine"
 ENGINE_FORMAT_VERSION = 1

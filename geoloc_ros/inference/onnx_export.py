@@ -38,10 +38,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core.errors import GeolocError
-from ..core.manifest import model_identity, write_json_atomic
+from ..core.manifest import model_identity, sha256_file, write_json_atomic
 from ..models.crossview import CrossViewModel
 from ..models.temporal import TemporalFusion, masked_mean
-from .artifacts import (EXPORT_FORMAT, EXPORT_FORMAT_VERSION, GRAPHS, MANIFEST_NAME, sha256_file)
+from .artifacts import EXPORT_FORMAT, EXPORT_FORMAT_VERSION, GRAPHS, MANIFEST_NAME
 
 log = logging.getLogger(__name__)
 

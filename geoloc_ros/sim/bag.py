@@ -63,8 +63,9 @@ import numpy as np
 
 from ..core.camera import PinholeCamera
 from ..core.errors import InvalidArgument
+from ..core.manifest import sha256_file
 from .drive import STATUS_FIX, STATUS_NO_FIX, DriveSim
-from .world import World, prepare_output_dir, sha256_file
+from .world import World, prepare_output_dir
 
 log = logging.getLogger(__name__)
 

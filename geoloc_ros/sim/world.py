@@ -34,7 +34,7 @@ import numpy as np
 
 from ..core.errors import IncompatibleArtifact, InvalidArgument, OutputExists
 from ..core.geo import LocalFrame
-from ..core.manifest import sha256_file  # noqa: F401 (re-exported for sim.bag)
+from ..core.manifest import sha256_file
 
 WORLD_FORMAT = "geoloc-world"
 WORLD_FORMAT_VERSION = 1

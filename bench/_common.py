@@ -11,6 +11,21 @@ from typing import Dict, List
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+def timed(fn, seconds: float, min_reps: int = 3, max_reps: int = 200) -> float:
+    """Median seconds of ``fn()`` after one warm-up call (allocations, ORT arena, torch kernels):
+    at least ``min_reps`` calls, then more until ``seconds`` have passed or ``max_reps`` calls."""
+    import statistics
+
+    fn()
+    times = []
+    t_end = time.perf_counter() + seconds
+    while len(times) < min_reps or (time.perf_counter() < t_end and len(times) < max_reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
 def machine() -> Dict:
     import numpy
 

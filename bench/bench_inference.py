@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -26,18 +25,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import table, write  # noqa: E402
-
-
-def timed(fn, seconds: float, min_reps: int = 3, max_reps: int = 200) -> float:
-    fn()  # warm-up (allocations, ORT arena, torch kernels)
-    times = []
-    t_end = time.perf_counter() + seconds
-    while len(times) < min_reps or (time.perf_counter() < t_end and len(times) < max_reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+from _common import table, timed, write  # noqa: E402
 
 
 def main(argv=None):

@@ -28,13 +28,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import table, write  # noqa: E402
+from _common import table, timed, write  # noqa: E402
 
 PROTOCOL = dict(epochs=4, batch=32, max_train_sequences=3000, max_val_sequences=500, variants=1, seed=0)
 STAGE2_EPOCHS = 2
@@ -84,27 +83,24 @@ def train(name: str, data: Path, runs: Path) -> Path:
 
 
 def evaluate(name: str, data: Path, runs: Path, max_sequences: int) -> dict:
-    from geoloc_ros.models.crossview import load_checkpoint
-    from geoloc_ros.training.data import build_feature_cache
-    from geoloc_ros.training.trainer import evaluate_cached
+    """The rows of `geoloc eval retrieval --splits test test_world --lengths 1 3 5` for the model's own
+    temporal fusion, keyed "same_1" .. "cross_T" (cached in the run folder)."""
+    from geoloc_ros.tools.eval_retrieval import evaluate_checkpoint
 
     out = run_dir(runs, name) / f"eval_{max_sequences}.json"
     if out.is_file():
         return json.loads(out.read_text())
-    model, manifest = load_checkpoint(checkpoint_of(runs, name))
-    res = {"fingerprint": manifest["fingerprint"]}
-    for split, label in (("test", "same"), ("test_world", "cross")):
-        d = build_feature_cache(model, data, split, runs / "cache", variants=1, max_sequences=max_sequences)
-        T = d[0].seq_frames.shape[1]
-        lengths = [L for L in (1, 3, 5) if L < T] + [None]
-        for L, r in evaluate_cached(model, *d, lengths=lengths).items():
-            res[f"{label}_{L}"] = r
-        res["T"] = T
+    rows, manifest = evaluate_checkpoint(checkpoint_of(runs, name), data, ("test", "test_world"), (1, 3, 5),
+                                         runs / "cache", max_sequences, modes=("model",))
+    label = {"test": "same", "test_world": "cross"}
+    T = max(r["frames"] for r in rows)
+    res = {"fingerprint": manifest["fingerprint"], "T": T,
+           **{f"{label[r['split']]}_{'T' if r['frames'] == T else r['frames']}": r for r in rows}}
     out.write_text(json.dumps(res, indent=2) + "\n")
     return res
 
 
-def gflops(model, cfg, T: int) -> dict:
+def gflops(model, T: int) -> dict:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -113,6 +109,7 @@ def gflops(model, cfg, T: int) -> dict:
             fn()
         return fc.get_total_flops() / 1e9
 
+    cfg = model.cfg
     g = torch.rand(1, 3, *cfg.ground_size)
     a = torch.rand(1, 3, *cfg.aerial_size)
     f = torch.nn.functional.normalize(torch.rand(1, T, cfg.dim), dim=-1)
@@ -136,17 +133,11 @@ def latency(checkpoint: Path, export: Path, T: int, seconds: float) -> dict:
     feats = enc.frame_features(frames)
     pad = np.zeros((1, T), bool)
 
-    def timed(fn):
-        fn()
-        times, t_end = [], time.perf_counter() + seconds
-        while len(times) < 5 or time.perf_counter() < t_end:
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-        return 1000.0 * statistics.median(times)
+    def ms(fn):  # at least 5 calls, then as many as fit in ``seconds``
+        return 1000.0 * timed(fn, seconds, min_reps=5, max_reps=10 ** 9)
 
-    return {"ms_keyframe": timed(lambda: (enc.frame_features(frames[-1:]), enc.fuse(feats[None], pad))),
-            "ms_aerial": timed(lambda: enc.encode_aerial(tiles[:1]))}
+    return {"ms_keyframe": ms(lambda: (enc.frame_features(frames[-1:]), enc.fuse(feats[None], pad))),
+            "ms_aerial": ms(lambda: enc.encode_aerial(tiles[:1]))}
 
 
 def cost(name: str, runs: Path, T: int, seconds: float) -> dict:
@@ -154,7 +145,7 @@ def cost(name: str, runs: Path, T: int, seconds: float) -> dict:
 
     ck = checkpoint_of(runs, name)
     model, manifest = load_checkpoint(ck)
-    out = {"params_m": count_parameters(model)["total"] / 1e6, **gflops(model, model.cfg, T)}
+    out = {"params_m": count_parameters(model)["total"] / 1e6, **gflops(model, T)}
     # one export per preset: the graphs and their cost do not depend on the training options
     out.update(latency(ck, runs / "onnx" / manifest["preset"], T, seconds))
     return out

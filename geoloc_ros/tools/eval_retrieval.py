@@ -30,7 +30,13 @@ def register(sub) -> argparse.ArgumentParser:
     return p
 
 
-def evaluate_checkpoint(checkpoint: Path, data: Path, splits, lengths, cache: Path, max_sequences: int = 0):
+MODES = ("model", "mean", "centre")
+
+
+def evaluate_checkpoint(checkpoint: Path, data: Path, splits, lengths, cache: Path, max_sequences: int = 0,
+                        modes=MODES):
+    """Rows of R@K per split, method and number of frames. ``modes``: the model's own temporal
+    fusion ("model"), the mean of frame descriptors ("mean"), the centre frame alone ("centre")."""
     from ..models.crossview import load_checkpoint
     from ..training.data import build_feature_cache
     from ..training.trainer import evaluate_cached
@@ -42,6 +48,8 @@ def evaluate_checkpoint(checkpoint: Path, data: Path, splits, lengths, cache: Pa
         T = d[0].seq_frames.shape[1]
         Ls = sorted({L for L in lengths if 1 <= L < T}) + [None]
         for mode, label in (("model", model.cfg.temporal), ("mean", "mean of frames"), ("centre", "centre frame")):
+            if mode not in modes:
+                continue
             if mode == "centre":
                 res = evaluate_cached(model, *d, lengths=[None], mode="centre")
             else:

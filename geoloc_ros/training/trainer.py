@@ -25,7 +25,7 @@ from ..core.config import check_keys
 from ..core.errors import IncompatibleArtifact, InvalidArgument, OutputExists
 from ..models import losses
 from ..models.config import ModelConfig
-from ..models.crossview import CrossViewModel, build_model, count_parameters, save_checkpoint
+from ..models.crossview import CrossViewModel, build_model, count_parameters, load_checkpoint, save_checkpoint
 from .data import SplitData, build_feature_cache
 from .evaluate import recall_at_k
 
@@ -388,13 +388,11 @@ class Trainer:
 def init_weights(model: CrossViewModel, checkpoint: Path) -> None:
     """Copy the weights of ``checkpoint`` into ``model``: every tensor must exist with the same shape
     (a two-stage preset differs from its first stage only in how it uses the weights)."""
-    from ..models.crossview import read_checkpoint_manifest
-
-    blob = read_checkpoint_manifest(checkpoint)
-    state = {k: v.float() if v.is_floating_point() else v for k, v in blob["state_dict"].items()}
+    source, manifest = load_checkpoint(checkpoint)  # format and weights fingerprint checked there
+    state = source.state_dict()
     mine = model.state_dict()
     bad = sorted(k for k in set(mine) | set(state) if k not in mine or k not in state or mine[k].shape != state[k].shape)
     if bad:
-        raise IncompatibleArtifact(f"--init {checkpoint} (preset {blob['manifest']['preset']}) does not fit preset "
+        raise IncompatibleArtifact(f"--init {checkpoint} (preset {manifest['preset']}) does not fit preset "
                                    f"{model.cfg.name}: {len(bad)} tensors differ, e.g. {', '.join(bad[:3])}")
     model.load_state_dict(state, strict=True)

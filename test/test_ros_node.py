@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from geoloc_ros.ros.live import stop_process, wait_for
+from geoloc_ros.ros.live import isolated_env, stop_process, wait_for
 
 pytest.importorskip("rclpy", reason="rclpy not installed (pip install .[ros])")
 pytest.importorskip("sensor_msgs.msg", reason="ROS 2 messages not installed (pip install .[ros])")
@@ -79,13 +79,11 @@ _USED_DOMAINS = set()
 
 
 def ros_env(tmp: Path) -> dict:
-    """Environment for one test's ROS processes: a random unused domain, localhost discovery, logs in tmp."""
+    """Environment for one test's ROS processes (ros.live.isolated_env): a random domain no other test
+    of this session uses, localhost discovery, logs in tmp; one BLAS thread per process."""
     dom = random.choice([d for d in range(20, 200) if d not in _USED_DOMAINS])
     _USED_DOMAINS.add(dom)
-    env = dict(os.environ, ROS_DOMAIN_ID=str(dom), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
-               ROS_LOG_DIR=str(tmp / "roslog"), PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
-    env.pop("ROS_LOCALHOST_ONLY", None)
-    return env
+    return {**isolated_env(tmp / "roslog", domain=dom), "OMP_NUM_THREADS": "1"}
 
 
 def read_jsonl(path: Path):

@@ -47,12 +47,15 @@ Models
 * GNSS (``update_gnss``): gated by the Mahalanobis distance of the fix to the predicted
   measurement distribution (particle spread of position + bias, plus the white noise). Multipath
   jumps (15-40 m, not in the reported covariance) fail the gate and are counted, not used.
-* Match (``update_match``): a likelihood over tile positions built from the similarity scores
-  (``match_likelihood``: softmax with a temperature, mixed with a uniform floor), evaluated at
-  each particle through the nearest tile (within the tile spacing); particles outside the scored
-  area get the uniform value, i.e. no information. A confidence gate (peak prominence, entropy,
-  ambiguity between distant peaks) rejects maps that would not carry information, and a match that
-  would wipe out almost all of a credible prior is rejected as inconsistent.
+* Camera (``update_camera``): one interface for both camera measurements (``core.measurement``):
+  each particle reads the measurement's likelihood factor at its own (x, y, yaw). Retrieval gives
+  a similarity map over tile positions (softmax with a temperature mixed with a uniform floor,
+  interpolated between tiles); metric matching a log-likelihood volume over (x, y, heading) in a
+  window around the prior (temperature calibrated on validation drives, trilinear). Particles
+  outside what was scored get 1, i.e. no information. A gate (retrieval: peak prominence,
+  entropy, ambiguity between distant peaks; metric: probability mass near the peak) rejects
+  measurements that would not carry information, and one that would wipe out almost all of a
+  credible prior is rejected as inconsistent.
 
 Everything is deterministic for a given seed and the same sequence of calls.
 """
@@ -66,6 +69,7 @@ from typing import Any, ClassVar, Dict, Optional, Tuple
 import numpy as np
 
 from .errors import InvalidArgument
+from .measurement import MatchEval, TileSimilarity, grid_factor, match_likelihood  # noqa: F401 (re-exported)
 
 TWO_PI = 2.0 * math.pi
 
@@ -162,6 +166,14 @@ class FilterParams:
                                     0.0, 2.0)
     match_min_ess_ratio: float = _f(0.05, "a match that would leave fewer than this fraction of effective "
                                     "particles of a credible prior is rejected as inconsistent", 0.0, 1.0)
+    volume_temperature: float = _f(0.02, "metric matching: softmax temperature over the cosine score volume (calibrated "
+                                   "on validation drives: geoloc eval calibrate)", 1e-4, 10.0)
+    volume_uniform_floor: float = _f(0.05, "metric matching: weight of the uniform floor mixed into the volume's "
+                                     "likelihood (bounds how much one keyframe can move the estimate)", 0.0, 1.0)
+    volume_min_peak_mass: float = _f(0.0, "metric gate: probability within volume_peak_radius_m and "
+                                     "volume_peak_yaw_deg of the volume's peak must reach this", 0.0, 1.0)
+    volume_peak_radius_m: float = _f(2.0, "... radius around the peak for that mass (m)", 0.1, 100.0)
+    volume_peak_yaw_deg: float = _f(2.0, "... and heading tolerance (deg)", 0.1, 180.0)
     resample_jitter: float = _f(0.1, "after resampling, particles are jittered by this fraction of the cloud's "
                                 "spread (regularised particle filter)", 0.0, 1.0)
     # output and status
@@ -183,61 +195,6 @@ class FilterParams:
         if self.degraded_std_m > self.lost_std_m:
             raise InvalidArgument(f"{self._owner}.degraded_std_m ({self.degraded_std_m}) must not exceed lost_std_m "
                                   f"({self.lost_std_m})")
-
-
-@dataclass
-class MatchEval:
-    """What ``match_likelihood`` made of a similarity map."""
-
-    ok: bool
-    reason: str
-    confidence: float
-    lik: np.ndarray  # [M] likelihood factor per scored position (mean 1 over positions = uniform)
-    peak_z: float = float("nan")
-    best: int = -1
-
-
-def match_likelihood(xy: np.ndarray, scores: np.ndarray, p: FilterParams) -> MatchEval:
-    """Turn a similarity map (positions ``xy`` [M, 2], cosine ``scores`` [M]) into a per-position
-    likelihood factor and decide whether it may be used (the confidence gate).
-
-    factor = (1 - floor) * M * softmax(score / T) + floor: 1 everywhere for a flat map, at most
-    (1 - floor) * M + floor at a single sharp peak. Gate (all must hold): at least
-    ``match_min_tiles`` finite scores; the best exceeds the median by ``match_min_peak_z`` robust
-    sigmas (1.4826 MAD, at least 0.005); 1 - normalised entropy >= ``match_min_confidence``; no
-    position farther than ``match_ambiguity_radius_m`` from the best scores within
-    ``match_min_score_gap`` of it (ambiguous: two places look alike).
-    """
-    xy = np.asarray(xy, float).reshape(-1, 2)
-    s = np.asarray(scores, float).reshape(-1)
-    m = len(s)
-    ones = np.ones(m)
-    ok = np.isfinite(s) & np.all(np.isfinite(xy), axis=1)
-    if ok.sum() < p.match_min_tiles:
-        return MatchEval(False, "too few tiles", 0.0, ones)
-    sv = s[ok]
-    best_local = int(np.argmax(sv))
-    best = int(np.flatnonzero(ok)[best_local])
-    med = float(np.median(sv))
-    mad = 1.4826 * float(np.median(np.abs(sv - med)))
-    z = (float(sv[best_local]) - med) / max(mad, 0.005)
-    e = np.exp((sv - sv[best_local]) / p.match_temperature)
-    soft = e / e.sum()
-    n = len(sv)
-    lik_ok = (1.0 - p.match_uniform_floor) * n * soft + p.match_uniform_floor
-    q = lik_ok / lik_ok.sum()
-    ent = -float(np.sum(q * np.log(np.maximum(q, 1e-300))))
-    conf = float(max(0.0, 1.0 - ent / math.log(n))) if n > 1 else 0.0
-    lik = ones.copy()
-    lik[ok] = lik_ok
-    far = np.hypot(*(xy[ok] - xy[best]).T) > p.match_ambiguity_radius_m
-    if z < p.match_min_peak_z:
-        return MatchEval(False, "flat similarity map", conf, lik, z, best)
-    if conf < p.match_min_confidence:
-        return MatchEval(False, "low confidence", conf, lik, z, best)
-    if far.any() and float(np.max(sv[far])) > float(sv[best_local]) - p.match_min_score_gap:
-        return MatchEval(False, "ambiguous similarity map", conf, lik, z, best)
-    return MatchEval(True, "used", conf, lik, z, best)
 
 
 class PoseFilter:
@@ -418,47 +375,15 @@ class PoseFilter:
         self._reweight(-0.5 * (d / std) ** 2)
 
     def grid_factor(self, tile_xy: np.ndarray, lik: np.ndarray, spacing: float) -> np.ndarray:
-        """Likelihood factor at each particle, bilinearly interpolated between the four surrounding
-        tiles of the regular grid of ``spacing`` (piecewise-constant nearest-tile values would let
-        the cloud collapse into one cell). Missing grid nodes count as 1 (no information); so do
-        particles outside the scored area. Several tiles at one position (heading bins) keep the max."""
-        tile_xy = np.asarray(tile_xy, float).reshape(-1, 2)
-        lik = np.asarray(lik, float).reshape(-1)
-        out = np.ones(self.n)
-        if len(tile_xy) == 0:
-            return out
-        x0, y0 = tile_xy[:, 0].min(), tile_xy[:, 1].min()
-        ti = np.rint((tile_xy[:, 0] - x0) / spacing).astype(np.int64)
-        tj = np.rint((tile_xy[:, 1] - y0) / spacing).astype(np.int64)
-        nx, ny = int(ti.max()) + 2, int(tj.max()) + 2
-        if nx * ny > 4_000_000:  # not a local grid: nearest tile within the spacing (brute force)
-            d2 = (self.x[:, None] - tile_xy[None, :, 0]) ** 2 + (self.y[:, None] - tile_xy[None, :, 1]) ** 2
-            k = np.argmin(d2, axis=1)
-            near = d2[np.arange(self.n), k] <= spacing * spacing
-            out[near] = lik[k[near]]
-            return out
-        grid = np.ones((nx, ny))
-        order = np.argsort(lik)  # ascending: the max of duplicates is written last
-        grid[ti[order], tj[order]] = lik[order]
-        u = (self.x - x0) / spacing
-        v = (self.y - y0) / spacing
-        inside = (u >= -0.5) & (u <= nx - 1.5) & (v >= -0.5) & (v <= ny - 1.5)
-        u = np.clip(u[inside], 0.0, nx - 1.000001)
-        v = np.clip(v[inside], 0.0, ny - 1.000001)
-        i0, j0 = np.floor(u).astype(np.int64), np.floor(v).astype(np.int64)
-        fu, fv = u - i0, v - j0
-        i1, j1 = np.minimum(i0 + 1, nx - 1), np.minimum(j0 + 1, ny - 1)
-        out[inside] = ((1 - fu) * (1 - fv) * grid[i0, j0] + fu * (1 - fv) * grid[i1, j0]
-                       + (1 - fu) * fv * grid[i0, j1] + fu * fv * grid[i1, j1])
-        return out
+        """``core.measurement.grid_factor`` at the particles."""
+        return grid_factor(self.x, self.y, tile_xy, lik, spacing)
 
-    def update_match(self, tile_xy: np.ndarray, lik: np.ndarray, spacing: float,
-                     check_consistency: bool = True) -> Tuple[bool, float]:
-        """Weight by a match likelihood (see ``match_likelihood``). Returns (used, ess_ratio after).
-
-        With ``check_consistency`` a match that leaves fewer than ``match_min_ess_ratio`` of the
-        effective particles is rejected (weights unchanged)."""
-        fac = self.grid_factor(tile_xy, np.asarray(lik, float), spacing)
+    def update_camera(self, meas, check_consistency: bool = True) -> Tuple[bool, float]:
+        """Weight by a camera measurement's factor at each particle (``core.measurement``; evaluate
+        it first). Returns (used, ess_ratio after). With ``check_consistency`` a measurement that
+        leaves fewer than ``match_min_ess_ratio`` of the effective particles is rejected (weights
+        unchanged)."""
+        fac = meas.factor(self.x, self.y, self.yaw)
         w = self.w * fac
         tot = float(w.sum())
         if not tot > 0:
@@ -778,17 +703,21 @@ class PoseTracker:
                     self.f.update_yaw(math.atan2(v[1], v[0]), math.atan2(2.0 * sw, sp) + 0.05)
 
     def on_match(self, t: float, tile_xy: np.ndarray, scores: np.ndarray, spacing: float) -> MatchEval:
-        """Similarity map at time ``t``: gate, then update. ``MatchEval.ok`` says if it was used;
-        ``MatchEval.reason`` why not."""
+        """Retrieval similarity map at time ``t``: ``on_camera`` with a ``TileSimilarity``."""
+        return self.on_camera(t, TileSimilarity(tile_xy, scores, spacing))
+
+    def on_camera(self, t: float, meas) -> MatchEval:
+        """A camera measurement (``core.measurement``) at time ``t``: gate, then update.
+        ``MatchEval.ok`` says if it was used; ``MatchEval.reason`` why not."""
         self.check_time(t)
-        ev = match_likelihood(tile_xy, scores, self.p)
+        ev = meas.evaluate(self.p)
         if not self.f.initialised:
             ev.ok, ev.reason = False, "filter not initialised"
         if ev.ok:
             self.predict(t)
             cur = self.state(t)
             credible = cur.status in ("tracking", "degraded", "initialising") and cur.pos_std_m < self.p.lost_std_m
-            used, _ = self.f.update_match(tile_xy, ev.lik, spacing, check_consistency=credible)
+            used, _ = self.f.update_camera(meas, check_consistency=credible)
             if not used:
                 ev.ok, ev.reason = False, "inconsistent with the prior"
         if ev.ok:

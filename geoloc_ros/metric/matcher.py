@@ -1,0 +1,203 @@
+"""Metric matching of one keyframe sequence: BEVs -> local mosaic -> features -> score volume.
+
+``MetricMatcher`` keeps the last ``metric_seq_len`` keyframes (image, BEV and odometry pose).
+At a keyframe it places their BEVs into one local BEV in the newest keyframe's vehicle frame
+using the odometry between them, fuses the views per cell (``metric_fusion``: attention over the
+views' ground resolution, plain mean, or the newest view alone), extracts features, and scores
+every (x, y, heading) in the prior's window against the aerial map by FFT correlation. The
+result (``MetricResult``) carries the raw cosine volume; the Localizer turns it into the filter's
+``core.measurement.PoseVolume`` with the calibrated temperature.
+
+numpy + OpenCV; the learned extractor brings its own inference backend.
+"""
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+from typing import Deque, Optional, Tuple
+
+import numpy as np
+
+from ..core.errors import InvalidArgument
+from .aerial import AerialMap
+from .bev import BevGrid, CameraModel, GroundProjector
+from .config import MetricParams
+from .correlate import PoseVolumeScores, canvas_for, match_bev, rigid, warp
+
+
+@dataclass
+class _View:
+    t: float
+    image: np.ndarray
+    pose: Optional[Tuple[float, float, float]]  # odometry (x, y, yaw) at the keyframe
+    bev: np.ndarray  # [h, w, 3] float32
+    valid: np.ndarray  # [h, w] bool
+    range_m: np.ndarray  # [h, w] float32
+
+
+@dataclass
+class MetricResult:
+    volume: PoseVolumeScores
+    views: int  # keyframes fused
+    mosaic: np.ndarray  # [h, w, 3] float32 fused BEV (vehicle frame)
+    weight: np.ndarray  # [h, w] feature weights
+    grid: BevGrid
+    pitch_deg: float = 0.0
+
+
+class MetricMatcher:
+    """See the module doc. Not thread-safe: one caller, stamp order."""
+
+    def __init__(self, aerial: AerialMap, extractor, params: Optional[MetricParams] = None,
+                 camera: Optional[CameraModel] = None):
+        self.aerial = aerial
+        self.fx = extractor
+        self.p = params or MetricParams()
+        p = self.p
+        if abs(aerial.res_m - p.metric_res_m) > 1e-9:
+            raise InvalidArgument(f"aerial map resolution {aerial.res_m} m differs from metric_res_m {p.metric_res_m}")
+        self.grid = BevGrid(p.metric_res_m, p.metric_bev_x_min_m, p.metric_bev_x_max_m, p.metric_bev_y_half_m)
+        self.views: Deque[_View] = deque(maxlen=int(p.metric_seq_len))
+        self.projector: Optional[GroundProjector] = None
+        if camera is not None:
+            self.set_camera(camera)
+
+    # ------------------------------------------------------------------ camera and keyframes
+    @property
+    def camera(self) -> Optional[CameraModel]:
+        return None if self.projector is None else self.projector.camera
+
+    def set_camera(self, camera: CameraModel) -> bool:
+        """Use this camera model from now on; returns True if it changed (views are cleared)."""
+        if self.projector is not None and self.projector.camera == camera:
+            return False
+        self.projector = GroundProjector(camera, self.grid, max_range_m=self.p.metric_max_range_m)
+        self.views.clear()
+        return True
+
+    def clear(self) -> None:
+        self.views.clear()
+
+    def add_keyframe(self, t: float, image: np.ndarray, pose: Optional[Tuple[float, float, float]]) -> None:
+        """Project a keyframe (uint8 RGB) and keep it. ``pose``: odometry (x, y, yaw) at ``t``, or
+        None (no odometry: the mosaic restarts from this view)."""
+        if self.projector is None:
+            raise InvalidArgument("no camera model yet (camera_info not received)")
+        bev, valid = self.projector.project(image)
+        if pose is None or any(v.pose is None for v in self.views):
+            self.views.clear()
+        self.views.append(_View(float(t), image, pose, bev, valid, self.projector.range_map()))
+
+    # ------------------------------------------------------------------ mosaic
+    def _mosaic(self, pitch: float = 0.0):
+        """Fuse the kept views into the newest view's vehicle frame."""
+        p, g = self.p, self.grid
+        views = list(self.views) if p.metric_fusion != "single" else list(self.views)[-1:]
+        cur = views[-1]
+        if pitch != 0.0:
+            views = [_View(v.t, v.image, v.pose, *self.projector.project(v.image, pitch),
+                           self.projector.range_map(pitch)) for v in views]
+            cur = views[-1]
+        rels = []
+        back = 0.0
+        T_cur_inv = np.linalg.inv(rigid(*cur.pose)) if cur.pose is not None else None
+        for v in views:
+            rel = np.eye(3) if v is cur or T_cur_inv is None else T_cur_inv @ rigid(*v.pose)
+            rels.append(rel)
+            back = max(back, -float(rel[0, 2]))
+        back = min(back, 4.0 * (g.x_max_m - g.x_min_m))
+        gm = g.extended(back) if len(views) > 1 else g
+        shape = gm.shape
+        P_m = gm.pixel_to_vehicle()
+        P_v_inv = np.linalg.inv(g.pixel_to_vehicle())
+        rgbs, vals, rngs = [], [], []
+        for v, rel in zip(views, rels):
+            M = P_v_inv @ np.linalg.inv(rel) @ P_m
+            rgbs.append(warp(v.bev, M, shape))
+            vals.append(warp(v.valid.astype(np.float32), M, shape) > 0.99)
+            rngs.append(warp(v.range_m, M, shape))
+        V = np.stack(vals)  # [T, h, w]
+        Rg = np.stack(rngs)
+        if p.metric_fusion == "attention":
+            logit = np.where(V, -Rg / p.metric_attention_range_m, -np.inf)
+        else:
+            logit = np.where(V, 0.0, -np.inf)
+        any_v = V.any(axis=0)
+        m = np.where(any_v, logit.max(axis=0), 0.0)
+        a = np.where(V, np.exp(logit - m[None]), 0.0)
+        a = a / np.maximum(a.sum(axis=0, keepdims=True), 1e-12)
+        rgb = np.einsum("thw,thwc->hwc", a, np.stack(rgbs)).astype(np.float32)
+        rng = np.sum(a * np.where(V, Rg, 0.0), axis=0).astype(np.float32)
+        rng[~any_v] = 1e3
+        return rgb, any_v, rng, gm, len(views)
+
+    # ------------------------------------------------------------------ matching
+    def window_sizes(self, pos_std_m: float, yaw_std_rad: float) -> Tuple[float, float]:
+        """(half-size of the translation window in m, half-range of headings in rad)."""
+        p = self.p
+        half = float(np.clip(p.metric_window_sigma_k * pos_std_m, p.metric_window_min_m, p.metric_window_max_m))
+        yaw = float(np.clip(p.metric_yaw_sigma_k * math.degrees(yaw_std_rad), p.metric_yaw_min_deg,
+                            p.metric_yaw_max_deg))
+        return half, math.radians(yaw)
+
+    def match(self, x: float, y: float, yaw: float, pos_std_m: float, yaw_std_rad: float) -> MetricResult:
+        """Score the kept sequence around the prior (x, y, yaw) in the map frame."""
+        if not self.views:
+            raise InvalidArgument("no keyframe to match")
+        p = self.p
+        half_m, yaw_half = self.window_sizes(pos_std_m, yaw_std_rad)
+        step = math.radians(p.metric_yaw_step_deg)
+        n = int(math.floor(yaw_half / step + 1e-9))
+        yaws = yaw + step * np.arange(-n, n + 1)
+        pitches = [0.0]
+        if p.metric_pitch_search_deg > 0:
+            d = math.radians(p.metric_pitch_search_deg)
+            pitches = [0.0, -d, d]
+        best: Optional[MetricResult] = None
+        aerial_cache = {}
+        for pitch in pitches:
+            rgb, valid, rng, gm, nviews = self._mosaic(pitch)
+            feats, weight = self.fx.bev(rgb, valid, rng)
+            if not float(weight.sum()) > 0:
+                raise InvalidArgument("the BEV has no valid cell (camera model or mounting wrong?)")
+            # the canvas is centred on the mosaic's centre c0, not on the vehicle: centre the window
+            # on where c0 lands for the prior, so the shifts cover the prior window symmetrically
+            side, c0 = canvas_for(gm)
+            half_px = int(math.ceil(half_m / p.metric_res_m)) + side // 2 + 2
+            wx, wy = x + math.cos(yaw) * c0[0], y + math.sin(yaw) * c0[0]
+            key = (half_px, round(wx / p.metric_res_m), round(wy / p.metric_res_m))
+            if key not in aerial_cache:
+                win = self.aerial.window(wx, wy, half_px)
+                aerial_cache[key] = (win, self.fx.aerial(win.rgb), _erode(win.valid))
+            win, afeats, avalid = aerial_cache[key]
+            vol = match_bev(feats, weight, gm, yaws, afeats, avalid, win.x_left, win.y_top,
+                            rotate_channels=getattr(self.fx, "rotate_channels", None),
+                            min_overlap=p.metric_min_overlap)
+            vol = _crop(vol, x, y, half_m)
+            res = MetricResult(vol, nviews, rgb, weight, gm, math.degrees(pitch))
+            if best is None or _peak(vol) > _peak(best.volume):
+                best = res
+        return best
+
+
+def _peak(v: PoseVolumeScores) -> float:
+    s = v.scores
+    return float(np.nanmax(s)) if np.isfinite(s).any() else -np.inf
+
+
+def _erode(valid: np.ndarray, px: int = 2) -> np.ndarray:
+    from .bev import _cv2
+
+    cv2 = _cv2()
+    k = 2 * px + 1
+    return cv2.erode(valid.astype(np.uint8), np.ones((k, k), np.uint8)) > 0
+
+
+def _crop(v: PoseVolumeScores, x: float, y: float, half_m: float) -> PoseVolumeScores:
+    jx = np.flatnonzero(np.abs(v.xs - x) <= half_m + 1e-6)
+    iy = np.flatnonzero(np.abs(v.ys - y) <= half_m + 1e-6)
+    if len(jx) == 0 or len(iy) == 0:
+        return v
+    sl = (slice(None), slice(iy[0], iy[-1] + 1), slice(jx[0], jx[-1] + 1))
+    return PoseVolumeScores(v.scores[sl], v.xs[jx[0]:jx[-1] + 1], v.ys[iy[0]:iy[-1] + 1], v.yaws, v.overlap[sl])

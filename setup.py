@@ -13,6 +13,7 @@ HERE = Path(__file__).resolve().parent
 VERSION = re.search(r"<version>([^<]+)</version>", (HERE / "package.xml").read_text()).group(1)
 
 CORE = [
+    "opencv-python-headless>=4.8",
     "numpy>=1.24",
     "pyproj>=3.5",
     "rasterio>=1.3",

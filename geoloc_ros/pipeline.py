@@ -32,6 +32,8 @@ from .core.errors import InvalidArgument
 from .core.filter import STATUSES, FilterParams, MatchEval, PoseTracker, TrackState, _f
 from .core.geo import yaw_to_heading_deg
 from .core.keyframes import KeyframeBuffer
+from .core.measurement import PoseVolume
+from .metric.config import MetricParams, check_metric
 
 log = logging.getLogger(__name__)
 
@@ -39,14 +41,19 @@ __all__ = ["Localizer", "LocalizerConfig", "Estimate", "Candidates", "Similarity
 
 
 @dataclass(frozen=True)
-class LocalizerConfig(FilterParams):
-    """Every tunable of the Localizer. The filter's fields come from ``core.filter.FilterParams``;
+class LocalizerConfig(FilterParams, MetricParams):
+    """Every tunable of the Localizer. The filter's fields come from ``core.filter.FilterParams``,
+    metric matching's from ``metric.config.MetricParams``;
     each field's ``metadata`` has ``help`` and (numbers) an inclusive ``range`` so the ROS node can
     declare it as a parameter (``localizer.<name>``). Unknown keys in ``from_dict`` are an error."""
 
     _owner: ClassVar[str] = "localizer"
 
     use_camera: bool = _f(True, "use camera matches; false gives the GNSS + odometry baseline (same filter)")
+    camera_measurement: str = _f("auto", "the camera's measurement while a prior exists: metric (BEV matched "
+                                 "against the orthophoto over x, y, heading; needs a metric matcher), retrieval "
+                                 "(tile index similarity map), or auto (metric when a matcher is given)",
+                                 choices=("auto", "metric", "retrieval"))
     keyframe_spacing_m: float = _f(5.0, "one keyframe per this distance travelled by odometry (m)", 0.5, 100.0)
     keyframe_interval_s: float = _f(0.5, "one keyframe per this time when there is no odometry (s)", 0.01, 60.0)
     keyframe_max_gap_s: float = _f(5.0, "a longer gap between keyframes breaks the sequence (buffer cleared) (s)",
@@ -68,6 +75,7 @@ class LocalizerConfig(FilterParams):
 
     def __post_init__(self):
         super().__post_init__()
+        check_metric(self)
         if self.search_radius_min_m > self.search_radius_max_m:
             raise InvalidArgument(f"localizer.search_radius_min_m ({self.search_radius_min_m}) must not exceed "
                                   f"search_radius_max_m ({self.search_radius_max_m})")
@@ -142,6 +150,15 @@ class Estimate:
     sim_map: Optional[SimilarityMap] = None
     keyframe: bool = False
     match_reason: str = ""
+    metric: Optional[Any] = None  # metric.matcher.MetricResult of this keyframe (volume, mosaic; for debug)
+
+    @property
+    def camera_peak(self):
+        """(x, y, yaw) of the camera measurement's own best pose at this keyframe, or None."""
+        m = self.metric
+        if m is None or getattr(m, "measurement", None) is None:
+            return None
+        return m.measurement.peak()
 
     @property
     def pos_std_m(self) -> float:
@@ -158,7 +175,7 @@ def _enu_to_grid_cov(cov_en: np.ndarray, convergence_deg: float) -> np.ndarray:
 class Localizer:
     """See the module docstring. Not thread-safe: call from one thread in stamp order."""
 
-    def __init__(self, encoder, index, config: Optional[LocalizerConfig] = None, *, frame=None):
+    def __init__(self, encoder, index, config: Optional[LocalizerConfig] = None, *, frame=None, matcher=None):
         if config is None:
             config = LocalizerConfig()
         elif isinstance(config, Mapping):
@@ -166,7 +183,15 @@ class Localizer:
         elif not isinstance(config, LocalizerConfig):
             raise InvalidArgument(f"config must be a LocalizerConfig or a mapping, got {type(config).__name__}")
         self.config = c = config
-        if c.use_camera and (encoder is None or index is None):
+        mode = c.camera_measurement
+        if mode == "auto":
+            mode = "metric" if matcher is not None else "retrieval"
+        self.metric = c.use_camera and mode == "metric"
+        if self.metric and matcher is None:
+            raise InvalidArgument("camera_measurement=metric needs a metric matcher (geoloc_ros.metric: the "
+                                  "orthophoto); pass matcher=..., or set camera_measurement=retrieval, or "
+                                  "use_camera=False for the GNSS + odometry baseline")
+        if c.use_camera and not self.metric and (encoder is None or index is None):
             raise InvalidArgument("use_camera=True needs an encoder and a tile index; pass both, or set "
                                   "use_camera=False for the GNSS + odometry baseline")
         if encoder is not None and index is not None and int(encoder.dim) != int(index.dim):
@@ -174,12 +199,18 @@ class Localizer:
                                   f"rebuild the index with this model (geoloc index build)")
         self.encoder = encoder
         self.index = index
+        self.matcher = matcher if self.metric else None
+        # retrieval runs where it is configured, and for global relocalisation beside metric matching
+        self.retrieval = c.use_camera and encoder is not None and index is not None
         if index is not None:
             self.frame = index.frame
+        elif matcher is not None:
+            self.frame = matcher.aerial.frame
         elif frame is not None:
             self.frame = frame
         else:
-            raise InvalidArgument("Localizer needs the map frame: pass a tile index or frame=LocalFrame(...)")
+            raise InvalidArgument("Localizer needs the map frame: pass a tile index, a metric matcher or "
+                                  "frame=LocalFrame(...)")
         self.T = int(min(c.seq_len, encoder.max_frames)) if encoder is not None else int(c.seq_len)
         self.tracker = PoseTracker(c)
         self.keyframes = KeyframeBuffer(c.keyframe_spacing_m, c.keyframe_interval_s, max(self.T, 1),
@@ -189,6 +220,13 @@ class Localizer:
         self._clear_counts()
         self._covered: Optional[bool] = None  # was the prior inside the index at the last keyframe
         self._last_match: Optional[MatchEval] = None
+        self._odom_jumps_seen = 0
+
+    def set_camera(self, camera) -> None:
+        """The camera model (``metric.bev.CameraModel``: camera_info K/D and the mounting). Metric
+        matching waits for it; a changed model restarts the keyframe sequence."""
+        if self.matcher is not None and self.matcher.set_camera(camera):
+            log.info("camera model set: %dx%d", camera.width, camera.height)
 
     # ------------------------------------------------------------------ bookkeeping
     def _clear_counts(self) -> None:
@@ -284,21 +322,29 @@ class Localizer:
         if not self.keyframes.is_keyframe(t, odom_dist):
             return None
         t0 = time.perf_counter()
-        encode = c.use_camera
+        encode = self.retrieval and not self.metric
         if encode and self._prior_outside_index(t):
             # no tile can be matched here: save the encoder pass, and restart the sequence so a
             # later descriptor does not mix frames from before and after the gap
             encode = False
             self.keyframes.clear()
+        if self.retrieval and self.metric:
+            # retrieval only relocalises here: encode while there is no credible prior
+            st = tr.state(t)
+            encode = st is None or st.status == "lost"
         feat = self.encoder.frame_features(img[None])[0] if encode else None
         self.keyframes.add(t, feat, odom_dist)
         self._counts["keyframes"] += 1
         tr.predict(t)
-        cands = sim = None
+        cands = sim = metric = None
         ev: Optional[MatchEval] = None
         reason = ""
         if not c.use_camera:
             reason = "camera disabled"
+        elif self.metric:
+            metric, ev, reason = self._match_metric(t, img)
+            if ev is None and encode and reason.startswith("no prior"):
+                cands, sim, ev, reason = self._match(t)
         elif not encode:
             reason = "outside tile index coverage"
         else:
@@ -308,8 +354,49 @@ class Localizer:
         self._counts["compute_ms_total"] += ms
         if est is not None:
             est.compute_ms = ms
+            est.metric = metric
             self._counts["status"][est.status] += 1
         return est
+
+    # ------------------------------------------------------------------ metric matching
+    def _match_metric(self, t: float, img: np.ndarray):
+        """Add the keyframe to the matcher's sequence, score the volume around the prior and update
+        the filter. Returns (MetricResult | None, MatchEval | None, reason)."""
+        c, tr, m = self.config, self.tracker, self.matcher
+        if m.camera is None:
+            self._bump("match_skipped", "no camera model")
+            return None, None, "no camera model (waiting for camera_info)"
+        if (img.shape[1], img.shape[0]) != (m.camera.width, m.camera.height):
+            self._drop("image.size_mismatch", f"image {img.shape[1]}x{img.shape[0]} does not match camera_info "
+                       f"{m.camera.width}x{m.camera.height}")
+            return None, None, "image size differs from camera_info"
+        if tr.counters["odom_jumps"] != self._odom_jumps_seen:  # odometry frame jumped: poses do not chain
+            self._odom_jumps_seen = tr.counters["odom_jumps"]
+            m.clear()
+        pose = tuple(tr.odom_last[1:]) if tr.odom_fresh(t) else None
+        m.add_keyframe(t, img, pose)
+        st = tr.state(t)
+        if st is None or st.status == "lost":
+            self._bump("match_skipped", "no prior")
+            return None, None, "no prior (waiting for GNSS)"
+        if st.yaw_std_deg > c.match_max_yaw_std_deg:
+            self._bump("match_skipped", "heading unknown")
+            return None, None, f"heading unknown (sigma {st.yaw_std_deg:.0f} deg)"
+        x, y, yaw = (float(v) for v in st.mean)
+        self._counts["matches_attempted"] += 1
+        res = m.match(x, y, yaw, st.pos_std_m, math.radians(st.yaw_std_deg))
+        vol = res.volume
+        if not np.isfinite(vol.scores).any():
+            self._covered = False
+            self._counts["outside_coverage"] += 1
+            self._bump("match_skipped", "outside aerial map coverage")
+            return res, None, "outside aerial map coverage"
+        self._covered = True
+        meas = PoseVolume(vol.xs, vol.ys, vol.yaws, vol.scores / c.volume_temperature)
+        res.measurement = meas
+        ev = tr.on_camera(t, meas)
+        self._last_match = ev
+        return res, ev, ev.reason
 
     # ------------------------------------------------------------------ matching
     def _prior_outside_index(self, t: float) -> bool:
@@ -413,7 +500,8 @@ class Localizer:
         lat, lon = (float(v) for v in self.frame.to_latlon(x, y))
         status, reasons = st.status, list(st.reasons)
         if self.config.use_camera and self._covered is False:
-            reasons.append("outside tile index coverage (camera matching off)")
+            reasons.append(("outside aerial map coverage" if self.metric else "outside tile index coverage")
+                           + " (camera matching off)")
             if status == "tracking":
                 status = "degraded"
         heading = (float(yaw_to_heading_deg(yaw)) + self._conv(x, y)) % 360.0
@@ -437,6 +525,8 @@ class Localizer:
         log.info("localizer reset: %s", reason)
         self.tracker.reset(str(reason))
         self.keyframes.clear()
+        if self.matcher is not None:
+            self.matcher.clear()
         self._covered = None
         self._last_match = None
 

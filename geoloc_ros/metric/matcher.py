@@ -44,6 +44,7 @@ class MetricResult:
     weight: np.ndarray  # [h, w] feature weights
     grid: BevGrid
     pitch_deg: float = 0.0
+    measurement: Optional[object] = None  # core.measurement.PoseVolume the filter got (set by the Localizer)
 
 
 class MetricMatcher:

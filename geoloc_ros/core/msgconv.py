@@ -16,7 +16,7 @@ short machine-readable ``reason`` (used as a diagnostics key) and a human messag
 from __future__ import annotations
 
 import math
-from typing import NamedTuple, Optional, Tuple
+from typing import List, NamedTuple, Optional, Tuple
 
 import numpy as np
 
@@ -168,3 +168,40 @@ def pose_cov6(cov3: np.ndarray, unknown_var: float = 1e6) -> np.ndarray:
     c[2, 2] = c[3, 3] = c[4, 4] = unknown_var
     c[np.ix_(_XYYAW, _XYYAW)] = np.asarray(cov3, float)
     return c.reshape(-1)
+
+
+class CameraInfoSample(NamedTuple):
+    t: float
+    frame_id: str
+    width: int
+    height: int
+    K: Tuple[float, ...]  # 9, row-major
+    D: Tuple[float, ...]
+    distortion_model: str
+
+
+def camera_info(msg) -> CameraInfoSample:
+    """sensor_msgs/CameraInfo -> plain values. Raises MessageDropped("bad_camera_info") when K is
+    not a usable intrinsic matrix (zeros: uncalibrated camera) or the size is zero."""
+    K = tuple(float(v) for v in np.asarray(msg.k, float).reshape(-1))
+    D = tuple(float(v) for v in np.asarray(msg.d, float).reshape(-1))
+    w, h = int(msg.width), int(msg.height)
+    if len(K) != 9 or not all(math.isfinite(v) for v in K) or K[0] <= 0 or K[4] <= 0 or w <= 0 or h <= 0:
+        raise MessageDropped("bad_camera_info", f"camera_info is not calibrated (K={K}, size {w}x{h})")
+    model = str(getattr(msg, "distortion_model", "") or "")
+    if D and model not in ("plumb_bob", "rational_polynomial", ""):
+        raise MessageDropped("bad_camera_info", f"distortion model {model!r} is not supported (plumb_bob, "
+                             f"rational_polynomial)")
+    if not all(math.isfinite(v) for v in D):
+        raise MessageDropped("bad_camera_info", "camera_info distortion has NaN/inf")
+    return CameraInfoSample(header_time(msg), str(msg.header.frame_id), w, h, K, D, model)
+
+
+def transforms(msg) -> List[Tuple[str, str, Tuple[float, float, float], Tuple[float, float, float, float]]]:
+    """tf2_msgs/TFMessage -> [(parent, child, (x, y, z), (qx, qy, qz, qw))]."""
+    out = []
+    for ts in msg.transforms:
+        tr, q = ts.transform.translation, ts.transform.rotation
+        out.append((str(ts.header.frame_id).lstrip("/"), str(ts.child_frame_id).lstrip("/"),
+                    (float(tr.x), float(tr.y), float(tr.z)), (float(q.x), float(q.y), float(q.z), float(q.w))))
+    return out

@@ -330,3 +330,57 @@ def evaluate_track(track: Track, truth: Optional[Truth], *, t_start: float, t_en
     if track.compute_ms is not None and track.keyframe is not None and np.any(track.keyframe):
         out["compute_ms"] = latency_stats(track.compute_ms[track.keyframe])
     return out
+
+
+def truth_yaw(truth: Truth, t, max_gap_s: float = 1.0) -> np.ndarray:
+    """Direction of travel of the truth (rad, grid axes) at times ``t`` (NaN where unknown or
+    standing still)."""
+    t = np.asarray(t, float).reshape(-1)
+    if len(truth) < 2:
+        return np.full(t.shape, np.nan)
+    dt = 0.5
+    xa, ya, va = truth.at(t - dt, max_gap_s)
+    xb, yb, vb = truth.at(t + dt, max_gap_s)
+    d = np.hypot(xb - xa, yb - ya)
+    out = np.arctan2(yb - ya, xb - xa)
+    out[~(va & vb) | ~(d > 0.2)] = np.nan
+    return out
+
+
+def along_across(t, x, y, truth: Truth, max_gap_s: float = 1.0) -> Tuple[np.ndarray, np.ndarray]:
+    """(longitudinal, lateral) error (m) of positions against the truth, in the truth's direction
+    of travel (longitudinal positive ahead, lateral positive to the left)."""
+    tx, ty, _ = truth.at(t, max_gap_s)
+    yaw = truth_yaw(truth, t, max_gap_s)
+    dx, dy = np.asarray(x, float) - tx, np.asarray(y, float) - ty
+    c, s = np.cos(yaw), np.sin(yaw)
+    return c * dx + s * dy, -s * dx + c * dy
+
+
+def along_across_stats(t, x, y, truth: Truth) -> Dict[str, Dict[str, Optional[float]]]:
+    lon, lat = along_across(t, x, y, truth)
+    return {"longitudinal": error_stats(np.abs(lon)), "lateral": error_stats(np.abs(lat))}
+
+
+def camera_recall(peaks: np.ndarray, truth: Truth, radii_m=(1.0, 3.0, 5.0), degs=(1.0, 3.0, 5.0)) -> Dict[str, object]:
+    """The camera's own measurement before the filter: ``peaks`` [N, >=4] rows (t, x, y, yaw, ...).
+    Lateral / longitudinal recall at ``radii_m`` and heading recall at ``degs`` (percent of keyframes
+    with a truth), plus the share of keyframes whose measurement the filter used (column 4)."""
+    P = np.asarray(peaks, float).reshape(-1, peaks.shape[1] if np.ndim(peaks) == 2 else 4)
+    lon, lat = along_across(P[:, 0], P[:, 1], P[:, 2], truth)
+    yaw_t = truth_yaw(truth, P[:, 0])
+    dyaw = np.degrees(np.abs((P[:, 3] - yaw_t + np.pi) % (2 * np.pi) - np.pi))
+    ok = np.isfinite(lon) & np.isfinite(lat) & np.isfinite(dyaw)
+    n = int(ok.sum())
+    out: Dict[str, object] = {"keyframes": int(len(P)), "with_truth": n}
+    if n:
+        for r in radii_m:
+            out[f"lateral_within_{_m(r)}_pct"] = float(100.0 * np.mean(np.abs(lat[ok]) <= r))
+            out[f"longitudinal_within_{_m(r)}_pct"] = float(100.0 * np.mean(np.abs(lon[ok]) <= r))
+        for d in degs:
+            out[f"heading_within_{d:g}deg_pct"] = float(100.0 * np.mean(dyaw[ok] <= d))
+        out["lateral_m"] = error_stats(np.abs(lat[ok]))
+        out["longitudinal_m"] = error_stats(np.abs(lon[ok]))
+    if P.shape[1] > 4:
+        out["used_pct"] = float(100.0 * np.mean(P[:, 4] > 0.5))
+    return out

@@ -57,6 +57,9 @@ DEFAULT_IMAGE_TOPIC = "/camera/image_raw"
 DEFAULT_FIX_TOPIC = "/gnss/fix"
 DEFAULT_ODOM_TOPIC = "/odom"
 DEFAULT_GT_TOPIC = "/gnss/fix_truth"
+CAMERA_INFO_TYPE = "sensor_msgs/msg/CameraInfo"
+TF_TYPE = "tf2_msgs/msg/TFMessage"
+TF_STATIC_TOPIC = "/tf_static"
 METHODS = ("raw", "baseline", "corrected")
 METHOD_LABELS = {"raw": "raw GNSS", "baseline": "GNSS+odometry (no camera)", "corrected": "geoloc (camera)"}
 ESTIMATE_COLUMNS = ("method", "t", "stamp_ns", "lat", "lon", "x", "y", "yaw", "heading_deg", "cov_xx", "cov_xy",
@@ -150,6 +153,8 @@ class ReplayResult:
     world_dir: Optional[Path] = None
     gt_topic: Optional[str] = None
     metrics: Dict[str, Any] = field(default_factory=dict)
+    # metric matching: per keyframe (t, x, y, yaw, used, confidence) of the camera's own peak
+    camera_peaks: List[Tuple[float, float, float, float, bool, float]] = field(default_factory=list)
 
     @property
     def duration_s(self) -> float:
@@ -443,6 +448,29 @@ def _pick_topics(topics: Dict[str, Tuple[str, int]], image_topic: Optional[str],
 # helpers
 
 
+def _camera_info_topic(topics: Dict[str, Tuple[str, int]], image_topic: str) -> Optional[str]:
+    """The CameraInfo beside an image topic (``.../image_raw[/compressed]`` -> ``.../camera_info``)."""
+    base = image_topic[:-len("/compressed")] if image_topic.endswith("/compressed") else image_topic
+    cand = base.rsplit("/", 1)[0] + "/camera_info"
+    if topics.get(cand, ("",))[0] == CAMERA_INFO_TYPE:
+        return cand
+    infos = [k for k, v in topics.items() if v[0] == CAMERA_INFO_TYPE]
+    return infos[0] if len(infos) == 1 else None
+
+
+def _camera_model(info, static_tfs, camera_mount, base_frame: str):
+    """CameraModel from a camera_info sample and the mounting (/tf_static, else ``camera_mount``)."""
+    from ..metric.bev import CameraModel, mount_from_transforms
+
+    mount = mount_from_transforms(static_tfs, base_frame, info.frame_id) if static_tfs else None
+    if mount is None:
+        mount = camera_mount
+    if mount is None:
+        raise InvalidArgument(f"no transform {base_frame} -> {info.frame_id} in /tf_static and no camera mounting "
+                              f"given (--camera-mount x,y,z,roll,pitch,yaw)")
+    return CameraModel.from_camera_info(info.width, info.height, info.K, info.D).with_mount(*mount)
+
+
 def _rot_cov(c2: np.ndarray, deg: float, to_grid: bool) -> np.ndarray:
     """Rotate a 2x2 covariance between true east/north and UTM grid axes (grid convergence ``deg``)."""
     g = math.radians(deg)
@@ -559,11 +587,14 @@ def replay_bag(bag, encoder, index, cfg=None, *, gt_topic: Optional[str] = DEFAU
                gt_frame: Optional[Any] = None, image_topic: Optional[str] = None, fix_topic: Optional[str] = None,
                odom_topic: Optional[str] = None, publish_on_fix: bool = True, reorder_window_s: float = 0.5,
                config_name: str = "default", progress: bool = True, recall_radius_m: Optional[float] = None,
-               world_dir: Optional[Path] = None, grid_dt_s: float = 0.1, max_age_s: float = 2.0) -> ReplayResult:
+               world_dir: Optional[Path] = None, grid_dt_s: float = 0.1, max_age_s: float = 2.0,
+               matcher=None, camera_mount=None, base_frame: str = "base_link") -> ReplayResult:
     """Replay ``bag`` through raw GNSS, the GNSS+odometry baseline and the full Localizer; compute
     the metrics (``result.metrics``). ``cfg``: LocalizerConfig (default: defaults); the baseline is
     ``dataclasses.replace(cfg, use_camera=False)``. ``gt_frame``: LocalFrame of an Odometry ground
-    truth's x/y (default: the map frame, i.e. the index datum)."""
+    truth's x/y (default: the map frame, i.e. the index datum). ``matcher``: a
+    ``metric.MetricMatcher`` (metric matching; its camera model comes from the bag's camera_info
+    and /tf_static, or ``camera_mount`` = (R, t) of the optical frame in base_link)."""
     from ..core import msgconv
     from ..core.images import compressed_msg_to_rgb, image_msg_to_rgb
     from ..core.msgconv import MessageDropped
@@ -581,6 +612,14 @@ def replay_bag(bag, encoder, index, cfg=None, *, gt_topic: Optional[str] = DEFAU
     roles = {image_topic: "image", fix_topic: "fix"}
     if odom_topic:
         roles[odom_topic] = "odom"
+    if matcher is not None:
+        info_topic = _camera_info_topic(src.topics, image_topic)
+        if info_topic:
+            roles[info_topic] = "camera_info"
+        else:
+            notes.append(f"no camera_info beside {image_topic}: metric matching cannot project the camera")
+        if src.topics.get(TF_STATIC_TOPIC, ("",))[0] == TF_TYPE:
+            roles[TF_STATIC_TOPIC] = "tf_static"
     if gt_topic:
         roles.setdefault(gt_topic, "gt")
     skipped = {}
@@ -593,14 +632,16 @@ def replay_bag(bag, encoder, index, cfg=None, *, gt_topic: Optional[str] = DEFAU
     for n in notes:
         log.info("replay: %s", n)
 
-    corrected = Localizer(encoder, index, cfg)
-    baseline = Localizer(encoder, index, base_cfg)
-    frame = getattr(corrected, "frame", None) or index.frame
+    corrected = Localizer(encoder, index, cfg, matcher=matcher)
+    frame = corrected.frame
+    baseline = Localizer(encoder, index, base_cfg, frame=frame)
+    static_tfs: List[Any] = []
+    camera_peaks: List[Tuple[float, float, float, float, bool, float]] = []
     conv_deg = frame.grid_convergence_deg(0.0, 0.0)  # over a city the convergence varies by < 0.1 deg
     gt_fr = gt_frame or frame
     logs = {m: MethodLog(m) for m in METHODS}
     drops = _Counter()
-    counts = {"image": 0, "fix": 0, "odom": 0, "gt": 0}
+    counts = {"image": 0, "fix": 0, "odom": 0, "gt": 0, "camera_info": 0, "tf_static": 0}
     late: Dict[str, int] = {}
     gt_t: List[float] = []
     gt_lat: List[float] = []
@@ -657,6 +698,17 @@ def replay_bag(bag, encoder, index, cfg=None, *, gt_topic: Optional[str] = DEFAU
                     drops.add(f"gt.{exc.reason}", str(exc))
             tr0 = time.perf_counter()
             continue
+        if role == "tf_static":
+            static_tfs.extend(msgconv.transforms(msg))
+            tr0 = time.perf_counter()
+            continue
+        if role == "camera_info":
+            try:
+                corrected.set_camera(_camera_model(msgconv.camera_info(msg), static_tfs, camera_mount, base_frame))
+            except (MessageDropped, InvalidArgument) as exc:
+                drops.add(f"camera_info.{getattr(exc, 'reason', 'invalid')}", str(exc))
+            tr0 = time.perf_counter()
+            continue
         t_first = t if t_first is None else t_first
         t_last = t
         if role == "image":
@@ -674,6 +726,10 @@ def replay_bag(bag, encoder, index, cfg=None, *, gt_topic: Optional[str] = DEFAU
                 est = feed(corrected, "corrected", corrected.on_image, t, img)
                 if est is not None:
                     _record_estimate(logs["corrected"], est, keyframe=True)
+                    pk = est.camera_peak
+                    if pk is not None:
+                        camera_peaks.append((t, pk[0], pk[1], pk[2], bool(est.match_used),
+                                             float(est.confidence)))
                 est = feed(baseline, "baseline", baseline.on_image, t, img)
                 if est is not None:
                     _record_estimate(logs["baseline"], est, keyframe=True)
@@ -764,6 +820,9 @@ def replay_bag(bag, encoder, index, cfg=None, *, gt_topic: Optional[str] = DEFAU
     index_info = {"path": str(getattr(index, "path", "")), "num_tiles": getattr(index, "num_tiles", None),
                   "spacing_m": spacing, "tile_m": getattr(index, "tile_m", None),
                   "heading_bins": getattr(index, "heading_bins", None), "frame": frame.to_dict()}
+    if encoder is None and matcher is not None:
+        ident = {"preset": "metric"}
+        index_info = {"frame": frame.to_dict(), "orthophoto": str(getattr(matcher.aerial.imagery, "path", ""))}
     res = ReplayResult(
         bag=bag, storage=src.storage, frame=frame, methods=logs, truth=truth, truth_latlon=truth_ll,
         topics={"image": image_topic, "image_type": image_type, "fix": fix_topic, "odom": odom_topic, "gt": gt_topic,
@@ -772,7 +831,7 @@ def replay_bag(bag, encoder, index, cfg=None, *, gt_topic: Optional[str] = DEFAU
         drop_examples=dict(drops.examples), partial=partial, t_start=t_first, t_end=t_last, timing=timing,
         localizer_stats=stats, config=_config_dict(cfg), config_name=config_name, model=ident,
         backend=str(getattr(encoder, "backend", "?")), index_info=index_info, recall_radius_m=radius,
-        world_dir=Path(world_dir) if world_dir else find_world_dir(bag), gt_topic=gt_topic)
+        world_dir=Path(world_dir) if world_dir else find_world_dir(bag), gt_topic=gt_topic, camera_peaks=camera_peaks)
     res.metrics = compute_metrics(res, grid_dt_s=grid_dt_s, max_age_s=max_age_s)
     return res
 
@@ -795,13 +854,18 @@ def compute_metrics(res: ReplayResult, *, grid_dt_s: float = 0.1, max_age_s: flo
             "corrected_vs_baseline": M.improvement(m["baseline"]["error_m"], m["corrected"]["error_m"]),
             "baseline_vs_raw": M.improvement(m["raw"]["error_m"], m["baseline"]["error_m"]),
         }
+        for name in METHODS:
+            tr = tracks[name]
+            m[name]["along_across_m"] = M.along_across_stats(tr.t, tr.x, tr.y, res.truth)
+        if res.camera_peaks:
+            out["camera"] = M.camera_recall(np.asarray(res.camera_peaks, float), res.truth)
         if res.recall_radius_m and c.cand_t:
             tx, ty, _ = res.truth.at(np.asarray(c.cand_t, float))
             out["recall"] = M.recall_at_k(c.cand_x, c.cand_y, tx, ty, res.recall_radius_m,
                                           ks=(1, 5, 10))
         else:
-            out["not_computed"].append("recall@K: no keyframe with candidates" if res.recall_radius_m else
-                                       "recall@K: the index has no tile spacing")
+            out["not_computed"].append("recall@K: no keyframe with retrieval candidates" if res.recall_radius_m
+                                       else "recall@K: no tile index")
     else:
         why = (f"no ground truth (topic {res.gt_topic} has no usable message)" if res.gt_topic else
                "no ground truth (no ground-truth topic given)")
@@ -1093,29 +1157,65 @@ def summary_line(res: ReplayResult) -> str:
 # path-level entry point and reading published topics back
 
 
-def evaluate_bag(bag, index_dir, model, *, backend: str = "auto", config_path: Optional[Path] = None,
+def evaluate_bag(bag, index_dir=None, model=None, *, backend: str = "auto", config_path: Optional[Path] = None,
                  out: Path = Path("runs/eval"), force: bool = False, command: Optional[str] = None,
-                 progress: bool = True, **replay_kw) -> Tuple[Path, ReplayResult]:
-    """Load the encoder and the index, replay ``bag`` and write the run directory.
-    -> (run directory, ReplayResult). Refuses an existing run directory (unless ``force``)
-    before the replay starts. ``replay_kw`` go to ``replay_bag``."""
-    from ..index import TileIndex
-    from ..inference import load_encoder
+                 progress: bool = True, ortho: Optional[Path] = None, features: str = "gradient",
+                 **replay_kw) -> Tuple[Path, ReplayResult]:
+    """Load the camera measurement(s), replay ``bag`` and write the run directory.
+    -> (run directory, ReplayResult).
 
+    Metric matching runs on ``ortho`` (an orthophoto; default: the synthetic drive's world) with the
+    ``features`` extractor; retrieval on ``index_dir`` + ``model`` (both optional when there is an
+    orthophoto: retrieval then only serves relocalisation). Refuses an existing run directory
+    (unless ``force``) before the replay starts. ``replay_kw`` go to ``replay_bag``."""
     bag = Path(bag)
     if not bag.exists():
         raise InvalidArgument(f"bag {bag} does not exist")
-    if not Path(index_dir).is_dir():
-        raise InvalidArgument(f"index {index_dir} does not exist; build one with `geoloc index build`")
     cfg, overrides = load_localizer_config(config_path)
     cfg_name = config_name_for(overrides, Path(config_path).stem if config_path else None)
-    encoder = load_encoder(model, backend=backend)
-    index = TileIndex.open(index_dir, expect_model=encoder.identity)
-    run_dir = Path(out) / run_name(bag, encoder.identity, cfg_name)
+    encoder = index = matcher = None
+    if index_dir is not None:
+        from ..index import TileIndex
+        from ..inference import load_encoder
+
+        if not Path(index_dir).is_dir():
+            raise InvalidArgument(f"index {index_dir} does not exist; build one with `geoloc index build`")
+        if model is None:
+            raise InvalidArgument("--index needs --model (the encoder the index was built with)")
+        encoder = load_encoder(model, backend=backend)
+        index = TileIndex.open(index_dir, expect_model=encoder.identity)
+    world_dir = replay_kw.get("world_dir") or find_world_dir(bag)
+    if ortho is None and world_dir is not None and cfg.camera_measurement != "retrieval":
+        ortho = Path(world_dir) / "orthophoto.tif"
+    if ortho is not None:
+        from ..metric import open_matcher
+
+        frame = index.frame if index is not None else _world_frame(world_dir)
+        matcher = open_matcher(ortho, cfg, frame=frame, features=features)
+    if encoder is None and matcher is None:
+        raise InvalidArgument("nothing to match the camera against: give --ortho (metric matching) and/or "
+                              "--index with --model (retrieval)")
+    ident = dict(encoder.identity) if encoder is not None else {"preset": f"metric-{features}"}
+    run_dir = Path(out) / run_name(bag, ident, cfg_name)
     if run_dir.exists() and any(run_dir.iterdir()) and not force:
         raise OutputExists(f"run directory {run_dir} already exists; pass --force to replace it")
-    res = replay_bag(bag, encoder, index, cfg, config_name=cfg_name, progress=progress, **replay_kw)
+    res = replay_bag(bag, encoder, index, cfg, config_name=cfg_name, progress=progress, matcher=matcher, **replay_kw)
+    if encoder is None:
+        res.model, res.backend = ident, "metric"
     return write_run(res, out, command=command, force=force), res
+
+
+def _world_frame(world_dir: Optional[Path]):
+    """The map frame of a synthetic world (its datum), or None (the matcher picks one)."""
+    if world_dir is None:
+        return None
+    from ..core.geo import LocalFrame
+
+    try:
+        f = json.loads((Path(world_dir) / "world.json").read_text())["frame"]
+        return LocalFrame(int(f["epsg"]), float(f["origin_e"]), float(f["origin_n"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def read_track(bag, topic: str, frame, name: Optional[str] = None) -> M.Track:

@@ -7,3 +7,29 @@ correlate.py  FFT correlation over (x, y, heading) -> score volume
 matcher.py    keyframe sequence -> local BEV mosaic (odometry) -> fused -> score volume
 config.py     MetricParams (part of LocalizerConfig: ROS parameters localizer.metric_*)
 """
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Union
+
+
+def open_matcher(ortho: Union[str, Path], params=None, *, frame=None, features: str = "gradient",
+                 memory_budget_mb: float = 64.0, **feature_kw):
+    """A ``MetricMatcher`` over an orthophoto (GeoTIFF or XYZ folder). ``frame``: the map frame
+    (default: a LocalFrame at the imagery's centre); ``params``: MetricParams or LocalizerConfig;
+    ``features``: extractor name (``features.EXTRACTORS``). The camera model is set later
+    (``set_camera``: camera_info + mounting)."""
+    from ..core.geo import LocalFrame
+    from ..index.imagery import open_imagery
+    from .aerial import AerialMap
+    from .config import MetricParams
+    from .features import make_extractor
+    from .matcher import MetricMatcher
+
+    params = params if params is not None else MetricParams()
+    imagery = open_imagery(ortho)
+    if frame is None:
+        lat0, lon0, lat1, lon1 = imagery.bounds_latlon()
+        frame = LocalFrame.at(0.5 * (lat0 + lat1), 0.5 * (lon0 + lon1))
+    aerial = AerialMap(imagery, frame, params.metric_res_m, memory_budget_mb=memory_budget_mb)
+    return MetricMatcher(aerial, make_extractor(features, **feature_kw), params)

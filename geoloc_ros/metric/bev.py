@@ -246,3 +246,22 @@ class GroundProjector:
         else:
             out = out * valid
         return out.astype(np.float32), valid
+
+
+def mount_from_transforms(tfs, base_frame: str, camera_frame: str) -> Optional[Tuple[np.ndarray, np.ndarray]]:
+    """Chain static transforms [(parent, child, xyz, quat)] from ``base_frame`` to ``camera_frame``
+    (the camera_info frame, normally the optical frame). Returns (R, t) of the camera frame in
+    base_frame, or None when the tree does not connect them."""
+    parent = {c: (p, np.asarray(xyz, float), quat_to_matrix(q)) for p, c, xyz, q in tfs}
+    R, t = np.eye(3), np.zeros(3)
+    f = camera_frame.lstrip("/")
+    seen = set()
+    while f != base_frame:
+        if f not in parent or f in seen:
+            return None
+        seen.add(f)
+        p, tp, Rp = parent[f]
+        # x_p = Rp x_f + tp; so x_base = R_acc_p (Rp x_f + tp) + ... accumulate from the camera up
+        R, t = Rp @ R, Rp @ t + tp
+        f = p
+    return R, t

@@ -24,9 +24,19 @@ def register(sub) -> argparse.ArgumentParser:
                     "report.md. A bag without the ground-truth topic still runs and says what it cannot compute.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("bag", type=Path, help="rosbag2 folder (metadata.yaml + .mcap or .db3)")
-    p.add_argument("--index", type=Path, required=True, help="tile index folder (geoloc index build)")
-    p.add_argument("--model", required=True,
-                   help="model: preset name (seqgeo_lite), checkpoint .pt, or export/engine folder")
+    p.add_argument("--ortho", type=Path, default=None,
+                   help="orthophoto (GeoTIFF or XYZ folder) for metric matching (default: the synthetic drive's "
+                        "world orthophoto, if any)")
+    p.add_argument("--features", default="gradient", choices=("gradient", "learned"),
+                   help="metric matching feature extractor")
+    p.add_argument("--camera-mount", default=None, metavar="X,Y,Z,ROLL,PITCH,YAW",
+                   help="camera_link pose in base_link (m, deg; pitch > 0 looks down) when the bag has no "
+                        "/tf_static chain base_link -> camera_info frame")
+    p.add_argument("--index", type=Path, default=None,
+                   help="tile index folder (geoloc index build): retrieval (global relocalisation; the camera "
+                        "measurement with localizer.camera_measurement: retrieval)")
+    p.add_argument("--model", default=None,
+                   help="model of the index: preset name (seqgeo_lite), checkpoint .pt, or export/engine folder")
     p.add_argument("--backend", default="auto", choices=("auto", "tensorrt", "onnxruntime", "torch"),
                    help="inference backend")
     p.add_argument("--gt-topic", default="/gnss/fix_truth",
@@ -69,12 +79,29 @@ def _parse_frame(text: Optional[str]):
                               f"got {text!r}")
 
 
+def _parse_mount(text: Optional[str]):
+    """"x,y,z,roll,pitch,yaw" (m, deg) -> (R, t) of the optical frame in base_link, or None."""
+    import math
+
+    from ..core.errors import InvalidArgument
+    from ..metric.bev import CameraModel
+
+    if not text:
+        return None
+    try:
+        x, y, z, r, p, w = (float(v) for v in text.split(","))
+    except ValueError:
+        raise InvalidArgument(f"--camera-mount must be X,Y,Z,ROLL,PITCH,YAW (m, deg), got {text!r}") from None
+    return CameraModel.mount_from_rpy(x, y, z, math.radians(r), math.radians(p), math.radians(w))
+
+
 def run_eval_replay(args: argparse.Namespace) -> Path:
     from ..evaluation.replay import evaluate_bag, summary_line
     from ..evaluation.report import accuracy_rows, text_table
 
     t0 = time.perf_counter()
     out, res = evaluate_bag(args.bag, args.index, args.model, backend=args.backend, config_path=args.config,
+                            ortho=args.ortho, features=args.features, camera_mount=_parse_mount(args.camera_mount),
                             out=args.out, force=args.force, command=command_line(), progress=True,
                             gt_topic=args.gt_topic or None, gt_frame=_parse_frame(args.gt_frame),
                             image_topic=args.image_topic, fix_topic=args.fix_topic, odom_topic=args.odom_topic,

@@ -174,6 +174,9 @@ class FilterParams:
                                      "volume_peak_yaw_deg of the volume's peak must reach this", 0.0, 1.0)
     volume_peak_radius_m: float = _f(2.0, "... radius around the peak for that mass (m)", 0.1, 100.0)
     volume_peak_yaw_deg: float = _f(2.0, "... and heading tolerance (deg)", 0.1, 180.0)
+    volume_min_evidence: float = _f(0.2, "metric consistency: a volume whose mean factor over the prior's particles "
+                                    "(1 = no information, > 1 agrees with the prior) is below this is rejected as "
+                                    "inconsistent with the prior", 0.0, 100.0)
     resample_jitter: float = _f(0.1, "after resampling, particles are jittered by this fraction of the cloud's "
                                 "spread (regularised particle filter)", 0.0, 1.0)
     # output and status
@@ -382,7 +385,9 @@ class PoseFilter:
         """Weight by a camera measurement's factor at each particle (``core.measurement``; evaluate
         it first). Returns (used, ess_ratio after). With ``check_consistency`` a measurement that
         leaves fewer than ``match_min_ess_ratio`` of the effective particles is rejected (weights
-        unchanged)."""
+        unchanged). A likelihood volume goes through ``update_volume`` instead."""
+        if getattr(meas, "kind", "") == "metric":
+            return self.update_volume(meas, check_consistency)
         fac = meas.factor(self.x, self.y, self.yaw)
         w = self.w * fac
         tot = float(w.sum())
@@ -390,12 +395,61 @@ class PoseFilter:
             return False, 0.0
         w = w / tot
         ess = 1.0 / float(np.sum(w * w)) / self.n
-        ess_before = self.ess_ratio()
-        if check_consistency and ess < self.p.match_min_ess_ratio * ess_before:
+        if check_consistency and ess < self.p.match_min_ess_ratio * self.ess_ratio():
             return False, ess
         self.w = w
         self._maybe_resample()
         return True, ess
+
+    def update_volume(self, vol, check_consistency: bool = True) -> Tuple[bool, float]:
+        """Bayes update on the volume's own grid, then particles drawn from the posterior.
+
+        A metric volume is much sharper (decimetres) than the particle cloud is dense: weighting
+        particles by it leaves a handful, or none near the peak, and the tail of a sharp
+        likelihood does not pull the cloud towards the peak. So the prior (the cloud's Gaussian
+        moments, inflated by half a cell) is multiplied with the volume's factor on every cell,
+        and the cloud is redrawn from that posterior (uniform jitter inside the cell). Each new
+        particle inherits the wheel scale, gyro bias and GNSS bias of a particle drawn from the
+        old cloud; its GNSS bias is shifted by the position change, so p + b (what GNSS saw) is
+        kept and the camera makes the bias observable. Consistency: the evidence E_prior[factor]
+        (1 = no information) below ``volume_min_evidence`` rejects the volume."""
+        mean, cov = self.mean_cov(floor=False)
+        res, step = vol.res, vol.yaw_step
+        S = cov + np.diag([res * res / 4.0, res * res / 4.0, step * step / 4.0])
+        try:
+            Si = np.linalg.inv(S)
+        except np.linalg.LinAlgError:
+            return False, 0.0
+        dx = vol.xs[None, None, :] - mean[0]
+        dy = vol.ys[None, :, None] - mean[1]
+        da = _wrap(vol.yaws - mean[2])[:, None, None]
+        q = (Si[0, 0] * dx * dx + Si[1, 1] * dy * dy + Si[2, 2] * da * da
+             + 2 * (Si[0, 1] * dx * dy + Si[0, 2] * dx * da + Si[1, 2] * dy * da))
+        prior = np.exp(-0.5 * (q - q.min()))
+        prior /= prior.sum()
+        fac = vol.cell_factor()
+        post = prior * fac
+        evidence = float(post.sum())
+        if not evidence > 0:
+            return False, 0.0
+        if check_consistency and evidence < self.p.volume_min_evidence:
+            return False, evidence
+        post = (post / evidence).ravel()
+        cells = self._systematic(post)
+        k, i, j = np.unravel_index(cells, fac.shape)
+        r = self.rng
+        n = self.n
+        nx = vol.xs[j] + res * (r.random(n) - 0.5)
+        ny = vol.ys[i] + res * (r.random(n) - 0.5)
+        nyaw = _wrap(vol.yaws[k] + step * (r.random(n) - 0.5))
+        par = self._systematic(self.w)
+        r.shuffle(par)
+        self.bx = self.bx[par] - (nx - self.x[par])
+        self.by = self.by[par] - (ny - self.y[par])
+        self.scale, self.gb = self.scale[par], self.gb[par]
+        self.x, self.y, self.yaw = nx, ny, nyaw
+        self.w = np.full(n, 1.0 / n)
+        return True, evidence
 
     def _reweight(self, loglik: np.ndarray) -> None:
         lw = np.log(np.maximum(self.w, 1e-300)) + loglik
@@ -408,11 +462,12 @@ class PoseFilter:
         return 1.0 / float(np.sum(self.w * self.w)) / self.n
 
     def _systematic(self, w: np.ndarray) -> np.ndarray:
+        """``n`` (particle count) indices into ``w`` (normalised weights of any length)."""
         n = self.n
         pos = (self.rng.random() + np.arange(n)) / n
         c = np.cumsum(w)
         c[-1] = 1.0
-        return np.minimum(np.searchsorted(c, pos), n - 1)
+        return np.minimum(np.searchsorted(c, pos), len(w) - 1)
 
     def _maybe_resample(self) -> None:
         if self.ess_ratio() >= 0.5:

@@ -205,11 +205,16 @@ class PoseVolume:
         return MatchEval(ok, "used" if ok else "flat likelihood volume", conf, np.ones(0), float("nan"), -1,
                          (x, y, yaw))
 
-    def factor(self, x: np.ndarray, y: np.ndarray, yaw: np.ndarray) -> np.ndarray:
-        """(1 - floor) * L / mean(L) + floor at each particle (trilinear), 1 outside the volume."""
+    def cell_factor(self) -> np.ndarray:
+        """(1 - floor) * L / mean(L) + floor on every cell [R, Ny, Nx] (mean 1: no information)."""
         if self._lik is None:
             L = np.exp(self.logl - self.logl.max())
             self._lik = L / L.mean()
+        return (1.0 - self.uniform_floor) * self._lik + self.uniform_floor
+
+    def factor(self, x: np.ndarray, y: np.ndarray, yaw: np.ndarray) -> np.ndarray:
+        """``cell_factor`` at each particle (trilinear), 1 outside the volume."""
+        self.cell_factor()
         L = self._lik
         x, y, yaw = (np.asarray(v, float) for v in (x, y, yaw))
         out = np.ones(len(x))

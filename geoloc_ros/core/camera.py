@@ -14,8 +14,11 @@ class PinholeCamera:
     """A forward-looking pinhole camera mounted on the vehicle.
 
     Image axes: u to the right, v down; principal point at the image centre.
-    Square pixels: fy = fx = (width / 2) / tan(hfov / 2). Zero pitch and roll:
-    the horizon is the row ``cy``.
+    Square pixels: fy = fx = (width / 2) / tan(hfov / 2) (the FOV spans the outer pixel edges).
+    Pixel coordinates follow ROS / OpenCV: the centre of pixel (row v, column u) is at the
+    integer coordinates (u, v), so the image spans [-0.5, W - 0.5] and a centred principal
+    point is cx = (W - 1) / 2, cy = (H - 1) / 2 (what CameraInfo.K carries). Zero pitch and
+    roll: the horizon is the row ``cy``.
     """
 
     width: int = 256
@@ -41,26 +44,27 @@ class PinholeCamera:
 
     @property
     def cx(self) -> float:
-        return self.width / 2.0
+        return (self.width - 1) / 2.0
 
     @property
     def cy(self) -> float:
-        return self.height / 2.0
+        return (self.height - 1) / 2.0
 
     @property
     def vfov_deg(self) -> float:
-        return math.degrees(2.0 * math.atan(self.cy / self.fy))
+        return math.degrees(2.0 * math.atan((self.height / 2.0) / self.fy))
 
     @property
     def K(self) -> np.ndarray:
         return np.array([[self.fx, 0.0, self.cx], [0.0, self.fy, self.cy], [0.0, 0.0, 1.0]])
 
     def column_bearing(self, u) -> np.ndarray:
-        """Bearing (rad, CCW positive, i.e. left of the optical axis is positive) of pixel column centre(s) u."""
-        return np.arctan2(self.cx - (np.asarray(u, float) + 0.5), self.fx)
+        """Bearing (rad, CCW positive, i.e. left of the optical axis is positive) of pixel column(s) u
+        (the centre of column u is at the coordinate u)."""
+        return np.arctan2(self.cx - np.asarray(u, float), self.fx)
 
     def project_bearing(self, bearing_rad) -> np.ndarray:
-        """Column coordinate (continuous, pixel-edge based) where a bearing relative to the axis lands."""
+        """Column coordinate (continuous, pixel centres at integers) where a bearing relative to the axis lands."""
         return self.cx - self.fx * np.tan(np.asarray(bearing_rad, float))
 
     def to_dict(self) -> dict:

@@ -4,7 +4,8 @@
 column the camera casts one horizontal ray (bearing from ``PinholeCamera.column_bearing``)
 and samples it at ``K`` distances (0.25 m steps near the car, geometric steps out to
 ``max_range_m``). A surface of height ``h`` at horizontal distance ``r`` along the ray of
-column bearing ``b`` projects to image row ``cy - fy * (h - mount) / (r cos b)``: the
+column bearing ``b`` projects to image row ``cy - fy * (h - mount) / (r cos b)`` (pixel centres at
+integer coordinates, ROS / OpenCV): the
 same pinhole geometry the orthophoto is georeferenced with, so a building at a known
 position appears at the bearing the camera model predicts (``test/test_render.py``).
 
@@ -162,7 +163,7 @@ class GroundRenderer:
         u = np.arange(camera.width)
         self._bearing = camera.column_bearing(u)  # [W]
         self._cosb = np.cos(self._bearing)
-        self._vc = np.arange(camera.height, dtype=np.float64) + 0.5 - camera.cy  # row centre - cy  [H]
+        self._vc = np.arange(camera.height, dtype=np.float64) - camera.cy  # row centre - cy  [H]
 
     # ---- per-drive layers ---------------------------------------------------------------
     def _prepare_layers(self) -> None:

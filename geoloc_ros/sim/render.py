@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Dict, NamedTuple, Tuple
+from typing import Dict, List, NamedTuple, Tuple
 
 import numpy as np
 
@@ -124,6 +124,49 @@ class Appearance:
         return np.array([math.sin(az) * math.cos(el), math.cos(az) * math.cos(el), math.sin(el)])
 
 
+def park_kerb_cars(roads, xy_to_rc, gsd: float, height: np.ndarray, sem: np.ndarray, albedo: np.ndarray,
+                   rng: np.random.Generator, density: float) -> List[Tuple[float, float, float]]:
+    """Park cars along both kerbs of every street, half on the kerb, away from junctions: a slot every
+    6.5 m holds a car with probability ``density``. Paints ``height``, ``sem`` and ``albedo`` in place
+    (only where the car stands on road, sidewalk or grass) and returns the cars' (x, y, yaw)."""
+    if density <= 0:
+        return []
+    out = []
+    shape = height.shape
+    for e in range(roads.num_edges):
+        pts = roads.edge_points[e]
+        if len(pts) < 2:
+            continue
+        seg = np.diff(pts, axis=0)
+        seglen = np.hypot(*seg.T)
+        cum = np.concatenate([[0.0], np.cumsum(seglen)])
+        total = cum[-1]
+        offset = float(roads.edge_width[e]) / 2.0 + 0.2
+        for s in np.arange(14.0, total - 14.0, 6.5):
+            for side in (-1.0, 1.0):
+                if rng.random() >= density:
+                    continue
+                i = min(int(np.searchsorted(cum, s, side="right")) - 1, len(seg) - 1)
+                t = (s - cum[i]) / max(seglen[i], 1e-9)
+                px, py = pts[i] + t * seg[i]
+                yaw = math.atan2(seg[i][1], seg[i][0])
+                cx = px + side * offset * -math.sin(yaw)
+                cy = py + side * offset * math.cos(yaw)
+                r0, c0, m, _, _ = rasterize_box(shape, xy_to_rc, cx, cy, 2.2, 0.9, yaw, gsd)
+                if not m.any():
+                    continue
+                win = (slice(r0, r0 + m.shape[0]), slice(c0, c0 + m.shape[1]))
+                # only where the car stands on road or sidewalk (not into a building, tree or lot)
+                ok = m & np.isin(sem[win], (Sem.ROAD, Sem.SIDEWALK, Sem.MARKING, Sem.GRASS))
+                if ok.sum() < 0.7 * m.sum():
+                    continue
+                height[win][ok] = _CAR_HEIGHT_M
+                sem[win][ok] = Sem.CAR
+                albedo[win][ok] = _CAR_COLOURS[rng.integers(len(_CAR_COLOURS))]
+                out.append((float(cx), float(cy), float(yaw)))
+    return out
+
+
 class RenderLayers(NamedTuple):
     image: np.ndarray  # [H, W, 3] uint8
     depth: np.ndarray  # [H, W] float32 horizontal distance along the ray (m); inf for sky
@@ -188,45 +231,10 @@ class GroundRenderer:
         self._direct = direct
 
     def _park_cars(self, rng: np.random.Generator, albedo: np.ndarray) -> int:
-        """Parked cars along both kerbs of every street, half on the kerb, away from junctions."""
-        w, app = self.world, self.appearance
-        if app.parked_car_density <= 0:
-            return 0
-        n = 0
-        shape = self.height.shape
-        g = w.meta.gsd_m
-        for e in range(w.roads.num_edges):
-            pts = w.roads.edge_points[e]
-            if len(pts) < 2:
-                continue
-            seg = np.diff(pts, axis=0)
-            seglen = np.hypot(*seg.T)
-            cum = np.concatenate([[0.0], np.cumsum(seglen)])
-            total = cum[-1]
-            offset = float(w.roads.edge_width[e]) / 2.0 + 0.2
-            for s in np.arange(14.0, total - 14.0, 6.5):
-                for side in (-1.0, 1.0):
-                    if rng.random() >= app.parked_car_density:
-                        continue
-                    i = min(int(np.searchsorted(cum, s, side="right")) - 1, len(seg) - 1)
-                    t = (s - cum[i]) / max(seglen[i], 1e-9)
-                    px, py = pts[i] + t * seg[i]
-                    yaw = math.atan2(seg[i][1], seg[i][0])
-                    cx = px + side * offset * -math.sin(yaw)
-                    cy = py + side * offset * math.cos(yaw)
-                    r0, c0, m, _, _ = rasterize_box(shape, w.xy_to_rc, cx, cy, 2.2, 0.9, yaw, g)
-                    if not m.any():
-                        continue
-                    win = (slice(r0, r0 + m.shape[0]), slice(c0, c0 + m.shape[1]))
-                    # only where the car stands on road or sidewalk (not into a building, tree or lot)
-                    ok = m & np.isin(self.sem[win], (Sem.ROAD, Sem.SIDEWALK, Sem.MARKING, Sem.GRASS))
-                    if ok.sum() < 0.7 * m.sum():
-                        continue
-                    self.height[win][ok] = _CAR_HEIGHT_M
-                    self.sem[win][ok] = Sem.CAR
-                    albedo[win][ok] = _CAR_COLOURS[rng.integers(len(_CAR_COLOURS))]
-                    n += 1
-        return n
+        """Parked cars along both kerbs of every street (``park_kerb_cars``) for this drive."""
+        w = self.world
+        return len(park_kerb_cars(w.roads, w.xy_to_rc, w.meta.gsd_m, self.height, self.sem, albedo, rng,
+                                  self.appearance.parked_car_density))
 
     # ---- rendering ----------------------------------------------------------------------
     def render(self, x: float, y: float, yaw: float) -> np.ndarray:

@@ -14,8 +14,14 @@ file                      dtype        meaning
 ``roads.geojson``         WGS84        road centrelines with width, lanes, kind
 ``buildings.geojson``     WGS84        building footprints with heights and colours
 ``world.npz``             arrays       road graph and building table in local metres
-``world.json``            manifest     format, seed, size, gsd, CRS, datum, checksums
+``world.json``            manifest     format, seed, size, gsd, CRS, datum, checksums,
+                                       ``survey`` (the aerial survey's record, ``sim.survey``)
 ========================  ===========  ==================================================
+
+The orthophoto is what a survey recorded; the other layers are the truth at drive time. With
+a survey gap (``sim.survey``, default of `geoloc sim world`) the orthophoto has its own sun,
+season and parked cars, photometry and blur, is JPEG-compressed and misregistered by
+``sim.survey.misregistration_displacement``.
 
 All GeoTIFFs are tiled (256x256), deflate-compressed and carry the UTM CRS and the
 geotransform, so any GIS opens them. Pixel (row, col) covers local x in
@@ -28,7 +34,7 @@ import shutil
 from dataclasses import dataclass, field
 from enum import IntEnum
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 
@@ -37,7 +43,8 @@ from ..core.geo import LocalFrame
 from ..core.manifest import sha256_file
 
 WORLD_FORMAT = "geoloc-world"
-WORLD_FORMAT_VERSION = 1
+WORLD_FORMAT_VERSION = 2  # v2: "survey" record (orthophoto flown at another time); v1 still loads (no gap)
+READABLE_WORLD_VERSIONS = (1, 2)
 
 
 class Sem(IntEnum):
@@ -177,6 +184,17 @@ class Buildings:
         return cls(z, z, z, z, z, z, z, np.zeros((0, 3), np.uint8), np.zeros((0, 3), np.uint8), z, z)
 
 
+class ParkedCars(NamedTuple):
+    """Lot cars of a world (drive time) and the empty stalls a survey may park in: [N, 3] (x, y, yaw)."""
+
+    cars: np.ndarray
+    free_stalls: np.ndarray
+
+    @classmethod
+    def none(cls) -> "ParkedCars":
+        return cls(np.zeros((0, 3)), np.zeros((0, 3)))
+
+
 @dataclass
 class World:
     meta: WorldMeta
@@ -187,6 +205,8 @@ class World:
     object_id: np.ndarray  # [H, W] int32
     roads: RoadGraph
     buildings: Buildings
+    survey: Optional[Dict] = None  # the aerial survey's record (sim.survey), None: no survey gap
+    parked: Optional[ParkedCars] = None  # lot cars and empty stalls (generated worlds, format v2)
 
     # ---- geometry -------------------------------------------------------------------
     @property
@@ -225,12 +245,16 @@ class World:
         profile = dict(driver="GTiff", width=self.meta.shape[1], height=self.meta.shape[0], crs=self.frame.crs,
                        transform=self.meta.transform(), tiled=True, blockxsize=256, blockysize=256,
                        compress="deflate", predictor=1, interleave="pixel")
+        jpeg_quality = (self.survey or {}).get("jpeg_quality")
         for name, (attr, desc) in self.RASTERS.items():
             arr = getattr(self, attr)
             bands = arr.transpose(2, 0, 1) if arr.ndim == 3 else arr[None]
             p = dict(profile, count=bands.shape[0], dtype=str(arr.dtype))
             if bands.shape[0] == 3:
                 p["photometric"] = "RGB"
+            if attr == "ortho" and jpeg_quality:  # the survey delivered a JPEG-compressed GeoTIFF
+                p.update(compress="jpeg", photometric="YCBCR", jpeg_quality=int(jpeg_quality))
+                p.pop("predictor", None)
             with rasterio.open(out_dir / name, "w", **p) as dst:
                 dst.write(bands)
                 dst.update_tags(DESCRIPTION=desc, GEOLOC_WORLD_SEED=str(self.meta.seed))
@@ -249,6 +273,7 @@ class World:
             "shape": list(self.meta.shape),
             "local_frame": "UTM grid axes; local (0,0) = frame origin_e/origin_n; x east, y north (m)",
             "params": self.meta.params,
+            "survey": self.survey,
             "counts": {"buildings": len(self.buildings), "road_edges": self.roads.num_edges,
                        "road_nodes": int(len(self.roads.nodes))},
             "files": {f.name: sha256_file(f) for f in sorted(out_dir.iterdir()) if f.name != "world.json"},
@@ -266,6 +291,9 @@ class World:
              "r_edge_width": r.edge_width, "r_edge_lanes": r.edge_lanes,
              "r_edge_kind": np.array(r.edge_kind, dtype="U16")}
         d.update(self.buildings.to_arrays())
+        if self.parked is not None:
+            d.update({"p_cars": np.asarray(self.parked.cars, float).reshape(-1, 3),
+                      "p_free_stalls": np.asarray(self.parked.free_stalls, float).reshape(-1, 3)})
         return d
 
     def _write_geojson(self, out_dir: Path) -> None:
@@ -305,7 +333,7 @@ class World:
             raise IncompatibleArtifact(f"{world_dir} is not a geoloc world (no world.json); "
                                        f"create one with `geoloc sim world --out {world_dir}`")
         m = json.loads(mpath.read_text())
-        if m.get("format") != WORLD_FORMAT or m.get("format_version") != WORLD_FORMAT_VERSION:
+        if m.get("format") != WORLD_FORMAT or m.get("format_version") not in READABLE_WORLD_VERSIONS:
             raise IncompatibleArtifact(
                 f"{world_dir}: world format {m.get('format')} v{m.get('format_version')} is not "
                 f"{WORLD_FORMAT} v{WORLD_FORMAT_VERSION}; regenerate it with `geoloc sim world --force`")
@@ -327,7 +355,8 @@ class World:
                               edge_width=z["r_edge_width"], edge_lanes=z["r_edge_lanes"],
                               edge_kind=[str(k) for k in z["r_edge_kind"]])
             buildings = Buildings.from_arrays(z)
-        return cls(meta=meta, roads=roads, buildings=buildings, **arrays)
+            parked = ParkedCars(z["p_cars"], z["p_free_stalls"]) if "p_cars" in z.files else None
+        return cls(meta=meta, roads=roads, buildings=buildings, survey=m.get("survey"), parked=parked, **arrays)
 
 
 # ---- helpers ------------------------------------------------------------------------

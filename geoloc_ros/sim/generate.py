@@ -27,6 +27,7 @@ import numpy as np
 from ..core.errors import InvalidArgument
 from ..core.geo import LocalFrame
 from .survey import SurveyGap, survey_orthophoto
+from .terrain import Terrain, TerrainParams, terrain_rng
 from .world import Buildings, ParkedCars, RoadGraph, Sem, World, WorldMeta, default_palette, rasterize_box
 
 log = logging.getLogger(__name__)
@@ -77,13 +78,14 @@ def validate_world_args(seed: int, size_m: float, gsd_m: float, origin_lat: floa
 
 def generate_world(seed: int = 7, size_m: float = 2000.0, gsd_m: float = 0.5, origin_lat: float = 44.4759,
                    origin_lon: float = -73.2121, params: TownParams = TownParams(), progress: bool = False,
-                   survey: Optional[SurveyGap] = None) -> World:
+                   survey: Optional[SurveyGap] = None, terrain: Optional[TerrainParams] = None) -> World:
     """Generate a town. Deterministic in all arguments.
 
     ``survey`` (``sim.survey.SurveyGap``) makes the orthophoto a survey flown at another time
     (own sun and season, other parked cars, photometry, blur, JPEG, misregistration); None or
     ``SurveyGap.off()`` keeps the orthophoto of earlier versions (same bytes for the same seed).
-    The command line (`geoloc sim world`) switches the gap on by default.
+    ``terrain`` (``sim.terrain.TerrainParams``) adds a gentle ground elevation (``World.elevation``);
+    None keeps the flat ground. The command line (`geoloc sim world`) switches both on by default.
     """
     validate_world_args(seed, size_m, gsd_m, origin_lat, origin_lon)
     from tqdm import tqdm
@@ -120,12 +122,16 @@ def generate_world(seed: int = 7, size_m: float = 2000.0, gsd_m: float = 0.5, or
     sun_az = rng.uniform(*params.survey_sun_azimuth_deg)
     sun_el = rng.uniform(*params.survey_sun_elevation_deg)
     record = None
+    relief = Terrain.sample(terrain_rng(seed), terrain) if terrain is not None else None
+    elevation = relief.raster(meta) if relief is not None else None
     parked = ParkedCars(np.array(g.cars, float).reshape(-1, 3), np.array(g.free_stalls, float).reshape(-1, 3))
     if survey is None or not survey.enabled:
-        ortho = shade(g.albedo, g.height, gsd_m, sun_az, sun_el, rng=rng)
+        ortho = shade(g.albedo, g.height if elevation is None else g.height + elevation, gsd_m, sun_az, sun_el,
+                      rng=rng)
     else:
         res = survey_orthophoto(g.albedo, g.height, g.sem, g.oid, gsd_m, g.xy_to_rc, g.rc_to_xy, roads,
-                                parked, survey, survey_rng(seed), legacy_sun=(float(sun_az), float(sun_el)))
+                                parked, survey, survey_rng(seed), legacy_sun=(float(sun_az), float(sun_el)),
+                                elevation=elevation)
         ortho, record = res.ortho, res.record
         sun_az, sun_el = record["sun_azimuth_deg"], record["sun_elevation_deg"]
     done()
@@ -133,7 +139,8 @@ def generate_world(seed: int = 7, size_m: float = 2000.0, gsd_m: float = 0.5, or
     meta.params.update({"survey_sun_azimuth_deg": round(float(sun_az), 3),
                         "survey_sun_elevation_deg": round(float(sun_el), 3)})
     return World(meta=meta, albedo=g.albedo, ortho=ortho, height=g.height, semantic=g.sem, object_id=g.oid,
-                 roads=roads, buildings=buildings, survey=record, parked=parked)
+                 roads=roads, buildings=buildings, survey=record, parked=parked, elevation=elevation,
+                 terrain=relief.to_dict() if relief is not None else None)
 
 
 def survey_rng(seed: int) -> np.random.Generator:

@@ -8,9 +8,10 @@ file                      dtype        meaning
 ========================  ===========  ==================================================
 ``orthophoto.tif``        uint8 x3     what a survey aircraft saw (lit, shadows), RGB
 ``albedo.tif``            uint8 x3     unlit surface colour (roads, roofs, grass, ...)
-``height.tif``            float32      object height above the (flat) ground, metres
+``height.tif``            float32      object height above the ground beneath it, metres
 ``semantic.tif``          uint8        class id, see ``Sem``
 ``object_id.tif``         int32        building id (1..N) for building pixels, else 0
+``elevation.tif``         float32      terrain above the datum (m); only with terrain
 ``roads.geojson``         WGS84        road centrelines with width, lanes, kind
 ``buildings.geojson``     WGS84        building footprints with heights and colours
 ``world.npz``             arrays       road graph and building table in local metres
@@ -207,6 +208,8 @@ class World:
     buildings: Buildings
     survey: Optional[Dict] = None  # the aerial survey's record (sim.survey), None: no survey gap
     parked: Optional[ParkedCars] = None  # lot cars and empty stalls (generated worlds, format v2)
+    elevation: Optional[np.ndarray] = None  # [H, W] float32 terrain (m above the datum), None: flat
+    terrain: Optional[Dict] = None  # the terrain's record (sim.terrain), None: flat
 
     # ---- geometry -------------------------------------------------------------------
     @property
@@ -258,6 +261,11 @@ class World:
             with rasterio.open(out_dir / name, "w", **p) as dst:
                 dst.write(bands)
                 dst.update_tags(DESCRIPTION=desc, GEOLOC_WORLD_SEED=str(self.meta.seed))
+        if self.elevation is not None:
+            with rasterio.open(out_dir / "elevation.tif", "w", **dict(profile, count=1, dtype="float32")) as dst:
+                dst.write(self.elevation.astype(np.float32)[None])
+                dst.update_tags(DESCRIPTION="terrain elevation above the datum (m)",
+                                GEOLOC_WORLD_SEED=str(self.meta.seed))
         np.savez_compressed(out_dir / "world.npz", **self._vector_arrays())
         self._write_geojson(out_dir)
         manifest = {
@@ -274,6 +282,7 @@ class World:
             "local_frame": "UTM grid axes; local (0,0) = frame origin_e/origin_n; x east, y north (m)",
             "params": self.meta.params,
             "survey": self.survey,
+            "terrain": self.terrain,
             "counts": {"buildings": len(self.buildings), "road_edges": self.roads.num_edges,
                        "road_nodes": int(len(self.roads.nodes))},
             "files": {f.name: sha256_file(f) for f in sorted(out_dir.iterdir()) if f.name != "world.json"},
@@ -348,6 +357,10 @@ class World:
             with rasterio.open(world_dir / name) as src:
                 a = src.read()
             arrays[attr] = a.transpose(1, 2, 0).copy() if a.shape[0] == 3 else a[0]
+        epath = world_dir / "elevation.tif"
+        if epath.is_file() and (layers is None or "elevation" in layers):
+            with rasterio.open(epath) as src:
+                arrays["elevation"] = src.read(1)
         with np.load(world_dir / "world.npz") as z:
             npts = z["r_edge_npts"]
             splits = np.split(z["r_edge_points"], np.cumsum(npts)[:-1]) if len(npts) else []
@@ -356,7 +369,8 @@ class World:
                               edge_kind=[str(k) for k in z["r_edge_kind"]])
             buildings = Buildings.from_arrays(z)
             parked = ParkedCars(z["p_cars"], z["p_free_stalls"]) if "p_cars" in z.files else None
-        return cls(meta=meta, roads=roads, buildings=buildings, survey=m.get("survey"), parked=parked, **arrays)
+        return cls(meta=meta, roads=roads, buildings=buildings, survey=m.get("survey"), parked=parked,
+                   terrain=m.get("terrain"), **arrays)
 
 
 # ---- helpers ------------------------------------------------------------------------

@@ -40,6 +40,8 @@ def add_survey_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-survey-gap", action="store_true",
                    help="orthophoto = the world at drive time under the legacy survey sun (the bytes of earlier "
                         "versions for the same seed)")
+    p.add_argument("--no-terrain", action="store_true",
+                   help="flat ground (no elevation raster): the car drives level, as in earlier versions")
     g.add_argument("--survey-without", nargs="+", default=[], choices=SURVEY_PARTS, metavar="PART",
                    help=f"switch single parts of the survey gap off: {', '.join(SURVEY_PARTS)}")
 
@@ -52,12 +54,14 @@ def survey_from_args(args: argparse.Namespace):
 
 def run_sim_world(args: argparse.Namespace) -> Path:
     from ..sim.generate import generate_world, validate_world_args
+    from ..sim.terrain import TerrainParams
 
     validate_world_args(args.seed, args.size_m, args.gsd_m, args.origin_lat, args.origin_lon)
     check_output_dir(args.out, args.force)
     t0 = time.perf_counter()
     world = generate_world(seed=args.seed, size_m=args.size_m, gsd_m=args.gsd_m, origin_lat=args.origin_lat,
-                           origin_lon=args.origin_lon, progress=True, survey=survey_from_args(args))
+                           origin_lon=args.origin_lon, progress=True, survey=survey_from_args(args),
+                           terrain=None if args.no_terrain else TerrainParams())
     t_gen = time.perf_counter() - t0
     world.save(args.out, force=args.force, extra_manifest={"command": command_line()})
     dt = time.perf_counter() - t0

@@ -13,16 +13,10 @@ from geoloc_ros.sim.drive import DriveConfig, simulate_drive
 from geoloc_ros.sim.render import Appearance, GroundRenderer
 from geoloc_ros.sim.world import Buildings, Sem, make_toy_world
 
+from _geometry import crossing, quat_matrix
+
 CAM = PinholeCamera(width=256, height=128, hfov_deg=90.0)
 DARK, BRIGHT = 60, 200
-
-
-def quat_matrix(q) -> np.ndarray:
-    """Rotation matrix of a (x, y, z, w) quaternion."""
-    x, y, z, w = q
-    return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-                     [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-                     [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
 
 
 @pytest.fixture(scope="module")
@@ -75,17 +69,6 @@ def edge_world(axis: int, at: float) -> "object":
     w.object_id = np.zeros((n, n), np.int32)
     w.buildings = Buildings.empty()
     return w
-
-
-def crossing(profile: np.ndarray) -> float:
-    """Sub-pixel index where a monotone DARK -> BRIGHT step profile crosses its mid level."""
-    lo, hi = np.median(profile[:3]), np.median(profile[-3:])
-    mid = 0.5 * (lo + hi)
-    if lo > hi:
-        profile, lo, hi = -profile, -lo, -hi
-        mid = -mid
-    i = int(np.nonzero((profile[:-1] < mid) & (profile[1:] >= mid))[0][0])
-    return i + (mid - profile[i]) / (profile[i + 1] - profile[i])
 
 
 def test_renderer_and_bag_intrinsics_agree_on_columns(bag_camera):

@@ -15,7 +15,7 @@ from geoloc_ros.core.camera import PinholeCamera
 from geoloc_ros.core.errors import InvalidArgument
 from geoloc_ros.core.geo import wrap_angle
 from geoloc_ros.sim.bag import (EPOCH_NS, OPTICAL_QUAT, TOPIC_CAMERA_INFO, TOPIC_COMPRESSED, TOPIC_FIX,
-                                TOPIC_FIX_TRUTH, TOPIC_IMAGE, TOPIC_ODOM, TOPIC_TF, TOPIC_TF_STATIC, bag_topics,
+                                TOPIC_FIX_TRUTH, TOPIC_IMAGE, TOPIC_IMU, TOPIC_ODOM, TOPIC_TF, TOPIC_TF_STATIC, bag_topics,
                                 image_to_numpy, read_bag, read_truth_csv, stamp_ns, write_drive)
 from geoloc_ros.sim.drive import (GNSS_MULTIPATH, GNSS_NOMINAL, GNSS_OUTAGE, STATUS_NO_FIX, DriveConfig, GnssModel,
                                   OdometryModel, Trajectory, lane_offset, odometry_drift, plan_route, simulate_drive,
@@ -34,7 +34,7 @@ def toy_world():
 def synthetic_frames(camera: PinholeCamera):
     """A deterministic 'renderer' whose pixels encode the pose (no dependency on sim.render)."""
 
-    def render(x: float, y: float, yaw: float) -> np.ndarray:
+    def render(x: float, y: float, yaw: float, **attitude) -> np.ndarray:
         img = np.empty((camera.height, camera.width, 3), np.uint8)
         img[..., 0] = int(round(x * 10)) % 256
         img[..., 1] = int(round(y * 10)) % 256
@@ -221,7 +221,7 @@ def written_drive(small_world, tmp_path_factory):
     frames = []
     render = synthetic_frames(CAM)
 
-    def recording_render(x, y, yaw):
+    def recording_render(x, y, yaw, **attitude):
         frames.append(render(x, y, yaw))
         return frames[-1]
 
@@ -234,7 +234,7 @@ def test_bag_round_trip_with_rosbags(written_drive, small_world):
     out, sim, frames, res = written_drive
     n_cam, n_gnss, n_odom = 40, 20, 200
     expect = {TOPIC_IMAGE: n_cam, TOPIC_COMPRESSED: n_cam, TOPIC_CAMERA_INFO: n_cam, TOPIC_FIX: n_gnss,
-              TOPIC_FIX_TRUTH: n_gnss, TOPIC_ODOM: n_odom, TOPIC_TF: n_odom, TOPIC_TF_STATIC: 1}
+              TOPIC_FIX_TRUTH: n_gnss, TOPIC_ODOM: n_odom, TOPIC_TF: n_odom, TOPIC_TF_STATIC: 1, TOPIC_IMU: 2 * n_odom}
     assert {k: v[1] for k, v in bag_topics(out / "bag").items()} == expect
     msgs = list(read_bag(out / "bag"))
     assert Counter(t for t, _, _ in msgs) == expect
@@ -304,7 +304,7 @@ def test_bag_round_trip_with_the_independent_mcap_reader(written_drive):
         np.testing.assert_array_equal(a, b)
     pairs = {(t.header.frame_id, t.child_frame_id): t.transform for t in tf_static.transforms}
     assert set(pairs) == {("base_link", "camera_link"), ("camera_link", "camera_optical_frame"),
-                          ("base_link", "gnss_link")}
+                          ("base_link", "gnss_link"), ("base_link", "imu_link")}
     assert pairs[("base_link", "camera_link")].translation.z == pytest.approx(CAM.mount_height_m)
     q = pairs[("camera_link", "camera_optical_frame")].rotation
     assert (q.x, q.y, q.z, q.w) == OPTICAL_QUAT
@@ -360,7 +360,7 @@ def test_iterable_frame_source_and_its_errors(small_world, tmp_path):
         write_drive(tmp_path / "short", small_world, sim, CAM, iter(frames[:5]))
     assert not (tmp_path / "short" / "bag").exists() and not (tmp_path / "short" / "drive.json").exists()
     with pytest.raises(InvalidArgument, match=r"expected uint8 \(32, 64, 3\)"):
-        write_drive(tmp_path / "bad", small_world, sim, CAM, lambda x, y, yaw: np.zeros((10, 10, 3), np.uint8))
+        write_drive(tmp_path / "bad", small_world, sim, CAM, lambda x, y, yaw, **attitude: np.zeros((10, 10, 3), np.uint8))
 
 
 # ---- config ---------------------------------------------------------------------------

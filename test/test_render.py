@@ -56,8 +56,10 @@ def test_wall_top_and_foot_rows_match_pinhole_projection(toy, toy_renderer):
     centre = cam.width // 2
     rows = np.nonzero(lay.object_id[:, centre] == 1)[0]
     d = 30.0
-    assert abs(rows.min() - (cam.cy - cam.fy * (12.0 - cam.mount_height_m) / d)) <= 1.0
-    assert abs(rows.max() + 1 - (cam.cy + cam.fy * cam.mount_height_m / d)) <= 1.0
+    # pixel centres at integer rows; the first row below the roof line, give or take the row quantisation
+    # plus the 0.25 m ray-march step (a wall sampled 0.25 m late is 0.34 px lower at 30 m)
+    assert -0.5 <= rows.min() - (cam.cy - cam.fy * (12.0 - cam.mount_height_m) / d) <= 1.4
+    assert abs(rows.max() - (cam.cy + cam.fy * cam.mount_height_m / d)) <= 1.0
     assert np.allclose(lay.depth[rows, centre], d, atol=0.3)
     # below the wall foot is ground, above the roof line is sky
     assert lay.semantic[rows.max() + 2, centre] in (Sem.ROAD, Sem.MARKING, Sem.SIDEWALK, Sem.GRASS)
@@ -71,7 +73,8 @@ def test_gable_end_is_higher_at_the_ridge_than_at_the_eaves(toy, toy_renderer):
     lay = toy_renderer.render_layers(0.0, -30.0, math.pi)
     centre = cam.width // 2
     apex = np.nonzero(lay.object_id[:, centre] == 3)[0].min()
-    assert abs(apex - (cam.cy - cam.fy * (9.0 - cam.mount_height_m) / 18.0)) <= 2.5
+    # the ridge is sampled on the 0.5 m raster and the 0.25 m ray steps: never higher, at most ~3 rows lower
+    assert -0.5 <= apex - (cam.cy - cam.fy * (9.0 - cam.mount_height_m) / 18.0) <= 3.0
     edge_col = centre + int(cam.fx * 4.0 / 18.0)  # 4 m off-axis, 1 m from the eaves
     edge_top = np.nonzero(lay.object_id[:, edge_col] == 3)[0].min()
     assert edge_top > apex + 3

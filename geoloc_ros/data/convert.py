@@ -138,8 +138,8 @@ def equirect_to_pinhole(pano: np.ndarray, heading_deg: float, camera: PinholeCam
     """
     H, W = pano.shape[:2]
     vfov = 360.0 * H / W if pano_vfov_deg is None else float(pano_vfov_deg)
-    u = np.arange(camera.width) + 0.5 - camera.cx
-    v = np.arange(camera.height) + 0.5 - camera.cy
+    u = np.arange(camera.width) - camera.cx  # pixel centres at integer coordinates (ROS / OpenCV)
+    v = np.arange(camera.height) - camera.cy
     uu, vv = np.meshgrid(u, v)
     az = np.degrees(np.arctan2(uu, camera.fx))  # right of the axis is positive (clockwise)
     el = np.degrees(np.arctan2(-vv, np.hypot(uu, camera.fx)))

@@ -70,7 +70,7 @@ from .world import World, prepare_output_dir
 log = logging.getLogger(__name__)
 
 DRIVE_FORMAT = "geoloc-drive"
-DRIVE_FORMAT_VERSION = 1
+DRIVE_FORMAT_VERSION = 2  # v2: /imu/data, attitude in /odom and /tf, truth z/pitch/roll, survey_gap, camera D + sensor
 EPOCH_NS = 1_700_000_000 * 10 ** 9  # sim time 0 (2023-11-14T22:13:20Z): fixed, so runs are deterministic
 BAG_VERSION = 8  # rosbag2 metadata version (QoS profiles as a YAML string, as older distros expect)
 
@@ -79,6 +79,7 @@ FRAME_ODOM = "odom"
 FRAME_CAMERA = "camera_link"
 FRAME_OPTICAL = "camera_optical_frame"
 FRAME_GNSS = "gnss_link"
+FRAME_IMU = "imu_link"
 # camera_link (x fwd, y left, z up) -> camera_optical_frame (z fwd, x right, y down), (x, y, z, w)
 OPTICAL_QUAT = (-0.5, 0.5, -0.5, 0.5)
 
@@ -90,9 +91,10 @@ TOPIC_FIX_TRUTH = "/gnss/fix_truth"
 TOPIC_ODOM = "/odom"
 TOPIC_TF = "/tf"
 TOPIC_TF_STATIC = "/tf_static"
+TOPIC_IMU = "/imu/data"
 
 COMPRESSED_FORMAT = "rgb8; jpeg compressed bgr8"  # what compressed_image_transport writes for JPEG
-TRUTH_COLUMNS = ("t", "stamp_ns", "x", "y", "yaw", "lat", "lon", "speed")
+TRUTH_COLUMNS = ("t", "stamp_ns", "x", "y", "yaw", "lat", "lon", "speed", "z", "pitch", "roll")
 
 
 class TopicSpec(NamedTuple):
@@ -108,6 +110,7 @@ def drive_topics(compressed: bool) -> List[TopicSpec]:
     t = [TopicSpec(TOPIC_TF_STATIC, "tf2_msgs/msg/TFMessage", FRAME_BASE, "sensor mounting (static)", True),
          TopicSpec(TOPIC_TF, "tf2_msgs/msg/TFMessage", FRAME_ODOM, "odom -> base_link (dead reckoning)"),
          TopicSpec(TOPIC_ODOM, "nav_msgs/msg/Odometry", FRAME_ODOM, "wheel + gyro odometry, child base_link"),
+         TopicSpec(TOPIC_IMU, "sensor_msgs/msg/Imu", FRAME_IMU, "IMU: roll/pitch + odom yaw, body rates, specific force"),
          TopicSpec(TOPIC_FIX, "sensor_msgs/msg/NavSatFix", FRAME_GNSS, "simulated GNSS receiver"),
          TopicSpec(TOPIC_FIX_TRUTH, "sensor_msgs/msg/NavSatFix", FRAME_GNSS, "true antenna position"),
          TopicSpec(TOPIC_IMAGE, "sensor_msgs/msg/Image", FRAME_OPTICAL, "rendered camera frame, rgb8")]
@@ -133,6 +136,17 @@ def stamp_ns(t: float) -> int:
 def yaw_quat(yaw: float) -> Tuple[float, float, float, float]:
     """(x, y, z, w) of a rotation by ``yaw`` about +z."""
     return 0.0, 0.0, math.sin(yaw / 2.0), math.cos(yaw / 2.0)
+
+
+def rpy_quat(roll: float, pitch: float, yaw: float) -> Tuple[float, float, float, float]:
+    """(x, y, z, w) of R = Rz(yaw) Ry(pitch) Rx(roll) (REP-103 roll, pitch, yaw)."""
+    if roll == 0.0 and pitch == 0.0:
+        return yaw_quat(yaw)
+    cr, sr = math.cos(roll / 2), math.sin(roll / 2)
+    cp, sp = math.cos(pitch / 2), math.sin(pitch / 2)
+    cy, sy = math.cos(yaw / 2), math.sin(yaw / 2)
+    return (sr * cp * cy - cr * sp * sy, cr * sp * cy + sr * cp * sy, cr * cp * sy - sr * sp * cy,
+            cr * cp * cy + sr * sp * sy)
 
 
 # ---------------------------------------------------------------------------------------
@@ -164,6 +178,7 @@ class _Msgs:
         self.Transform = T["geometry_msgs/msg/Transform"]
         self.TransformStamped = T["geometry_msgs/msg/TransformStamped"]
         self.TFMessage = T["tf2_msgs/msg/TFMessage"]
+        self.Imu = T["sensor_msgs/msg/Imu"]
 
     def header(self, t_ns: int, frame_id: str):
         return self.Header(stamp=self.Time(sec=t_ns // 10 ** 9, nanosec=t_ns % 10 ** 9), frame_id=frame_id)
@@ -194,7 +209,7 @@ class _Msgs:
         K = camera.K
         P = np.hstack([K, np.zeros((3, 1))])
         return self.CameraInfo(header=self.header(t_ns, FRAME_OPTICAL), height=camera.height, width=camera.width,
-                               distortion_model="plumb_bob", d=np.zeros(5), k=K.reshape(-1).astype(float),
+                               distortion_model="plumb_bob", d=camera.D, k=K.reshape(-1).astype(float),
                                r=np.eye(3).reshape(-1), p=P.reshape(-1).astype(float), binning_x=0, binning_y=0,
                                roi=self.RegionOfInterest(x_offset=0, y_offset=0, height=0, width=0,
                                                          do_rectify=False))
@@ -212,12 +227,22 @@ class _Msgs:
                               longitude=float(lon), altitude=float(alt), position_covariance=cov,
                               position_covariance_type=ctype)
 
-    def odometry(self, t_ns, x, y, yaw, v, w, pos_var, yaw_var, v_var, w_var):
+    def imu(self, t_ns, rpy, gyro, accel, tilt_var, yaw_var, gyro_var, accel_var):
+        oc = np.diag([tilt_var, tilt_var, yaw_var]).reshape(-1)
+        return self.Imu(header=self.header(t_ns, FRAME_IMU), orientation=self.quat(rpy_quat(*(float(v) for v in rpy))),
+                        orientation_covariance=oc,
+                        angular_velocity=self.Vector3(x=float(gyro[0]), y=float(gyro[1]), z=float(gyro[2])),
+                        angular_velocity_covariance=np.diag([gyro_var] * 3).reshape(-1),
+                        linear_acceleration=self.Vector3(x=float(accel[0]), y=float(accel[1]), z=float(accel[2])),
+                        linear_acceleration_covariance=np.diag([accel_var] * 3).reshape(-1))
+
+    def odometry(self, t_ns, x, y, yaw, v, w, pos_var, yaw_var, v_var, w_var, roll=0.0, pitch=0.0, tilt_var=1e6):
         pc = np.zeros(36)
-        pc[[0, 7, 14, 21, 28, 35]] = (pos_var, pos_var, 1e6, 1e6, 1e6, yaw_var)
+        pc[[0, 7, 14, 21, 28, 35]] = (pos_var, pos_var, 1e6, tilt_var, tilt_var, yaw_var)
         tc = np.zeros(36)
         tc[[0, 7, 14, 21, 28, 35]] = (v_var, 1e-4, 1e6, 1e6, 1e6, w_var)
-        pose = self.Pose(position=self.Point(x=float(x), y=float(y), z=0.0), orientation=self.quat(yaw_quat(yaw)))
+        pose = self.Pose(position=self.Point(x=float(x), y=float(y), z=0.0),
+                         orientation=self.quat(rpy_quat(float(roll), float(pitch), float(yaw))))
         twist = self.Twist(linear=self.Vector3(x=float(v), y=0.0, z=0.0),
                            angular=self.Vector3(x=0.0, y=0.0, z=float(w)))
         return self.Odometry(header=self.header(t_ns, FRAME_ODOM), child_frame_id=FRAME_BASE,
@@ -292,7 +317,7 @@ class BagWriter:
 
 FrameSource = Union[Callable[[float, float, float], np.ndarray], Iterable[np.ndarray]]
 # priority of topics that share a timestamp (lower first)
-_PRIO = {TOPIC_TF_STATIC: 0, TOPIC_TF: 1, TOPIC_ODOM: 2, TOPIC_FIX: 3, TOPIC_FIX_TRUTH: 4, TOPIC_IMAGE: 5,
+_PRIO = {TOPIC_TF_STATIC: 0, TOPIC_TF: 1, TOPIC_ODOM: 2, TOPIC_IMU: 2.5, TOPIC_FIX: 3, TOPIC_FIX_TRUTH: 4, TOPIC_IMAGE: 5,
          TOPIC_COMPRESSED: 6, TOPIC_CAMERA_INFO: 7}
 
 
@@ -310,11 +335,24 @@ class BagSummary:
         return self.counts.get(TOPIC_IMAGE, 0)
 
 
-def camera_poses(sim: DriveSim) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(x, y, yaw) of the camera at each frame time (camera_x_m ahead of base_link)."""
+def camera_poses(sim: DriveSim, mount_height_m: float = 0.0) -> Tuple[np.ndarray, ...]:
+    """(x, y, yaw, z, pitch, roll) of camera_link at each frame time: base_link pose and attitude
+    composed with the mounting (camera_x_m ahead, ``mount_height_m`` above base_link, no rotation).
+    z is above the terrain datum; flat and level: (x + off cos yaw, y + off sin yaw, yaw, mount, 0, 0)."""
+    from .drive import rotation_rpy
+
     st = sim.truth.at(sim.camera_t)
     off = sim.config.rig.camera_x_m
-    return st.x + off * np.cos(st.yaw), st.y + off * np.sin(st.yaw), st.yaw
+    if sim.attitude is None:
+        n = len(sim.camera_t)
+        return (st.x + off * np.cos(st.yaw), st.y + off * np.sin(st.yaw), st.yaw, np.full(n, mount_height_m),
+                np.zeros(n), np.zeros(n))
+    z, pitch, roll = sim.attitude.at(sim.camera_t)
+    if not (np.any(pitch) or np.any(roll)):
+        return st.x + off * np.cos(st.yaw), st.y + off * np.sin(st.yaw), st.yaw, z + mount_height_m, pitch, roll
+    R = rotation_rpy(roll, pitch, st.yaw)
+    p = np.stack([st.x, st.y, z], axis=1) + R @ np.array([off, 0.0, mount_height_m])
+    return p[:, 0], p[:, 1], st.yaw, p[:, 2], pitch, roll
 
 
 def _latlon(frame, x: np.ndarray, y: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
@@ -349,19 +387,39 @@ def write_drive_bag(bag_dir: Path, sim: DriveSim, camera: PinholeCamera, frames:
         tfs = [m.transform(t_ns, FRAME_BASE, FRAME_CAMERA, (rig.camera_x_m, 0.0, camera.mount_height_m),
                            (0.0, 0.0, 0.0, 1.0)),
                m.transform(t_ns, FRAME_CAMERA, FRAME_OPTICAL, (0.0, 0.0, 0.0), OPTICAL_QUAT),
-               m.transform(t_ns, FRAME_BASE, FRAME_GNSS, (rig.gnss_x_m, 0.0, rig.gnss_z_m), (0.0, 0.0, 0.0, 1.0))]
+               m.transform(t_ns, FRAME_BASE, FRAME_GNSS, (rig.gnss_x_m, 0.0, rig.gnss_z_m), (0.0, 0.0, 0.0, 1.0)),
+               m.transform(t_ns, FRAME_BASE, FRAME_IMU, (0.0, 0.0, 0.0), (0.0, 0.0, 0.0, 1.0))]
         yield t_ns, _PRIO[TOPIC_TF_STATIC], TOPIC_TF_STATIC, m.TFMessage(transforms=tfs)
+
+    imu = sim.imu
+    if imu is not None:  # roll and pitch of the odometry pose come from the IMU's tilt estimate
+        o_roll = np.interp(sim.odom.t, imu.t, imu.orientation_rpy[:, 0])
+        o_pitch = np.interp(sim.odom.t, imu.t, imu.orientation_rpy[:, 1])
+        tilt_var = imu.tilt_sigma ** 2
+    else:
+        o_roll = o_pitch = np.zeros(len(sim.odom.t))
+        tilt_var = 1e6
 
     def odom_stream() -> Iterator:
         o = sim.odom
         for k in range(len(o.t)):
             t_ns = stamp_ns(o.t[k])
             yaw = float(math.atan2(math.sin(o.yaw[k]), math.cos(o.yaw[k])))
+            q = rpy_quat(float(o_roll[k]), float(o_pitch[k]), yaw)
             yield t_ns, _PRIO[TOPIC_TF], TOPIC_TF, m.TFMessage(transforms=[
-                m.transform(t_ns, FRAME_ODOM, FRAME_BASE, (o.x[k], o.y[k], 0.0), yaw_quat(yaw))])
+                m.transform(t_ns, FRAME_ODOM, FRAME_BASE, (o.x[k], o.y[k], 0.0), q)])
             yield t_ns, _PRIO[TOPIC_ODOM], TOPIC_ODOM, m.odometry(
                 t_ns, o.x[k], o.y[k], yaw, o.speed[k], o.yaw_rate[k], o.pos_sigma[k] ** 2, o.yaw_sigma[k] ** 2,
-                o.speed_sigma ** 2, o.yaw_rate_sigma ** 2)
+                o.speed_sigma ** 2, o.yaw_rate_sigma ** 2, o_roll[k], o_pitch[k], tilt_var)
+
+    def imu_stream() -> Iterator:
+        yaw_var = np.interp(imu.t, sim.odom.t, sim.odom.yaw_sigma) ** 2
+        for k in range(len(imu.t)):
+            t_ns = stamp_ns(imu.t[k])
+            rpy = imu.orientation_rpy[k].copy()
+            rpy[2] = math.atan2(math.sin(rpy[2]), math.cos(rpy[2]))
+            yield t_ns, _PRIO[TOPIC_IMU], TOPIC_IMU, m.imu(t_ns, rpy, imu.gyro[k], imu.accel[k], imu.tilt_sigma ** 2,
+                                                          yaw_var[k], imu.gyro_sigma ** 2, imu.accel_sigma ** 2)
 
     def gnss_stream() -> Iterator:
         g = sim.gnss
@@ -375,7 +433,8 @@ def write_drive_bag(bag_dir: Path, sim: DriveSim, camera: PinholeCamera, frames:
             yield t_ns, _PRIO[TOPIC_FIX_TRUTH], TOPIC_FIX_TRUTH, m.navsatfix(
                 t_ns, tlat[k], tlon[k], g.true_alt[k], 0.0, 0.0, True)
 
-    cx, cy, cyaw = camera_poses(sim)
+    cx, cy, cyaw, cz, cpitch, croll = camera_poses(sim, camera.mount_height_m)
+    level = not (np.any(cpitch) or np.any(croll) or np.any(cz != camera.mount_height_m))
     bar = tqdm(total=len(sim.camera_t), desc="drive", unit="frame", disable=not progress, leave=False)
     it = None if callable(frames) else iter(frames)
 
@@ -383,7 +442,11 @@ def write_drive_bag(bag_dir: Path, sim: DriveSim, camera: PinholeCamera, frames:
         for k, t in enumerate(sim.camera_t):
             t_ns = stamp_ns(t)
             if it is None:
-                img = frames(float(cx[k]), float(cy[k]), float(cyaw[k]))
+                if level:
+                    img = frames(float(cx[k]), float(cy[k]), float(cyaw[k]))
+                else:
+                    img = frames(float(cx[k]), float(cy[k]), float(cyaw[k]), z=float(cz[k]), pitch=float(cpitch[k]),
+                                 roll=float(croll[k]))
             else:
                 try:
                     img = next(it)
@@ -400,6 +463,8 @@ def write_drive_bag(bag_dir: Path, sim: DriveSim, camera: PinholeCamera, frames:
             bar.update(1)
 
     streams = [static_stream(), odom_stream(), gnss_stream(), camera_stream()]
+    if imu is not None:
+        streams.append(imu_stream())
     try:
         with BagWriter(bag_dir, topics, cfg.storage) as w:
             for t_ns, _, topic, msg in heapq.merge(*streams, key=lambda e: (e[0], e[1])):
@@ -412,15 +477,19 @@ def write_drive_bag(bag_dir: Path, sim: DriveSim, camera: PinholeCamera, frames:
 
 
 def write_truth_csv(path: Path, sim: DriveSim, frame) -> Path:
-    """Ground truth of base_link at each camera frame (``TRUTH_COLUMNS``), fixed decimals."""
+    """Ground truth of base_link at each camera frame (``TRUTH_COLUMNS``), fixed decimals. z is the
+    ground under base_link above the terrain datum; pitch and roll are REP-103 radians."""
     st = sim.truth.at(sim.camera_t)
     lat, lon = _latlon(frame, st.x, st.y)
+    n = len(sim.camera_t)
+    z, pitch, roll = sim.attitude.at(sim.camera_t) if sim.attitude is not None else (np.zeros(n),) * 3
     with open(path, "w", newline="") as f:
         w = csv.writer(f, lineterminator="\n")
         w.writerow(TRUTH_COLUMNS)
         for k, t in enumerate(sim.camera_t):
             w.writerow([f"{t:.6f}", stamp_ns(t), f"{st.x[k]:.4f}", f"{st.y[k]:.4f}", f"{st.yaw[k]:.6f}",
-                        f"{lat[k]:.9f}", f"{lon[k]:.9f}", f"{st.speed[k]:.4f}"])
+                        f"{lat[k]:.9f}", f"{lon[k]:.9f}", f"{st.speed[k]:.4f}", f"{z[k]:.4f}", f"{pitch[k]:.7f}",
+                        f"{roll[k]:.7f}"])
     return Path(path)
 
 
@@ -450,8 +519,11 @@ class DriveOutputs:
 
 def write_drive(out_dir: Path, world: World, sim: DriveSim, camera: PinholeCamera, frames: FrameSource, *,
                 appearance: Optional[Dict[str, Any]] = None, world_dir: Optional[Path] = None, force: bool = False,
-                progress: bool = False, command: Optional[str] = None) -> DriveOutputs:
+                progress: bool = False, command: Optional[str] = None,
+                sensor: Optional[Dict[str, Any]] = None) -> DriveOutputs:
     """Write ``OUT/bag``, ``OUT/truth.csv`` and ``OUT/drive.json`` for a simulated drive.
+
+    ``sensor``: the camera's exposure/noise model (``sim.render.SensorModel.to_dict``; None: legacy).
 
     Refuses a non-empty ``out_dir`` unless ``force`` (``prepare_output_dir``). Images are
     streamed from ``frames`` (see ``write_drive_bag``). If writing fails, the incomplete
@@ -474,6 +546,7 @@ def write_drive(out_dir: Path, world: World, sim: DriveSim, camera: PinholeCamer
     cfg = sim.config
     rates = {TOPIC_IMAGE: cfg.camera_hz, TOPIC_COMPRESSED: cfg.camera_hz, TOPIC_CAMERA_INFO: cfg.camera_hz,
              TOPIC_FIX: cfg.gnss_hz, TOPIC_FIX_TRUTH: cfg.gnss_hz, TOPIC_ODOM: cfg.odom_hz, TOPIC_TF: cfg.odom_hz,
+             TOPIC_IMU: cfg.imu_hz,
              TOPIC_TF_STATIC: None}
     world_info: Dict[str, Any] = {"seed": world.meta.seed, "size_m": world.meta.size_m, "gsd_m": world.meta.gsd_m,
                                   "crs": world.frame.crs, "frame": world.frame.to_dict(),
@@ -491,7 +564,9 @@ def write_drive(out_dir: Path, world: World, sim: DriveSim, camera: PinholeCamer
         "config": cfg.to_dict(),
         "world": world_info,
         "appearance": appearance,
-        "camera": dict(camera.to_dict(), K=camera.K.tolist(), fx=camera.fx, vfov_deg=camera.vfov_deg),
+        "camera": dict(camera.to_dict(), K=camera.K.tolist(), fx=camera.fx, vfov_deg=camera.vfov_deg,
+                       sensor=sensor),
+        "survey_gap": survey_vs_drive(world, appearance),
         "rig": asdict(cfg.rig),
         "time": {"epoch_ns": EPOCH_NS, "stamp": "header stamp = bag timestamp = epoch_ns + round(t * 1e9)"},
         "conventions": {
@@ -500,7 +575,12 @@ def write_drive(out_dir: Path, world: World, sim: DriveSim, camera: PinholeCamer
             "odom": "dead reckoning; odom frame = base_link pose at t = 0",
             "gnss_outage": "status NO_FIX, NaN position, covariance type UNKNOWN",
             "gnss_covariance": "nominal receiver sigma (hdop-scaled); multipath not reflected",
-            "truth_csv": "base_link at each camera frame time",
+            "truth_csv": "base_link at each camera frame time; z = terrain under base_link above the datum",
+            "attitude": "REP-103 roll, pitch, yaw: R = Rz(yaw) Ry(pitch) Rx(roll); pitch > 0 nose down, "
+                        "roll > 0 right side down",
+            "imu": "imu_link = base_link axes; orientation = roll/pitch estimate + odometry yaw (odom frame); "
+                   "linear_acceleration = specific force R^T (a + g e_z)",
+            "pixels": "ROS/OpenCV: pixel centres at integer coordinates, cx = (W - 1) / 2",
         },
         "bag": {"path": "bag", "storage": cfg.storage, "rosbag2_version": BAG_VERSION,
                 "size_bytes": summary.size_bytes},
@@ -514,6 +594,20 @@ def write_drive(out_dir: Path, world: World, sim: DriveSim, camera: PinholeCamer
     }
     (out_dir / "drive.json").write_text(json.dumps(_jsonable(manifest), indent=2, sort_keys=True) + "\n")
     return DriveOutputs(out_dir=out_dir, bag=summary, manifest=manifest, stats=stats)
+
+
+def survey_vs_drive(world: World, appearance: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    """What differs between the orthophoto's survey and this drive (for drive.json)."""
+    sv = world.survey or {}
+    app = appearance or {}
+    return {"survey_parts": sv.get("parts", []),
+            "survey_sun": {"azimuth_deg": world.meta.params.get("survey_sun_azimuth_deg"),
+                           "elevation_deg": world.meta.params.get("survey_sun_elevation_deg")},
+            "drive_sun": {"azimuth_deg": app.get("sun_azimuth_deg"), "elevation_deg": app.get("sun_elevation_deg")},
+            "survey_season": sv.get("season"), "drive_season": app.get("season"),
+            "survey_cars": {k: v for k, v in (sv.get("cars") or {}).items() if not k.endswith("_xy")},
+            "drive_kerb_car_density": app.get("parked_car_density"),
+            "misregistration": sv.get("misregistration"), "terrain": world.terrain is not None}
 
 
 def _jsonable(o):

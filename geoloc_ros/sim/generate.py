@@ -20,13 +20,15 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 
 from ..core.errors import InvalidArgument
 from ..core.geo import LocalFrame
-from .world import Buildings, RoadGraph, Sem, World, WorldMeta, default_palette, rasterize_box
+from .survey import SurveyGap, survey_orthophoto
+from .terrain import Terrain, TerrainParams, terrain_rng
+from .world import Buildings, ParkedCars, RoadGraph, Sem, World, WorldMeta, default_palette, rasterize_box
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +77,16 @@ def validate_world_args(seed: int, size_m: float, gsd_m: float, origin_lat: floa
 
 
 def generate_world(seed: int = 7, size_m: float = 2000.0, gsd_m: float = 0.5, origin_lat: float = 44.4759,
-                   origin_lon: float = -73.2121, params: TownParams = TownParams(), progress: bool = False) -> World:
-    """Generate a town. Deterministic in all arguments."""
+                   origin_lon: float = -73.2121, params: TownParams = TownParams(), progress: bool = False,
+                   survey: Optional[SurveyGap] = None, terrain: Optional[TerrainParams] = None) -> World:
+    """Generate a town. Deterministic in all arguments.
+
+    ``survey`` (``sim.survey.SurveyGap``) makes the orthophoto a survey flown at another time
+    (own sun and season, other parked cars, photometry, blur, JPEG, misregistration); None or
+    ``SurveyGap.off()`` keeps the orthophoto of earlier versions (same bytes for the same seed).
+    ``terrain`` (``sim.terrain.TerrainParams``) adds a gentle ground elevation (``World.elevation``);
+    None keeps the flat ground. The command line (`geoloc sim world`) switches both on by default.
+    """
     validate_world_args(seed, size_m, gsd_m, origin_lat, origin_lon)
     from tqdm import tqdm
 
@@ -111,13 +121,31 @@ def generate_world(seed: int = 7, size_m: float = 2000.0, gsd_m: float = 0.5, or
     done(), stage()
     sun_az = rng.uniform(*params.survey_sun_azimuth_deg)
     sun_el = rng.uniform(*params.survey_sun_elevation_deg)
-    ortho = shade(g.albedo, g.height, gsd_m, sun_az, sun_el, rng=rng)
+    record = None
+    relief = Terrain.sample(terrain_rng(seed), terrain) if terrain is not None else None
+    elevation = relief.raster(meta) if relief is not None else None
+    parked = ParkedCars(np.array(g.cars, float).reshape(-1, 3), np.array(g.free_stalls, float).reshape(-1, 3))
+    if survey is None or not survey.enabled:
+        ortho = shade(g.albedo, g.height if elevation is None else g.height + elevation, gsd_m, sun_az, sun_el,
+                      rng=rng)
+    else:
+        res = survey_orthophoto(g.albedo, g.height, g.sem, g.oid, gsd_m, g.xy_to_rc, g.rc_to_xy, roads,
+                                parked, survey, survey_rng(seed), legacy_sun=(float(sun_az), float(sun_el)),
+                                elevation=elevation)
+        ortho, record = res.ortho, res.record
+        sun_az, sun_el = record["sun_azimuth_deg"], record["sun_elevation_deg"]
     done()
     bar.close()
     meta.params.update({"survey_sun_azimuth_deg": round(float(sun_az), 3),
                         "survey_sun_elevation_deg": round(float(sun_el), 3)})
     return World(meta=meta, albedo=g.albedo, ortho=ortho, height=g.height, semantic=g.sem, object_id=g.oid,
-                 roads=roads, buildings=buildings)
+                 roads=roads, buildings=buildings, survey=record, parked=parked, elevation=elevation,
+                 terrain=relief.to_dict() if relief is not None else None)
+
+
+def survey_rng(seed: int) -> np.random.Generator:
+    """The survey's own random stream (independent of the town's, so the town is the same with or without it)."""
+    return np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(1,)))
 
 
 # ---------------------------------------------------------------------------------------
@@ -138,9 +166,14 @@ class _Canvas:
         self.albedo = np.zeros(self.shape + (3,), np.uint8)
         self.tone = np.zeros(self.shape, np.int16)  # per-pixel colour offset (objects' own variation)
         self.road_kind = np.zeros(self.shape, np.uint8)  # 1 urban road, 2 rural road
+        self.cars: List[Tuple[float, float, float]] = []  # lot cars (x, y, stall axis yaw)
+        self.free_stalls: List[Tuple[float, float, float]] = []  # empty, valid stalls
 
     def xy_to_rc(self, x, y):
         return (self.meta.y_max - np.asarray(y, float)) / self.gsd, (np.asarray(x, float) - self.meta.x_min) / self.gsd
+
+    def rc_to_xy(self, row, col):
+        return self.meta.x_min + np.asarray(col, float) * self.gsd, self.meta.y_max - np.asarray(row, float) * self.gsd
 
     def window(self, x0, y0, x1, y1):
         """Pixel window covering the local bbox, clipped; returns (slice_r, slice_c, X, Y) or None."""
@@ -665,8 +698,7 @@ def _parking_lot(rng, g: _Canvas, quad, p: TownParams):
         for half in (0, 1):
             vc = vr * period + 2.75 + half * 5.5
             for su in stall_u:
-                if rng.random() > 0.45:
-                    continue
+                occupied = rng.random() <= 0.45
                 uc = su * 2.6 + 1.45
                 cx = quad[0][0] + uc * d[0] - vc * d[1]
                 cy = quad[0][1] + uc * d[1] + vc * d[0]
@@ -675,6 +707,9 @@ def _parking_lot(rng, g: _Canvas, quad, p: TownParams):
                     continue
                 win, m, _, _ = box
                 if not np.all(g.sem[win][m] == Sem.PARKING):
+                    continue
+                (g.cars if occupied else g.free_stalls).append((float(cx), float(cy), math.atan2(d[1], d[0])))
+                if not occupied:
                     continue
                 g.sem[win][m] = Sem.CAR
                 g.height[win][m] = 1.5

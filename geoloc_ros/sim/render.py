@@ -4,7 +4,8 @@
 column the camera casts one horizontal ray (bearing from ``PinholeCamera.column_bearing``)
 and samples it at ``K`` distances (0.25 m steps near the car, geometric steps out to
 ``max_range_m``). A surface of height ``h`` at horizontal distance ``r`` along the ray of
-column bearing ``b`` projects to image row ``cy - fy * (h - mount) / (r cos b)``: the
+column bearing ``b`` projects to image row ``cy - fy * (h - mount) / (r cos b)`` (pixel centres at
+integer coordinates, ROS / OpenCV): the
 same pinhole geometry the orthophoto is georeferenced with, so a building at a known
 position appears at the bearing the camera model predicts (``test/test_render.py``).
 
@@ -25,7 +26,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Dict, NamedTuple, Tuple
+from typing import Dict, List, NamedTuple, Tuple
 
 import numpy as np
 
@@ -123,6 +124,96 @@ class Appearance:
         return np.array([math.sin(az) * math.cos(el), math.cos(az) * math.cos(el), math.sin(el)])
 
 
+def park_kerb_cars(roads, xy_to_rc, gsd: float, height: np.ndarray, sem: np.ndarray, albedo: np.ndarray,
+                   rng: np.random.Generator, density: float) -> List[Tuple[float, float, float]]:
+    """Park cars along both kerbs of every street, half on the kerb, away from junctions: a slot every
+    6.5 m holds a car with probability ``density``. Paints ``height``, ``sem`` and ``albedo`` in place
+    (only where the car stands on road, sidewalk or grass) and returns the cars' (x, y, yaw)."""
+    if density <= 0:
+        return []
+    out = []
+    shape = height.shape
+    for e in range(roads.num_edges):
+        pts = roads.edge_points[e]
+        if len(pts) < 2:
+            continue
+        seg = np.diff(pts, axis=0)
+        seglen = np.hypot(*seg.T)
+        cum = np.concatenate([[0.0], np.cumsum(seglen)])
+        total = cum[-1]
+        offset = float(roads.edge_width[e]) / 2.0 + 0.2
+        for s in np.arange(14.0, total - 14.0, 6.5):
+            for side in (-1.0, 1.0):
+                if rng.random() >= density:
+                    continue
+                i = min(int(np.searchsorted(cum, s, side="right")) - 1, len(seg) - 1)
+                t = (s - cum[i]) / max(seglen[i], 1e-9)
+                px, py = pts[i] + t * seg[i]
+                yaw = math.atan2(seg[i][1], seg[i][0])
+                cx = px + side * offset * -math.sin(yaw)
+                cy = py + side * offset * math.cos(yaw)
+                r0, c0, m, _, _ = rasterize_box(shape, xy_to_rc, cx, cy, 2.2, 0.9, yaw, gsd)
+                if not m.any():
+                    continue
+                win = (slice(r0, r0 + m.shape[0]), slice(c0, c0 + m.shape[1]))
+                # only where the car stands on road or sidewalk (not into a building, tree or lot)
+                ok = m & np.isin(sem[win], (Sem.ROAD, Sem.SIDEWALK, Sem.MARKING, Sem.GRASS))
+                if ok.sum() < 0.7 * m.sum():
+                    continue
+                height[win][ok] = _CAR_HEIGHT_M
+                sem[win][ok] = Sem.CAR
+                albedo[win][ok] = _CAR_COLOURS[rng.integers(len(_CAR_COLOURS))]
+                out.append((float(cx), float(cy), float(yaw)))
+    return out
+
+
+@dataclass(frozen=True)
+class SensorModel:
+    """The camera's exposure and noise (what turns scene radiance into 8-bit values).
+
+    Auto exposure scales the frame towards a mean luminance of ``exposure_target`` (0..1 of full
+    scale), compensating ``exposure_strength`` of the difference (0: fixed exposure, 1: full), with
+    a per-frame error of ``exposure_jitter`` (relative, 1 sigma); bright sky and facades clip at 255.
+    Lens vignetting darkens the corners by ``vignetting``. Noise per pixel and channel: photon (shot)
+    noise of variance ``shot_noise`` x signal plus read noise ``read_noise`` (DN, 1 sigma).
+    """
+
+    exposure_target: float = 0.42
+    exposure_strength: float = 0.6
+    exposure_jitter: float = 0.04
+    vignetting: float = 0.2
+    shot_noise: float = 0.5
+    read_noise: float = 1.5
+
+    def __post_init__(self):
+        for name, lo, hi in (("exposure_target", 0.05, 0.95), ("exposure_strength", 0.0, 1.0),
+                             ("exposure_jitter", 0.0, 0.5), ("vignetting", 0.0, 0.9), ("shot_noise", 0.0, 20.0),
+                             ("read_noise", 0.0, 50.0)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi:
+                raise InvalidArgument(f"sensor.{name} must be a number in {lo:g}..{hi:g}, got {v!r}")
+
+    def to_dict(self) -> Dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Dict) -> "SensorModel":
+        check_keys(cls, d, "sensor")
+        return cls(**d)
+
+    def apply(self, img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Float radiance [H, W, 3] (0..255 scale) -> exposed, vignetted, noisy float image."""
+        H, W = img.shape[:2]
+        lum = float(np.mean(img @ np.array([0.299, 0.587, 0.114], np.float32)))
+        gain = (255.0 * self.exposure_target / max(lum, 1.0)) ** self.exposure_strength
+        gain *= float(np.exp(rng.normal(0.0, self.exposure_jitter)))
+        yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
+        rad2 = ((xx - (W - 1) / 2) ** 2 + (yy - (H - 1) / 2) ** 2) / (((W - 1) / 2) ** 2 + ((H - 1) / 2) ** 2)
+        out = img * (np.float32(gain) * (1.0 - np.float32(self.vignetting) * rad2))[..., None]
+        sigma = np.sqrt(self.shot_noise * np.clip(out, 0.0, 255.0) + self.read_noise ** 2)
+        return out + sigma * rng.standard_normal(out.shape).astype(np.float32)
+
+
 class RenderLayers(NamedTuple):
     image: np.ndarray  # [H, W, 3] uint8
     depth: np.ndarray  # [H, W] float32 horizontal distance along the ray (m); inf for sky
@@ -150,19 +241,21 @@ class GroundRenderer:
     """
 
     def __init__(self, world: World, camera: PinholeCamera, appearance: Appearance | None = None,
-                 max_range_m: float = 300.0):
+                 max_range_m: float = 300.0, sensor: "SensorModel | None" = None):
         if world.height is None or world.semantic is None or world.albedo is None:
             raise InvalidArgument("the renderer needs the world's height, semantic and albedo layers")
         self.world = world
         self.camera = camera
         self.appearance = appearance or Appearance()
+        self.sensor = sensor  # None: the legacy fixed exposure and grey Gaussian noise (sigma 2)
+        self.elevation = getattr(world, "elevation", None)  # terrain (m above the datum) or None: flat
         self.max_range_m = float(max_range_m)
         self._r = ray_distances(self.max_range_m)
         self._prepare_layers()
         u = np.arange(camera.width)
         self._bearing = camera.column_bearing(u)  # [W]
         self._cosb = np.cos(self._bearing)
-        self._vc = np.arange(camera.height, dtype=np.float64) + 0.5 - camera.cy  # row centre - cy  [H]
+        self._vc = np.arange(camera.height, dtype=np.float64) - camera.cy  # row centre - cy  [H]
 
     # ---- per-drive layers ---------------------------------------------------------------
     def _prepare_layers(self) -> None:
@@ -177,7 +270,8 @@ class GroundRenderer:
         albedo[veg] *= np.asarray(_SEASON_TINT[app.season], np.float32)
         self.parked_cars = self._park_cars(rng, albedo)
         self.albedo = np.clip(albedo, 0, 255).astype(np.uint8)
-        self.shadow = cast_shadows(self.height, w.meta.gsd_m, app.sun_azimuth_deg, app.sun_elevation_deg)
+        surface = self.height if w.elevation is None else self.height + w.elevation
+        self.shadow = cast_shadows(surface, w.meta.gsd_m, app.sun_azimuth_deg, app.sun_elevation_deg)
         sun = app.sun_vector()
         self._sun = sun
         self._sun_rgb = np.asarray(app.sun_rgb, np.float32)
@@ -187,60 +281,91 @@ class GroundRenderer:
         self._direct = direct
 
     def _park_cars(self, rng: np.random.Generator, albedo: np.ndarray) -> int:
-        """Parked cars along both kerbs of every street, half on the kerb, away from junctions."""
-        w, app = self.world, self.appearance
-        if app.parked_car_density <= 0:
-            return 0
-        n = 0
-        shape = self.height.shape
-        g = w.meta.gsd_m
-        for e in range(w.roads.num_edges):
-            pts = w.roads.edge_points[e]
-            if len(pts) < 2:
-                continue
-            seg = np.diff(pts, axis=0)
-            seglen = np.hypot(*seg.T)
-            cum = np.concatenate([[0.0], np.cumsum(seglen)])
-            total = cum[-1]
-            offset = float(w.roads.edge_width[e]) / 2.0 + 0.2
-            for s in np.arange(14.0, total - 14.0, 6.5):
-                for side in (-1.0, 1.0):
-                    if rng.random() >= app.parked_car_density:
-                        continue
-                    i = min(int(np.searchsorted(cum, s, side="right")) - 1, len(seg) - 1)
-                    t = (s - cum[i]) / max(seglen[i], 1e-9)
-                    px, py = pts[i] + t * seg[i]
-                    yaw = math.atan2(seg[i][1], seg[i][0])
-                    cx = px + side * offset * -math.sin(yaw)
-                    cy = py + side * offset * math.cos(yaw)
-                    r0, c0, m, _, _ = rasterize_box(shape, w.xy_to_rc, cx, cy, 2.2, 0.9, yaw, g)
-                    if not m.any():
-                        continue
-                    win = (slice(r0, r0 + m.shape[0]), slice(c0, c0 + m.shape[1]))
-                    # only where the car stands on road or sidewalk (not into a building, tree or lot)
-                    ok = m & np.isin(self.sem[win], (Sem.ROAD, Sem.SIDEWALK, Sem.MARKING, Sem.GRASS))
-                    if ok.sum() < 0.7 * m.sum():
-                        continue
-                    self.height[win][ok] = _CAR_HEIGHT_M
-                    self.sem[win][ok] = Sem.CAR
-                    albedo[win][ok] = _CAR_COLOURS[rng.integers(len(_CAR_COLOURS))]
-                    n += 1
-        return n
+        """Parked cars along both kerbs of every street (``park_kerb_cars``) for this drive."""
+        w = self.world
+        return len(park_kerb_cars(w.roads, w.xy_to_rc, w.meta.gsd_m, self.height, self.sem, albedo, rng,
+                                  self.appearance.parked_car_density))
 
     # ---- rendering ----------------------------------------------------------------------
-    def render(self, x: float, y: float, yaw: float) -> np.ndarray:
-        """RGB uint8 [H, W, 3] seen from (x, y) metres at ``yaw`` rad (CCW from east)."""
-        return self.render_layers(x, y, yaw).image
+    def render(self, x: float, y: float, yaw: float, *, z: float | None = None, pitch: float = 0.0,
+               roll: float = 0.0) -> np.ndarray:
+        """RGB uint8 [H, W, 3] seen from (x, y) metres at ``yaw`` rad (CCW from east); see ``render_layers``."""
+        return self.render_layers(x, y, yaw, z=z, pitch=pitch, roll=roll).image
 
-    def render_layers(self, x: float, y: float, yaw: float) -> RenderLayers:
-        """Image plus per-pixel depth, semantic class and building id (for tests and debugging)."""
-        if not (math.isfinite(x) and math.isfinite(y) and math.isfinite(yaw)):
-            raise InvalidArgument(f"camera pose ({x}, {y}, {yaw}) is not finite")
+    def ground_z(self, x, y) -> np.ndarray:
+        """Terrain elevation (m) at local (x, y); 0 on a flat world."""
+        if self.elevation is None:
+            return np.zeros(np.broadcast(np.asarray(x), np.asarray(y)).shape)
+        rr, cc = self.world.xy_to_rc(x, y)
+        return sample_bilinear(self.elevation, rr, cc, fill=float(np.mean(self.elevation)))
+
+    def render_layers(self, x: float, y: float, yaw: float, *, z: float | None = None, pitch: float = 0.0,
+                      roll: float = 0.0) -> RenderLayers:
+        """Image plus per-pixel depth, semantic class and building id (for tests and debugging).
+
+        (x, y, z): camera position (local metres; z above the terrain datum, default: the ground
+        under the camera plus ``mount_height_m``); the camera_link attitude is REP-103
+        R = Rz(yaw) Ry(pitch) Rx(roll) (x forward, y left, z up; pitch > 0 looks down, roll > 0
+        lowers the right side). A level pinhole camera is ray-cast directly; a tilted or distorted
+        one is ray-cast as a level pinhole over the window its pixels need, then resampled (a
+        rotation about the centre of projection is exact as a remap). ``depth`` is the horizontal
+        distance along the ray.
+        """
+        if not all(math.isfinite(v) for v in (x, y, yaw, pitch, roll, 0.0 if z is None else z)):
+            raise InvalidArgument(f"camera pose ({x}, {y}, {z}, yaw {yaw}, pitch {pitch}, roll {roll}) is not finite")
+        cam = self.camera
+        cz = cam.mount_height_m if z is None and self.elevation is None else \
+            (float(self.ground_z(x, y)) + cam.mount_height_m if z is None else float(z))
+        if pitch == 0.0 and roll == 0.0 and not cam.distorted:
+            img, depth, sem, oid = self._march(x, y, yaw, self._bearing, self._vc, cz)
+        else:
+            uu, vv = self._leveled_coords(pitch, roll)
+            u0, v0 = int(math.floor(uu.min())) - 1, int(math.floor(vv.min())) - 1
+            cols = np.arange(u0, int(math.ceil(uu.max())) + 2)
+            rows = np.arange(v0, int(math.ceil(vv.max())) + 2)
+            lev = self._march(x, y, yaw, cam.column_bearing(cols), rows - cam.cy, cz)
+            r, c = vv - v0, uu - u0
+            img = sample_bilinear(lev[0], r + 0.5, c + 0.5)  # sample_bilinear: pixel (r, c) spans [r, r+1)
+            ri, ci = np.rint(r).astype(np.int64), np.rint(c).astype(np.int64)
+            depth, sem, oid = lev[1][ri, ci], lev[2][ri, ci], lev[3][ri, ci]
+        return RenderLayers(self._expose(img, x, y, yaw), depth, sem, oid)
+
+    def _leveled_coords(self, pitch: float, roll: float) -> Tuple[np.ndarray, np.ndarray]:
+        """Where each pixel of the (distorted, tilted) camera looks in the level pinhole camera's pixels."""
+        cam = self.camera
+        u, v = np.meshgrid(np.arange(cam.width, dtype=float), np.arange(cam.height, dtype=float))
+        xn, yn = cam.undistort((u - cam.cx) / cam.fx, (v - cam.cy) / cam.fy)
+        d = np.stack([np.ones_like(xn), -xn, -yn], axis=-1)  # camera_link: x forward, y left, z up
+        cp, sp, cr, sr = math.cos(pitch), math.sin(pitch), math.cos(roll), math.sin(roll)
+        R = np.array([[cp, sp * sr, sp * cr], [0.0, cr, -sr], [-sp, cp * sr, cp * cr]])  # Ry(pitch) Rx(roll)
+        dl = d @ R.T
+        return cam.cx - cam.fx * dl[..., 1] / dl[..., 0], cam.cy - cam.fy * dl[..., 2] / dl[..., 0]
+
+    def _expose(self, img: np.ndarray, x: float, y: float, yaw: float) -> np.ndarray:
+        """Float radiance -> uint8: brightness, then the sensor (``SensorModel``) or the legacy noise."""
+        app = self.appearance
+        img = img * app.brightness
+        # deterministic per drive and pose
+        seed = [app.seed & 0x7FFFFFFF, int(round(x * 100)) & 0xFFFFFFFF, int(round(y * 100)) & 0xFFFFFFFF,
+                int(round(yaw * 1e4)) & 0xFFFFFFFF]
+        rng = np.random.default_rng(seed)
+        if self.sensor is None:
+            img += rng.normal(0.0, 2.0, img.shape[:2]).astype(np.float32)[..., None]
+        else:
+            img = self.sensor.apply(img, rng)
+        return np.clip(img + 0.5, 0, 255).astype(np.uint8)
+
+    def _march(self, x: float, y: float, yaw: float, bearing: np.ndarray, vcs: np.ndarray, cz: float):
+        """Ray-cast a level pinhole camera at (x, y, height cz) over columns of ``bearing`` and rows at
+        ``vcs`` (row - cy): float image (before exposure), depth, semantic, object id."""
         cam, w = self.camera, self.world
-        Hpx, Wpx = cam.height, cam.width
-        mount, fy = cam.mount_height_m, cam.fy
-        theta = yaw + self._bearing  # [W] ray direction (rad CCW from east)
+        Hpx, Wpx = len(vcs), len(bearing)
+        fy = cam.fy
+        terrain = self.elevation is not None
+        mount = cz  # camera height above the flat ground; with terrain: above the datum
+        theta = yaw + bearing  # [W] ray direction (rad CCW from east)
         dx, dy = np.cos(theta), np.sin(theta)
+        cosb_w = np.cos(bearing)
         r = self._r  # [K]
         K = len(r)
         sx = x + dx[:, None] * r[None, :]  # [W, K]
@@ -251,12 +376,16 @@ class GroundRenderer:
         inside = (ri >= 0) & (ri < nrow) & (ci >= 0) & (ci < ncol)
         ri_c, ci_c = np.clip(ri, 0, nrow - 1), np.clip(ci, 0, ncol - 1)
         h = np.where(inside, self.height[ri_c, ci_c], 0.0)  # [W, K]
-        z = r[None, :] * self._cosb[:, None]  # camera-frame depth of each sample  [W, K]
-        top = cam.cy - fy * (h - mount) / z  # image row of the sample's top edge
+        z = r[None, :] * cosb_w[:, None]  # camera-frame depth of each sample  [W, K]
+        if terrain:
+            e = sample_bilinear(self.elevation, rr, cc, fill=float(np.mean(self.elevation)))  # [W, K]
+            top = cam.cy - fy * (e + h - mount) / z
+        else:
+            top = cam.cy - fy * (h - mount) / z  # image row of the sample's top edge
         cummin = np.minimum.accumulate(top, axis=1)
         # first sample k with cummin[k] <= row centre: searchsorted on -cummin (non-decreasing), per column
         key = (-cummin + (np.arange(Wpx) * 1e7)[:, None]).ravel()
-        rows = self._vc + cam.cy  # row centres
+        rows = vcs + cam.cy  # row centres
         q = (-rows[:, None] + (np.arange(Wpx) * 1e7)[None, :])  # [H, W]
         flat = np.searchsorted(key, q.ravel(), side="left").reshape(Hpx, Wpx)
         k = flat - (np.arange(Wpx) * K)[None, :]  # [H, W]
@@ -272,15 +401,24 @@ class GroundRenderer:
         oid = np.zeros((Hpx, Wpx), np.int32)
         depth = np.full((Hpx, Wpx), np.inf, np.float32)
         img = np.zeros((Hpx, Wpx, 3), np.float32)
-        vc = self._vc[:, None]  # [H, 1]
-        cosb = self._cosb[None, :]  # [1, W]
+        vc = vcs[:, None]  # [H, 1]
+        cosb = cosb_w[None, :]  # [1, W]
 
-        # ground: exact plane intersection
-        with np.errstate(divide="ignore", invalid="ignore"):
-            rg = fy * mount / (vc * cosb)  # [H, W]
+        # ground: exact plane intersection (flat) or the crossing between the two samples around the hit
+        if terrain:
+            kp = np.maximum(kc - 1, 0)
+            r1, r0 = r[kc], np.where(kc > 0, r[kp], 0.0)
+            f1 = mount - vc * (r1 * cosb) / fy - e[col, kc]
+            f0 = np.where(kc > 0, mount - vc * (r0 * cosb) / fy - e[col, kp], mount - float(self.ground_z(x, y)))
+            with np.errstate(divide="ignore", invalid="ignore"):
+                rg = np.where(f0 - f1 > 1e-9, r0 + (r1 - r0) * f0 / (f0 - f1), r1)
+        else:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                rg = fy * mount / (vc * cosb)  # [H, W]
         rg = np.where(ground, rg, 0.0)
-        gx = x + dx[None, :] * rg
-        gy = y + dy[None, :] * rg
+        gx = x + np.cos(theta)[None, :] * rg
+        gy = y + np.sin(theta)[None, :] * rg
+        nrow, ncol = self.height.shape
         if ground.any():
             grr, gcc = w.xy_to_rc(gx[ground], gy[ground])
             alb = sample_bilinear(self.albedo, grr, gcc, fill=float(np.mean(self.albedo[..., 1])))
@@ -301,11 +439,15 @@ class GroundRenderer:
             building = obstacle & (ids > 0) & (osem == Sem.BUILDING)
             other = obstacle & ~building
             dist = np.where(obstacle, ob_r, 0.0)
+            # camera height above the ground at the hit (flat: the mount height)
+            above = mount - e[col, kc] if terrain else mount
             if building.any():
-                self._shade_buildings(img, dist, building, ids, x, y, dx, dy, vc, cosb)
+                self._shade_buildings(img, dist, building, ids, x, y, dx, dy, vc, cosb,
+                                      above[building] if terrain else above)
                 oid[building] = ids[building]
             if other.any():
-                self._shade_vegetation_and_cars(img, dist, other, osem, orow, ocol, vc, cosb, x, y, dx, dy)
+                self._shade_vegetation_and_cars(img, dist, other, osem, orow, ocol, vc, cosb, x, y, dx, dy,
+                                                above[other] if terrain else above)
             sem[obstacle] = osem[obstacle]
             depth[obstacle] = dist[obstacle]
 
@@ -323,18 +465,13 @@ class GroundRenderer:
         far = fin & (depth > self.max_range_m)
         fog[far] = 1.0
         img = img * (1 - fog[..., None]) + haze_rgb * fog[..., None]
-        img *= app.brightness
-        # sensor noise, deterministic per drive and pose
-        seed = [app.seed & 0x7FFFFFFF, int(round(x * 100)) & 0xFFFFFFFF, int(round(y * 100)) & 0xFFFFFFFF,
-                int(round(yaw * 1e4)) & 0xFFFFFFFF]
-        img += np.random.default_rng(seed).normal(0.0, 2.0, img.shape[:2]).astype(np.float32)[..., None]
-        return RenderLayers(np.clip(img + 0.5, 0, 255).astype(np.uint8), depth, sem, oid)
+        return img, depth, sem, oid
 
     def _lightcol(self, lit: np.ndarray) -> np.ndarray:
         """Colour of the light per pixel: sun colour where lit, neutral ambient in shade."""
         return np.where(lit[:, None], self._sun_rgb[None, :], np.float32(1.0))
 
-    def _shade_buildings(self, img, dist, mask, ids, x, y, dx, dy, vc, cosb) -> None:
+    def _shade_buildings(self, img, dist, mask, ids, x, y, dx, dy, vc, cosb, above) -> None:
         """Exact ray/footprint intersection per building pixel: face, normal, windows, roof."""
         b = self.world.buildings
         cam = self.camera
@@ -363,7 +500,7 @@ class GroundRenderer:
         n_v = np.where(u_face, 0.0, -np.sign(dv))
         nx, ny = n_u * c - n_v * s, n_u * s + n_v * c  # face normal, world
         z = t * cosb[0, cols]
-        hpix = cam.mount_height_m - vc[np.nonzero(mask)[0], 0] * z / cam.fy  # height of the pixel on the wall
+        hpix = above - vc[np.nonzero(mask)[0], 0] * z / cam.fy  # height of the pixel on the wall
         wall_top = b.eave_h[i] + np.where(u_face, b.ridge_h[i] * np.clip(1 - np.abs(along) / hw, 0, 1), 0.0)
         roof = hpix > wall_top + 0.05
         facade = b.facade_rgb[i].astype(np.float32)
@@ -385,11 +522,11 @@ class GroundRenderer:
         img[mask] = col
         dist[mask] = t
 
-    def _shade_vegetation_and_cars(self, img, dist, mask, osem, orow, ocol, vc, cosb, x, y, dx, dy) -> None:
+    def _shade_vegetation_and_cars(self, img, dist, mask, osem, orow, ocol, vc, cosb, x, y, dx, dy, above) -> None:
         cam = self.camera
         rows, cols = np.nonzero(mask)
         t = dist[mask]
-        hpix = cam.mount_height_m - vc[rows, 0] * (t * cosb[0, cols]) / cam.fy
+        hpix = above - vc[rows, 0] * (t * cosb[0, cols]) / cam.fy
         alb = self.albedo[orow[mask], ocol[mask]].astype(np.float32)
         sem = osem[mask]
         hx = np.floor((x + dx[cols] * t) * 3.0).astype(np.int64)

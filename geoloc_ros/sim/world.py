@@ -8,14 +8,21 @@ file                      dtype        meaning
 ========================  ===========  ==================================================
 ``orthophoto.tif``        uint8 x3     what a survey aircraft saw (lit, shadows), RGB
 ``albedo.tif``            uint8 x3     unlit surface colour (roads, roofs, grass, ...)
-``height.tif``            float32      object height above the (flat) ground, metres
+``height.tif``            float32      object height above the ground beneath it, metres
 ``semantic.tif``          uint8        class id, see ``Sem``
 ``object_id.tif``         int32        building id (1..N) for building pixels, else 0
+``elevation.tif``         float32      terrain above the datum (m); only with terrain
 ``roads.geojson``         WGS84        road centrelines with width, lanes, kind
 ``buildings.geojson``     WGS84        building footprints with heights and colours
 ``world.npz``             arrays       road graph and building table in local metres
-``world.json``            manifest     format, seed, size, gsd, CRS, datum, checksums
+``world.json``            manifest     format, seed, size, gsd, CRS, datum, checksums,
+                                       ``survey`` (the aerial survey's record, ``sim.survey``)
 ========================  ===========  ==================================================
+
+The orthophoto is what a survey recorded; the other layers are the truth at drive time. With
+a survey gap (``sim.survey``, default of `geoloc sim world`) the orthophoto has its own sun,
+season and parked cars, photometry and blur, is JPEG-compressed and misregistered by
+``sim.survey.misregistration_displacement``.
 
 All GeoTIFFs are tiled (256x256), deflate-compressed and carry the UTM CRS and the
 geotransform, so any GIS opens them. Pixel (row, col) covers local x in
@@ -28,7 +35,7 @@ import shutil
 from dataclasses import dataclass, field
 from enum import IntEnum
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 
@@ -37,7 +44,8 @@ from ..core.geo import LocalFrame
 from ..core.manifest import sha256_file
 
 WORLD_FORMAT = "geoloc-world"
-WORLD_FORMAT_VERSION = 1
+WORLD_FORMAT_VERSION = 2  # v2: "survey" record (orthophoto flown at another time); v1 still loads (no gap)
+READABLE_WORLD_VERSIONS = (1, 2)
 
 
 class Sem(IntEnum):
@@ -177,6 +185,17 @@ class Buildings:
         return cls(z, z, z, z, z, z, z, np.zeros((0, 3), np.uint8), np.zeros((0, 3), np.uint8), z, z)
 
 
+class ParkedCars(NamedTuple):
+    """Lot cars of a world (drive time) and the empty stalls a survey may park in: [N, 3] (x, y, yaw)."""
+
+    cars: np.ndarray
+    free_stalls: np.ndarray
+
+    @classmethod
+    def none(cls) -> "ParkedCars":
+        return cls(np.zeros((0, 3)), np.zeros((0, 3)))
+
+
 @dataclass
 class World:
     meta: WorldMeta
@@ -187,6 +206,10 @@ class World:
     object_id: np.ndarray  # [H, W] int32
     roads: RoadGraph
     buildings: Buildings
+    survey: Optional[Dict] = None  # the aerial survey's record (sim.survey), None: no survey gap
+    parked: Optional[ParkedCars] = None  # lot cars and empty stalls (generated worlds, format v2)
+    elevation: Optional[np.ndarray] = None  # [H, W] float32 terrain (m above the datum), None: flat
+    terrain: Optional[Dict] = None  # the terrain's record (sim.terrain), None: flat
 
     # ---- geometry -------------------------------------------------------------------
     @property
@@ -225,15 +248,24 @@ class World:
         profile = dict(driver="GTiff", width=self.meta.shape[1], height=self.meta.shape[0], crs=self.frame.crs,
                        transform=self.meta.transform(), tiled=True, blockxsize=256, blockysize=256,
                        compress="deflate", predictor=1, interleave="pixel")
+        jpeg_quality = (self.survey or {}).get("jpeg_quality")
         for name, (attr, desc) in self.RASTERS.items():
             arr = getattr(self, attr)
             bands = arr.transpose(2, 0, 1) if arr.ndim == 3 else arr[None]
             p = dict(profile, count=bands.shape[0], dtype=str(arr.dtype))
             if bands.shape[0] == 3:
                 p["photometric"] = "RGB"
+            if attr == "ortho" and jpeg_quality:  # the survey delivered a JPEG-compressed GeoTIFF
+                p.update(compress="jpeg", photometric="YCBCR", jpeg_quality=int(jpeg_quality))
+                p.pop("predictor", None)
             with rasterio.open(out_dir / name, "w", **p) as dst:
                 dst.write(bands)
                 dst.update_tags(DESCRIPTION=desc, GEOLOC_WORLD_SEED=str(self.meta.seed))
+        if self.elevation is not None:
+            with rasterio.open(out_dir / "elevation.tif", "w", **dict(profile, count=1, dtype="float32")) as dst:
+                dst.write(self.elevation.astype(np.float32)[None])
+                dst.update_tags(DESCRIPTION="terrain elevation above the datum (m)",
+                                GEOLOC_WORLD_SEED=str(self.meta.seed))
         np.savez_compressed(out_dir / "world.npz", **self._vector_arrays())
         self._write_geojson(out_dir)
         manifest = {
@@ -249,6 +281,8 @@ class World:
             "shape": list(self.meta.shape),
             "local_frame": "UTM grid axes; local (0,0) = frame origin_e/origin_n; x east, y north (m)",
             "params": self.meta.params,
+            "survey": self.survey,
+            "terrain": self.terrain,
             "counts": {"buildings": len(self.buildings), "road_edges": self.roads.num_edges,
                        "road_nodes": int(len(self.roads.nodes))},
             "files": {f.name: sha256_file(f) for f in sorted(out_dir.iterdir()) if f.name != "world.json"},
@@ -266,6 +300,9 @@ class World:
              "r_edge_width": r.edge_width, "r_edge_lanes": r.edge_lanes,
              "r_edge_kind": np.array(r.edge_kind, dtype="U16")}
         d.update(self.buildings.to_arrays())
+        if self.parked is not None:
+            d.update({"p_cars": np.asarray(self.parked.cars, float).reshape(-1, 3),
+                      "p_free_stalls": np.asarray(self.parked.free_stalls, float).reshape(-1, 3)})
         return d
 
     def _write_geojson(self, out_dir: Path) -> None:
@@ -305,7 +342,7 @@ class World:
             raise IncompatibleArtifact(f"{world_dir} is not a geoloc world (no world.json); "
                                        f"create one with `geoloc sim world --out {world_dir}`")
         m = json.loads(mpath.read_text())
-        if m.get("format") != WORLD_FORMAT or m.get("format_version") != WORLD_FORMAT_VERSION:
+        if m.get("format") != WORLD_FORMAT or m.get("format_version") not in READABLE_WORLD_VERSIONS:
             raise IncompatibleArtifact(
                 f"{world_dir}: world format {m.get('format')} v{m.get('format_version')} is not "
                 f"{WORLD_FORMAT} v{WORLD_FORMAT_VERSION}; regenerate it with `geoloc sim world --force`")
@@ -320,6 +357,10 @@ class World:
             with rasterio.open(world_dir / name) as src:
                 a = src.read()
             arrays[attr] = a.transpose(1, 2, 0).copy() if a.shape[0] == 3 else a[0]
+        epath = world_dir / "elevation.tif"
+        if epath.is_file() and (layers is None or "elevation" in layers):
+            with rasterio.open(epath) as src:
+                arrays["elevation"] = src.read(1)
         with np.load(world_dir / "world.npz") as z:
             npts = z["r_edge_npts"]
             splits = np.split(z["r_edge_points"], np.cumsum(npts)[:-1]) if len(npts) else []
@@ -327,7 +368,9 @@ class World:
                               edge_width=z["r_edge_width"], edge_lanes=z["r_edge_lanes"],
                               edge_kind=[str(k) for k in z["r_edge_kind"]])
             buildings = Buildings.from_arrays(z)
-        return cls(meta=meta, roads=roads, buildings=buildings, **arrays)
+            parked = ParkedCars(z["p_cars"], z["p_free_stalls"]) if "p_cars" in z.files else None
+        return cls(meta=meta, roads=roads, buildings=buildings, survey=m.get("survey"), parked=parked,
+                   terrain=m.get("terrain"), **arrays)
 
 
 # ---- helpers ------------------------------------------------------------------------

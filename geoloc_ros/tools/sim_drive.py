@@ -19,7 +19,7 @@ def register(sub) -> argparse.ArgumentParser:
                     "right-hand lane, 5-15 m/s, slowing for turns. Renders the forward camera and simulates a "
                     "GNSS receiver (bias, noise, multipath jumps, outages; honest covariance) and wheel "
                     "odometry (scale error, gyro drift). Writes OUT/bag (rosbag2: /camera/image_raw, "
-                    "/camera/camera_info, /gnss/fix, /gnss/fix_truth, /odom, /tf, /tf_static), OUT/truth.csv "
+                    "/camera/camera_info, /gnss/fix, /gnss/fix_truth, /odom, /imu/data, /tf, /tf_static), OUT/truth.csv "
                     "and OUT/drive.json. The same arguments give the same messages.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--world", type=Path, required=True, help="world directory (from `geoloc sim world`)")
@@ -27,8 +27,16 @@ def register(sub) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=seed_type, default=0, help="random seed of the drive (route, noise, appearance)")
     p.add_argument("--duration-s", type=float, default=120.0, help="length of the drive in seconds (0..3600]")
     p.add_argument("--hfov-deg", type=float, default=90.0, help="camera horizontal field of view (10..170 deg)")
-    p.add_argument("--width", type=int, default=256, help="image width in pixels")
-    p.add_argument("--height", type=int, default=128, help="image height in pixels")
+    p.add_argument("--width", type=int, default=512, help="image width in pixels (default: 16:9, 0.4 x 720p)")
+    p.add_argument("--height", type=int, default=288, help="image height in pixels")
+    p.add_argument("--distortion", type=float, nargs=5, default=None, metavar=("K1", "K2", "P1", "P2", "K3"),
+                   help="plumb_bob lens distortion rendered into the images and published in camera_info D "
+                        "(default: none, a rectified pinhole), e.g. -0.28 0.07 0 0 0 for a typical wide lens")
+    p.add_argument("--no-camera-effects", action="store_true",
+                   help="legacy sensor: fixed exposure and grey Gaussian noise (no auto exposure, vignetting, "
+                        "shot/read noise)")
+    p.add_argument("--no-suspension", action="store_true",
+                   help="the body follows the ground only (on a flat world: level, as in earlier versions)")
     p.add_argument("--camera-hz", type=float, default=10.0, help="camera frame rate (0..60]")
     p.add_argument("--gnss-hz", type=float, default=5.0, help="GNSS fix rate (0..20]")
     p.add_argument("--odom-hz", type=float, default=50.0, help="odometry rate (0..500]")
@@ -47,24 +55,30 @@ def run_sim_drive(args: argparse.Namespace) -> Path:
     from ..sim.drive import DriveConfig, simulate_drive, stream_rng
     from ..sim.world import World
 
+    from ..sim.drive import AttitudeModel
+
     cfg = DriveConfig(duration_s=args.duration_s, camera_hz=args.camera_hz, gnss_hz=args.gnss_hz,
-                      odom_hz=args.odom_hz, seed=args.seed, compressed=args.compressed, storage=args.storage)
-    camera = PinholeCamera(width=args.width, height=args.height, hfov_deg=args.hfov_deg)
+                      odom_hz=args.odom_hz, seed=args.seed, compressed=args.compressed, storage=args.storage,
+                      attitude=AttitudeModel(suspension=not args.no_suspension))
+    camera = PinholeCamera(width=args.width, height=args.height, hfov_deg=args.hfov_deg,
+                           distortion=tuple(args.distortion) if args.distortion else (0.0,) * 5)
     world_dir = Path(args.world)
     if not world_dir.is_dir():
         raise InvalidArgument(f"--world {world_dir} does not exist; create a world with "
                               f"`geoloc sim world --out {world_dir}`")
     check_output_dir(args.out, args.force)
 
-    from ..sim.render import Appearance, GroundRenderer
+    from ..sim.render import Appearance, GroundRenderer, SensorModel
 
     t0 = time.perf_counter()
     world = World.load(world_dir)
     sim = simulate_drive(world, cfg)
     appearance = Appearance.sample(stream_rng(cfg.seed, "appearance"))
-    renderer = GroundRenderer(world, camera, appearance)
+    sensor = None if args.no_camera_effects else SensorModel()
+    renderer = GroundRenderer(world, camera, appearance, sensor=sensor)
     res = write_drive(args.out, world, sim, camera, renderer.render, appearance=appearance.to_dict(),
-                      world_dir=world_dir, force=args.force, progress=True, command=command_line())
+                      world_dir=world_dir, force=args.force, progress=True, command=command_line(),
+                      sensor=sensor.to_dict() if sensor else None)
     dt = time.perf_counter() - t0
     g = res.stats["gnss"]
     n = res.bag.counts[TOPIC_IMAGE]

@@ -27,25 +27,48 @@ def register(sub) -> argparse.ArgumentParser:
                    help="ground sample distance of the rasters, metres per pixel (0.1..5)")
     p.add_argument("--origin-lat", type=float, default=44.4759, help="latitude of the world centre (deg, WGS84)")
     p.add_argument("--origin-lon", type=float, default=-73.2121, help="longitude of the world centre (deg, WGS84)")
+    add_survey_arguments(p)
     p.add_argument("--force", action="store_true", help="replace an existing, non-empty output directory")
     p.set_defaults(func=run_sim_world)
     return p
 
 
+def add_survey_arguments(p: argparse.ArgumentParser) -> None:
+    from ..sim.survey import SURVEY_PARTS
+
+    g = p.add_argument_group("aerial survey gap (on by default; recorded in world.json 'survey', docs/data.md)")
+    g.add_argument("--no-survey-gap", action="store_true",
+                   help="orthophoto = the world at drive time under the legacy survey sun (the bytes of earlier "
+                        "versions for the same seed)")
+    p.add_argument("--no-terrain", action="store_true",
+                   help="flat ground (no elevation raster): the car drives level, as in earlier versions")
+    g.add_argument("--survey-without", nargs="+", default=[], choices=SURVEY_PARTS, metavar="PART",
+                   help=f"switch single parts of the survey gap off: {', '.join(SURVEY_PARTS)}")
+
+
+def survey_from_args(args: argparse.Namespace):
+    from ..sim.survey import SurveyGap
+
+    return SurveyGap.off() if args.no_survey_gap else SurveyGap().without(args.survey_without)
+
+
 def run_sim_world(args: argparse.Namespace) -> Path:
     from ..sim.generate import generate_world, validate_world_args
+    from ..sim.terrain import TerrainParams
 
     validate_world_args(args.seed, args.size_m, args.gsd_m, args.origin_lat, args.origin_lon)
     check_output_dir(args.out, args.force)
     t0 = time.perf_counter()
     world = generate_world(seed=args.seed, size_m=args.size_m, gsd_m=args.gsd_m, origin_lat=args.origin_lat,
-                           origin_lon=args.origin_lon, progress=True)
+                           origin_lon=args.origin_lon, progress=True, survey=survey_from_args(args),
+                           terrain=None if args.no_terrain else TerrainParams())
     t_gen = time.perf_counter() - t0
     world.save(args.out, force=args.force, extra_manifest={"command": command_line()})
     dt = time.perf_counter() - t0
     n = world.meta.shape[0]
     print(f"world seed={args.seed}: {args.size_m:.0f} m at {args.gsd_m} m/px ({n}x{n} px, {world.frame.crs}), "
-          f"{len(world.buildings)} buildings, {world.roads.num_edges} road edges; generated in {t_gen:.1f} s, "
+          f"{len(world.buildings)} buildings, {world.roads.num_edges} road edges; survey gap: "
+          f"{', '.join((world.survey or {}).get('parts', [])) or 'off'}; generated in {t_gen:.1f} s, "
           f"written to {args.out} in {dt:.1f} s total")
     return Path(args.out)
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import write_json  # noqa: E402
+from _common import write  # noqa: E402
 
 SCENARIOS = {
     "nominal": dict(multipath_rate_per_min=0.0, outage_rate_per_min=0.0),
@@ -51,7 +51,7 @@ def make_drive(data: Path, world_dir: Path, scenario: str, seed: int, duration_s
     from geoloc_ros.sim.bag import write_drive
     from geoloc_ros.sim.drive import (GNSS_OUTAGE, STATUS_NO_FIX, DriveConfig, GnssModel, simulate_drive,
                                       stream_rng)
-    from geoloc_ros.sim.render import Appearance, GroundRenderer
+    from geoloc_ros.sim.render import Appearance, GroundRenderer, SensorModel
     from geoloc_ros.sim.world import World
 
     out = data / f"{world_dir.name}__{scenario}_d{seed}_{int(duration_s)}s"
@@ -67,11 +67,12 @@ def make_drive(data: Path, world_dir: Path, scenario: str, seed: int, duration_s
         g.state[m] = GNSS_OUTAGE
         for a in (g.x, g.y, g.alt):
             a[m] = np.nan
-    camera = PinholeCamera()
+    camera = PinholeCamera(width=512, height=288)  # geoloc sim drive's default
     app = Appearance.sample(stream_rng(cfg.seed, "appearance"))
-    renderer = GroundRenderer(world, camera, app)
+    sensor = SensorModel()
+    renderer = GroundRenderer(world, camera, app, sensor=sensor)
     write_drive(out, world, sim, camera, renderer.render, appearance=app.to_dict(), world_dir=world_dir, force=True,
-                progress=True)
+                progress=True, sensor=sensor.to_dict())
     return out
 
 
@@ -85,7 +86,7 @@ def main(argv=None) -> int:
     ap.add_argument("--drive-seed", type=int, default=1)
     ap.add_argument("--features", default="gradient", choices=("gradient", "learned"))
     ap.add_argument("--config", type=Path, default=None, help="LocalizerConfig overrides (YAML)")
-    ap.add_argument("--out", type=Path, default=Path("bench/results/heldout.json"))
+    ap.add_argument("--out", type=Path, default=None, help="JSON (default bench/results/heldout.json)")
     args = ap.parse_args(argv)
 
     from geoloc_ros.evaluation.replay import load_localizer_config, replay_bag
@@ -111,9 +112,8 @@ def main(argv=None) -> int:
             print(_line(row), flush=True)
     print()
     print(_table(rows))
-    doc = {"towns": args.towns, "scenarios": args.scenarios, "features": args.features,
-           "config": dataclasses.asdict(cfg), "rows": rows, "seconds": time.perf_counter() - t0}
-    write_json(args.out, doc)
+    write("heldout", rows, args.out, towns=args.towns, scenarios=args.scenarios, features=args.features,
+          config=dataclasses.asdict(cfg), seconds=time.perf_counter() - t0)
     print(f"bench_heldout: {len(rows)} drives in {time.perf_counter() - t0:.0f} s -> {args.out}")
     return 0
 

@@ -22,7 +22,7 @@ COMMANDS = {
     "sim": ["sim_world", "sim_drive", "sim_dataset", "sim_preview"],
     "index": ["index_build", "index_info"],
     "export": ["export_onnx", "export_engine"],
-    "eval": ["eval_retrieval", "eval_replay", "eval_compare"],
+    "eval": ["eval_retrieval", "eval_replay", "eval_compare", "eval_calibrate"],
     "data": ["data_convert"],
 }
 # top-level commands without a group (module names under geoloc_ros.tools)

@@ -174,9 +174,10 @@ class FilterParams:
                                      "volume_peak_yaw_deg of the volume's peak must reach this", 0.0, 1.0)
     volume_peak_radius_m: float = _f(2.0, "... radius around the peak for that mass (m)", 0.1, 100.0)
     volume_peak_yaw_deg: float = _f(2.0, "... and heading tolerance (deg)", 0.1, 180.0)
-    volume_min_evidence: float = _f(0.2, "metric consistency: a volume whose mean factor over the prior's particles "
-                                    "(1 = no information, > 1 agrees with the prior) is below this is rejected as "
-                                    "inconsistent with the prior", 0.0, 100.0)
+    volume_min_evidence: float = _f(0.1, "metric consistency: a volume whose evidence E_prior[factor] (1 = no "
+                                    "information, > 1 agrees with the prior) is below this is rejected as "
+                                    "inconsistent; 2 x volume_uniform_floor: 'camera wrong' is then likelier than "
+                                    "'camera right'", 0.0, 100.0)
     resample_jitter: float = _f(0.1, "after resampling, particles are jittered by this fraction of the cloud's "
                                 "spread (regularised particle filter)", 0.0, 1.0)
     # output and status

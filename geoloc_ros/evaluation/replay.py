@@ -155,6 +155,8 @@ class ReplayResult:
     metrics: Dict[str, Any] = field(default_factory=dict)
     # metric matching: per keyframe (t, x, y, yaw, used, confidence) of the camera's own peak
     camera_peaks: List[Tuple[float, float, float, float, bool, float]] = field(default_factory=list)
+    truth_map: Optional[M.Truth] = None  # the truth displaced by the survey's misregistration (map's own frame)
+    map_offset: Optional[Dict[str, float]] = None  # mean / max misregistration along the truth (m)
 
     @property
     def duration_s(self) -> float:
@@ -832,8 +834,31 @@ def replay_bag(bag, encoder, index, cfg=None, *, gt_topic: Optional[str] = DEFAU
         localizer_stats=stats, config=_config_dict(cfg), config_name=config_name, model=ident,
         backend=str(getattr(encoder, "backend", "?")), index_info=index_info, recall_radius_m=radius,
         world_dir=Path(world_dir) if world_dir else find_world_dir(bag), gt_topic=gt_topic, camera_peaks=camera_peaks)
+    if truth is not None and res.world_dir is not None:
+        res.truth_map, res.map_offset = _truth_in_map_frame(truth, res.world_dir, frame)
     res.metrics = compute_metrics(res, grid_dt_s=grid_dt_s, max_age_s=max_age_s)
     return res
+
+
+def _truth_in_map_frame(truth: M.Truth, world_dir: Path, frame):
+    """(truth + the world's survey misregistration at the truth, its size), or (None, None) when
+    the world records none. ``frame``: the replay's map frame (the world's frame may differ)."""
+    try:
+        from ..sim.survey import misregistration_displacement
+
+        wf = _world_frame(world_dir)
+        ox = oy = 0.0
+        if wf is not None and wf.epsg == frame.epsg:  # same UTM zone: the frames differ by their origins
+            ox, oy = frame.origin_e - wf.origin_e, frame.origin_n - wf.origin_n
+        dx, dy = misregistration_displacement(Path(world_dir), truth.x + ox, truth.y + oy)
+    except Exception as exc:  # noqa: BLE001 - an older or foreign world: no map-frame figures
+        log.debug("no misregistration for %s: %s", world_dir, exc)
+        return None, None
+    d = np.hypot(dx, dy)
+    if not np.any(d > 0):
+        return None, None
+    return (M.Truth(truth.t, truth.x + dx, truth.y + dy),
+            {"mean": float(np.mean(d)), "max": float(np.max(d))})
 
 
 def compute_metrics(res: ReplayResult, *, grid_dt_s: float = 0.1, max_age_s: float = 2.0) -> Dict[str, Any]:
@@ -858,7 +883,12 @@ def compute_metrics(res: ReplayResult, *, grid_dt_s: float = 0.1, max_age_s: flo
             tr = tracks[name]
             m[name]["along_across_m"] = M.along_across_stats(tr.t, tr.x, tr.y, res.truth)
         if res.camera_peaks:
-            out["camera"] = M.camera_recall(np.asarray(res.camera_peaks, float), res.truth)
+            out["camera"] = M.camera_recall(np.asarray(res.camera_peaks, float), res.truth_map or res.truth)
+        if res.truth_map is not None:
+            # the camera cannot see a misregistered map's error: score against the truth as the map shows it
+            out["map_frame"] = {"misregistration_m": res.map_offset,
+                                "methods": {k: M.error_stats(M.horizontal_errors(tracks[k], res.truth_map)[0])
+                                            for k in METHODS}}
         if res.recall_radius_m and c.cand_t:
             tx, ty, _ = res.truth.at(np.asarray(c.cand_t, float))
             out["recall"] = M.recall_at_k(c.cand_x, c.cand_y, tx, ty, res.recall_radius_m,

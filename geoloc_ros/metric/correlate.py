@@ -123,7 +123,9 @@ class AerialSpectrum:
         self.N = (cv2.getOptimalDFTSize(H), cv2.getOptimalDFTSize(W))
         self.FA = [self._dft(a[..., c]) for c in range(C)]
         self.FE = self._dft(np.sum(a * a, axis=2))
-        self.FV = self._dft(np.ones((H, W), np.float32) if valid is None else np.asarray(valid, np.float32))
+        # coverage only matters where imagery is missing: a fully valid window skips its correlations
+        full = valid is None or bool(np.all(valid))
+        self.FV = None if full else self._dft(np.asarray(valid, np.float32))
 
     def _dft(self, x: np.ndarray) -> np.ndarray:
         cv2 = _cv2()
@@ -164,7 +166,10 @@ def score_volume(templates: np.ndarray, weights: np.ndarray, aerial: AerialSpect
         tn = math.sqrt(float(np.sum(w[..., None] * templates[k] ** 2)))
         num = aerial.correlate_sum(t)
         en = aerial.correlate(aerial.FE, w)
-        cover = aerial.correlate(aerial.FV, w) / max(float(w.sum()), 1e-6)
+        if aerial.FV is None:
+            cover = np.ones_like(num)
+        else:
+            cover = aerial.correlate(aerial.FV, w) / max(float(w.sum()), 1e-6)
         den = tn * np.sqrt(np.maximum(en, 0.0)) + 1e-6
         s = num / den
         s[cover < min_overlap] = np.nan

@@ -85,15 +85,13 @@ class GradientFeatures:
 
     def rotate_channels(self, f: np.ndarray, yaw: float) -> np.ndarray:
         """BEV pixel gradients (d/dcol = -d/dY, d/drow = -d/dX in the vehicle frame) -> canvas pixel
-        gradients (d/dcol = d/dx, d/drow = -d/dy in the map frame) for a vehicle at ``yaw``."""
+        gradients (d/dcol = d/dx, d/drow = -d/dy in the map frame) for a vehicle at ``yaw``:
+        (g_col, g_row) -> (s g_col - c g_row, c g_col + s g_row) per (col, row) channel pair."""
         c, s = math.cos(yaw), math.sin(yaw)
-        out = np.empty_like(f)
+        M = np.zeros((f.shape[2], f.shape[2]), np.float32)
         for i in range(0, f.shape[2], 2):
-            g_col, g_row = f[..., i], f[..., i + 1]
-            gX, gY = -g_row, -g_col
-            mx, my = c * gX - s * gY, s * gX + c * gY
-            out[..., i], out[..., i + 1] = mx, -my
-        return out
+            M[i:i + 2, i:i + 2] = [[s, c], [-c, s]]  # out = f @ M
+        return f @ M
 
 
 EXTRACTORS: Dict[str, Callable[..., object]] = {"gradient": GradientFeatures}

@@ -125,8 +125,15 @@ def run_demo(args: argparse.Namespace) -> Path:
     from ..evaluation.report import accuracy_rows, text_table
     from ..index import TileIndex
 
+    from ..metric import open_matcher
+    from ..pipeline import LocalizerConfig
+
     index = TileIndex.open(index_dir, expect_model=encoder.identity)
-    res = replay_bag(drive_dir / "bag", encoder, index, world_dir=world_dir, config_name="demo")
+    cfg = LocalizerConfig()
+    # the camera's measurement: metric matching on the orthophoto; retrieval relocalises without a prior
+    matcher = open_matcher(world_dir / "orthophoto.tif", cfg, frame=index.frame)
+    res = replay_bag(drive_dir / "bag", encoder, index, cfg, world_dir=world_dir, config_name="demo",
+                     matcher=matcher)
     run_dir = write_run(res, data / "runs", command="geoloc demo", force=True)
     steps.end(f"replay: {summary_line(res)}")
     doc = json.loads((run_dir / "metrics.json").read_text())

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
+from ..core.bagpath import BAG_HELP, resolve_bag
 from .common import command_line, parse_with, positive
 
 log = logging.getLogger(__name__)
@@ -23,7 +24,7 @@ def register(sub) -> argparse.ArgumentParser:
                     "estimates.csv, estimates/ (MCAP of the published topics), trajectory/error PNGs and "
                     "report.md. A bag without the ground-truth topic still runs and says what it cannot compute.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("bag", type=Path, help="rosbag2 folder (metadata.yaml + .mcap or .db3)")
+    p.add_argument("bag", type=Path, help=BAG_HELP)
     p.add_argument("--index", type=Path, required=True, help="tile index folder (geoloc index build)")
     p.add_argument("--model", required=True,
                    help="model: preset name (seqgeo_lite), checkpoint .pt, or export/engine folder")
@@ -74,7 +75,8 @@ def run_eval_replay(args: argparse.Namespace) -> Path:
     from ..evaluation.report import accuracy_rows, text_table
 
     t0 = time.perf_counter()
-    out, res = evaluate_bag(args.bag, args.index, args.model, backend=args.backend, config_path=args.config,
+    bag = resolve_bag(args.bag)  # a bag folder, a drive folder holding one, or one .mcap/.db3 file
+    out, res = evaluate_bag(bag, args.index, args.model, backend=args.backend, config_path=args.config,
                             out=args.out, force=args.force, command=command_line(), progress=True,
                             gt_topic=args.gt_topic or None, gt_frame=_parse_frame(args.gt_frame),
                             image_topic=args.image_topic, fix_topic=args.fix_topic, odom_topic=args.odom_topic,

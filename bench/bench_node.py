@@ -259,7 +259,7 @@ def main(argv=None):
 
         bases["torch"] = baseline_ms(load_encoder(args.model, backend="torch", threads=1))
         backends.append("torch")
-    env = dict(os.environ, ROS_DOMAIN_ID=str(random.randint(20, 200)), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
+    env = dict(os.environ, ROS_DOMAIN_ID=str(random.randint(1, 101)), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
                ROS_LOG_DIR=str(args.work / "roslog"), PYTHONUNBUFFERED="1")
     for k in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_LOG_DIR"):
         os.environ[k] = env[k]

@@ -81,7 +81,7 @@ _USED_DOMAINS = set()
 def ros_env(tmp: Path) -> dict:
     """Environment for one test's ROS processes (ros.live.isolated_env): a random domain no other test
     of this session uses, localhost discovery, logs in tmp; one BLAS thread per process."""
-    dom = random.choice([d for d in range(20, 200) if d not in _USED_DOMAINS])
+    dom = random.choice([d for d in range(1, 102) if d not in _USED_DOMAINS])
     _USED_DOMAINS.add(dom)
     return {**isolated_env(tmp / "roslog", domain=dom), "OMP_NUM_THREADS": "1"}
 

@@ -129,7 +129,7 @@ def ros_context(tmp_path, monkeypatch):
     rclpy = pytest.importorskip("rclpy", reason="rclpy not installed (pip install .[ros])")
     import random
 
-    monkeypatch.setenv("ROS_DOMAIN_ID", str(random.randint(120, 200)))
+    monkeypatch.setenv("ROS_DOMAIN_ID", str(random.randint(1, 101)))
     monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     monkeypatch.setenv("ROS_LOG_DIR", str(tmp_path / "log"))
     made = []

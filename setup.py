@@ -52,6 +52,8 @@ setup(
             "ros-nav-msgs",
             "ros-std-msgs",
             "ros-diagnostic-msgs",
+            "ros-lifecycle-msgs",
+            "ros-rcl-lifecycle",
             "ros-visualization-msgs",
         ],
         "train": TRAIN,
@@ -79,6 +81,7 @@ setup(
         "console_scripts": [
             "geoloc = geoloc_ros.cli:main",
             "geoloc_node = geoloc_ros.ros.node:main",
+            "geoloc_lifecycle_node = geoloc_ros.ros.lifecycle:main",
         ],
     },
 )

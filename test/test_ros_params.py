@@ -197,13 +197,23 @@ def test_launch_file_declares_the_documented_arguments_and_starts_geoloc_node():
     assert len(node_calls) == 1
     kw = {k.arg: k.value for k in node_calls[0].keywords}
     assert kw["package"].value == "geoloc_ros" and kw["executable"].value == "geoloc_node"
-    assert kw["name"].value == P.NODE_NAME
+    common = next(c for c in ast.walk(tree) if isinstance(c, ast.Call) and getattr(c.func, "id", None) == "dict")
+    assert {k.arg: k.value for k in common.keywords}["name"].value == P.NODE_NAME
+    # lifecycle:=true offers the managed node (same name, parameters and topics), configured and
+    # activated by the launch file unless autostart:=false
+    assert {"lifecycle", "autostart"} <= set(args)
+    lc_calls = [c for c in ast.walk(tree) if isinstance(c, ast.Call) and getattr(c.func, "id", None) == "LifecycleNode"]
+    assert len(lc_calls) == 1
+    lkw = {k.arg: k.value for k in lc_calls[0].keywords}
+    assert lkw["package"].value == "geoloc_ros" and lkw["executable"].value == "geoloc_lifecycle_node"
+    assert {"TRANSITION_CONFIGURE", "TRANSITION_ACTIVATE"} <= {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
     # the backend choices match the node's
     backends = next(n for n in tree.body if isinstance(n, ast.Assign) and n.targets[0].id == "BACKENDS")
     assert set(ast.literal_eval(backends.value)) - {""} == set(P.BACKENDS)
     # the executable exists as a console script; the launch file is installed
     setup = (ROOT / "setup.py").read_text()
     assert '"geoloc_node = geoloc_ros.ros.node:main"' in setup and 'glob("launch/*.py")' in setup
+    assert '"geoloc_lifecycle_node = geoloc_ros.ros.lifecycle:main"' in setup
 
 
 def test_rviz_config_shows_the_node_outputs_with_matching_qos():
@@ -221,3 +231,4 @@ def test_rviz_config_shows_the_node_outputs_with_matching_qos():
     node_src = (ROOT / "geoloc_ros" / "ros" / "node.py").read_text()
     for topic in ("geoloc/debug_image", "geoloc/pose", "geoloc/path", "geoloc/candidates"):
         assert f'"{topic}"' in node_src
+

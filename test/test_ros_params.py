@@ -232,3 +232,41 @@ def test_rviz_config_shows_the_node_outputs_with_matching_qos():
     for topic in ("geoloc/debug_image", "geoloc/pose", "geoloc/path", "geoloc/candidates"):
         assert f'"{topic}"' in node_src
 
+
+def test_foxglove_layout_parses_and_names_only_topics_the_node_publishes():
+    import json
+
+    layout = json.loads((ROOT / "foxglove" / "geoloc.json").read_text())
+    node_src = (ROOT / "geoloc_ros" / "ros" / "node.py").read_text()
+    published = {"/" + t.lstrip("/") for t in re.findall(r'create_publisher\(\w+, "([^"]+)"', node_src)}
+    assert {"/geoloc/fix", "/geoloc/pose", "/geoloc/path", "/geoloc/debug_image", "/diagnostics"} <= published
+
+    def strings(o):
+        if isinstance(o, dict):
+            for k, v in o.items():
+                yield k
+                yield from strings(v)
+        elif isinstance(o, list):
+            for v in o:
+                yield from strings(v)
+        elif isinstance(o, str):
+            yield o
+
+    named = {s for s in strings(layout["configById"]) if s.startswith("/")}
+    assert named and named <= published, named - published
+    # the panels: map of the corrected fix, 3D of pose + path in map, the debug image, the diagnostics
+    panels = layout["configById"]
+    kinds = {k.split("!")[0]: v for k, v in panels.items()}
+    assert kinds["map"]["followTopic"] == "/geoloc/fix"
+    assert {"/geoloc/pose", "/geoloc/path"} <= set(kinds["3D"]["topics"]) and kinds["3D"]["followTf"] == "map"
+    assert kinds["Image"]["imageMode"]["imageTopic"] == "/geoloc/debug_image"
+    assert kinds["DiagnosticSummary"]["topicToRender"] == kinds["DiagnosticStatusPanel"]["topicToRender"] == "/diagnostics"
+    assert kinds["DiagnosticStatusPanel"]["selectedName"] == f"{P.NODE_NAME}: localization"  # the node's status name
+    assert f'f"{{self.get_name()}}: localization"' in node_src
+
+    def leaves(node):
+        return [node] if isinstance(node, str) else leaves(node["first"]) + leaves(node["second"])
+
+    assert sorted(leaves(layout["layout"])) == sorted(panels)  # every configured panel is placed, none missing
+    assert 'glob("foxglove/*.json")' in (ROOT / "setup.py").read_text()  # installed beside the rviz config
+

@@ -270,3 +270,22 @@ def test_foxglove_layout_parses_and_names_only_topics_the_node_publishes():
     assert sorted(leaves(layout["layout"])) == sorted(panels)  # every configured panel is placed, none missing
     assert 'glob("foxglove/*.json")' in (ROOT / "setup.py").read_text()  # installed beside the rviz config
 
+
+def test_ros_doc_says_what_the_node_publishes_on_tf_and_documents_every_parameter_and_input_figure():
+    """docs/ros.md: TF with the pip wheels and with a colcon install (and the node really publishes none),
+    every node parameter, every input.<in>.* diagnostics figure, the lifecycle and the demo's domain."""
+    from geoloc_ros.core.rates import StreamMonitor
+
+    doc = (ROOT / "docs" / "ros.md").read_text()
+    tf = doc.split("## Transforms (TF)")[1].split("\n## ")[0]
+    for needle in ("publishes no TF", "colcon install", "tf2_msgs", "/tf_static", "map -> odom", "ekf_node",
+                   "nothing on `/tf`"):
+        assert needle in tf, needle
+    for src in (ROOT / "geoloc_ros" / "ros").glob("*.py"):
+        assert "tf2" not in src.read_text(), src  # the claim holds: nothing in ros/ uses tf2
+    for spec in P.NODE_PARAMS:
+        assert f"`{spec.name}`" in doc or spec.name in doc, spec.name
+    for key, _ in StreamMonitor().snapshot().values("input.<in>"):
+        assert key.replace("input.<in>", "") in doc, key
+    for needle in ("geoloc_lifecycle_node", "configure fail", "input_reliability", "ROS_DOMAIN_ID", "1-101"):
+        assert needle in doc, needle

@@ -825,10 +825,11 @@ def _init_without_signal_handlers(args: List[str]) -> None:
 
     try:
         from rclpy.signals import SignalHandlerOptions
-    except ImportError:  # older rclpy
+
+        rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    except (ImportError, TypeError):  # an rclpy without the option: its own handler (noisier stop)
         rclpy.init(args=args)
         return
-    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
 
     def on_term(signum, frame):
         raise KeyboardInterrupt

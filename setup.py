@@ -40,6 +40,7 @@ setup(
         (f"share/{PACKAGE}/config", glob("config/*.yaml")),
         (f"share/{PACKAGE}/config/models", glob("config/models/*.yaml")),
         (f"share/{PACKAGE}/rviz", glob("rviz/*.rviz")),
+        (f"share/{PACKAGE}/foxglove", glob("foxglove/*.json")),
     ],
     python_requires=">=3.10",
     install_requires=CORE,
@@ -53,6 +54,8 @@ setup(
             "ros-nav-msgs",
             "ros-std-msgs",
             "ros-diagnostic-msgs",
+            "ros-lifecycle-msgs",
+            "ros-rcl-lifecycle",
             "ros-visualization-msgs",
         ],
         "train": TRAIN,
@@ -80,6 +83,7 @@ setup(
         "console_scripts": [
             "geoloc = geoloc_ros.cli:main",
             "geoloc_node = geoloc_ros.ros.node:main",
+            "geoloc_lifecycle_node = geoloc_ros.ros.lifecycle:main",
         ],
     },
 )

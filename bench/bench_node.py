@@ -195,7 +195,9 @@ class Feeder:
         rclpy.shutdown()
 
 
-def run_row(name: str, feeder: Feeder, params: dict, env: dict, work: Path):
+def start_node(name: str, feeder: Feeder, params: dict, env: dict, work: Path):
+    """A geoloc_node process with ``params`` (work/params_NAME.yaml, log work/node_NAME.log), started and
+    subscribed to the feeder -> (process, log path)."""
     import yaml
 
     slug = "".join(c if c.isalnum() else "_" for c in name)
@@ -204,14 +206,20 @@ def run_row(name: str, feeder: Feeder, params: dict, env: dict, work: Path):
     log = work / f"node_{slug}.log"
     proc = subprocess.Popen([sys.executable, "-m", "geoloc_ros.ros.node", "--ros-args", "--params-file", str(pfile)],
                             env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT, cwd=ROOT)
+    end = time.monotonic() + 300
+    while "geoloc_node ready" not in log.read_text():
+        if proc.poll() is not None or time.monotonic() > end:
+            proc.kill()
+            raise SystemExit(f"geoloc_node did not start:\n{log.read_text()[-3000:]}")
+        time.sleep(0.2)
+    feeder.wait_for_node(60)
+    time.sleep(1.0)
+    return proc, log
+
+
+def run_row(name: str, feeder: Feeder, params: dict, env: dict, work: Path):
+    proc, log = start_node(name, feeder, params, env, work)
     try:
-        end = time.monotonic() + 300
-        while "geoloc_node ready" not in log.read_text():
-            if proc.poll() is not None or time.monotonic() > end:
-                raise SystemExit(f"geoloc_node did not start:\n{log.read_text()[-3000:]}")
-            time.sleep(0.2)
-        feeder.wait_for_node(60)
-        time.sleep(1.0)
         feeder.diag = None
         dur = feeder.play()
         time.sleep(3.0)  # let the queue drain and one more /diagnostics arrive
@@ -259,7 +267,7 @@ def main(argv=None):
 
         bases["torch"] = baseline_ms(load_encoder(args.model, backend="torch", threads=1))
         backends.append("torch")
-    env = dict(os.environ, ROS_DOMAIN_ID=str(random.randint(20, 200)), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
+    env = dict(os.environ, ROS_DOMAIN_ID=str(random.randint(1, 101)), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
                ROS_LOG_DIR=str(args.work / "roslog"), PYTHONUNBUFFERED="1")
     for k in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_LOG_DIR"):
         os.environ[k] = env[k]

@@ -4,14 +4,24 @@
     ros2 launch geoloc_ros geoloc.launch.py params_file:=/my/geoloc.yaml use_sim_time:=true namespace:=car1 \
         backend:=tensorrt model:=/opt/geoloc/engines/seqgeo_lite_orin
 
+    ros2 launch geoloc_ros geoloc.launch.py lifecycle:=true index_path:=/data/index   # managed node
+    ros2 launch geoloc_ros geoloc.launch.py lifecycle:=true autostart:=false ...       # left unconfigured
+
 Arguments left empty keep the value from params_file (default: the installed config/geoloc.yaml).
 With a bag: `ros2 bag play BAG --clock` (or `geoloc play BAG --clock`) and use_sim_time:=true.
+lifecycle:=true starts geoloc_lifecycle_node (a managed node); with autostart:=true (default) this
+launch file configures it and, once configured, activates it; with autostart:=false a lifecycle
+manager (nav2_lifecycle_manager with node_names: [geoloc_node]) or `ros2 lifecycle set` does.
 """
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.actions import DeclareLaunchArgument, EmitEvent, OpaqueFunction, RegisterEventHandler
+from launch.events import matches_action
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
-from launch_ros.actions import Node
+from launch_ros.actions import LifecycleNode, Node
+from launch_ros.event_handlers import OnStateTransition
+from launch_ros.events.lifecycle import ChangeState
 from launch_ros.substitutions import FindPackageShare
+from lifecycle_msgs.msg import Transition
 
 BACKENDS = ["", "auto", "tensorrt", "onnxruntime", "torch"]
 
@@ -25,15 +35,23 @@ def _node(context, *args, **kwargs):
         value = arg(name)
         if value:
             overrides[name] = value
-    return [Node(
-        package="geoloc_ros",
-        executable="geoloc_node",
-        name="geoloc_node",
-        namespace=arg("namespace"),
-        parameters=[arg("params_file"), overrides],
-        output="screen",
-        emulate_tty=True,
-    )]
+    common = dict(name="geoloc_node", namespace=arg("namespace"), parameters=[arg("params_file"), overrides],
+                  output="screen", emulate_tty=True)
+    if arg("lifecycle").lower() not in ("true", "1", "yes"):
+        return [Node(package="geoloc_ros", executable="geoloc_node", **common)]
+    node = LifecycleNode(package="geoloc_ros", executable="geoloc_lifecycle_node", **common)
+    actions = [node]
+    if arg("autostart").lower() in ("true", "1", "yes"):
+        def transition(tid):
+            return EmitEvent(event=ChangeState(lifecycle_node_matcher=matches_action(node), transition_id=tid))
+
+        actions += [
+            RegisterEventHandler(OnStateTransition(target_lifecycle_node=node, start_state="configuring",
+                                                   goal_state="inactive",
+                                                   entities=[transition(Transition.TRANSITION_ACTIVATE)])),
+            transition(Transition.TRANSITION_CONFIGURE),
+        ]
+    return actions
 
 
 def generate_launch_description():
@@ -53,5 +71,11 @@ def generate_launch_description():
         DeclareLaunchArgument("image_topic", default_value="", description="camera topic; empty: params_file"),
         DeclareLaunchArgument("fix_topic", default_value="", description="GNSS NavSatFix topic; empty: params_file"),
         DeclareLaunchArgument("odom_topic", default_value="", description="odometry topic; empty: params_file"),
+        DeclareLaunchArgument("lifecycle", default_value="false", choices=["true", "false"],
+                              description="start geoloc_lifecycle_node (managed: configure loads, activate "
+                                          "subscribes and publishes) instead of geoloc_node"),
+        DeclareLaunchArgument("autostart", default_value="true", choices=["true", "false"],
+                              description="with lifecycle:=true: configure then activate it from this launch "
+                                          "file; false: leave it unconfigured for a lifecycle manager"),
         OpaqueFunction(function=_node),
     ])

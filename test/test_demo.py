@@ -67,6 +67,26 @@ def test_demo_ran_the_same_drive_through_the_node_over_dds(demo_run):
     cmp = compare_with_replay(rec / "recorded", demo_run / "runs" / rec.name,
                               demo_run / "drive_s1_6s_world_s7_400m" / "bag")
     assert cmp["node_median_m"] < 15.0 and cmp["node_vs_replay_median_m"] < 10.0
+    # on a domain outside tools can join (printed by the demo), inside the range ROS advises on Linux
+    rec_doc = json.loads((rec / "recorded.json").read_text())
+    assert 0 <= rec_doc["domain"] <= 101 and rec_doc["domain_from"]
+
+
+def test_the_demo_node_honours_ros_domain_id_and_otherwise_stays_in_0_101(monkeypatch, tmp_path):
+    from geoloc_ros.core.errors import InvalidArgument
+    from geoloc_ros.ros.live import isolated_env, pick_domain
+
+    monkeypatch.setenv("ROS_DOMAIN_ID", "42")
+    assert pick_domain() == (42, "ROS_DOMAIN_ID")
+    assert isolated_env(tmp_path)["ROS_DOMAIN_ID"] == "42"
+    monkeypatch.setenv("ROS_DOMAIN_ID", "car")
+    with pytest.raises(InvalidArgument, match="not a domain id"):
+        pick_domain()
+    monkeypatch.delenv("ROS_DOMAIN_ID")
+    doms = {int(isolated_env(tmp_path)["ROS_DOMAIN_ID"]) for _ in range(300)}
+    assert min(doms) >= 1 and max(doms) <= 101 and len(doms) > 50
+    env = isolated_env(tmp_path, domain=7)
+    assert env["ROS_DOMAIN_ID"] == "7" and env["ROS_AUTOMATIC_DISCOVERY_RANGE"] == "LOCALHOST"
 
 
 def test_demo_rerun_reuses_cached_outputs_without_touching_them(demo_run, capsys):

@@ -345,3 +345,20 @@ def test_ground_truth_from_an_odometry_in_the_map_frame_gives_the_same_errors(mc
         a, b = res.metrics["methods"][k]["error_m"], mcap_result.metrics["methods"][k]["error_m"]
         for stat in ("n", "mean", "median", "p95", "max"):
             assert a[stat] == pytest.approx(b[stat], abs=1e-6)
+
+
+def test_eval_replay_takes_the_drive_folder_and_a_single_bag_file(drives, index_dir, tmp_path, capsys):
+    """`geoloc eval replay D` on the folder `geoloc sim drive --out D` wrote (as `geoloc play D` does),
+    and on a lone .db3 file copied out of its bag folder: the same numbers as the bag folder."""
+    from geoloc_ros.tools import eval_replay
+
+    def run(bag, name):
+        out = eval_replay.main([str(bag), "--index", str(index_dir), "--model", "seqgeo_lite", "--backend", "torch",
+                                "--out", str(tmp_path / name)])
+        return json.loads((out / "metrics.json").read_text())["metrics"]["methods"]["corrected"]["error_m"]
+
+    lone = tmp_path / "lone.db3"
+    (db3,) = (drives["sqlite3"] / "bag").glob("*.db3")
+    shutil.copy(db3, lone)
+    from_drive, from_file = run(drives["sqlite3"], "drive"), run(lone, "file")
+    assert from_drive["n"] > 0 and from_drive == from_file

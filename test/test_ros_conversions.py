@@ -225,6 +225,12 @@ def test_navsatfix_cases_on_rclpy_messages():
     assert msgconv.navsatfix_check(fix(ctype=0))[0].cov_en is None and msgconv.navsatfix(fix(ctype=0)).ok
     assert msgconv.navsatfix(fix(cov=(float("nan"),) * 9)).cov_en is None  # bad covariance: unknown, still ok
     assert msgconv.navsatfix(fix(cov=(-1, 0, 0, 0, 1, 0, 0, 0, 1))).cov_en is None
+    # a covariance claimed (type not UNKNOWN) but not one is a substitution the node counts
+    zeros = (0.0,) * 9
+    for bad in (fix(cov=(float("nan"),) * 9), fix(cov=(-1, 0, 0, 0, 1, 0, 0, 0, 1)), fix(cov=zeros),
+                fix(cov=zeros, ctype=1), fix(cov=zeros, ctype=2)):
+        assert msgconv.navsatfix_cov_invalid(bad)
+    assert not msgconv.navsatfix_cov_invalid(fix()) and not msgconv.navsatfix_cov_invalid(fix(cov=zeros, ctype=0))
     for kw, reason in ((dict(status=-1), "no_fix"), (dict(lat=float("nan")), "nan_position"),
                        (dict(lon=float("inf")), "nan_position"), (dict(lat=91.0), "out_of_range")):
         s, why = msgconv.navsatfix_check(fix(**kw))

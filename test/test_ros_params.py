@@ -129,7 +129,7 @@ def ros_context(tmp_path, monkeypatch):
     rclpy = pytest.importorskip("rclpy", reason="rclpy not installed (pip install .[ros])")
     import random
 
-    monkeypatch.setenv("ROS_DOMAIN_ID", str(random.randint(120, 200)))
+    monkeypatch.setenv("ROS_DOMAIN_ID", str(random.randint(1, 101)))
     monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     monkeypatch.setenv("ROS_LOG_DIR", str(tmp_path / "log"))
     made = []
@@ -197,13 +197,23 @@ def test_launch_file_declares_the_documented_arguments_and_starts_geoloc_node():
     assert len(node_calls) == 1
     kw = {k.arg: k.value for k in node_calls[0].keywords}
     assert kw["package"].value == "geoloc_ros" and kw["executable"].value == "geoloc_node"
-    assert kw["name"].value == P.NODE_NAME
+    common = next(c for c in ast.walk(tree) if isinstance(c, ast.Call) and getattr(c.func, "id", None) == "dict")
+    assert {k.arg: k.value for k in common.keywords}["name"].value == P.NODE_NAME
+    # lifecycle:=true offers the managed node (same name, parameters and topics), configured and
+    # activated by the launch file unless autostart:=false
+    assert {"lifecycle", "autostart"} <= set(args)
+    lc_calls = [c for c in ast.walk(tree) if isinstance(c, ast.Call) and getattr(c.func, "id", None) == "LifecycleNode"]
+    assert len(lc_calls) == 1
+    lkw = {k.arg: k.value for k in lc_calls[0].keywords}
+    assert lkw["package"].value == "geoloc_ros" and lkw["executable"].value == "geoloc_lifecycle_node"
+    assert {"TRANSITION_CONFIGURE", "TRANSITION_ACTIVATE"} <= {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
     # the backend choices match the node's
     backends = next(n for n in tree.body if isinstance(n, ast.Assign) and n.targets[0].id == "BACKENDS")
     assert set(ast.literal_eval(backends.value)) - {""} == set(P.BACKENDS)
     # the executable exists as a console script; the launch file is installed
     setup = (ROOT / "setup.py").read_text()
     assert '"geoloc_node = geoloc_ros.ros.node:main"' in setup and 'glob("launch/*.py")' in setup
+    assert '"geoloc_lifecycle_node = geoloc_ros.ros.lifecycle:main"' in setup
 
 
 def test_rviz_config_shows_the_node_outputs_with_matching_qos():
@@ -221,3 +231,61 @@ def test_rviz_config_shows_the_node_outputs_with_matching_qos():
     node_src = (ROOT / "geoloc_ros" / "ros" / "node.py").read_text()
     for topic in ("geoloc/debug_image", "geoloc/pose", "geoloc/path", "geoloc/candidates"):
         assert f'"{topic}"' in node_src
+
+
+def test_foxglove_layout_parses_and_names_only_topics_the_node_publishes():
+    import json
+
+    layout = json.loads((ROOT / "foxglove" / "geoloc.json").read_text())
+    node_src = (ROOT / "geoloc_ros" / "ros" / "node.py").read_text()
+    published = {"/" + t.lstrip("/") for t in re.findall(r'create_publisher\(\w+, "([^"]+)"', node_src)}
+    assert {"/geoloc/fix", "/geoloc/pose", "/geoloc/path", "/geoloc/debug_image", "/diagnostics"} <= published
+
+    def strings(o):
+        if isinstance(o, dict):
+            for k, v in o.items():
+                yield k
+                yield from strings(v)
+        elif isinstance(o, list):
+            for v in o:
+                yield from strings(v)
+        elif isinstance(o, str):
+            yield o
+
+    named = {s for s in strings(layout["configById"]) if s.startswith("/")}
+    assert named and named <= published, named - published
+    # the panels: map of the corrected fix, 3D of pose + path in map, the debug image, the diagnostics
+    panels = layout["configById"]
+    kinds = {k.split("!")[0]: v for k, v in panels.items()}
+    assert kinds["map"]["followTopic"] == "/geoloc/fix"
+    assert {"/geoloc/pose", "/geoloc/path"} <= set(kinds["3D"]["topics"]) and kinds["3D"]["followTf"] == "map"
+    assert kinds["Image"]["imageMode"]["imageTopic"] == "/geoloc/debug_image"
+    assert kinds["DiagnosticSummary"]["topicToRender"] == kinds["DiagnosticStatusPanel"]["topicToRender"] == "/diagnostics"
+    assert kinds["DiagnosticStatusPanel"]["selectedName"] == f"{P.NODE_NAME}: localization"  # the node's status name
+    assert f'f"{{self.get_name()}}: localization"' in node_src
+
+    def leaves(node):
+        return [node] if isinstance(node, str) else leaves(node["first"]) + leaves(node["second"])
+
+    assert sorted(leaves(layout["layout"])) == sorted(panels)  # every configured panel is placed, none missing
+    assert 'glob("foxglove/*.json")' in (ROOT / "setup.py").read_text()  # installed beside the rviz config
+
+
+def test_ros_doc_says_what_the_node_publishes_on_tf_and_documents_every_parameter_and_input_figure():
+    """docs/ros.md: TF with the pip wheels and with a colcon install (and the node really publishes none),
+    every node parameter, every input.<in>.* diagnostics figure, the lifecycle and the demo's domain."""
+    from geoloc_ros.core.rates import StreamMonitor
+
+    doc = (ROOT / "docs" / "ros.md").read_text()
+    tf = doc.split("## Transforms (TF)")[1].split("\n## ")[0]
+    for needle in ("publishes no TF", "colcon install", "tf2_msgs", "/tf_static", "map -> odom", "ekf_node",
+                   "nothing on `/tf`"):
+        assert needle in tf, needle
+    for src in (ROOT / "geoloc_ros" / "ros").glob("*.py"):
+        assert "tf2" not in src.read_text(), src  # the claim holds: nothing in ros/ uses tf2
+    for spec in P.NODE_PARAMS:
+        assert f"`{spec.name}`" in doc or spec.name in doc, spec.name
+    for key, _ in StreamMonitor().snapshot().values("input.<in>"):
+        assert key.replace("input.<in>", "") in doc, key
+    for needle in ("geoloc_lifecycle_node", "configure fail", "input_reliability", "ROS_DOMAIN_ID", "1-101"):
+        assert needle in doc, needle

@@ -6,7 +6,8 @@ families expose the same field names, so every function here reads attributes on
 * ``stamp_to_sec(stamp)`` / ``header_time(msg)``: builtin_interfaces/Time -> float seconds.
 * ``navsatfix_check(msg)`` -> (``FixSample``, reason): sensor_msgs/NavSatFix -> time, lat, lon,
   2x2 east/north covariance (m^2) or None, and whether the fix is usable (``ok``); ``reason``
-  says why not ("no_fix", "nan_position", ...) or is "ok". ``navsatfix(msg)`` returns the sample.
+  says why not ("no_fix", "nan_position", ...) or is "ok". ``navsatfix(msg)`` returns the sample;
+  ``navsatfix_cov_invalid(msg)`` says when a claimed covariance was not one (the default is used).
 * ``odometry(msg)`` -> ``OdomSample`` (t, x, y, yaw, vx, wz, cov 3x3 of x, y, yaw or None);
   raises ``MessageDropped`` when the pose or twist is not finite.
 
@@ -119,6 +120,13 @@ def navsatfix_check(msg) -> Tuple[FixSample, str]:
     else:
         reason = "ok"
     return FixSample(t, lat, lon, cov if reason == "ok" else None, reason == "ok"), reason
+
+
+def navsatfix_cov_invalid(msg) -> bool:
+    """True when a NavSatFix claims a covariance (type other than UNKNOWN) that is not one (NaN,
+    negative or zero variances, not positive definite): the consumer substitutes its default."""
+    ctype = int(msg.position_covariance_type)
+    return ctype != COVARIANCE_TYPE_UNKNOWN and _cov_en(msg.position_covariance, ctype) is None
 
 
 def navsatfix(msg) -> FixSample:

@@ -3,8 +3,9 @@
 ``run_node_on_bag`` starts ``geoloc_node`` (its own process), records the node's outputs in this
 process (raw CDR straight into an MCAP bag with rosbags, like ``ros2 bag record``), plays the bag
 with ``geoloc play`` (a third process) with /clock, waits until the node's queue is empty, and
-stops everything. It runs on an isolated ROS domain with localhost discovery, so it never talks
-to a robot on the same network. ``compare_with_replay`` puts the node's published fixes next to
+stops everything. It runs on ``ROS_DOMAIN_ID`` when that is set, else on a random domain in 1-101
+(printed, so rviz or Foxglove can join it), with localhost discovery, so it never talks to a robot
+on the same network. ``compare_with_replay`` puts the node's published fixes next to
 the replay of the same bag.
 """
 from __future__ import annotations
@@ -18,9 +19,9 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
-from ..core.errors import GeolocError
+from ..core.errors import GeolocError, InvalidArgument
 
 RECORDED = {  # topic -> message type: what the demo keeps of the node's outputs
     "/geoloc/fix": "sensor_msgs/msg/NavSatFix",
@@ -33,8 +34,29 @@ class NodeRunFailed(GeolocError):
     """geoloc_node or geoloc play ended badly; the message holds the end of their logs."""
 
 
+DOMAIN_MAX = 101  # ROS 2 on Linux: ids above 101 can collide with ephemeral ports (docs.ros.org, domain id)
+
+
+def pick_domain() -> Tuple[int, str]:
+    """(ROS domain id, where it came from): ``ROS_DOMAIN_ID`` when set, so the user's rviz, Foxglove
+    bridge or ``ros2 topic echo`` on that domain see the node; otherwise a random id in 1..101
+    (never 0, the default domain a robot on this machine may use)."""
+    text = os.environ.get("ROS_DOMAIN_ID", "").strip()
+    if text:
+        try:
+            dom = int(text)
+        except ValueError:
+            raise InvalidArgument(f"ROS_DOMAIN_ID={text!r} is not a domain id (an integer, 0-{DOMAIN_MAX})") from None
+        if not 0 <= dom <= 232:
+            raise InvalidArgument(f"ROS_DOMAIN_ID={dom} is out of range (0-{DOMAIN_MAX} on Linux, at most 232)")
+        return dom, "ROS_DOMAIN_ID"
+    return random.randint(1, DOMAIN_MAX), f"a random id in 1-{DOMAIN_MAX}: ROS_DOMAIN_ID is not set"
+
+
 def isolated_env(log_dir: Path, domain: Optional[int] = None) -> Dict[str, str]:
-    dom = domain if domain is not None else random.randint(120, 220)
+    """Environment for ROS processes on ``domain`` (default: ``pick_domain``) with localhost discovery
+    (other processes on this machine on the same domain see them; other machines do not)."""
+    dom = domain if domain is not None else pick_domain()[0]
     env = dict(os.environ, ROS_DOMAIN_ID=str(dom), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
                ROS_LOG_DIR=str(log_dir), PYTHONUNBUFFERED="1")
     env.pop("ROS_LOCALHOST_ONLY", None)
@@ -91,7 +113,10 @@ def run_node_on_bag(bag: Path, index_dir: Path, out: Path, *, model: str = "seqg
         import shutil
 
         shutil.rmtree(rec_dir)  # our own output of an earlier run of this same command
-    env = isolated_env(out / "roslog")
+    domain, why = pick_domain()
+    env = isolated_env(out / "roslog", domain)
+    print(f"geoloc_node runs on ROS domain {domain} ({why}); to watch it on this machine (rviz2, Foxglove "
+          f"bridge, ros2 topic echo): export ROS_DOMAIN_ID={domain}", flush=True)
     params = {"index_path": str(Path(index_dir).resolve()), "model": str(model), "backend": backend,
               "use_sim_time": True, "image_queue_size": 1000, "stale_input_s": 600.0, **(extra_params or {})}
     pfile = out / "params.yaml"
@@ -130,7 +155,8 @@ def run_node_on_bag(bag: Path, index_dir: Path, out: Path, *, model: str = "seqg
 
         msg = typestore().deserialize_cdr(state["debug_image"], "sensor_msgs/msg/Image")
         PILImage.fromarray(image_msg_to_rgb(msg)).save(out / "debug_image.png")
-    (out / "recorded.json").write_text(json.dumps({"counts": counts, "params": params}, indent=2) + "\n")
+    (out / "recorded.json").write_text(json.dumps({"counts": counts, "params": params, "domain": domain,
+                                                   "domain_from": why}, indent=2) + "\n")
     return rec_dir
 
 

@@ -50,6 +50,7 @@ from ..core import msgconv
 from ..core.errors import GeolocError, InvalidArgument
 from ..core.images import compressed_msg_to_rgb, image_msg_to_rgb, rgb_to_image_fields
 from ..core.msgconv import MessageDropped
+from ..core.rates import InputMonitor
 from . import params as P
 
 log = logging.getLogger(__name__)
@@ -147,6 +148,11 @@ class EventQueue:
     def __len__(self) -> int:
         return len(self._dq)
 
+    def clear(self) -> None:
+        with self._cond:
+            self._dq.clear()
+            self.n_images = 0
+
 
 class RateMeter:
     """Events per second over a sliding window (monotonic wall time)."""
@@ -204,19 +210,33 @@ def grid_to_enu_cov(cov_xy: np.ndarray, convergence_deg: float) -> np.ndarray:
     return R @ np.asarray(cov_xy, float) @ R.T
 
 
-class GeolocNode(Node):
-    def __init__(self, *, localizer=None, **node_kwargs):
-        """Declare and validate parameters, load the encoder, index and Localizer, start the worker.
+class GeolocMixin:
+    """The node's work, for a plain rclpy Node (``GeolocNode``) and a managed one
+    (``lifecycle.GeolocLifecycleNode``): the steps are the lifecycle's.
 
-        Raises GeolocError (InvalidArgument, IncompatibleArtifact) with a message for the user.
-        ``localizer``: an already built Localizer (tests, benchmarks); skips loading."""
-        super().__init__(P.NODE_NAME, **node_kwargs)
+    ``_declare`` (construction): parameters; ``_configure``: encoder, index, Localizer, publishers
+    and the worker thread; ``_activate``: subscriptions and the diagnostics timer;
+    ``_deactivate``: those removed, waiting input discarded; ``_cleanup``: worker stopped,
+    publishers destroyed, model and index released."""
+
+    def _declare(self) -> None:
         self.settings = P.declare(self)
         s = self.settings
         self.drops = DropCounter(self.get_logger(), s.log_throttle_s)
         # not drops (the message is used): GNSS without fix, time resets, fixes outside the index
         self.events = DropCounter(self.get_logger(), s.log_throttle_s)
-        self.encoder = self.index = None
+        self.encoder = self.index = self.loc = None
+        self._subs: List[Any] = []
+        self._pubs: List[Any] = []
+        self._diag_timer = None
+        self._worker: Optional[threading.Thread] = None
+        self._bridge: Optional[_LogBridge] = None
+        self._stop = threading.Event()
+
+    def _configure(self, localizer=None, create_publisher=None) -> None:
+        """Load (unless ``localizer`` is given), create the publishers, start the worker.
+        Raises GeolocError (InvalidArgument, IncompatibleArtifact) with a message for the user."""
+        s = self.settings
         if localizer is None:
             localizer = self._load()
         self.loc = localizer
@@ -228,6 +248,10 @@ class GeolocNode(Node):
 
         self.queue = EventQueue(s.image_queue_size, s.input_queue_size, lambda k: self.drops.add(k, "worker busy"))
         self.rate_in = {k: RateMeter() for k in ("image", "fix", "odom")}
+        self.inputs = InputMonitor({"image": s.expected_image_hz, "fix": s.expected_fix_hz,
+                                    "odom": s.expected_odom_hz if s.odom_topic else 0.0},
+                                   s.input_min_share, s.input_window_s, s.input_break_s)
+        self.count = collections.Counter()  # images converted (queued) and processed by the worker
         self.rate_keyframe = RateMeter()
         self.rate_pub = RateMeter()
         self._lat_ms: Deque[float] = collections.deque(maxlen=200)  # receipt -> publish (wall)
@@ -244,17 +268,19 @@ class GeolocNode(Node):
         self._events_at_last_diag: Dict[str, int] = {}
         self._stats_lock = threading.Lock()
         self._worker_error: Optional[str] = None
-        self._stop = threading.Event()
         self._debug = None
-        self._make_io()
+        self._make_publishers(create_publisher or self.create_publisher)
+        self._stop = threading.Event()
         self._worker = threading.Thread(target=self._work, name="geoloc_worker", daemon=True)
         self._worker.start()
-        self.get_logger().info(
-            f"geoloc_node ready: model {s.model} ({self._backend_name()}), index {s.index_path} "
-            f"({self._index_stats().get('tiles_loaded', '?')} tiles loaded), camera {self.image_topic} "
-            f"({'compressed' if s.compressed else 'raw'}), fix {s.fix_topic}, odom {s.odom_topic or 'none'}; "
-            f"map frame {s.map_frame} = index datum {self.frame.crs} origin ({self.frame.origin_e:.0f} E, "
-            f"{self.frame.origin_n:.0f} N)")
+
+    def _ready_line(self) -> str:
+        s = self.settings
+        return (f"model {s.model} ({self._backend_name()}), index {s.index_path} "
+                f"({self._index_stats().get('tiles_loaded', '?')} tiles loaded), camera {self.image_topic} "
+                f"({'compressed' if s.compressed else 'raw'}), fix {s.fix_topic}, odom {s.odom_topic or 'none'} "
+                f"({s.input_reliability}); map frame {s.map_frame} = index datum {self.frame.crs} origin "
+                f"({self.frame.origin_e:.0f} E, {self.frame.origin_n:.0f} N)")
 
     # ------------------------------------------------------------------ setup
     def _load(self):
@@ -282,11 +308,11 @@ class GeolocNode(Node):
         t = self.settings.image_topic
         return t.rstrip("/") + "/compressed" if self.settings.compressed and not t.endswith("/compressed") else t
 
-    def _make_io(self) -> None:
+    def _make_publishers(self, create_publisher) -> None:
         from diagnostic_msgs.msg import DiagnosticArray
         from geometry_msgs.msg import PoseWithCovarianceStamped
-        from nav_msgs.msg import Odometry, Path
-        from sensor_msgs.msg import CompressedImage, Image, NavSatFix
+        from nav_msgs.msg import Path
+        from sensor_msgs.msg import Image, NavSatFix
         from visualization_msgs.msg import MarkerArray
 
         s = self.settings
@@ -296,25 +322,74 @@ class GeolocNode(Node):
                          durability=DurabilityPolicy.VOLATILE)
         best = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.BEST_EFFORT,
                           durability=DurabilityPolicy.VOLATILE)
-        self.pub_fix = self.create_publisher(NavSatFix, "geoloc/fix", rel)
-        self.pub_pose = self.create_publisher(PoseWithCovarianceStamped, "geoloc/pose", rel)
-        self.pub_path = self.create_publisher(Path, "geoloc/path", one)
-        self.pub_markers = self.create_publisher(MarkerArray, "geoloc/candidates", one)
-        self.pub_debug = self.create_publisher(Image, "geoloc/debug_image", best) if s.publish_debug_image else None
-        self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", rel)
-        if s.compressed:
-            self.create_subscription(CompressedImage, self.image_topic, self._on_compressed, qos_profile_sensor_data)
-        else:
-            self.create_subscription(Image, self.image_topic, self._on_image, qos_profile_sensor_data)
-        self.create_subscription(NavSatFix, s.fix_topic, self._on_fix, qos_profile_sensor_data)
-        if s.odom_topic:
-            self.create_subscription(Odometry, s.odom_topic, self._on_odom, qos_profile_sensor_data)
+        self.pub_fix = create_publisher(NavSatFix, "geoloc/fix", rel)
+        self.pub_pose = create_publisher(PoseWithCovarianceStamped, "geoloc/pose", rel)
+        self.pub_path = create_publisher(Path, "geoloc/path", one)
+        self.pub_markers = create_publisher(MarkerArray, "geoloc/candidates", one)
+        self.pub_debug = create_publisher(Image, "geoloc/debug_image", best) if s.publish_debug_image else None
+        self.pub_diag = create_publisher(DiagnosticArray, "/diagnostics", rel)
+        self._pubs = [p for p in (self.pub_fix, self.pub_pose, self.pub_path, self.pub_markers, self.pub_debug,
+                                  self.pub_diag) if p is not None]
         self._path_msg = Path()
         self._path_msg.header.frame_id = s.map_frame
+
+    def input_qos(self) -> QoSProfile:
+        """SENSOR_DATA (best effort, depth 5) or the same reliable (``input_reliability``)."""
+        if self.settings.input_reliability == "reliable":
+            return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=qos_profile_sensor_data.depth,
+                              reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
+        return qos_profile_sensor_data
+
+    def _activate(self) -> None:
+        """Subscriptions and the diagnostics timer."""
+        from nav_msgs.msg import Odometry
+        from sensor_msgs.msg import CompressedImage, Image, NavSatFix
+
+        s = self.settings
+        qos = self.input_qos()
+        if s.compressed:
+            self._subs.append(self.create_subscription(CompressedImage, self.image_topic, self._on_compressed, qos))
+        else:
+            self._subs.append(self.create_subscription(Image, self.image_topic, self._on_image, qos))
+        self._subs.append(self.create_subscription(NavSatFix, s.fix_topic, self._on_fix, qos))
+        if s.odom_topic:
+            self._subs.append(self.create_subscription(Odometry, s.odom_topic, self._on_odom, qos))
         # steady clock: diagnostics keep coming while a bag is paused or over (use_sim_time, no /clock)
         from rclpy.clock import Clock, ClockType
 
-        self.create_timer(s.diagnostics_period_s, self._publish_diagnostics, clock=Clock(clock_type=ClockType.STEADY_TIME))
+        self._diag_timer = self.create_timer(s.diagnostics_period_s, self._publish_diagnostics,
+                                             clock=Clock(clock_type=ClockType.STEADY_TIME))
+
+    def _deactivate(self) -> None:
+        """No more input: subscriptions and the diagnostics timer removed, waiting input discarded."""
+        for sub in self._subs:
+            self.destroy_subscription(sub)
+        self._subs = []
+        if self._diag_timer is not None:
+            self.destroy_timer(self._diag_timer)
+            self._diag_timer = None
+        if self._worker is not None:
+            self.queue.clear()
+
+    def _cleanup(self) -> None:
+        """Back to before ``_configure``: worker stopped, publishers destroyed, model and index released."""
+        self._deactivate()
+        self.stop()
+        destroy = getattr(self, "destroy_lifecycle_publisher", self.destroy_publisher)  # also unmanages it
+        for pub in self._pubs:
+            destroy(pub)
+        self._pubs = []
+        self.encoder = self.index = self.loc = None
+        self._debug = None
+
+    def _on_input(self, kind: str, msg) -> None:
+        """Every message that reaches a callback: counted by its stamp (expected vs received)."""
+        self.rate_in[kind].tick()
+        try:
+            t = msgconv.header_time(msg)
+        except Exception:
+            t = float("nan")
+        self.inputs.tick(kind, t)
 
     # ------------------------------------------------------------------ callbacks (executor thread)
     def _on_image(self, msg) -> None:
@@ -325,7 +400,7 @@ class GeolocNode(Node):
 
     def _enqueue_image(self, msg, convert, kind: str) -> None:
         recv = time.monotonic()
-        self.rate_in["image"].tick()
+        self._on_input("image", msg)
         try:
             t = msgconv.header_time(msg)
             img = convert(msg)
@@ -339,9 +414,10 @@ class GeolocNode(Node):
             self.drops.add("image.bad_stamp", f"header stamp {t!r} is not a time")
             return
         self.queue.put("image", (t, img, recv))
+        self.count["images_converted"] += 1
 
     def _on_fix(self, msg) -> None:
-        self.rate_in["fix"].tick()
+        self._on_input("fix", msg)
         try:
             sample, reason = msgconv.navsatfix_check(msg)
             alt = float(msg.altitude)
@@ -359,10 +435,14 @@ class GeolocNode(Node):
             self.events.add("fix.no_fix", "GNSS reports no fix; continuing on camera/odometry", level="info")
         elif reason != "ok":  # bad input: the Localizer is told there is no usable fix (ok=False)
             self.drops.add(f"fix.{reason}", f"GNSS fix not usable ({reason}); continuing on camera/odometry")
+        elif msgconv.navsatfix_cov_invalid(msg):  # used, with the default sigma instead of its covariance
+            self.events.add("fix.covariance_invalid", f"GNSS covariance (type {int(msg.position_covariance_type)}) "
+                            f"has NaN, negative or zero variances: the default sigma "
+                            f"{self.settings.localizer.gnss_default_sigma_m:g} m is used instead")
         self.queue.put("fix", (sample, alt, var_u, service))
 
     def _on_odom(self, msg) -> None:
-        self.rate_in["odom"].tick()
+        self._on_input("odom", msg)
         try:
             sample = msgconv.odometry(msg)
         except MessageDropped as exc:
@@ -426,6 +506,7 @@ class GeolocNode(Node):
 
     def _process_image(self, t: float, img: np.ndarray, recv: float) -> None:
         self._check_time("image", t)
+        self.count["images_processed"] += 1
         est = self.loc.on_image(t, img)
         if est is None:
             return
@@ -611,7 +692,7 @@ class GeolocNode(Node):
         level, msgs = STATUS_LEVEL.get(self._last_status, 1), [self._last_status]
         if self._last_reasons:
             msgs[0] += f" ({', '.join(self._last_reasons)})"
-        if not self._worker.is_alive():
+        if self._worker is None or not self._worker.is_alive():
             level, msgs = 2, ["worker thread stopped"] + msgs
         for k in ("image", "fix"):
             last = self.rate_in[k].last
@@ -633,6 +714,13 @@ class GeolocNode(Node):
             msgs.append(f"{new_ev['fix.outside_index']} fix.outside_index (GNSS outside the tile index)")
         if new_ev.get("time_backwards"):
             msgs.append(f"time went backwards {new_ev['time_backwards']}x: reset")
+        if new_ev.get("fix.covariance_invalid"):
+            level = max(level, 1)
+            msgs.append(f"{new_ev['fix.covariance_invalid']} fix.covariance_invalid (default sigma used)")
+        input_warnings, input_values = self.inputs.report()
+        if input_warnings:
+            level = max(level, 1)
+            msgs += input_warnings
 
         def pct(d, q):
             with self._stats_lock:
@@ -654,6 +742,8 @@ class GeolocNode(Node):
             ("rate.published_hz", f"{self.rate_pub.rate():.2f}"),
             ("count.images_in", str(self.rate_in["image"].total)), ("count.fixes_in", str(self.rate_in["fix"].total)),
             ("count.keyframes", str(self.rate_keyframe.total)), ("count.published", str(self.rate_pub.total)),
+            ("count.images_converted", str(self.count["images_converted"])),
+            ("count.images_processed", str(self.count["images_processed"])),
             ("latency.receipt_to_publish_p50_ms", pct(self._lat_ms, 50)),
             ("latency.receipt_to_publish_p95_ms", pct(self._lat_ms, 95)),
             ("latency.stamp_to_publish_p50_ms", pct(self._stamp_lat_ms, 50)),
@@ -661,6 +751,7 @@ class GeolocNode(Node):
             ("queue.depth", str(len(self.queue))), ("queue.images", str(self.queue.n_images)),
             ("drops.total", str(sum(drops.values()))),
         ]
+        values += input_values
         values += [(f"drops.{k}", str(v)) for k, v in sorted(drops.items())]
         values += [(f"events.{k}", str(v)) for k, v in sorted(events.items())]
         try:
@@ -690,10 +781,29 @@ class GeolocNode(Node):
 
     # ------------------------------------------------------------------ shutdown
     def stop(self) -> None:
+        """Stop the worker thread (after the current message) and the log bridge."""
         self._stop.set()
-        if self._worker.is_alive():
+        if self._worker is not None and self._worker.is_alive():
             self._worker.join(timeout=5.0)
-        logging.getLogger("geoloc_ros").removeHandler(self._bridge)
+        self._worker = None
+        if self._bridge is not None:
+            logging.getLogger("geoloc_ros").removeHandler(self._bridge)
+            self._bridge = None
+
+
+class GeolocNode(GeolocMixin, Node):
+    """The plain node: configured and active from construction until ``stop``."""
+
+    def __init__(self, *, localizer=None, **node_kwargs):
+        """Declare and validate parameters, load the encoder, index and Localizer, subscribe, start the worker.
+
+        Raises GeolocError (InvalidArgument, IncompatibleArtifact) with a message for the user.
+        ``localizer``: an already built Localizer (tests, benchmarks); skips loading."""
+        super().__init__(P.NODE_NAME, **node_kwargs)
+        self._declare()
+        self._configure(localizer)
+        self._activate()
+        self.get_logger().info(f"geoloc_node ready: {self._ready_line()}")
 
 
 def _flatten(d: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
@@ -706,23 +816,45 @@ def _flatten(d: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
     return out
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    """Entry point of ``geoloc_node`` (``ros2 run geoloc_ros geoloc_node``)."""
-    args = sys.argv if argv is None else ["geoloc_node"] + list(argv)
-    rclpy.init(args=args)
+def _init_without_signal_handlers(args: List[str]) -> None:
+    """rclpy.init leaving SIGINT to Python (KeyboardInterrupt) and SIGTERM raising it too, so the
+    context stays valid until the node has stopped and logged: rclpy's own handler shuts the
+    context down first, and every log line after that fails to reach /rosout with "publisher's
+    context is invalid". SignalHandlerOptions exists from Humble on; without it, the default."""
+    import signal
+
+    try:
+        from rclpy.signals import SignalHandlerOptions
+
+        rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    except (ImportError, TypeError):  # an rclpy without the option: its own handler (noisier stop)
+        rclpy.init(args=args)
+        return
+
+    def on_term(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+
+
+def run(make_node: Callable[[], Node], name: str, argv: Optional[List[str]] = None) -> int:
+    """Start ``make_node()`` and spin it until Ctrl-C / SIGTERM; a clean stop exits 0.
+    Start-up errors: status 2 with the message (GeolocError), 1 with the traceback (a bug)."""
+    args = sys.argv if argv is None else [name] + list(argv)
+    _init_without_signal_handlers(args)
     node = None
     code = 0
     try:
-        node = GeolocNode()
+        node = make_node()
     except GeolocError as exc:
-        print(f"geoloc_node: error: {exc}", file=sys.stderr, flush=True)
+        print(f"{name}: error: {exc}", file=sys.stderr, flush=True)
         code = 2
     except KeyboardInterrupt:
-        print("geoloc_node: interrupted while starting", file=sys.stderr, flush=True)
+        print(f"{name}: interrupted while starting", file=sys.stderr, flush=True)
         code = 130
     except Exception as exc:  # a bug or an environment problem: show it all
         traceback.print_exc()
-        print(f"geoloc_node: error: could not start: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        print(f"{name}: error: could not start: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
         code = 1
     if node is not None:
         from rclpy.executors import SingleThreadedExecutor
@@ -731,18 +863,28 @@ def main(argv: Optional[List[str]] = None) -> int:
         executor = SingleThreadedExecutor()
         executor.add_node(node)
         try:
-            executor.spin()
+            while rclpy.ok():  # a bounded wait: Python sees Ctrl-C only between waits (no timer while inactive)
+                executor.spin_once(timeout_sec=0.25)
         except (KeyboardInterrupt, ext):
             pass
         finally:
-            node.stop()
-            node.get_logger().info(f"geoloc_node stopped: drops {node.drops.snapshot()}, "
-                                   f"events {node.events.snapshot()}")
-            executor.shutdown()
-            node.destroy_node()
+            try:
+                node.stop()
+                if getattr(node, "loc", None) is not None:
+                    node.get_logger().info(f"{name} stopped: drops {node.drops.snapshot()}, "
+                                           f"events {node.events.snapshot()}")
+                executor.shutdown()
+                node.destroy_node()
+            except KeyboardInterrupt:  # a second Ctrl-C while stopping: stop now
+                pass
     if rclpy.ok():
         rclpy.shutdown()
     return code
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Entry point of ``geoloc_node`` (``ros2 run geoloc_ros geoloc_node``)."""
+    return run(GeolocNode, P.NODE_NAME, argv)
 
 
 if __name__ == "__main__":

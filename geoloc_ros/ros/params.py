@@ -73,6 +73,18 @@ NODE_PARAMS: List[ParamSpec] = [
       "instead of raw sensor_msgs/Image"),
     P("fix_topic", "/gnss/fix", "GNSS prior (sensor_msgs/NavSatFix)"),
     P("odom_topic", "/odom", "odometry (nav_msgs/Odometry, any drifting odom frame); empty: no odometry"),
+    P("input_reliability", "best_effort", "QoS reliability of the three input subscriptions (depth 5, volatile): "
+      "best_effort (SENSOR_DATA: matches every publisher, latest data first) or reliable (only reliable "
+      "publishers match; the transport retransmits what it lost)", choices=("best_effort", "reliable")),
+    P("expected_image_hz", 0.0, "rate the camera is sent at, for the input.image.* loss figures; 0: learned "
+      "from the stamps that arrive", 0.0, 1000.0),
+    P("expected_fix_hz", 0.0, "rate the GNSS fixes are sent at; 0: learned from the stamps", 0.0, 1000.0),
+    P("expected_odom_hz", 0.0, "rate the odometry is sent at; 0: learned from the stamps", 0.0, 10000.0),
+    P("input_min_share", 0.9, "diagnostics warn when an input delivered less than this share of the messages "
+      "its stamps show were sent, over the last input_window_s; 0: never", 0.0, 1.0),
+    P("input_window_s", 10.0, "stamp time over which the received share of each input is judged (s)", 0.5, 3600.0),
+    P("input_break_s", 10.0, "a stamp gap longer than this (an outage, a bag skipped ahead) or a stamp going back "
+      "starts a new segment of an input: counted as a break, not as lost messages (s)", 0.1, 3600.0),
     P("model", "seqgeo_lite", "encoder: a preset name, a checkpoint .pt, or an engines/NAME/ folder "
       "(geoloc_ros.inference.load_encoder)"),
     P("backend", "auto", "inference backend; auto tries tensorrt, onnxruntime, torch in that order",

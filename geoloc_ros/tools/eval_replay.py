@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
+from ..core.bagpath import BAG_HELP, resolve_bag
 from .common import command_line, parse_with, positive
 
 log = logging.getLogger(__name__)
@@ -23,7 +24,7 @@ def register(sub) -> argparse.ArgumentParser:
                     "estimates.csv, estimates/ (MCAP of the published topics), trajectory/error PNGs and "
                     "report.md. A bag without the ground-truth topic still runs and says what it cannot compute.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("bag", type=Path, help="rosbag2 folder (metadata.yaml + .mcap or .db3)")
+    p.add_argument("bag", type=Path, help=BAG_HELP)
     p.add_argument("--ortho", type=Path, default=None,
                    help="orthophoto (GeoTIFF or XYZ folder) for metric matching (default: the synthetic drive's "
                         "world orthophoto, if any)")
@@ -100,7 +101,8 @@ def run_eval_replay(args: argparse.Namespace) -> Path:
     from ..evaluation.report import accuracy_rows, text_table
 
     t0 = time.perf_counter()
-    out, res = evaluate_bag(args.bag, args.index, args.model, backend=args.backend, config_path=args.config,
+    bag = resolve_bag(args.bag)  # a bag folder, a drive folder holding one, or one .mcap/.db3 file
+    out, res = evaluate_bag(bag, args.index, args.model, backend=args.backend, config_path=args.config,
                             ortho=args.ortho, features=args.features, camera_mount=_parse_mount(args.camera_mount),
                             out=args.out, force=args.force, command=command_line(), progress=True,
                             gt_topic=args.gt_topic or None, gt_frame=_parse_frame(args.gt_frame),

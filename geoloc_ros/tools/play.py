@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from ..core.bagpath import BAG_HELP, resolve_bag
 from .common import parse_with, positive
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ def register(sub) -> argparse.ArgumentParser:
                     "(rosgraph_msgs/Clock) from the bag time so nodes can run with use_sim_time:=true. "
                     "Ends when the bag is played (or never with --loop: stop with Ctrl-C).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("bag", type=Path, help="rosbag2 directory (metadata.yaml + .mcap/.db3) or a drive folder with bag/")
+    p.add_argument("bag", type=Path, help=BAG_HELP)
     p.add_argument("--rate", type=positive(float, 0.0, 1000.0, "--rate"), default=1.0,
                    help="playback speed factor (2 = twice as fast)")
     p.add_argument("--loop", action="store_true", help="start again at the end (time goes backwards at each loop)")
@@ -55,19 +56,6 @@ def register(sub) -> argparse.ArgumentParser:
     p.add_argument("--node-name", default="geoloc_player", help="ROS node name of the player")
     p.set_defaults(func=run_play)
     return p
-
-
-def _bag_dir(path: Path) -> Path:
-    from ..core.errors import InvalidArgument
-
-    path = Path(path)
-    if (path / "bag" / "metadata.yaml").is_file() and not (path / "metadata.yaml").is_file():
-        path = path / "bag"
-    if not path.exists():
-        raise InvalidArgument(f"bag {path} does not exist")
-    if path.is_dir() and not (path / "metadata.yaml").is_file():
-        raise InvalidArgument(f"{path} is not a rosbag2 directory (no metadata.yaml)")
-    return path
 
 
 def message_class(msgtype: str):
@@ -100,7 +88,7 @@ def run_play(args: argparse.Namespace) -> Path:
 
     from ..core.errors import InvalidArgument
 
-    bag = _bag_dir(args.bag)
+    bag = resolve_bag(args.bag)
     if args.start_offset_s < 0 or (args.duration_s is not None and args.duration_s <= 0):
         raise InvalidArgument("--start-offset-s must be >= 0 and --duration-s > 0")
 

@@ -241,6 +241,8 @@ class GeolocMixin:
             localizer = self._load()
         self.loc = localizer
         self.frame = localizer.frame
+        self._static_tfs: List[Any] = []  # /tf_static transforms seen (camera mounting)
+        self._last_info = None  # the camera_info last given to the Localizer
         self.index = self.index or getattr(localizer, "index", None)
         self._bridge = _LogBridge(self.get_logger())
         logging.getLogger("geoloc_ros").addHandler(self._bridge)
@@ -287,21 +289,63 @@ class GeolocMixin:
         from pathlib import Path
 
         s = self.settings
-        ip = Path(s.index_path).expanduser()
-        if not ip.exists():
-            raise InvalidArgument(f"index_path {ip} does not exist; build a tile index with `geoloc index build` "
-                                  f"and set index_path to its folder")
-        from ..index import TileIndex
-        from ..inference import load_encoder
         from ..pipeline import Localizer
 
         t0 = time.perf_counter()
-        self.encoder = load_encoder(s.model, backend=s.backend, device=s.device,
-                                    threads=s.encoder_threads or None, engines_dir=s.engines_dir or None)
-        self.index = TileIndex.open(ip, expect_model=self.encoder.identity, memory_budget_mb=s.memory_budget_mb)
-        loc = Localizer(self.encoder, self.index, self.settings.localizer)
-        self.get_logger().info(f"loaded encoder and index in {time.perf_counter() - t0:.1f} s")
+        matcher = None
+        if s.orthophoto:
+            op = Path(s.orthophoto).expanduser()
+            if not op.exists():
+                raise InvalidArgument(f"orthophoto {op} does not exist; set it to the GeoTIFF (or XYZ folder) of the "
+                                      f"area, or to '' for retrieval only")
+        ip = Path(s.index_path).expanduser() if s.index_path else None
+        if ip is None and not s.orthophoto:
+            raise InvalidArgument("set orthophoto (metric matching) and/or index_path (a tile index built with "
+                                  "`geoloc index build`)")
+        if ip is not None:
+            if not ip.exists():
+                raise InvalidArgument(f"index_path {ip} does not exist; build a tile index with `geoloc index build` "
+                                      f"and set index_path to its folder")
+            from ..index import TileIndex
+            from ..inference import load_encoder
+
+            self.encoder = load_encoder(s.model, backend=s.backend, device=s.device,
+                                        threads=s.encoder_threads or None, engines_dir=s.engines_dir or None)
+            self.index = TileIndex.open(ip, expect_model=self.encoder.identity, memory_budget_mb=s.memory_budget_mb)
+        if s.orthophoto:
+            from ..metric import open_matcher
+
+            matcher = open_matcher(Path(s.orthophoto).expanduser(), s.localizer,
+                                   frame=self.index.frame if self.index is not None else None,
+                                   features=s.metric_features, memory_budget_mb=s.memory_budget_mb)
+        loc = Localizer(self.encoder, self.index, s.localizer, matcher=matcher)
+        self.get_logger().info(f"loaded {'metric matcher' if matcher is not None else ''}"
+                               f"{' and ' if matcher is not None and self.index is not None else ''}"
+                               f"{'encoder and index' if self.index is not None else ''} in "
+                               f"{time.perf_counter() - t0:.1f} s")
         return loc
+
+    @property
+    def camera_info_topic(self) -> str:
+        t = self.settings.camera_info_topic
+        if t:
+            return t
+        base = self.settings.image_topic.rstrip("/")
+        if base.endswith("/compressed"):
+            base = base[:-len("/compressed")]
+        return base.rsplit("/", 1)[0] + "/camera_info"
+
+    def _camera_model(self, info):
+        """CameraModel from a camera_info sample and the mounting (/tf_static if it connects, else the
+        camera_mount parameter)."""
+        from ..metric.bev import CameraModel, mount_from_transforms
+
+        s = self.settings
+        mount = mount_from_transforms(self._static_tfs, s.base_frame, info.frame_id) if self._static_tfs else None
+        if mount is None:
+            x, y, z, r, p, w = (float(v) for v in s.camera_mount)
+            mount = CameraModel.mount_from_rpy(x, y, z, math.radians(r), math.radians(p), math.radians(w))
+        return CameraModel.from_camera_info(info.width, info.height, info.K, info.D).with_mount(*mount)
 
     @property
     def image_topic(self) -> str:
@@ -354,6 +398,18 @@ class GeolocMixin:
         self._subs.append(self.create_subscription(NavSatFix, s.fix_topic, self._on_fix, qos))
         if s.odom_topic:
             self._subs.append(self.create_subscription(Odometry, s.odom_topic, self._on_odom, qos))
+        if getattr(self.loc, "matcher", None) is not None:
+            from sensor_msgs.msg import CameraInfo
+
+            self._subs.append(self.create_subscription(CameraInfo, self.camera_info_topic, self._on_camera_info, qos))
+            try:  # tf2_msgs comes with a ROS install, not with the pip wheels (then: camera_mount)
+                from tf2_msgs.msg import TFMessage
+
+                latched = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.RELIABLE,
+                                     durability=DurabilityPolicy.TRANSIENT_LOCAL)
+                self._subs.append(self.create_subscription(TFMessage, "/tf_static", self._on_tf_static, latched))
+            except ImportError:
+                self.get_logger().info("no tf2_msgs: the camera mounting comes from the camera_mount parameter")
         # steady clock: diagnostics keep coming while a bag is paused or over (use_sim_time, no /clock)
         from rclpy.clock import Clock, ClockType
 
@@ -441,6 +497,26 @@ class GeolocMixin:
                             f"{self.settings.localizer.gnss_default_sigma_m:g} m is used instead")
         self.queue.put("fix", (sample, alt, var_u, service))
 
+    def _on_camera_info(self, msg) -> None:
+        try:
+            info = msgconv.camera_info(msg)
+        except MessageDropped as exc:
+            self.drops.add(f"camera_info.{exc.reason}", str(exc))
+            return
+        except Exception as exc:
+            self.drops.add("camera_info.conversion_error", f"{type(exc).__name__}: {exc}")
+            return
+        info = info._replace(t=0.0)
+        if info != self._last_info:  # camera_info repeats with every frame: queue changes only
+            self._last_info = info
+            self.queue.put("camera_info", info)
+
+    def _on_tf_static(self, msg) -> None:
+        try:
+            self.queue.put("tf_static", msgconv.transforms(msg))
+        except Exception as exc:
+            self.drops.add("tf_static.conversion_error", f"{type(exc).__name__}: {exc}")
+
     def _on_odom(self, msg) -> None:
         self._on_input("odom", msg)
         try:
@@ -479,6 +555,12 @@ class GeolocMixin:
                 elif kind == "odom":
                     self._check_time("odom", item.t)
                     self.loc.on_odom(*item)
+                elif kind == "tf_static":
+                    self._static_tfs.extend(item)
+                    if self._last_info is not None:
+                        self.loc.set_camera(self._camera_model(self._last_info))
+                elif kind == "camera_info":
+                    self.loc.set_camera(self._camera_model(item))
             except Exception as exc:  # never let one message kill the worker
                 try:
                     self.drops.add(f"{kind}.processing_error", f"{type(exc).__name__}: {exc}\n"

@@ -93,7 +93,17 @@ NODE_PARAMS: List[ParamSpec] = [
       "(engines/<preset>/); empty: $GEOLOC_ENGINES_DIR, else ./engines"),
     P("device", "cpu", "device for the torch backend (tensorrt always runs on the GPU)", choices=("cpu", "cuda")),
     P("encoder_threads", 0, "CPU threads of the encoder (torch / onnxruntime); 0: the backend's default", 0, 1024),
-    P("index_path", "", "tile index folder (built by the same model with `geoloc index build`); required"),
+    P("index_path", "", "tile index folder (built by the same model with `geoloc index build`): retrieval, for "
+      "global relocalisation (and the camera measurement when orthophoto is empty); required unless orthophoto "
+      "is set"),
+    P("orthophoto", "", "orthophoto (GeoTIFF in any CRS, or an XYZ tile folder) for metric matching, the camera's "
+      "sub-metre measurement (docs/metric.md); empty: retrieval only"),
+    P("metric_features", "gradient", "metric matching feature extractor", choices=("gradient", "learned")),
+    P("camera_info_topic", "", "sensor_msgs/CameraInfo of the camera (K, D); empty: IMAGE_TOPIC's sibling "
+      "camera_info"),
+    P("camera_mount", [0.0, 0.0, 1.8, 0.0, 0.0, 0.0], "camera_link pose in base_frame: x, y, z (m), roll, pitch, "
+      "yaw (deg; pitch > 0 looks down), used when /tf_static does not connect base_frame to the camera_info "
+      "frame (with the pip ROS wheels there is no tf2_msgs: always this)"),
     P("memory_budget_mb", 512, "memory the tile index may use for loaded shards (MB)", 16, 1048576),
     P("image_queue_size", 2, "camera frames waiting for the worker; when full the oldest is dropped "
       "(counted as drops.image.queue_full)", 1, 1000),

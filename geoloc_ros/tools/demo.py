@@ -143,7 +143,7 @@ def run_demo(args: argparse.Namespace) -> Path:
         for png in sorted(run_dir.glob("*.png")):
             shutil.copyfile(png, Path(args.docs_images) / f"demo_{png.name}")
 
-    node_line = _node_step(args, data, drive_dir, index_dir, run_dir, steps)
+    node_line = _node_step(args, data, drive_dir, index_dir, run_dir, steps, world_dir / "orthophoto.tif")
     print()
     print(text_table(["held-out drive", "raw GNSS", "GNSS+odom", "geoloc (camera)"], accuracy_rows(doc)))
     print()
@@ -223,7 +223,8 @@ def _roads_near_track(world_dir: Path, drive_dir: Path, within_m: float):
     return lines
 
 
-def _node_step(args, data: Path, drive_dir: Path, index_dir: Path, run_dir: Path, steps: _Steps) -> str:
+def _node_step(args, data: Path, drive_dir: Path, index_dir: Path, run_dir: Path, steps: _Steps,
+               orthophoto: Path) -> str:
     """The same drive through geoloc_node over DDS; returns a fragment for the summary line."""
     if args.node == "no":
         return ""
@@ -239,7 +240,8 @@ def _node_step(args, data: Path, drive_dir: Path, index_dir: Path, run_dir: Path
     from ..ros.live import compare_with_replay, run_node_on_bag
 
     out = data / "node_runs" / run_dir.name
-    rec = run_node_on_bag(drive_dir / "bag", index_dir, out, model=args.model, backend=args.backend)
+    rec = run_node_on_bag(drive_dir / "bag", index_dir, out, model=args.model, backend=args.backend,
+                          extra_params={"orthophoto": str(orthophoto.resolve())})
     cmp = compare_with_replay(rec, run_dir, drive_dir / "bag")
     steps.end(f"geoloc_node over DDS: {cmp['line']}")
     if args.docs_images is not None and (out / "debug_image.png").is_file():

@@ -381,8 +381,9 @@ class PoseFilter:
     def update_camera(self, meas, check_consistency: bool = True) -> Tuple[bool, float]:
         """Weight by a camera measurement's factor at each particle (``core.measurement``; evaluate
         it first). Returns (used, ess_ratio after). With ``check_consistency`` a measurement that
-        leaves fewer than ``match_min_ess_ratio`` of the effective particles is rejected (weights
-        unchanged)."""
+        contradicts the prior is rejected (weights unchanged): one with an ``inconsistent(predictive)``
+        test (``PoseVolume``) decides from the prior-weighted mean factor; otherwise (retrieval) one
+        that leaves fewer than ``match_min_ess_ratio`` of the effective particles is rejected."""
         fac = meas.factor(self.x, self.y, self.yaw)
         w = self.w * fac
         tot = float(w.sum())
@@ -391,8 +392,13 @@ class PoseFilter:
         w = w / tot
         ess = 1.0 / float(np.sum(w * w)) / self.n
         ess_before = self.ess_ratio()
-        if check_consistency and ess < self.p.match_min_ess_ratio * ess_before:
-            return False, ess
+        inconsistent = getattr(meas, "inconsistent", None)  # the measurement's own test (PoseVolume)
+        if check_consistency:
+            if inconsistent is not None:
+                if inconsistent(tot / float(self.w.sum())):
+                    return False, ess
+            elif ess < self.p.match_min_ess_ratio * ess_before:
+                return False, ess
         self.w = w
         self._maybe_resample()
         return True, ess

@@ -205,6 +205,16 @@ class PoseVolume:
         return MatchEval(ok, "used" if ok else "flat likelihood volume", conf, np.ones(0), float("nan"), -1,
                          (x, y, yaw))
 
+    def inconsistent(self, predictive: float) -> bool:
+        """Consistency with the prior from ``predictive``, the prior-weighted mean of ``factor``
+        over the particles. The factor is a mixture: with weight ``floor`` the volume is wrong
+        (uniform), with ``1 - floor`` it is right (L / mean L, whose prior mean is the Bayes factor
+        of "right" against "uninformative"). True when the prior makes "wrong" the more likely
+        component: (1 - floor) E[L / mean L] < floor, i.e. ``predictive < 2 floor``. (A test on
+        the effective sample size instead would reject a sharp, correct volume inside a wide prior
+        and accept a peak far outside a tight one, where every particle gets the floor.)"""
+        return float(predictive) < 2.0 * float(self.uniform_floor)
+
     def factor(self, x: np.ndarray, y: np.ndarray, yaw: np.ndarray) -> np.ndarray:
         """(1 - floor) * L / mean(L) + floor at each particle (trilinear), 1 outside the volume."""
         if self._lik is None:

@@ -565,3 +565,92 @@ def test_metric_fusions_all_run_and_give_the_same_volume_shape(tex_world, tex_ae
         MetricMatcher(tex_aerial, GradientFeatures(), MetricParams()).add_keyframe(0.0, img_a, a)
     with pytest.raises(InvalidArgument, match="resolution"):
         MetricMatcher(tex_aerial, GradientFeatures(), MetricParams(metric_res_m=0.25))
+
+
+# ---- 7. the Localizer with a MetricMatcher ------------------------------------------------------
+
+def _drive(loc, world, cam, *, t_end=10.5, bias=(2.1, -2.1), with_images=True, image_every_s=0.5, t_start=0.0,
+           image=None):
+    """Drive east along the toy road's right lane at 10 m/s: exact odometry (20 Hz, in its own
+    rotated frame), GNSS at 5 Hz with a constant ``bias`` (3 m) and a reported sigma of 3 m,
+    rendered frames every ``image_every_s`` (or ``image``). Returns [(t, truth, estimate)] at keyframes."""
+    rend = GroundRenderer(world, cam, FLAT_LIGHT, max_range_m=60.0)
+    fr = world.frame
+    th = math.radians(-30.0)
+    out = []
+    for k in range(int(round(t_start * 20)), int(round(t_end * 20)) + 1):
+        t = k / 20.0
+        truth = (-60.0 + 10.0 * t, -1.75, 0.0)
+        xo, yo = 300.0 + math.cos(th) * truth[0] - math.sin(th) * truth[1], math.sin(th) * truth[0] + math.cos(th) * truth[1]
+        loc.on_odom(t, xo, yo, truth[2] + th, 10.0, 0.0)
+        if k % 4 == 0:
+            lat, lon = fr.to_latlon(truth[0] + bias[0], truth[1] + bias[1])
+            loc.on_fix(t, float(lat), float(lon), np.eye(2) * 9.0, True)
+        if with_images and k % int(round(image_every_s * 20)) == 0 and k > 0:
+            est = loc.on_image(t, rend.render(*truth) if image is None else image)
+            if est is not None:
+                out.append((t, truth, est))
+    return out
+
+
+def _localizer(world, aerial, cam, matcher_camera=True, **cfg):
+    from geoloc_ros.pipeline import Localizer, LocalizerConfig
+
+    m = _matcher_at(world, aerial, cam, metric_seq_len=2)
+    if not matcher_camera:
+        m = MetricMatcher(aerial, GradientFeatures(), m.p)
+    c = LocalizerConfig(**{"keyframe_spacing_m": 5.0, "num_particles": 1000, **cfg})
+    return Localizer(None, None, c, matcher=m)
+
+
+def test_localizer_with_metric_matching_beats_a_biased_gnss(tex_world, tex_aerial):
+    cam = PinholeCamera(256, 128, 90.0, 1.8)
+    loc = _localizer(tex_world, tex_aerial, cam)
+    assert loc.metric and loc.frame == tex_world.frame
+    rows = _drive(loc, tex_world, cam)
+    st = loc.stats()
+    assert st["matches_used"] >= 5, st
+    errs = np.array([math.hypot(e.x - tr[0], e.y - tr[1]) for _, tr, e in rows])
+    used = [e.match_used for _, _, e in rows]
+    assert errs[-4:].max() < 1.0 and errs[-4:].mean() < 0.6, (errs, used, st)  # GNSS is 3 m off
+    last = rows[-1][2]
+    assert last.metric is not None and last.camera_peak is not None
+    px, py, pyaw = last.camera_peak
+    assert math.hypot(px - rows[-1][1][0], py - rows[-1][1][1]) < 1.0 and abs(pyaw) < math.radians(1.5)
+    # Estimate.heading_deg is the true (compass) heading: grid yaw plus the meridian convergence
+    from geoloc_ros.core.geo import yaw_to_heading_deg
+
+    conv = tex_world.frame.grid_convergence_deg(last.x, last.y)
+    assert last.heading_deg == pytest.approx((yaw_to_heading_deg(last.yaw) + conv) % 360.0, abs=0.05)
+    # the same drive without the camera stays at the GNSS bias
+    from geoloc_ros.pipeline import Localizer, LocalizerConfig
+
+    base = Localizer(None, None, LocalizerConfig(use_camera=False, keyframe_spacing_m=5.0, num_particles=1000),
+                     frame=tex_world.frame)
+    brows = _drive(base, tex_world, cam, with_images=False)
+    bt, btruth = 10.5, (-60.0 + 105.0, -1.75)
+    be = base.estimate(bt)
+    assert math.hypot(be.x - btruth[0], be.y - btruth[1]) > 2.0 > errs[-1]
+    assert brows == []
+
+
+def test_localizer_metric_mode_needs_a_matcher_and_a_camera_model(tex_world, tex_aerial):
+    from geoloc_ros.pipeline import Localizer, LocalizerConfig
+
+    with pytest.raises(InvalidArgument, match="needs a metric matcher"):
+        Localizer(None, None, LocalizerConfig(camera_measurement="metric"), frame=tex_world.frame)
+    cam = PinholeCamera(256, 128, 90.0, 1.8)
+    loc = _localizer(tex_world, tex_aerial, cam, matcher_camera=False)
+    rows = _drive(loc, tex_world, cam, t_end=2.0)
+    assert rows and all(e.match_reason.startswith("no camera model") for _, _, e in rows)
+    st = loc.stats()
+    assert st["match_skipped"] == {"no camera model": len(rows)} and st["matches_attempted"] == 0
+    # camera_info arrives; a frame of another size is a counted drop, not a crash
+    loc.set_camera(camera_model(cam))
+    rows = _drive(loc, tex_world, cam, t_start=2.05, t_end=3.0, image=np.zeros((64, 128, 3), np.uint8))
+    assert rows and all(e.match_reason == "image size differs from camera_info" for _, _, e in rows)
+    st = loc.stats()
+    assert st["drops"] == {"image.size_mismatch": len(rows)} and st["matches_attempted"] == 0, st
+    # and the right size is matched
+    rows = _drive(loc, tex_world, cam, t_start=3.05, t_end=4.0)
+    assert loc.stats()["matches_attempted"] >= 1 and rows[-1][2].metric is not None

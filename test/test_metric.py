@@ -335,6 +335,48 @@ def test_match_bev_overlap_and_nan_outside_valid_imagery():
     assert abs(vol.yaws[k]) <= math.radians(1.0) + 1e-9
 
 
+def test_a_bev_partly_over_missing_imagery_scores_on_the_part_that_has_imagery():
+    """An exact cut of the aerial whose far part lies over missing imagery: at the true pose the
+    cosine over the imaged part is 1, whatever the overlap (normalising the BEV over all of its
+    cells instead caps it at sqrt(overlap) and biases the peak away from coverage edges)."""
+    res = 0.5
+    rgb = _smooth_texture(160, 2)
+    valid = np.ones((160, 160), bool)
+    valid[:, 100:] = False  # imagery ends at x = 50 m
+    grid = BevGrid(res, 3.0, 21.0, 8.0)
+    fx = GradientFeatures()
+    for ahead, ov in [(16.0, 0.77), (12.0, 0.57), (8.0, 0.33)]:
+        pose = (50.0 - ahead + 0.25, -40.25, 0.0)
+        bev, v, rng = _bev_from_aerial(rgb, 0.0, 0.0, res, grid, pose)
+        feats, weight = fx.bev(bev, v, rng)
+        vol = match_bev(feats, weight, grid, [0.0], fx.aerial(rgb), valid, 0.0, 0.0,
+                        rotate_channels=fx.rotate_channels, min_overlap=0.2)
+        i, j = int(np.argmin(np.abs(vol.ys - pose[1]))), int(np.argmin(np.abs(vol.xs - pose[0])))
+        assert vol.overlap[0, i, j] == pytest.approx(ov, abs=0.02)
+        assert vol.scores[0, i, j] > 0.93, (ahead, vol.scores[0, i, j])  # was 0.87, 0.73, 0.57
+        assert np.nanargmax(vol.scores[0]) == i * len(vol.xs) + j
+
+
+def test_a_rendered_bev_near_the_end_of_the_imagery_peaks_at_the_truth(tex_world, tmp_path):
+    """The orthophoto ends 13-15 m ahead of the car (about half of the BEV's weight on imagery):
+    the peak stays on the true cell (before the fix above it slid 0.5 m back, and 7 m back at
+    10 m from the edge)."""
+    w = tex_world
+    c0 = int((-20.0 - w.meta.x_min) / 0.5)
+    aerial = AerialMap(write_geotiff(tmp_path / "cut.tif", w.ortho[:, :c0], w.frame, w.meta.x_min, w.meta.y_max, 0.5),
+                       w.frame, 0.5)
+    cam = PinholeCamera(256, 128, 90.0, 1.8)
+    m = _matcher_at(w, aerial, cam, metric_seq_len=1, metric_min_overlap=0.2)
+    for ahead in (15.25, 14.25, 13.25):
+        truth = (-20.0 - ahead, -1.75, 0.0)
+        m.clear()
+        m.add_keyframe(0.0, GroundRenderer(w, cam, FLAT_LIGHT, max_range_m=60.0).render(*truth), truth)
+        v = m.match(truth[0] + 2.0, truth[1] + 1.0, 0.0, 3.0, math.radians(1.0)).volume
+        s = np.where(np.isfinite(v.scores), v.scores, -9.0)
+        k, i, j = np.unravel_index(np.argmax(s), s.shape)
+        assert abs(v.xs[j] - truth[0]) < 0.1 and abs(v.ys[i] - truth[1]) < 0.1, (ahead, v.xs[j] - truth[0])
+
+
 # ---- 4. heading conventions -----------------------------------------------------------------------
 
 def test_rotate_channels_turns_gradients_into_the_map_frame():

@@ -461,6 +461,32 @@ def test_the_camera_volume_is_in_grid_yaw_whatever_the_meridian_convergence(lat,
     assert abs(math.degrees(v.yaws[k] - truth[2])) <= 0.5 + 1e-6, math.degrees(v.yaws[k] - truth[2])
 
 
+def test_pitch_search_undoes_a_pitch_error_of_the_mounting(tex_world, tex_aerial):
+    """The camera is level but camera_info / tf say it looks 1 deg down (or up): the flat-road BEV
+    is stretched along the track and the peak slides 1.5 m; with metric_pitch_search_deg = 1 the
+    matcher picks the correction that undoes it (pitched(-1 deg) for +1 deg) and the peak is back
+    on the truth."""
+    cam = PinholeCamera(256, 128, 90.0, 1.8)
+    truth = (-30.25, -1.75, 0.0)
+    img = GroundRenderer(tex_world, cam, FLAT_LIGHT, max_range_m=60.0).render(*truth)
+    for mount_deg in (1.0, -1.0):
+        R, t = CameraModel.mount_from_rpy(0.0, 0.0, cam.mount_height_m, pitch=math.radians(mount_deg))
+        out = {}
+        for search in (0.0, 1.0):
+            p = MetricParams(metric_bev_x_max_m=25.0, metric_bev_y_half_m=12.0, metric_max_range_m=30.0,
+                             metric_seq_len=1, metric_pitch_search_deg=search)
+            m = MetricMatcher(tex_aerial, GradientFeatures(), p, camera_model(cam).with_mount(R, t))
+            m.add_keyframe(0.0, img, truth)
+            res = m.match(truth[0] + 1.0, truth[1] + 0.5, 0.0, 2.0, math.radians(1.0))
+            v = res.volume
+            s = np.where(np.isfinite(v.scores), v.scores, -9.0)
+            k, i, j = np.unravel_index(np.argmax(s), s.shape)
+            out[search] = (res.pitch_deg, float(s.max()), v.xs[j] - truth[0], v.ys[i] - truth[1])
+        assert out[0.0][0] == 0.0 and abs(out[0.0][2]) >= 1.0, out  # the wrong pitch costs metres
+        assert out[1.0][0] == pytest.approx(-mount_deg), out
+        assert abs(out[1.0][2]) < 0.1 and abs(out[1.0][3]) < 0.1 and out[1.0][1] > out[0.0][1] + 0.1, out
+
+
 # ---- 5. AerialMap -------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")

@@ -258,6 +258,8 @@ def test_pitched_moves_the_horizon_the_right_way():
     dict(D=[0.1, 0.0, 0.0]),
     dict(D=[0.1, float("inf"), 0.0, 0.0, 0.0]),
     dict(width=4),
+    dict(K=[100, 0, 0, 0, 100, 0, 31.5, 23.5, 1]),  # column-major (transposed) K
+    dict(K=[100, 0, 31.5, 0, 100, 23.5, 0, 0, 0]),
 ])
 def test_camera_model_refuses_invalid_intrinsics(kw):
     args = dict(width=64, height=48, K=[100, 0, 31.5, 0, 100, 23.5, 0, 0, 1], D=())
@@ -272,6 +274,10 @@ def test_camera_model_refuses_invalid_mounting():
         cm.with_mount(2.0 * np.eye(3), (0, 0, 1.5))
     with pytest.raises(InvalidArgument, match="not finite"):
         cm.with_mount(np.eye(3), (0, float("nan"), 1.5))
+    # a reflection is orthonormal but not a rotation: a left-handed optical frame would mirror the BEV
+    R, t = CameraModel.mount_from_rpy(0.0, 0.0, 1.5)
+    with pytest.raises(InvalidArgument, match="rotation"):
+        cm.with_mount(R @ np.diag([-1.0, 1.0, 1.0]), t)
     from geoloc_ros.metric.bev import quat_to_matrix
 
     with pytest.raises(InvalidArgument):

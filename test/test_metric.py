@@ -189,7 +189,8 @@ def test_camera_model_projects_like_a_hand_computation(D):
     mount = (1.2, 0.3, 1.55)
     pitch = math.radians(4.0)
     R, t = CameraModel.mount_from_rpy(*mount, pitch=pitch)
-    cm = CameraModel.from_camera_info(640, 480, [fx, 0, cx, 0, fy, cy, 0, 0, 1], () if D is None else D).with_mount(R, t)
+    K = [fx, 0, cx, 0, fy, cy, 0, 0, 1]
+    cm = CameraModel.from_camera_info(640, 480, K, () if D is None else D).with_mount(R, t)
     P = np.array([[10.0, 0.0, 0.0], [6.0, 2.5, 0.0], [25.0, -4.0, 0.0], [8.0, -1.0, 1.0], [3.0, 1.0, 0.2]])
     uv, front = cm.project(P)
     assert front.all()
@@ -449,7 +450,8 @@ def test_a_vehicle_facing_north_sees_map_plus_y_as_bev_up(marked_scene):
         plain = GroundRenderer(w, cam, FLAT_LIGHT, max_range_m=60.0).render(*pose)
         for mx, my in marks:
             r, c = w.xy_to_rc(mx, my)
-            w.albedo[int(round(float(r))) - 2:int(round(float(r))) + 2, int(round(float(c))) - 2:int(round(float(c))) + 2] = 250
+            r0, c0 = int(round(float(r))) - 2, int(round(float(c))) - 2
+            w.albedo[r0:r0 + 4, c0:c0 + 4] = 250
         marked = GroundRenderer(w, cam, FLAT_LIGHT, max_range_m=60.0).render(*pose)
     finally:
         w.albedo[:] = alb
@@ -685,7 +687,8 @@ def _drive(loc, world, cam, *, t_end=10.5, bias=(2.1, -2.1), with_images=True, i
     for k in range(int(round(t_start * 20)), int(round(t_end * 20)) + 1):
         t = k / 20.0
         truth = (-60.0 + 10.0 * t, -1.75, 0.0)
-        xo, yo = 300.0 + math.cos(th) * truth[0] - math.sin(th) * truth[1], math.sin(th) * truth[0] + math.cos(th) * truth[1]
+        xo = 300.0 + math.cos(th) * truth[0] - math.sin(th) * truth[1]
+        yo = math.sin(th) * truth[0] + math.cos(th) * truth[1]
         loc.on_odom(t, xo, yo, truth[2] + th, 10.0, 0.0)
         if k % 4 == 0:
             lat, lon = fr.to_latlon(truth[0] + bias[0], truth[1] + bias[1])

@@ -429,6 +429,8 @@ class PoseFilter:
         prior = np.exp(-0.5 * (q - q.min()))
         prior /= prior.sum()
         fac = vol.cell_factor()
+        if float(fac.max()) - float(fac.min()) < 1e-9:  # a flat volume carries no information
+            return True, 1.0
         post = prior * fac
         evidence = float(post.sum())
         if not evidence > 0:

@@ -72,6 +72,9 @@ class CameraModel:
         K = np.asarray(self.K, float)
         if K.shape != (9,) or not np.all(np.isfinite(K)) or K[0] <= 0 or K[4] <= 0:
             raise InvalidArgument(f"camera K {self.K} is not a valid intrinsic matrix (fx, fy > 0)")
+        if K[3] != 0 or K[6] != 0 or K[7] != 0 or K[8] != 1:  # cv2 would ignore the last row
+            raise InvalidArgument(f"camera K {self.K} is not a row-major intrinsic matrix [fx 0 cx; 0 fy cy; 0 0 1] "
+                                  f"(transposed?)")
         if not (8 <= int(self.width) <= 16384 and 8 <= int(self.height) <= 16384):
             raise InvalidArgument(f"camera size {self.width}x{self.height} is not plausible")
         if len(self.D) not in (0, 4, 5, 8, 12, 14) or not np.all(np.isfinite(np.asarray(self.D, float))):
@@ -79,6 +82,9 @@ class CameraModel:
         R = np.asarray(self.R_base_opt, float).reshape(3, 3)
         if not np.allclose(R @ R.T, np.eye(3), atol=1e-6):
             raise InvalidArgument("camera mounting rotation is not orthonormal")
+        if np.linalg.det(R) < 0:
+            raise InvalidArgument("camera mounting is a reflection, not a rotation (a left-handed optical frame "
+                                  "would mirror the ground view)")
         if not np.all(np.isfinite(np.asarray(self.t_base_opt, float))):
             raise InvalidArgument(f"camera mounting translation {self.t_base_opt} is not finite")
 

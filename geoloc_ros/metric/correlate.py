@@ -12,7 +12,9 @@ The score at a shift is the cosine similarity between the weighted BEV features 
 features under the BEV's weights (normalised cross-correlation without mean removal: the
 features are zero-mean gradients or learned features)::
 
-    score(s) = sum_p w(p) f(p).a(p+s) / (sqrt(sum_p w(p) |f(p)|^2) sqrt(sum_p w(p) |a(p+s)|^2))
+    score(s) = sum_p w(p) f(p).a(p+s) / (sqrt(sum_p w(p) |f(p)|^2 v(p+s)) sqrt(sum_p w(p) |a(p+s)|^2))
+
+with v the aerial validity (both norms over the part of the BEV that falls on imagery).
 
 numpy + OpenCV (cv2.dft / mulSpectrums / warpAffine), no torch.
 """
@@ -163,14 +165,18 @@ def score_volume(templates: np.ndarray, weights: np.ndarray, aerial: AerialSpect
     for k in range(R):
         w = weights[k]
         t = templates[k] * w[..., None]
-        tn = math.sqrt(float(np.sum(w[..., None] * templates[k] ** 2)))
         num = aerial.correlate_sum(t)
         en = aerial.correlate(aerial.FE, w)
-        if aerial.FV is None:
+        if aerial.FV is None:  # fully valid window: every shift sees the whole template
             cover = np.ones_like(num)
+            tn2 = np.full_like(num, float(np.sum(w[..., None] * templates[k] ** 2)))
         else:
+            # the template's energy on the valid aerial pixels only: a shift that puts part of the BEV
+            # over missing imagery is compared on the part that has imagery (else partial overlap caps
+            # the score at sqrt(overlap) and pulls the peak away from coverage edges)
+            tn2 = aerial.correlate(aerial.FV, w * np.sum(templates[k] ** 2, axis=2))
             cover = aerial.correlate(aerial.FV, w) / max(float(w.sum()), 1e-6)
-        den = tn * np.sqrt(np.maximum(en, 0.0)) + 1e-6
+        den = np.sqrt(np.maximum(tn2, 0.0)) * np.sqrt(np.maximum(en, 0.0)) + 1e-6
         s = num / den
         s[cover < min_overlap] = np.nan
         out.append(s)

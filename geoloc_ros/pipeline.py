@@ -386,7 +386,11 @@ class Localizer:
         self._counts["matches_attempted"] += 1
         res = m.match(x, y, yaw, st.pos_std_m, math.radians(st.yaw_std_deg))
         vol = res.volume
-        if not np.isfinite(vol.scores).any():
+        # near the edge of the imagery the unscored cells would read as "unlikely" and drag the
+        # estimate inwards: match only where the prior's own position is scored
+        j = int(np.argmin(np.abs(vol.xs - x)))
+        i = int(np.argmin(np.abs(vol.ys - y)))
+        if not np.isfinite(vol.scores[:, i, j]).any():
             self._covered = False
             self._counts["outside_coverage"] += 1
             self._bump("match_skipped", "outside aerial map coverage")

@@ -18,7 +18,8 @@ LABELS = {"truth": "truth", "raw": "raw GNSS", "baseline": "GNSS + odometry (no 
           "corrected": "geoloc (camera + GNSS + odometry)"}
 STATUS_COLORS = {"tracking": "#8fd18f", "degraded": "#f5c26b", "lost": "#e8706b", "initialising": "#c9c9c9",
                  "fix": "#8fd18f", "none": "#ffffff"}
-FILES = {"trajectory": "trajectory.png", "error_time": "error_over_time.png", "error_cdf": "error_cdf.png"}
+FILES = {"trajectory": "trajectory.png", "error_time": "error_over_time.png", "error_cdf": "error_cdf.png",
+         "metric": "camera_bev.png"}
 
 
 def _figure(w: float, h: float):
@@ -294,6 +295,61 @@ def plot_error_cdf(res, path: Path) -> Path:
     return _save(fig, path)
 
 
+def plot_metric(res, path: Path, n: int = 3) -> Path:
+    """Metric matching at ``n`` keyframes spread over the drive: the fused BEV drawn over the aerial
+    at the published estimate (left; truth and estimate marked) beside the score map (max over
+    headings; peak, prior window centre and truth marked)."""
+    from ..metric.correlate import rigid, warp
+
+    samples = res.metric_samples
+    pick = [samples[int(i)] for i in np.linspace(0, len(samples) - 1, min(n, len(samples)))]
+    fig = _figure(8.0, 3.6 * len(pick))
+    for row, (t, mres, est_xyz) in enumerate(pick):
+        ex, ey, eyaw = est_xyz
+        g = mres.grid
+        half = int(round((g.x_max_m + 5.0) / g.res_m))
+        win = res.aerial.window(ex, ey, half)
+        A = np.array([[g.res_m, 0.0, win.x_left + 0.5 * g.res_m], [0.0, -g.res_m, win.y_top - 0.5 * g.res_m],
+                      [0.0, 0.0, 1.0]])
+        M = np.linalg.inv(g.pixel_to_vehicle()) @ np.linalg.inv(rigid(ex, ey, eyaw)) @ A
+        bev = warp(mres.mosaic, M, win.rgb.shape[:2])
+        cover = warp((mres.weight > 0).astype(np.float32), M, win.rgb.shape[:2]) > 0.5
+        over = win.rgb.astype(np.float32)
+        over[cover] = 0.45 * over[cover] + 0.55 * bev[cover]
+        ext = (win.x_left, win.x_left + win.rgb.shape[1] * g.res_m, win.y_top - win.rgb.shape[0] * g.res_m, win.y_top)
+        ax = fig.add_subplot(len(pick), 2, 2 * row + 1)
+        ax.imshow(np.clip(over, 0, 255).astype(np.uint8), extent=ext, interpolation="nearest")
+        tx = ty = None
+        truth = res.truth_map or res.truth
+        if truth is not None:
+            tx, ty, ok = truth.at([t])
+            tx, ty = (float(tx[0]), float(ty[0])) if ok[0] else (None, None)
+        if tx is not None:
+            ax.plot([tx], [ty], "o", mfc="none", mec="#00d000", ms=10, mew=2, label="truth")
+        ax.plot([ex], [ey], "+", color="#ff2020", ms=12, mew=2, label="estimate")
+        ax.set_title(f"BEV ({mres.views} views) over the aerial at the estimate, t+{t - res.t_start:.0f} s",
+                     fontsize=9)
+        ax.legend(loc="lower right", fontsize=7)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        vol = mres.volume
+        sc = np.nanmax(np.where(np.isfinite(vol.scores), vol.scores, np.nan), axis=0)
+        ax2 = fig.add_subplot(len(pick), 2, 2 * row + 2)
+        r = vol.xs[1] - vol.xs[0] if len(vol.xs) > 1 else g.res_m
+        im = ax2.imshow(sc, extent=(vol.xs[0] - r / 2, vol.xs[-1] + r / 2, vol.ys[-1] - r / 2, vol.ys[0] + r / 2),
+                        cmap="magma", interpolation="nearest")
+        fig.colorbar(im, ax=ax2, fraction=0.046, pad=0.04, label="cosine (best heading)")
+        if mres.measurement is not None:
+            px, py, _ = mres.measurement.peak()
+            ax2.plot([px], [py], "x", color="#00e0ff", ms=10, mew=2, label="camera peak")
+        if tx is not None:
+            ax2.plot([tx], [ty], "o", mfc="none", mec="#00d000", ms=10, mew=2, label="truth")
+        ax2.set_title("score map around the prior", fontsize=9)
+        ax2.legend(loc="lower right", fontsize=7)
+        ax2.set_xlabel("x (m, map)", fontsize=8)
+    return _save(fig, path)
+
+
 def plot_all(res, out_dir: Path) -> Dict[str, str]:
     """Draw every picture that the data allows -> {key: file name} (relative to out_dir)."""
     out_dir = Path(out_dir)
@@ -302,6 +358,8 @@ def plot_all(res, out_dir: Path) -> Dict[str, str]:
     todo = [("trajectory", plot_trajectory)]
     if has_truth:
         todo += [("error_time", plot_error_time), ("error_cdf", plot_error_cdf)]
+    if getattr(res, "metric_samples", None) and getattr(res, "aerial", None) is not None:
+        todo.append(("metric", plot_metric))
     for key, fn in todo:
         fn(res, out_dir / FILES[key])
         made[key] = FILES[key]

@@ -156,6 +156,8 @@ class ReplayResult:
     # metric matching: per keyframe (t, x, y, yaw, used, confidence) of the camera's own peak
     camera_peaks: List[Tuple[float, float, float, float, bool, float]] = field(default_factory=list)
     truth_map: Optional[M.Truth] = None  # the truth displaced by the survey's misregistration (map's own frame)
+    metric_samples: List[Any] = field(default_factory=list)  # (t, MetricResult, estimate (x, y, yaw)) per keyframe
+    aerial: Any = None  # the metric matcher's AerialMap (for the pictures)
     map_offset: Optional[Dict[str, float]] = None  # mean / max misregistration along the truth (m)
 
     @property
@@ -639,6 +641,7 @@ def replay_bag(bag, encoder, index, cfg=None, *, gt_topic: Optional[str] = DEFAU
     baseline = Localizer(encoder, index, base_cfg, frame=frame)
     static_tfs: List[Any] = []
     camera_peaks: List[Tuple[float, float, float, float, bool, float]] = []
+    metric_samples: List[Any] = []
     conv_deg = frame.grid_convergence_deg(0.0, 0.0)  # over a city the convergence varies by < 0.1 deg
     gt_fr = gt_frame or frame
     logs = {m: MethodLog(m) for m in METHODS}
@@ -732,6 +735,7 @@ def replay_bag(bag, encoder, index, cfg=None, *, gt_topic: Optional[str] = DEFAU
                     if pk is not None:
                         camera_peaks.append((t, pk[0], pk[1], pk[2], bool(est.match_used),
                                              float(est.confidence)))
+                        metric_samples.append((t, est.metric, (est.x, est.y, est.yaw)))
                 est = feed(baseline, "baseline", baseline.on_image, t, img)
                 if est is not None:
                     _record_estimate(logs["baseline"], est, keyframe=True)
@@ -833,7 +837,8 @@ def replay_bag(bag, encoder, index, cfg=None, *, gt_topic: Optional[str] = DEFAU
         drop_examples=dict(drops.examples), partial=partial, t_start=t_first, t_end=t_last, timing=timing,
         localizer_stats=stats, config=_config_dict(cfg), config_name=config_name, model=ident,
         backend=str(getattr(encoder, "backend", "?")), index_info=index_info, recall_radius_m=radius,
-        world_dir=Path(world_dir) if world_dir else find_world_dir(bag), gt_topic=gt_topic, camera_peaks=camera_peaks)
+        world_dir=Path(world_dir) if world_dir else find_world_dir(bag), gt_topic=gt_topic, camera_peaks=camera_peaks,
+        metric_samples=metric_samples, aerial=matcher.aerial if matcher is not None else None)
     if truth is not None and res.world_dir is not None:
         res.truth_map, res.map_offset = _truth_in_map_frame(truth, res.world_dir, frame)
     res.metrics = compute_metrics(res, grid_dt_s=grid_dt_s, max_age_s=max_age_s)

@@ -9,7 +9,9 @@ current time, so the latency measured here (pose received by this process - imag
 live system sees: DDS transport both ways + conversion + queue wait + encoder + search + filter.
 
 Rows per backend (the requested one, default ONNX Runtime, and torch for comparison):
-``keyframes every 5 m`` is the normal mode (a keyframe every `keyframe_spacing_m`);
+``keyframes every 5 m`` is the normal mode (a keyframe every `keyframe_spacing_m`); ``metric``
+rows add the orthophoto (metric matching: BEV + FFT correlation + grid update per keyframe, the
+retrieval encoder only relocalises);
 ``every frame`` forces each camera frame to be a keyframe (spacing at its minimum, time spacing 0)
 to find the sustained keyframe rate and show the drop-oldest queue at work under 30 Hz.
 Columns: ``lat_p50_ms``/``lat_p95_ms``; ``frames_in_hz`` camera frames received per second;
@@ -101,18 +103,21 @@ class Feeder:
         from diagnostic_msgs.msg import DiagnosticArray
         from geometry_msgs.msg import PoseWithCovarianceStamped
         from rclpy.qos import QoSProfile, qos_profile_sensor_data
-        from sensor_msgs.msg import Image, NavSatFix
+        from sensor_msgs.msg import CameraInfo, Image, NavSatFix
         from nav_msgs.msg import Odometry
 
         from geoloc_ros.sim.bag import read_bag
 
-        self.msgs = list(read_bag(drive / "bag", ["/camera/image_raw", "/gnss/fix", "/odom"]))
+        self.msgs = list(read_bag(drive / "bag", ["/camera/image_raw", "/camera/camera_info", "/gnss/fix", "/odom"]))
         rclpy.init()
         self.node = rclpy.create_node("geoloc_bench_feeder")
         self.pub = {"/camera/image_raw": self.node.create_publisher(Image, "/camera/image_raw", qos_profile_sensor_data),
                     "/gnss/fix": self.node.create_publisher(NavSatFix, "/gnss/fix", QoSProfile(depth=50)),
-                    "/odom": self.node.create_publisher(Odometry, "/odom", QoSProfile(depth=50))}
-        self.cls = {"/camera/image_raw": Image, "/gnss/fix": NavSatFix, "/odom": Odometry}
+                    "/odom": self.node.create_publisher(Odometry, "/odom", QoSProfile(depth=50)),
+                    "/camera/camera_info": self.node.create_publisher(CameraInfo, "/camera/camera_info",
+                                                                      qos_profile_sensor_data)}
+        self.cls = {"/camera/image_raw": Image, "/gnss/fix": NavSatFix, "/odom": Odometry,
+                    "/camera/camera_info": CameraInfo}
         self.lat_ms = []
         self.diag = None
         self.node.create_subscription(PoseWithCovarianceStamped, "/geoloc/pose", self._on_pose, 100)
@@ -147,6 +152,12 @@ class Feeder:
             out.height, out.width, out.encoding, out.step = msg.height, msg.width, msg.encoding, msg.step
             out.is_bigendian = msg.is_bigendian
             out.data = msg.data.tobytes()
+        elif topic == "/camera/camera_info":
+            out.height, out.width, out.distortion_model = msg.height, msg.width, msg.distortion_model
+            out.d = [float(v) for v in msg.d]
+            out.k = [float(v) for v in msg.k]
+            out.r = [float(v) for v in msg.r]
+            out.p = [float(v) for v in msg.p]
         elif topic == "/gnss/fix":
             out.status.status, out.status.service = int(msg.status.status), int(msg.status.service)
             out.latitude, out.longitude, out.altitude = float(msg.latitude), float(msg.longitude), float(msg.altitude)
@@ -167,7 +178,7 @@ class Feeder:
     def wait_for_node(self, timeout: float):
         end = time.monotonic() + timeout
         while time.monotonic() < end:
-            if all(p.get_subscription_count() > 0 for p in self.pub.values()):
+            if all(p.get_subscription_count() > 0 for t, p in self.pub.items() if t != "/camera/camera_info"):
                 return
             time.sleep(0.1)
         raise SystemExit("geoloc_node did not subscribe in time")
@@ -287,6 +298,10 @@ def main(argv=None):
         for b in backends:
             rows.append(run_row(f"{b}: keyframes every 5 m", feeder, dict(common, backend=b), env, args.work))
             rows.append(run_row(f"{b}: every frame", feeder, dict(common, backend=b, **every), env, args.work))
+            if b == backend:  # metric matching (the camera's measurement with an orthophoto), same drive
+                metric = dict(common, backend=b, orthophoto=str(world / "orthophoto.tif"))
+                rows.append(run_row(f"{b}: metric, keyframes every 5 m", feeder, metric, env, args.work))
+                rows.append(run_row(f"{b}: metric, every frame", feeder, dict(metric, **every), env, args.work))
     finally:
         feeder.close()
     for r in rows:

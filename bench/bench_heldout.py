@@ -108,6 +108,8 @@ def main(argv=None) -> int:
             res = replay_bag(dd / "bag", None, None, cfg, matcher=matcher, world_dir=wd, progress=False)
             m = res.metrics
             row = {"town": town, "scenario": sc, "drive": dd.name, "metrics": m}
+            if sc == "outage":
+                row["outage"] = _outage(res)
             rows.append(row)
             print(_line(row), flush=True)
     print()
@@ -116,6 +118,23 @@ def main(argv=None) -> int:
           config=dataclasses.asdict(cfg), seconds=time.perf_counter() - t0)
     print(f"bench_heldout: {len(rows)} drives in {time.perf_counter() - t0:.0f} s -> {args.out}")
     return 0
+
+
+def _outage(res):
+    """Error of the published fix through the GNSS outage: median over the 10 s before it, max
+    inside it (map-frame truth when the world has one), and how far it moved from before."""
+    from geoloc_ros.evaluation import metrics as M
+
+    tr = res.tracks()["corrected"]
+    truth = res.truth_map or res.truth
+    err, _, _ = M.horizontal_errors(tr, truth)
+    t = tr.t - res.t_start
+    before = err[(t >= OUTAGE_S[0] - 10) & (t < OUTAGE_S[0])]
+    during = err[(t >= OUTAGE_S[0]) & (t <= OUTAGE_S[1])]
+    if not len(before) or not len(during):
+        return None
+    b, d = float(np.nanmedian(before)), float(np.nanmax(during))
+    return {"before_median_m": b, "during_max_m": d, "growth_m": d - b}
 
 
 def _med(m, k, frame="error_m"):
@@ -135,21 +154,28 @@ def _line(row) -> str:
 
 
 def _table(rows) -> str:
-    hdr = ("town", "scenario", "raw med", "raw p95", "base med", "base p95", "geoloc med", "geoloc p95",
-           "in 95%", "cam lat@1m", "cam lon@1m", "used %")
+    hdr = ("town", "scenario", "raw med/p95", "base med/p95", "geoloc med/p95", "geoloc map-frame med",
+           "in 95%", "cam lat@1m/3m", "cam lon@1m/3m", "cam yaw@1deg", "used %", "ms/kf", "outage growth")
     lines = [" | ".join(hdr), " | ".join("---" for _ in hdr)]
+
+    def f(v, nd=2):
+        return "-" if v is None or v != v else f"{v:.{nd}f}"
+
     for r in rows:
         m = r["metrics"]
         cells = [str(r["town"]), r["scenario"]]
         for k in ("raw", "baseline", "corrected"):
             med, p95 = _med(m, k)
-            cells += [f"{med:.2f}" if med is not None else "-", f"{p95:.2f}" if p95 is not None else "-"]
+            cells.append(f"{f(med)}/{f(p95)}")
+        mf = ((m.get("map_frame") or {}).get("methods") or {}).get("corrected") or {}
         cov = (m["methods"]["corrected"].get("covariance") or {}).get("inside_95_pct")
         cam = m.get("camera") or {}
-        cells += [f"{cov:.0f}" if cov is not None else "-",
-                  f"{cam.get('lateral_within_1_pct', float('nan')):.0f}",
-                  f"{cam.get('longitudinal_within_1_pct', float('nan')):.0f}",
-                  f"{cam.get('used_pct', float('nan')):.0f}"]
+        ms = (m["methods"]["corrected"].get("compute_ms") or {}).get("median")
+        og = (r.get("outage") or {}).get("growth_m")
+        cells += [f(mf.get("median")), f(cov, 0),
+                  f"{f(cam.get('lateral_within_1_pct'), 0)}/{f(cam.get('lateral_within_3_pct'), 0)}",
+                  f"{f(cam.get('longitudinal_within_1_pct'), 0)}/{f(cam.get('longitudinal_within_3_pct'), 0)}",
+                  f(cam.get("heading_within_1deg_pct"), 0), f(cam.get("used_pct"), 0), f(ms, 1), f(og)]
         lines.append(" | ".join(cells))
     return "\n".join(lines)
 

@@ -100,7 +100,8 @@ def test_replay_evaluates_three_methods_against_truth(mcap_result, drives):
     assert res.counts == {"image": res.bag_topics["/camera/image_raw"][1], "fix": n_fix,
                           "odom": res.bag_topics["/odom"][1], "gt": res.bag_topics["/gnss/fix_truth"][1]}
     assert res.partial is None and res.truth is not None and not res.drops
-    assert set(res.skipped_topics) == {"/tf", "/tf_static", "/camera/camera_info", "/camera/image_raw/compressed"}
+    assert set(res.skipped_topics) == {"/tf", "/tf_static", "/camera/camera_info", "/camera/image_raw/compressed",
+                                      "/imu/data"}
     # raw GNSS: one sample per usable fix; its error is what the simulator put in (sub-10 m here)
     assert 0 < len(res.methods["raw"]) <= n_fix
     for k in ("raw", "baseline", "corrected"):
@@ -352,9 +353,12 @@ def test_eval_replay_takes_the_drive_folder_and_a_single_bag_file(drives, index_
     and on a lone .db3 file copied out of its bag folder: the same numbers as the bag folder."""
     from geoloc_ros.tools import eval_replay
 
+    # the orthophoto named explicitly: a drive folder would find its world by itself, a lone file cannot
+    world = Path(json.loads((drives["sqlite3"] / "drive.json").read_text())["world"]["path"])
+
     def run(bag, name):
         out = eval_replay.main([str(bag), "--index", str(index_dir), "--model", "seqgeo_lite", "--backend", "torch",
-                                "--out", str(tmp_path / name)])
+                                "--ortho", str(world / "orthophoto.tif"), "--out", str(tmp_path / name)])
         return json.loads((out / "metrics.json").read_text())["metrics"]["methods"]["corrected"]["error_m"]
 
     lone = tmp_path / "lone.db3"

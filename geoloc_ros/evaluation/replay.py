@@ -646,7 +646,7 @@ def replay_bag(bag, encoder, index, cfg=None, *, gt_topic: Optional[str] = DEFAU
     gt_fr = gt_frame or frame
     logs = {m: MethodLog(m) for m in METHODS}
     drops = _Counter()
-    counts = {"image": 0, "fix": 0, "odom": 0, "gt": 0, "camera_info": 0, "tf_static": 0}
+    counts = {"image": 0, "fix": 0, "odom": 0, "gt": 0}
     late: Dict[str, int] = {}
     gt_t: List[float] = []
     gt_lat: List[float] = []
@@ -684,7 +684,7 @@ def replay_bag(bag, encoder, index, cfg=None, *, gt_topic: Optional[str] = DEFAU
         if bar is not None:
             bar.update(1)
         t = s_ns * 1e-9
-        counts[role] += 1
+        counts[role] = counts.get(role, 0) + 1
         if role == "gt":
             if gt_type == FIX_TYPE:
                 sample, reason = msgconv.navsatfix_check(msg)

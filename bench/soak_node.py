@@ -86,6 +86,9 @@ def main(argv=None):
     ap.add_argument("--warmup-s", type=float, default=60.0, help="memory reference taken after this long (s)")
     ap.add_argument("--loop-s", type=float, default=30.0, help="length of the looped drive (whole seconds)")
     ap.add_argument("--backend", default="torch", choices=("torch", "onnxruntime", "auto"))
+    ap.add_argument("--input-reliability", default="best_effort", choices=("best_effort", "reliable"),
+                    help="the node's input_reliability; reliable also makes this process publish the camera "
+                         "reliable (GNSS and odometry always are)")
     ap.add_argument("--work", type=Path, default=ROOT / "runs" / "bench_node")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "soak_node.json")
     args = ap.parse_args(argv)
@@ -99,8 +102,15 @@ def main(argv=None):
     for k in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_LOG_DIR"):
         os.environ[k] = env[k]
     feeder = Feeder(drive)
+    if args.input_reliability == "reliable":  # a reliable subscription does not match a best-effort publisher
+        from rclpy.qos import QoSProfile
+        from sensor_msgs.msg import Image
+
+        feeder.node.destroy_publisher(feeder.pub["/camera/image_raw"])
+        feeder.pub["/camera/image_raw"] = feeder.node.create_publisher(Image, "/camera/image_raw", QoSProfile(depth=10))
     proc, log = start_node("soak", feeder, {"model": "seqgeo_lite", "backend": args.backend, "index_path": str(index),
-                                            "encoder_threads": 1, "stale_input_s": 30.0}, env, args.work)
+                                            "encoder_threads": 1, "stale_input_s": 30.0,
+                                            "input_reliability": args.input_reliability}, env, args.work)
     rss, failures = [], []
     stop = threading.Event()
     try:
@@ -154,10 +164,12 @@ def main(argv=None):
         failures.append(f"Ctrl-C: exit status {proc.returncode}")
     if not growth < 5.0:
         failures.append(f"memory grew {growth:.1f} % after the warm-up")
-    summary = {"seconds": args.seconds, "published_s": round(dur, 1), "rates_hz": {INPUT[t]: r for t, r in RATES.items()},
-               "backend": d.get("backend"), "keyframes": d.get("count.keyframes"), "published": d.get("count.published"),
+    summary = {"seconds": args.seconds, "input_reliability": args.input_reliability, "published_s": round(dur, 1),
+               "rates_hz": {INPUT[t]: r for t, r in RATES.items()}, "backend": d.get("backend"),
+               "keyframes": d.get("count.keyframes"), "published": d.get("count.published"),
                "queue_drops": d.get("drops.image.queue_full", "0"), "status": d.get("status"),
-               "rss_mb_after_warmup": round(ref[0], 1) if ref else None, "rss_mb_end": round(ref[-1], 1) if ref else None,
+               "rss_mb_after_warmup": round(ref[0], 1) if ref else None,
+               "rss_mb_end": round(ref[-1], 1) if ref else None,
                "rss_mb_max": round(max(m for _, m in rss), 1) if rss else None, "rss_growth_pct": round(growth, 2),
                "inputs": inputs, "exit_status": proc.returncode, "failures": failures, "rss_samples": rss}
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -206,7 +206,8 @@ def test_launch_file_declares_the_documented_arguments_and_starts_geoloc_node():
     assert len(lc_calls) == 1
     lkw = {k.arg: k.value for k in lc_calls[0].keywords}
     assert lkw["package"].value == "geoloc_ros" and lkw["executable"].value == "geoloc_lifecycle_node"
-    assert {"TRANSITION_CONFIGURE", "TRANSITION_ACTIVATE"} <= {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
+    attrs = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
+    assert {"TRANSITION_CONFIGURE", "TRANSITION_ACTIVATE"} <= attrs
     # the backend choices match the node's
     backends = next(n for n in tree.body if isinstance(n, ast.Assign) and n.targets[0].id == "BACKENDS")
     assert set(ast.literal_eval(backends.value)) - {""} == set(P.BACKENDS)
@@ -260,7 +261,8 @@ def test_foxglove_layout_parses_and_names_only_topics_the_node_publishes():
     assert kinds["map"]["followTopic"] == "/geoloc/fix"
     assert {"/geoloc/pose", "/geoloc/path"} <= set(kinds["3D"]["topics"]) and kinds["3D"]["followTf"] == "map"
     assert kinds["Image"]["imageMode"]["imageTopic"] == "/geoloc/debug_image"
-    assert kinds["DiagnosticSummary"]["topicToRender"] == kinds["DiagnosticStatusPanel"]["topicToRender"] == "/diagnostics"
+    for kind in ("DiagnosticSummary", "DiagnosticStatusPanel"):
+        assert kinds[kind]["topicToRender"] == "/diagnostics", kind
     assert kinds["DiagnosticStatusPanel"]["selectedName"] == f"{P.NODE_NAME}: localization"  # the node's status name
     assert f'f"{{self.get_name()}}: localization"' in node_src
 

@@ -54,7 +54,8 @@ class StreamStats:
         return [(f"{prefix}.received", str(self.received)), (f"{prefix}.expected", str(self.expected)),
                 (f"{prefix}.missing", str(self.missing)), (f"{prefix}.share", f(self.share, ".3f")),
                 (f"{prefix}.recent_share", f(self.recent_share, ".3f")),
-                (f"{prefix}.stream_hz", f(self.stream_hz, ".2f")), (f"{prefix}.received_hz", f(self.received_hz, ".2f")),
+                (f"{prefix}.stream_hz", f(self.stream_hz, ".2f")),
+                (f"{prefix}.received_hz", f(self.received_hz, ".2f")),
                 (f"{prefix}.gaps", str(self.gaps)), (f"{prefix}.longest_gap_s", f(self.longest_gap_s, ".2f")),
                 (f"{prefix}.breaks", str(self.breaks)), (f"{prefix}.bad_stamps", str(self.bad_stamps))]
 

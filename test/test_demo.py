@@ -32,7 +32,7 @@ def test_demo_writes_world_drive_previews_and_docs_images(demo_run, capsys):
     drive = demo_run / "drive_s1_6s_world_s7_400m"
     assert (world / "world.json").is_file() and (world / "orthophoto.tif").is_file()
     assert (drive / "drive.json").is_file() and (drive / "bag" / "metadata.yaml").is_file()
-    for name in ("drive_preview.png", "drive_preview_straight.png", "world_overview.png"):
+    for name in ("drive_preview.png", "drive_preview_straight.png", "world_overview.png", "survey_gap.png"):
         img = np.asarray(Image.open(demo_run / "img" / name))
         assert img.ndim == 3 and img.shape[0] >= 300 and img.std() > 20, name
     assert (demo_run / f"preview_{drive.name}.png").is_file()

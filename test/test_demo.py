@@ -94,13 +94,14 @@ def test_preview_shows_the_frames_of_the_bag(demo_run, tmp_path):
     assert cli.main(["sim", "preview", "--drive", str(drive), "--out", str(out), "--frames", "2",
                      "--start-m", "0", "--span-m", "20"]) == 0
     img = np.asarray(Image.open(out))
-    # right-hand panels: two frames of 256x128 scaled to half the 384 px map height
-    assert img.shape[1] == 384 + 6 + 384 and img.shape[0] == 384 + 18
+    # right-hand panels: two frames (512x288 by default) scaled to half the 384 px map height
     from geoloc_ros.sim.bag import TOPIC_IMAGE, image_to_numpy, read_bag
 
     first = image_to_numpy(next(m for _, _, m in read_bag(drive / "bag", [TOPIC_IMAGE])))
-    panel = np.asarray(Image.fromarray(first).resize((384, 190), Image.BILINEAR), float)
-    shown = img[18:18 + 190, 390:390 + 384].astype(float)
+    pw = img.shape[1] - (384 + 6)
+    assert pw == round(384 // 2 * first.shape[1] / first.shape[0]) and img.shape[0] == 384 + 18
+    panel = np.asarray(Image.fromarray(first).resize((pw, 190), Image.BILINEAR), float)
+    shown = img[18:18 + 190, 390:390 + pw].astype(float)
     shown[:15, :17] = panel[:15, :17]  # the number badge
     assert np.abs(shown - panel).mean() < 2.0
 

@@ -100,7 +100,8 @@ def test_replay_evaluates_three_methods_against_truth(mcap_result, drives):
     assert res.counts == {"image": res.bag_topics["/camera/image_raw"][1], "fix": n_fix,
                           "odom": res.bag_topics["/odom"][1], "gt": res.bag_topics["/gnss/fix_truth"][1]}
     assert res.partial is None and res.truth is not None and not res.drops
-    assert set(res.skipped_topics) == {"/tf", "/tf_static", "/camera/camera_info", "/camera/image_raw/compressed"}
+    assert set(res.skipped_topics) == {"/tf", "/tf_static", "/camera/camera_info", "/camera/image_raw/compressed",
+                                       "/imu/data"}
     # raw GNSS: one sample per usable fix; its error is what the simulator put in (sub-10 m here)
     assert 0 < len(res.methods["raw"]) <= n_fix
     for k in ("raw", "baseline", "corrected"):

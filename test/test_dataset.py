@@ -161,3 +161,4 @@ def test_cli_dataset_end_to_end(tmp_path, small_world_dir, capsys):
     assert "dataset:" in capsys.readouterr().out
     m = read_manifest(out)
     assert m["command"].startswith("geoloc") and m["keyframes"] >= 40
+    assert m["gap"]["camera_effects"] is True  # on by default (--no-camera-effects)

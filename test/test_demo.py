@@ -32,10 +32,16 @@ def test_demo_writes_world_drive_previews_and_docs_images(demo_run, capsys):
     drive = demo_run / "drive_s1_6s_world_s7_400m"
     assert (world / "world.json").is_file() and (world / "orthophoto.tif").is_file()
     assert (drive / "drive.json").is_file() and (drive / "bag" / "metadata.yaml").is_file()
-    for name in ("drive_preview.png", "drive_preview_straight.png", "world_overview.png"):
+    for name in ("drive_preview.png", "drive_preview_straight.png", "world_overview.png", "survey_gap.png"):
         img = np.asarray(Image.open(demo_run / "img" / name))
-        assert img.ndim == 3 and img.shape[0] >= 300 and img.std() > 20, name
+        assert img.ndim == 3 and img.shape[0] >= 250 and img.std() > 20, name
     assert (demo_run / f"preview_{drive.name}.png").is_file()
+    # the demo runs with the whole simulation gap: survey, terrain, attitude, realistic camera
+    wm = json.loads((world / "world.json").read_text())
+    assert len(wm["survey"]["parts"]) == 7 and wm["terrain"]["max_grade"] > 0
+    dm = json.loads((drive / "drive.json").read_text())
+    assert (dm["camera"]["width"], dm["camera"]["height"]) == (512, 288) and dm["camera"]["sensor"]
+    assert dm["stats"]["attitude"]["pitch_deg_max"] > 0.1 and dm["survey_gap"]["misregistration"]
 
 
 def test_demo_replays_the_drive_and_writes_a_report(demo_run, capsys):
@@ -108,13 +114,14 @@ def test_preview_shows_the_frames_of_the_bag(demo_run, tmp_path):
     assert cli.main(["sim", "preview", "--drive", str(drive), "--out", str(out), "--frames", "2",
                      "--start-m", "0", "--span-m", "20"]) == 0
     img = np.asarray(Image.open(out))
-    # right-hand panels: two frames of 256x128 scaled to half the 384 px map height
-    assert img.shape[1] == 384 + 6 + 384 and img.shape[0] == 384 + 18
+    # right-hand panels: two frames (512x288 by default) scaled to half the 384 px map height
     from geoloc_ros.sim.bag import TOPIC_IMAGE, image_to_numpy, read_bag
 
     first = image_to_numpy(next(m for _, _, m in read_bag(drive / "bag", [TOPIC_IMAGE])))
-    panel = np.asarray(Image.fromarray(first).resize((384, 190), Image.BILINEAR), float)
-    shown = img[18:18 + 190, 390:390 + 384].astype(float)
+    pw = img.shape[1] - (384 + 6)
+    assert pw == round(384 // 2 * first.shape[1] / first.shape[0]) and img.shape[0] == 384 + 18
+    panel = np.asarray(Image.fromarray(first).resize((pw, 190), Image.BILINEAR), float)
+    shown = img[18:18 + 190, 390:390 + pw].astype(float)
     shown[:15, :17] = panel[:15, :17]  # the number badge
     assert np.abs(shown - panel).mean() < 2.0
 

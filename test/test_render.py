@@ -185,3 +185,40 @@ def test_appearance_validation_and_round_trip():
 def test_non_finite_pose_is_refused(toy_renderer):
     with pytest.raises(InvalidArgument, match="not finite"):
         toy_renderer.render(float("nan"), 0.0, 0.0)
+
+
+def test_sensor_model_auto_exposure_vignetting_and_signal_dependent_noise(toy):
+    """With SensorModel, a dark capture is brought up by auto exposure, corners are darker than the centre,
+    and noise grows with the signal (shot noise); without it, the legacy fixed exposure stays."""
+    from geoloc_ros.sim.render import SensorModel
+
+    cam = PinholeCamera(width=128, height=64)
+    pose = (-2.5, -60.0, math.pi / 2)
+    dark = Appearance(brightness=0.5, parked_car_density=0.0)
+    legacy = GroundRenderer(toy, cam, dark).render(*pose).astype(float)
+    exposed = GroundRenderer(toy, cam, dark, sensor=SensorModel(vignetting=0.0)).render(*pose).astype(float)
+    assert exposed.mean() > 1.3 * legacy.mean()
+    flat = np.full((64, 128, 3), 120.0, np.float32)
+    s = SensorModel(exposure_strength=0.0, exposure_jitter=0.0, vignetting=0.3)
+    v = s.apply(flat, np.random.default_rng(0))
+    assert v[28:36, 60:68].mean() > 1.2 * v[:6, :6].mean()
+    quiet = SensorModel(exposure_strength=0.0, exposure_jitter=0.0, vignetting=0.0)
+    lo = quiet.apply(np.full((64, 128, 3), 20.0, np.float32), np.random.default_rng(1)).std()
+    hi = quiet.apply(np.full((64, 128, 3), 200.0, np.float32), np.random.default_rng(1)).std()
+    assert hi > 2.0 * lo
+    assert SensorModel.from_dict(SensorModel().to_dict()) == SensorModel()
+    with pytest.raises(InvalidArgument, match="unknown sensor key"):
+        SensorModel.from_dict({"iso": 100})
+
+
+def test_plumb_bob_distortion_round_trips_and_bends_straight_lines():
+    cam = PinholeCamera(width=256, height=128, distortion=(-0.28, 0.07, 0.001, -0.001, 0.0))
+    x, y = np.meshgrid(np.linspace(-1.0, 1.0, 9), np.linspace(-0.5, 0.5, 5))
+    xd, yd = cam.distort(x, y)
+    xu, yu = cam.undistort(xd, yd)
+    np.testing.assert_allclose(xu, x, atol=1e-9)
+    np.testing.assert_allclose(yu, y, atol=1e-9)
+    assert abs(xd[0, 0]) < abs(x[0, 0])  # barrel: corners pulled in
+    assert PinholeCamera.from_dict(cam.to_dict()) == cam
+    with pytest.raises(InvalidArgument, match="plumb_bob"):
+        PinholeCamera(distortion=(0.1, 0.0))

@@ -52,6 +52,7 @@ class DatasetConfig:
     height: int = 128
     hfov_deg: float = 90.0
     seed: int = 0
+    camera_effects: bool = True  # SensorModel (auto exposure, vignetting, shot/read noise); False: legacy noise
 
     def __post_init__(self):
         checks = [
@@ -112,8 +113,9 @@ def export_dataset(out: Path, worlds: List[Tuple[str, World]], heldout: List[Tup
     from PIL import Image
     from tqdm import tqdm
 
-    from .drive import plan_route
-    from .render import Appearance, GroundRenderer
+    from .drive import plan_route, rotation_rpy, terrain_attitude
+    from .render import Appearance, GroundRenderer, SensorModel
+    from .terrain import Terrain
 
     if not worlds and not heldout:
         raise InvalidArgument("no worlds given")
@@ -139,7 +141,8 @@ def export_dataset(out: Path, worlds: List[Tuple[str, World]], heldout: List[Tup
         cells = None if held else area_split_cells(world, cfg.cell_m, cfg.fractions, rng)
         world_info.append({"name": wname, "seed": world.meta.seed, "size_m": world.meta.size_m,
                            "gsd_m": world.meta.gsd_m, "heldout": held, "frame": world.frame.to_dict(),
-                           "cells": None if held else cells.tolist()})
+                           "cells": None if held else cells.tolist(),
+                           "survey_parts": (world.survey or {}).get("parts", []), "terrain": world.terrain is not None})
         for d in range(cfg.drives_per_world):
             drive = f"{wname}_d{d:03d}"
             route = plan_route(world, rng, cfg.drive_length_m)
@@ -147,14 +150,24 @@ def export_dataset(out: Path, worlds: List[Tuple[str, World]], heldout: List[Tup
             px, py, pyaw = route.at(s)
             pyaw = wrap_angle(pyaw)
             appearance = Appearance.sample(rng)
-            renderer = GroundRenderer(world, cam, appearance)
+            renderer = GroundRenderer(world, cam, appearance,
+                                      sensor=SensorModel() if cfg.camera_effects else None)
+            # on terrain the camera stands on the slope (level car on flat ground, as before)
+            relief = Terrain.from_dict(world.terrain) if world.terrain else None
+            pz, ppitch, proll = terrain_attitude(relief, px, py, pyaw)
             lat, lon = world.frame.to_latlon(px, py)
             conv = world.frame.grid_convergence_deg()
             heading = (yaw_to_heading_deg(pyaw) + conv) % 360.0
             (out / "ground" / drive).mkdir(parents=True, exist_ok=True)
             for k in range(len(s)):
                 rel = f"ground/{drive}/{k:05d}.png"
-                Image.fromarray(renderer.render(px[k], py[k], pyaw[k])).save(out / rel)
+                if relief is None:
+                    frame = renderer.render(px[k], py[k], pyaw[k])
+                else:  # the camera sits mount_height_m up the tilted body's z axis
+                    up = rotation_rpy(proll[k], ppitch[k], pyaw[k])[:, 2] * cam.mount_height_m
+                    frame = renderer.render(px[k] + up[0], py[k] + up[1], pyaw[k], pitch=float(ppitch[k]),
+                                            roll=float(proll[k]), z=float(pz[k] + up[2]))
+                Image.fromarray(frame).save(out / rel)
                 keyframes.append({"drive": drive, "k": k, "x": round(px[k], 3),
                                   "y": round(py[k], 3), "yaw": round(pyaw[k], 6), "lat": f"{lat[k]:.8f}",
                                   "lon": f"{lon[k]:.8f}", "heading_deg": round(heading[k], 4),
@@ -203,7 +216,11 @@ def export_dataset(out: Path, worlds: List[Tuple[str, World]], heldout: List[Tup
                    "jitter_max_deg": jitter_max, "heading_up": True, "format": "jpg"},
         "split_by": {"area": {"cell_m": cfg.cell_m, "fractions": list(cfg.fractions)}, "world": "test_world"},
         "splits": counts, "keyframes": len(keyframes), "dropped": dropped,
-        "config": asdict(cfg), "worlds": world_info, **(extra_manifest or {}),
+        "config": asdict(cfg), "worlds": world_info,
+        "gap": {"camera_effects": cfg.camera_effects,
+                "survey": {w["name"]: w["survey_parts"] for w in world_info},
+                "terrain": {w["name"]: w["terrain"] for w in world_info}},
+        **(extra_manifest or {}),
     }
     (out / "dataset.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest

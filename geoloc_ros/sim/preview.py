@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -86,3 +86,45 @@ def pick_preview_indices(distance_m: np.ndarray, count: int, span_m: float, star
     """Indices of ``count`` samples evenly spread over ``span_m`` metres of travel from ``start_m``."""
     targets = start_m + np.linspace(0, span_m, count)
     return [int(np.searchsorted(distance_m, t).clip(0, len(distance_m) - 1)) for t in targets]
+
+
+def survey_gap_picture(seed: int = 8, size_m: float = 1000.0, centre: Optional[Tuple[float, float]] = None,
+                       half_m: float = 60.0) -> "PIL.Image.Image":  # noqa: F821
+    """The same orthophoto crop without and with the aerial-survey gap (``sim.survey``), side by side and
+    labelled. ``centre`` None: the crop with the most parked cars and trees (where the gap shows most)."""
+    from PIL import Image, ImageDraw
+
+    from .generate import generate_world
+    from .survey import SurveyGap, misregistration_displacement
+    from .world import Sem
+
+    off = generate_world(seed=seed, size_m=size_m)
+    on = generate_world(seed=seed, size_m=size_m, survey=SurveyGap())
+    if centre is None:
+        step = half_m
+        cands = np.arange(-size_m / 2 + half_m, size_m / 2 - half_m + 1e-9, step)
+        score = []
+        for cx in cands:
+            for cy in cands:
+                r, c = (int(v) for v in off.xy_to_rc(cx, cy))
+                k = int(half_m / off.meta.gsd_m)
+                win = off.semantic[max(r - k, 0):r + k, max(c - k, 0):c + k]
+                score.append((3 * (win == Sem.CAR).sum() + (win == Sem.TREE).sum(), float(cx), float(cy)))
+        centre = max(score)[1:]
+    a, _ = ortho_crop(off, centre[0], centre[1], half_m)
+    b, _ = ortho_crop(on, centre[0], centre[1], half_m)
+    pad, top = 8, 36
+    img = Image.new("RGB", (a.shape[1] * 2 + 3 * pad, a.shape[0] + top + pad), (255, 255, 255))
+    img.paste(Image.fromarray(a), (pad, top))
+    img.paste(Image.fromarray(b), (2 * pad + a.shape[1], top))
+    d = ImageDraw.Draw(img)
+    sv = on.survey
+    dx, dy = (float(v) for v in misregistration_displacement(on, *centre))
+    d.text((pad, 4), f"survey gap off (world seed {seed})", fill=(0, 0, 0))
+    d.text((pad, 18), f"{2 * half_m:.0f} m crop at ({centre[0]:.0f}, {centre[1]:.0f})", fill=(0, 0, 0))
+    x2 = 2 * pad + a.shape[1]
+    d.text((x2, 4), f"survey gap on: {sv['season']}, sun az {sv['sun_azimuth_deg']:.0f} el "
+                    f"{sv['sun_elevation_deg']:.0f} deg", fill=(0, 0, 0))
+    d.text((x2, 18), f"{sv['cars']['removed']} of {sv['cars']['world_lot_cars']} lot cars moved, "
+                     f"shift here ({dx:+.2f}, {dy:+.2f}) m", fill=(0, 0, 0))
+    return img

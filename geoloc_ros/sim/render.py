@@ -20,7 +20,14 @@ haze follow.
 Per-drive appearance (``Appearance``, the "capture time") changes the sun direction and
 colour, ground shadows (cast for the drive's sun), ambient light, brightness, season
 tint of vegetation, haze and parked cars along the kerbs: the orthophoto was captured
-at another time, as with real aerial imagery.
+at another time, as with real aerial imagery (``sim.survey``).
+
+On a world with terrain (``World.elevation``) the rays are marched against ground + object
+height and ground pixels are intersected between the two samples around the hit. A camera
+with pitch, roll or lens distortion is rendered as a level pinhole over the window its
+pixels need, then remapped (``render_layers``). ``SensorModel`` adds auto exposure,
+vignetting and signal-dependent noise; without it the legacy grey noise is kept, so a flat,
+level, undistorted camera renders the bytes of earlier versions.
 """
 from __future__ import annotations
 

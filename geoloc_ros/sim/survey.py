@@ -327,25 +327,12 @@ def survey_orthophoto(albedo: np.ndarray, height: np.ndarray, semantic: np.ndarr
         removed = car_rng.choice(n, size=k, replace=False) if k else np.zeros(0, int)
         n_add = min(k, len(cars.free_stalls))
         added = car_rng.choice(len(cars.free_stalls), size=n_add, replace=False) if n_add else np.zeros(0, int)
-        asphalt = pal[Sem.PARKING]
-        for i in removed:
-            cx, cy, yaw = cars.cars[i]
-            m = _box(sem.shape, xy_to_rc, cx, cy, yaw, gsd_m)
-            if m is not None:
-                win, mk = m
-                sel = mk & (sem[win] == Sem.CAR)
-                sem[win][sel] = Sem.PARKING
-                hgt[win][sel] = 0.0
-                alb[win][sel] = asphalt
+        layers = (sem, hgt, alb, xy_to_rc, gsd_m)
+        for i in removed:  # the stall is empty asphalt in the survey
+            _repaint_car(layers, cars.cars[i], Sem.CAR, Sem.PARKING, 0.0, pal[Sem.PARKING])
         for i in added:
-            cx, cy, yaw = cars.free_stalls[i]
-            m = _box(sem.shape, xy_to_rc, cx, cy, yaw, gsd_m)
-            if m is not None:
-                win, mk = m
-                sel = mk & (sem[win] == Sem.PARKING)
-                sem[win][sel] = Sem.CAR
-                hgt[win][sel] = CAR_HEIGHT_M
-                alb[win][sel] = _CAR_RGB[int(car_rng.integers(len(_CAR_RGB)))]
+            _repaint_car(layers, cars.free_stalls[i], Sem.PARKING, Sem.CAR, CAR_HEIGHT_M,
+                         _CAR_RGB[int(car_rng.integers(len(_CAR_RGB)))])
         density = float(car_rng.uniform(*gap.kerb_car_density))
         kerb = park_kerb_cars(roads, xy_to_rc, gsd_m, hgt, sem, alb, car_rng, density)
         car_rec.update({"removed": int(k), "added_in_lots": int(n_add), "kerb_cars": int(len(kerb)),
@@ -399,9 +386,16 @@ def survey_orthophoto(albedo: np.ndarray, height: np.ndarray, semantic: np.ndarr
     return SurveyResult(ortho=ortho, height=hgt, semantic=sem, shadow=shadow, record=rec)
 
 
-def _box(shape, xy_to_rc, cx, cy, yaw, gsd):
-    res = rasterize_box(shape, xy_to_rc, cx, cy, CAR_HALF_WID_M, CAR_HALF_LEN_M, yaw, gsd)
+def _repaint_car(layers, pose, was: int, becomes: int, height: float, rgb) -> None:
+    """Turn the ``was`` pixels of the stall at pose (x, y, stall yaw) into ``becomes`` (in place)."""
+    sem, hgt, alb, xy_to_rc, gsd = layers
+    cx, cy, yaw = pose
+    res = rasterize_box(sem.shape, xy_to_rc, cx, cy, CAR_HALF_WID_M, CAR_HALF_LEN_M, yaw, gsd)
     if res is None:
-        return None
+        return
     r0, c0, m, _, _ = res
-    return (slice(r0, r0 + m.shape[0]), slice(c0, c0 + m.shape[1])), m
+    win = (slice(r0, r0 + m.shape[0]), slice(c0, c0 + m.shape[1]))
+    sel = m & (sem[win] == was)
+    sem[win][sel] = becomes
+    hgt[win][sel] = height
+    alb[win][sel] = rgb

@@ -107,6 +107,9 @@ def run_demo(args: argparse.Namespace) -> Path:
         sim_preview.main(["--drive", str(drive_dir), "--out", str(docs / "drive_preview_straight.png"),
                           "--start-m", "150", "--span-m", "60", "--frames", "3", "--force"])
         _overview(world_dir, drive_dir, docs / "world_overview.png")
+        from ..sim.preview import survey_gap_picture
+
+        survey_gap_picture(seed=args.world_seed, size_m=args.size_m).save(docs / "survey_gap.png")
     stats = json.loads((drive_dir / "drive.json").read_text())["stats"]
     if args.skip_replay:
         print(f"demo: world, drive and preview in {data}; GNSS RMS error {stats['gnss']['rms_m']:.1f} m over "

@@ -41,6 +41,9 @@ def register(sub) -> argparse.ArgumentParser:
     p.add_argument("--hfov-deg", type=positive(float, 0, 170, "--hfov-deg"), default=90.0,
                    help="horizontal field of view of the ground camera")
     p.add_argument("--seed", type=seed_type, default=0, help="seed of routes, appearance, splits and jitter")
+    p.add_argument("--no-camera-effects", action="store_true",
+                   help="legacy ground camera noise (no auto exposure, vignetting, shot/read noise); the survey "
+                        "gap and terrain come with the worlds (`geoloc sim world --no-survey-gap --no-terrain`)")
     p.add_argument("--force", action="store_true", help="replace an existing, non-empty output directory")
     p.set_defaults(func=run_sim_dataset)
     return p
@@ -54,7 +57,8 @@ def run_sim_dataset(args: argparse.Namespace) -> Path:
     cfg = DatasetConfig(seq_len=args.seq_len, spacing_m=args.spacing_m, drives_per_world=args.drives_per_world,
                         drive_length_m=args.drive_length_m, tile_m=args.tile_m, tile_px=args.tile_px,
                         heading_bins=args.heading_bins, cell_m=args.cell_m, fractions=tuple(args.fractions),
-                        width=args.width, height=args.height, hfov_deg=args.hfov_deg, seed=args.seed)
+                        width=args.width, height=args.height, hfov_deg=args.hfov_deg, seed=args.seed,
+                        camera_effects=not args.no_camera_effects)
     if not args.world and not args.heldout_world:
         raise InvalidArgument("give at least one --world (or --heldout-world) made by `geoloc sim world`")
     check_output_dir(args.out, args.force)

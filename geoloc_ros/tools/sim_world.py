@@ -34,16 +34,16 @@ def register(sub) -> argparse.ArgumentParser:
 
 
 def add_survey_arguments(p: argparse.ArgumentParser) -> None:
-    from ..sim.survey import SURVEY_PARTS
-
+    # no sim import here: building the parser must not need numpy (PARTs are checked by SurveyGap.without)
     g = p.add_argument_group("aerial survey gap (on by default; recorded in world.json 'survey', docs/data.md)")
     g.add_argument("--no-survey-gap", action="store_true",
                    help="orthophoto = the world at drive time under the legacy survey sun (the bytes of earlier "
                         "versions for the same seed)")
     p.add_argument("--no-terrain", action="store_true",
                    help="flat ground (no elevation raster): the car drives level, as in earlier versions")
-    g.add_argument("--survey-without", nargs="+", default=[], choices=SURVEY_PARTS, metavar="PART",
-                   help=f"switch single parts of the survey gap off: {', '.join(SURVEY_PARTS)}")
+    g.add_argument("--survey-without", nargs="+", default=[], metavar="PART",
+                   help="switch single parts of the survey gap off: sun, season, cars, photometric, blur, jpeg, "
+                        "misregistration")
 
 
 def survey_from_args(args: argparse.Namespace):
@@ -57,10 +57,11 @@ def run_sim_world(args: argparse.Namespace) -> Path:
     from ..sim.terrain import TerrainParams
 
     validate_world_args(args.seed, args.size_m, args.gsd_m, args.origin_lat, args.origin_lon)
+    survey = survey_from_args(args)
     check_output_dir(args.out, args.force)
     t0 = time.perf_counter()
     world = generate_world(seed=args.seed, size_m=args.size_m, gsd_m=args.gsd_m, origin_lat=args.origin_lat,
-                           origin_lon=args.origin_lon, progress=True, survey=survey_from_args(args),
+                           origin_lon=args.origin_lon, progress=True, survey=survey,
                            terrain=None if args.no_terrain else TerrainParams())
     t_gen = time.perf_counter() - t0
     world.save(args.out, force=args.force, extra_manifest={"command": command_line()})

@@ -185,7 +185,7 @@ def _table(rows) -> str:
         for k in ("raw", "baseline", "corrected"):
             med, p95 = _med(m, k)
             cells.append(f"{f(med)}/{f(p95)}")
-        mf = ((m.get("map_frame") or {}).get("methods") or {}).get("corrected") or {}
+        mf = (((m.get("map_frame") or {}).get("methods") or {}).get("corrected") or {}).get("error_m") or {}
         cov = (m["methods"]["corrected"].get("covariance") or {}).get("inside_95_pct")
         cam = m.get("camera") or {}
         ms = (m["methods"]["corrected"].get("compute_ms") or {}).get("median")

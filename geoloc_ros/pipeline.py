@@ -50,6 +50,9 @@ class LocalizerConfig(FilterParams, MetricParams):
     _owner: ClassVar[str] = "localizer"
 
     use_camera: bool = _f(True, "use camera matches; false gives the GNSS + odometry baseline (same filter)")
+    map_registration_sigma_m: float = _f(1.0, "absolute accuracy of the orthophoto's registration (m, 1-sigma per "
+                                         "axis; from its metadata, e.g. 0.5-2 m): added to the published covariance "
+                                         "while metric matches hold the estimate on the map", 0.0, 100.0)
     camera_measurement: str = _f("auto", "the camera's measurement while a prior exists: metric (BEV matched "
                                  "against the orthophoto over x, y, heading; needs a metric matcher), retrieval "
                                  "(tile index similarity map), or auto (metric when a matcher is given)",
@@ -509,8 +512,15 @@ class Localizer:
             if status == "tracking":
                 status = "degraded"
         heading = (float(yaw_to_heading_deg(yaw)) + self._conv(x, y)) % 360.0
+        cov = np.array(st.cov, float)
+        if self.metric and self.tracker.last_match_t is not None:
+            # metric matches put the filter on the orthophoto, whose own registration error they cannot
+            # see: the published covariance adds it, fading as GNSS takes over without matches
+            fade = math.exp(-max(0.0, float(st.t) - self.tracker.last_match_t) / self.config.gnss_bias_tau_s)
+            cov[0, 0] += fade * self.config.map_registration_sigma_m ** 2
+            cov[1, 1] += fade * self.config.map_registration_sigma_m ** 2
         return Estimate(t=float(st.t), lat=lat, lon=lon, x=x, y=y, yaw=yaw, heading_deg=heading,
-                        cov=np.asarray(st.cov, float), status=status, reasons=reasons, candidates=candidates,
+                        cov=cov, status=status, reasons=reasons, candidates=candidates,
                         match_used=bool(ev is not None and ev.ok),
                         confidence=float(ev.confidence) if ev is not None else float("nan"), sim_map=sim_map,
                         keyframe=keyframe, match_reason=match_reason)

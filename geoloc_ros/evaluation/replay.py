@@ -891,9 +891,14 @@ def compute_metrics(res: ReplayResult, *, grid_dt_s: float = 0.1, max_age_s: flo
             out["camera"] = M.camera_recall(np.asarray(res.camera_peaks, float), res.truth_map or res.truth)
         if res.truth_map is not None:
             # the camera cannot see a misregistered map's error: score against the truth as the map shows it
-            out["map_frame"] = {"misregistration_m": res.map_offset,
-                                "methods": {k: M.error_stats(M.horizontal_errors(tracks[k], res.truth_map)[0])
-                                            for k in METHODS}}
+            out["map_frame"] = {"misregistration_m": res.map_offset, "methods": {}}
+            for k in METHODS:
+                err, dx, dy = M.horizontal_errors(tracks[k], res.truth_map)
+                use = tracks[k].usable()
+                mf = {"error_m": M.error_stats(np.where(use, err, np.nan))}
+                if tracks[k].cov is not None:
+                    mf["covariance"] = M.covariance_honesty(np.where(use, dx, np.nan), dy, tracks[k].cov)
+                out["map_frame"]["methods"][k] = mf
         if res.recall_radius_m and c.cand_t:
             tx, ty, _ = res.truth.at(np.asarray(c.cand_t, float))
             out["recall"] = M.recall_at_k(c.cand_x, c.cand_y, tx, ty, res.recall_radius_m,

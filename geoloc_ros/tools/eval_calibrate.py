@@ -4,7 +4,9 @@ The camera likelihood is ``exp(cosine score / T)``. Too small a T makes the filt
 (the truth falls outside the published ellipse), too large a T throws the camera's precision
 away. Each candidate T replays every validation bag through the Localizer; the chosen T is the
 smallest whose truth-inside-95 %-ellipse share, pooled over the bags, reaches ``--target``
-(default 93 %): the sharpest honest one. Writes a YAML of LocalizerConfig overrides to use with
+(default 93 %): the sharpest honest one. The truth is taken as the map shows it where the world
+records a misregistration, and the orthophoto's registration sigma is left out of the covariance
+for this (``map_registration_sigma_m`` is a property of the orthophoto, not of the camera). Writes a YAML of LocalizerConfig overrides to use with
 ``geoloc eval replay --config`` or the node's ``localizer.volume_temperature``. Validation drives
 must come from towns that are not used for the final (held-out) numbers.
 """
@@ -51,7 +53,9 @@ def run_eval_calibrate(args: argparse.Namespace) -> Path:
     t0 = time.perf_counter()
     rows = []
     for tau in sorted(args.temperatures):
-        cfg = dataclasses.replace(base, volume_temperature=float(tau))
+        # the camera's own consistency: against the truth as the map shows it (a synthetic world's
+        # recorded misregistration), without the orthophoto's registration sigma in the covariance
+        cfg = dataclasses.replace(base, volume_temperature=float(tau), map_registration_sigma_m=0.0)
         inside, n, med = 0.0, 0, []
         for b in args.bags:
             bag = resolve_bag(b)
@@ -64,7 +68,8 @@ def run_eval_calibrate(args: argparse.Namespace) -> Path:
             m = open_matcher(wd / "orthophoto.tif", cfg, frame=_world_frame(wd), features=args.features)
             res = replay_bag(bag, None, None, cfg, matcher=m, progress=False)
             c = res.metrics["methods"]["corrected"]
-            cov = c.get("covariance") or {}
+            mf = ((res.metrics.get("map_frame") or {}).get("methods") or {}).get("corrected")
+            cov = (mf or c).get("covariance") or {}
             k = int(cov.get("n") or 0)
             if k:
                 inside += float(cov["inside_95_pct"]) * k / 100.0

@@ -50,9 +50,11 @@ class LocalizerConfig(FilterParams, MetricParams):
     _owner: ClassVar[str] = "localizer"
 
     use_camera: bool = _f(True, "use camera matches; false gives the GNSS + odometry baseline (same filter)")
-    map_registration_sigma_m: float = _f(1.0, "absolute accuracy of the orthophoto's registration (m, 1-sigma per "
-                                         "axis; from its metadata, e.g. 0.5-2 m): added to the published covariance "
-                                         "while metric matches hold the estimate on the map", 0.0, 100.0)
+    map_registration_sigma_m: float = _f(0.5, "absolute accuracy of the orthophoto's registration (m, 1-sigma per "
+                                         "axis): added to the published covariance while metric matches hold the "
+                                         "estimate on the map. Set it from your orthophoto's metadata (often 0.5-2 m); "
+                                         "0.5 kept the truth inside the 95 % ellipse 98 % of the time on the "
+                                         "simulator's validation drives (0.7: 100 %)", 0.0, 100.0)
     camera_measurement: str = _f("auto", "the camera's measurement while a prior exists: metric (BEV matched "
                                  "against the orthophoto over x, y, heading; needs a metric matcher), retrieval "
                                  "(tile index similarity map), or auto (metric when a matcher is given)",

@@ -347,6 +347,7 @@ def plot_metric(res, path: Path, n: int = 3) -> Path:
         ax2.set_title("score map around the prior", fontsize=9)
         ax2.legend(loc="lower right", fontsize=7)
         ax2.set_xlabel("x (m, map)", fontsize=8)
+    fig.subplots_adjust(hspace=0.35)
     return _save(fig, path)
 
 

@@ -18,7 +18,7 @@ def _drive(world_dir: Path, out: Path, storage: str) -> Path:
     from geoloc_ros.tools import sim_drive
 
     sim_drive.main(["--world", str(world_dir), "--out", str(out), "--duration-s", DRIVE_S, "--seed", "4",
-                    "--storage", storage, "--compressed"])
+                    "--storage", storage, "--compressed", "--width", "256", "--height", "128"])
     return out
 
 

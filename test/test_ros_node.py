@@ -108,7 +108,7 @@ def drive_dir(small_world_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("ros_drive") / "drive"
     # seed 5: stays 50+ m inside the 400 m town (whole 96 m tiles) and has one multipath event
     sim_drive(["--world", str(small_world_dir), "--out", str(out), "--seed", "5", "--duration-s", str(DRIVE_S),
-               "--compressed"])
+               "--compressed", "--width", "256", "--height", "128"])  # the model's size: keeps DDS light
     return out
 
 

@@ -182,3 +182,31 @@ def test_export_of_other_weights_or_tampered_graph_is_refused(exported, tmp_path
         fh.write(b"\0")
     with pytest.raises(IncompatibleArtifact, match="sha256"):
         LearnedFeatures(d / "m.pt", export_dir=bad, backend="onnxruntime")
+
+
+def test_learned_extractor_module_imports_without_torch_or_onnxruntime():
+    """metric/ stays numpy + OpenCV at import time: the node loads the ONNX path without torch."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfor m in ('torch', 'onnxruntime'):\n    sys.modules[m] = None\n"
+            "import geoloc_ros.metric.learned as L, geoloc_ros.inference.bevmatch_artifacts\n"
+            "from geoloc_ros.metric.features import EXTRACTORS\nassert 'learned' in EXTRACTORS\nprint('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+def test_train_metric_refuses_held_out_towns(tmp_path):
+    from geoloc_ros.core.errors import InvalidArgument
+    from geoloc_ros.tools.train_metric import HELD_OUT_SEEDS, _check_worlds
+
+    for seed, ok in ((7, True), (HELD_OUT_SEEDS[0], False)):
+        w = tmp_path / f"w{seed}"
+        w.mkdir()
+        (w / "world.json").write_text(json.dumps({"seed": seed}))
+        if ok:
+            _check_worlds([w], False)
+        else:
+            with pytest.raises(InvalidArgument, match="held-out"):
+                _check_worlds([w], False)
+            _check_worlds([w], True)

@@ -4,8 +4,8 @@ differentiable score volume they are trained through (OrienterNet-style NLL over
 Both branches are small fully-convolutional nets at the input resolution (0.5 m/px): a full-
 resolution stem, half- and quarter-resolution bodies (stride-2 convs, residual and dilated convs)
 whose projections are upsampled back and added to a projection of the stem (``DenseEncoder``). Outputs are ``channels`` features,
-L2-normalised per cell; the BEV branch also outputs a per-cell weight in (0, 1) (sigmoid) that the
-correlation uses (multiplied by the valid mask). Inputs are raw values, the scaling is in the
+L2-normalised per cell; the BEV branch also outputs a per-cell weight (sigmoid times the valid
+mask, scaled to mean 1 over the valid cells) that the correlation uses. Inputs are raw values, the scaling is in the
 graph (so ONNX, torch and the numpy callers cannot disagree on it):
 
     bev    [N, 5, h, w]: R, G, B in 0..255, valid (0/1), horizontal range from the camera (m)
@@ -132,7 +132,13 @@ class BevMatchModel(nn.Module):
         x = torch.cat([(rgb / 255.0 - 0.5) * valid, valid,
                        torch.clamp(rng / self.cfg.range_scale_m, 0.0, 2.0) * valid], dim=1)
         f, w = self.bev_net(x)
-        return f, (w * valid)[:, 0]
+        # the cosine volume does not depend on the weights' scale (only on their ratios), so fix it:
+        # mean 1 over the valid cells. A free scale has no gradient but the denominator's epsilon,
+        # which Adam amplifies: in training the weights collapsed to ~1e-11 within 100 steps.
+        w = w * valid
+        n = valid.sum(dim=(1, 2, 3), keepdim=True)
+        w = w * (n / (w.sum(dim=(1, 2, 3), keepdim=True) + 1e-6))
+        return f, w[:, 0]
 
     def encode_aerial(self, aerial: torch.Tensor) -> torch.Tensor:
         """aerial [N, 3, H, W] in 0..255 -> features [N, C, H, W]."""

@@ -44,6 +44,8 @@ def register(sub) -> argparse.ArgumentParser:
     p.add_argument("--threads", type=positive(int, 0, 64, "--threads"), default=2, help="torch CPU threads")
     p.add_argument("--stop-after-min", type=positive(float, 0, 1e6, "--stop-after-min"), default=None,
                    help="save and stop after this many minutes of training; rerun the same command to continue")
+    p.add_argument("--init", type=Path, default=None,
+                   help="start from this bevmatch checkpoint's weights (e.g. continue a finished run with a new schedule)")
     p.add_argument("--no-export", action="store_true", help="skip the ONNX export at the end")
     p.add_argument("--allow-held-out", action="store_true",
                    help=f"allow worlds with the held-out seeds {HELD_OUT_SEEDS} (never for a shipped model)")
@@ -87,7 +89,7 @@ def run_train_metric(args: argparse.Namespace) -> Path:
     cfg = MetricTrainConfig(steps=args.steps, batch=args.batch, lr=args.lr, warmup_steps=args.warmup_steps,
                             val_every=args.val_every, val_samples=args.val_samples, seed=args.seed,
                             model={"channels": args.channels} if args.channels != 8 else {})
-    trainer = MetricTrainer(cache, out, cfg, force=args.force)
+    trainer = MetricTrainer(cache, out, cfg, force=args.force, init=args.init)
     stop = None if args.stop_after_min is None else args.stop_after_min * 60.0
     res = trainer.run(stop_after_s=stop)
     val = res["history"]["val"][-1] if res["history"]["val"] else {}

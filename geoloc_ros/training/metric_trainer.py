@@ -202,7 +202,8 @@ class MetricTrainer:
                  init: Optional[Path] = None):
         self.cache, self.out, self.cfg = Path(cache), Path(out), cfg
         self.out.mkdir(parents=True, exist_ok=True)
-        settings = {"cache": str(self.cache.resolve()), "train": asdict(cfg)}
+        settings = {"cache": str(self.cache.resolve()), "train": asdict(cfg),
+                    "init": str(Path(init).resolve()) if init is not None else None}
         run = self.out / "run.json"
         if run.is_file() and not force:
             have = json.loads(run.read_text())

@@ -234,7 +234,7 @@ def main(argv=None):
             row["backend"] = extractors[name].backend
         rows.append(row)
     cols = ["extractor", "T", "n", "lat@1m", "lat@3m", "lat@5m", "lon@1m", "lon@3m", "lon@5m", "yaw@1deg",
-            "yaw@3deg", "yaw@5deg", "median_m", "ms", "feat_ms"]
+            "yaw@3deg", "yaw@5deg", "median_m", "ms", "feat_ms", "backend"]
     wj = json.loads((Path(world) / "world.json").read_text())
     gap = bool((wj.get("survey") or {}).get("enabled", bool(wj.get("survey"))))
     print(f"metric matching, camera only: world {world} (seed {wj.get('seed')}, survey gap "

@@ -71,6 +71,15 @@ def _aligned_problem(rng, yaw=0.0):
 def test_nll_decreases_in_a_few_steps():
     from geoloc_ros.metric.learned import aerial_input, bev_input
 
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors: threads only add overhead on a shared 2-core machine
+    try:
+        _train_tiny(aerial_input, bev_input)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train_tiny(aerial_input, bev_input):
     torch.manual_seed(0)
     g, bev, valid, rng_m, aerial, x_left, y_top, (xv, yv, yaw) = _aligned_problem(np.random.default_rng(1))
     model = BevMatchModel(TINY)
@@ -135,7 +144,7 @@ def exported(tmp_path_factory):
 
 def test_onnx_export_parity(exported):
     d, man = exported
-    assert man["parity"]["passed"] and man["parity"]["max_abs"] < 1e-4
+    assert man["parity"]["passed"] and man["parity"]["max_abs"] < 1e-4 and man["parity"]["weight_max_abs"] < 1e-3
     sizes = {tuple(c["size"]) for c in man["parity"]["checks"]}
     assert len(sizes) >= 4  # several spatial sizes through one graph (dynamic h, w)
 

@@ -1,9 +1,11 @@
 """Export a bevmatch checkpoint to ONNX (two graphs with dynamic spatial sizes + manifest) and check
 ONNX Runtime against torch on real-sized random inputs.
 
-Parity tolerance: the features are unit vectors per cell and the weight is in (0, 1); the check
-bounds the largest absolute difference of any output value: 1e-4 (measured ~1e-6, summation
-order only). A cosine score over N cells moves by at most that much.
+Parity tolerance: the features are unit vectors per cell: largest absolute difference 1e-4
+(measured ~1e-5, summation order only). The weights are scaled to mean 1 over the valid cells (a
+sum over the whole BEV inside the graph): largest absolute difference 1e-3, i.e. 1e-3 of the mean
+weight (measured ~1e-4 on random inputs); the cosine score is a ratio of weighted sums, so a
+relative weight error e moves it by O(e), far below the score differences the peak relies on.
 """
 from __future__ import annotations
 
@@ -24,7 +26,8 @@ from ..models.bevmatch import BevMatchModel, load_bevmatch
 from .bevmatch_artifacts import EXPORT_FORMAT, EXPORT_FORMAT_VERSION, GRAPHS, MANIFEST_NAME
 
 DEFAULT_OPSET = 18
-PARITY_TOLERANCE = 1e-4
+PARITY_TOLERANCE = 1e-4  # features
+WEIGHT_TOLERANCE = 1e-3  # BEV weights (mean 1 over valid cells)
 
 
 class ExportFailed(GeolocError):
@@ -60,7 +63,7 @@ def _inputs(rng: np.random.Generator, h: int, w: int, bev: bool) -> np.ndarray:
 
 
 def parity_check(model: BevMatchModel, export_dir: Path, tolerance: float = PARITY_TOLERANCE,
-                 seed: int = 0) -> Dict[str, Any]:
+                 weight_tolerance: float = WEIGHT_TOLERANCE, seed: int = 0) -> Dict[str, Any]:
     """ONNX Runtime (CPU) vs torch at several spatial sizes (odd and even, BEV- and window-sized)."""
     import onnxruntime as ort
 
@@ -80,12 +83,17 @@ def parity_check(model: BevMatchModel, export_dir: Path, tolerance: float = PARI
                     ref = [f.numpy(), wt[:, None].numpy()]
                 else:
                     ref = [model.encode_aerial(torch.from_numpy(x)).numpy()]
-                d = max(float(np.abs(a - b).max()) for a, b in zip(got, ref))
                 ok = all(a.shape == b.shape for a, b in zip(got, ref)) and all(np.isfinite(a).all() for a in got)
-                checks.append({"graph": key, "size": [h, w], "max_abs": d, "ok": bool(ok)})
+                d = float(np.abs(got[0] - ref[0]).max()) if ok else float("inf")
+                c = {"graph": key, "size": [h, w], "max_abs": d, "ok": bool(ok)}
+                if key == "bev":
+                    c["weight_max_abs"] = float(np.abs(got[1] - ref[1]).max()) if ok else float("inf")
+                    c["ok"] = bool(ok and c["weight_max_abs"] <= weight_tolerance)
+                checks.append(c)
     worst = max(c["max_abs"] for c in checks)
-    return {"tolerance": tolerance, "max_abs": worst, "passed": bool(worst <= tolerance and all(c["ok"] for c in checks)),
-            "checks": checks}
+    return {"tolerance": tolerance, "weight_tolerance": weight_tolerance, "max_abs": worst,
+            "weight_max_abs": max(c.get("weight_max_abs", 0.0) for c in checks),
+            "passed": bool(worst <= tolerance and all(c["ok"] for c in checks)), "checks": checks}
 
 
 def export_bevmatch(checkpoint: Path, out: Path, *, force: bool = False, opset: int = DEFAULT_OPSET,
@@ -120,8 +128,10 @@ def export_bevmatch(checkpoint: Path, out: Path, *, force: bool = False, opset: 
             onnx.checker.check_model(str(tmp / g["file"]))
         parity = parity_check(model, tmp)
         if not parity["passed"]:
-            raise ExportFailed(f"bevmatch ONNX export of {checkpoint} fails the parity check: max abs "
-                               f"{parity['max_abs']:.2e} > {parity['tolerance']:.0e} ({parity['checks']})")
+            raise ExportFailed(f"bevmatch ONNX export of {checkpoint} fails the parity check: features max abs "
+                               f"{parity['max_abs']:.2e} (tolerance {parity['tolerance']:.0e}), weights max abs "
+                               f"{parity['weight_max_abs']:.2e} (tolerance {parity['weight_tolerance']:.0e}): "
+                               f"{parity['checks']}")
         manifest = {
             "format": EXPORT_FORMAT, "format_version": EXPORT_FORMAT_VERSION,
             "model": {"preset": ck["preset"], "fingerprint": ck["fingerprint"], "dim": ck["dim"]},

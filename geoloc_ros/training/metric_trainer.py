@@ -282,6 +282,14 @@ class MetricTrainer:
         return {"nll": float(np.mean(losses)) if losses else float("nan"), "n": len(losses), **_recall(errs)}
 
     def run(self, stop_after_s: Optional[float] = None, progress: bool = True) -> Dict[str, Any]:
+        """Train until ``steps`` (or ``stop_after_s``); Ctrl-C saves the state before it stops."""
+        try:
+            return self._run(stop_after_s, progress)
+        except KeyboardInterrupt:
+            self._save()
+            raise
+
+    def _run(self, stop_after_s: Optional[float], progress: bool) -> Dict[str, Any]:
         from tqdm import tqdm
 
         c = self.cfg

@@ -32,8 +32,9 @@ def register(sub) -> argparse.ArgumentParser:
     p.add_argument("--cache", type=Path, default=None, help="sample cache (default OUT/samples)")
     p.add_argument("--drives", type=positive(int, 0, 1000, "--drives"), default=10, help="drives per world")
     p.add_argument("--duration-s", type=positive(float, 0, 3600, "--duration-s"), default=90.0)
-    p.add_argument("--steps", type=positive(int, 0, 10 ** 7, "--steps"), default=4000,
-                   help="optimizer steps (4000 x --batch 4 at ~0.5 s per sample: ~2.2 h on an idle 2-core CPU)")
+    p.add_argument("--steps", type=positive(int, 0, 10 ** 7, "--steps"), default=10000,
+                   help="optimizer steps (10000 x --batch 4 at ~0.09 s per sample: ~1 h on the 2-core CPU when "
+                        "it is not shared, <= 3 h when other jobs take 2/3 of it)")
     p.add_argument("--batch", type=positive(int, 0, 256, "--batch"), default=4)
     p.add_argument("--lr", type=positive(float, 0, 1, "--lr"), default=2e-3)
     p.add_argument("--warmup-steps", type=int, default=100, help="linear learning-rate warm-up")

@@ -26,7 +26,7 @@ COMMANDS = {
     "data": ["data_convert"],
 }
 # top-level commands without a group (module names under geoloc_ros.tools)
-TOP_LEVEL: List[str] = ["train", "play", "demo"]
+TOP_LEVEL: List[str] = ["train", "train_metric", "play", "demo"]
 
 DESCRIPTIONS = {
     "sim": "synthetic world, drives (rosbag2) and training datasets",

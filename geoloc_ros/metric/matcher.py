@@ -91,8 +91,10 @@ class MetricMatcher:
         self.views.append(_View(float(t), image, pose, bev, valid, self.projector.range_map()))
 
     # ------------------------------------------------------------------ mosaic
-    def _mosaic(self, pitch: float = 0.0):
-        """Fuse the kept views into the newest view's vehicle frame."""
+    def mosaic(self, pitch: float = 0.0):
+        """Fuse the kept views into the newest view's vehicle frame -> (rgb [h, w, 3], valid [h, w],
+        effective range [h, w], BevGrid of the mosaic, number of views). Also what the learned
+        extractor's training data is made of (``training.metric_data``)."""
         p, g = self.p, self.grid
         views = list(self.views) if p.metric_fusion != "single" else list(self.views)[-1:]
         cur = views[-1]
@@ -158,7 +160,7 @@ class MetricMatcher:
         best: Optional[MetricResult] = None
         aerial_cache = {}
         for pitch in pitches:
-            rgb, valid, rng, gm, nviews = self._mosaic(pitch)
+            rgb, valid, rng, gm, nviews = self.mosaic(pitch)
             feats, weight = self.fx.bev(rgb, valid, rng)
             if not float(weight.sum()) > 0:
                 raise InvalidArgument("the BEV has no valid cell (camera model or mounting wrong?)")

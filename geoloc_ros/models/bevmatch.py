@@ -242,8 +242,9 @@ def torch_match_bev(feats: torch.Tensor, weight: torch.Tensor, grid: BevGrid, ya
     with torch.no_grad():
         wsum = Wt.sum(dim=(1, 2, 3))
         cover = _fft_corr(v[None], Wt) / torch.clamp(wsum, min=1e-6)[:, None, None]
-    tn = torch.sqrt(torch.clamp((Wt * T * T).sum(dim=(1, 2, 3)), min=0.0))
-    den = tn[:, None, None] * torch.sqrt(torch.clamp(en, min=0.0) + 1e-12) + 1e-6
+    # the template's energy on the valid aerial pixels only, as correlate.score_volume does
+    tn2 = _fft_corr(v[None], (Wt * T * T).sum(dim=1, keepdim=True))
+    den = torch.sqrt(torch.clamp(tn2, min=0.0) + 1e-12) * torch.sqrt(torch.clamp(en, min=0.0) + 1e-12) + 1e-6
     S = num / den
     xs, ys, offs = volume_axes(origins, tuple(S.shape[1:]), x_left, y_top, grid.res_m)
     ny, nx = len(ys), len(xs)

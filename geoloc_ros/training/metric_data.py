@@ -129,7 +129,7 @@ def synthesize_world(world_dir: Path, out: Path, cfg: SynthConfig, *, progress: 
                 m.add_keyframe(float(t_cam[k]), img, (x + ox, y + oy, yaw + oyaw))
                 if len(m.views) < T:
                     continue
-                rgb, valid, rngm, gm, nviews = m._mosaic(0.0)
+                rgb, valid, rngm, gm, nviews = m.mosaic(0.0)
                 _write_npz(ddir / f"k{j:04d}_t{T}.npz", rgb=np.clip(rgb + 0.5, 0, 255).astype(np.uint8),
                            valid=valid, range_m=np.minimum(rngm, 1e3).astype(np.float16),
                            grid=np.array([gm.res_m, gm.x_min_m, gm.x_max_m, gm.y_half_m]),

@@ -624,11 +624,11 @@ def test_the_mosaic_of_two_keyframes_agrees_with_the_newer_view(tex_world, tex_a
         m = _matcher_at(tex_world, tex_aerial, cam, metric_seq_len=2, metric_fusion="mean")
         m.add_keyframe(0.0, img_a, odom_rot(pose_a))
         m.add_keyframe(0.5, img_b, odom_rot(b))
-        rgb, valid, _, gm, n = m._mosaic()
+        rgb, valid, _, gm, n = m.mosaic()
         assert n == 2
         single = _matcher_at(tex_world, tex_aerial, cam, metric_seq_len=1)
         single.add_keyframe(0.5, img_b, odom_rot(b))
-        rgb1, valid1, _, g1, _ = single._mosaic()
+        rgb1, valid1, _, g1, _ = single.mosaic()
         assert gm.x_max_m == g1.x_max_m and gm.x_min_m < g1.x_min_m and gm.y_half_m == g1.y_half_m
         # rows of the mosaic that the single grid also covers
         rows = gm.shape[0] - g1.shape[0]

@@ -53,6 +53,11 @@ def test_demo_replays_the_drive_and_writes_a_report(demo_run, capsys):
         assert m[method]["error_m"]["n"] > 10, method
         assert m[method]["error_m"]["median"] < 15.0, method  # a 6 s drive: GNSS noise of a few metres
     assert doc["localizer_stats"]["corrected"]["keyframes"] >= 3
+    # the camera's measurement is metric matching on the orthophoto: its peaks were scored and used
+    cam = doc["metrics"]["camera"]
+    assert cam["keyframes"] >= 3 and cam["used_pct"] > 0
+    assert doc["localizer_stats"]["corrected"]["matches_used"] >= 1
+    assert np.asarray(Image.open(runs[0] / "camera_bev.png")).std() > 10
     report = (runs[0] / "report.md").read_text()
     assert "geoloc demo" in report and "trajectory.png" in report
     for name in ("demo_trajectory.png", "demo_error_over_time.png", "demo_error_cdf.png"):

@@ -497,14 +497,19 @@ class GeolocMixin:
                             f"{self.settings.localizer.gnss_default_sigma_m:g} m is used instead")
         self.queue.put("fix", (sample, alt, var_u, service))
 
-    def _on_camera_info(self, msg) -> None:
+    def _converted(self, kind: str, convert, msg):
+        """``convert(msg)``, or None with the drop counted (its own reason, else conversion_error)."""
         try:
-            info = msgconv.camera_info(msg)
+            return convert(msg)
         except MessageDropped as exc:
-            self.drops.add(f"camera_info.{exc.reason}", str(exc))
-            return
-        except Exception as exc:
-            self.drops.add("camera_info.conversion_error", f"{type(exc).__name__}: {exc}")
+            self.drops.add(f"{kind}.{exc.reason}", str(exc))
+        except Exception as exc:  # anything else a broken message can do
+            self.drops.add(f"{kind}.conversion_error", f"{type(exc).__name__}: {exc}")
+        return None
+
+    def _on_camera_info(self, msg) -> None:
+        info = self._converted("camera_info", msgconv.camera_info, msg)
+        if info is None:
             return
         info = info._replace(t=0.0)
         if info != self._last_info:  # camera_info repeats with every frame: queue changes only
@@ -512,22 +517,15 @@ class GeolocMixin:
             self.queue.put("camera_info", info)
 
     def _on_tf_static(self, msg) -> None:
-        try:
-            self.queue.put("tf_static", msgconv.transforms(msg))
-        except Exception as exc:
-            self.drops.add("tf_static.conversion_error", f"{type(exc).__name__}: {exc}")
+        tfs = self._converted("tf_static", msgconv.transforms, msg)
+        if tfs is not None:
+            self.queue.put("tf_static", tfs)
 
     def _on_odom(self, msg) -> None:
         self._on_input("odom", msg)
-        try:
-            sample = msgconv.odometry(msg)
-        except MessageDropped as exc:
-            self.drops.add(f"odom.{exc.reason}", str(exc))
-            return
-        except Exception as exc:
-            self.drops.add("odom.conversion_error", f"{type(exc).__name__}: {exc}")
-            return
-        self.queue.put("odom", sample)
+        sample = self._converted("odom", msgconv.odometry, msg)
+        if sample is not None:
+            self.queue.put("odom", sample)
 
     # ------------------------------------------------------------------ worker thread
     def _check_time(self, stream: str, t: float) -> None:

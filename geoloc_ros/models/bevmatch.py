@@ -18,9 +18,6 @@ on the same features. ``volume_nll`` is the loss.
 """
 from __future__ import annotations
 
-import hashlib
-import io
-import json
 import math
 import time
 from dataclasses import asdict, dataclass, fields
@@ -35,6 +32,7 @@ from torch import nn
 from ..core.errors import IncompatibleArtifact, InvalidArgument
 from ..metric.bev import BevGrid
 from ..metric.correlate import canvas_for, rigid, volume_axes
+from .crossview import state_fingerprint, write_checkpoint_file
 
 CHECKPOINT_FORMAT = "geoloc-bevmatch-checkpoint"
 CHECKPOINT_FORMAT_VERSION = 1
@@ -276,17 +274,6 @@ def volume_nll(scores: torch.Tensor, mask: torch.Tensor, temperature: torch.Tens
 
 # ---- checkpoints -------------------------------------------------------------------------------
 
-def state_fingerprint(state: Dict[str, torch.Tensor]) -> str:
-    h = hashlib.sha256()
-    for k in sorted(state):
-        t = state[k].detach().cpu().contiguous()
-        h.update(k.encode())
-        h.update(str(t.dtype).encode())
-        h.update(str(tuple(t.shape)).encode())
-        h.update(t.numpy().tobytes())
-    return h.hexdigest()
-
-
 def save_bevmatch(path: Path, model: BevMatchModel, *, extra: Optional[Dict] = None) -> Dict:
     """``path`` (torch: manifest + float32 weights) and ``path.with_suffix('.json')`` (the manifest),
     written via a temporary name so a crash never leaves a complete-looking half file."""
@@ -300,16 +287,7 @@ def save_bevmatch(path: Path, model: BevMatchModel, *, extra: Optional[Dict] = N
         "fingerprint": state_fingerprint(state), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         **(extra or {}),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    buf = io.BytesIO()
-    torch.save({"manifest": manifest, "state_dict": state}, buf)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(buf.getvalue())
-    tmp.replace(path)
-    side = path.with_suffix(".json")
-    tmp = side.with_name(side.name + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-    tmp.replace(side)
+    write_checkpoint_file(path, manifest, state)
     return manifest
 
 

@@ -242,14 +242,24 @@ def save_checkpoint(path: Path, model: CrossViewModel, *, extra: Optional[Dict] 
         "fingerprint": state_fingerprint(state), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         **(extra or {}),
     }
+    write_checkpoint_file(path, manifest, state)
+    return manifest
+
+
+def write_checkpoint_file(path: Path, manifest: Dict, state: Dict[str, torch.Tensor]) -> None:
+    """``path`` (torch: manifest + state_dict) and ``path.with_suffix('.json')`` (the manifest), each
+    written to a temporary name and renamed, so a crash never leaves a complete-looking half file."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
     torch.save({"manifest": manifest, "state_dict": state}, buf)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_bytes(buf.getvalue())
     tmp.replace(path)
-    path.with_suffix(".json").write_text(json.dumps(manifest, indent=2) + "\n")
-    return manifest
+    side = path.with_suffix(".json")
+    tmp = side.with_name(side.name + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+    tmp.replace(side)
 
 
 def read_checkpoint_manifest(path: Path) -> Dict:

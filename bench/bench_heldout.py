@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 import time
 from pathlib import Path
@@ -107,7 +106,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=None, help="JSON (default bench/results/heldout.json)")
     args = ap.parse_args(argv)
 
-    from geoloc_ros.evaluation.replay import load_localizer_config, replay_bag
+    from geoloc_ros.evaluation.replay import load_localizer_config, replay_bag, world_frame
     from geoloc_ros.metric import open_matcher
 
     cfg, _ = load_localizer_config(args.config)
@@ -116,10 +115,7 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     for town in args.towns:
         wd = make_world(args.data, town, args.size_m)
-        frame = json.loads((wd / "world.json").read_text())["frame"]
-        from geoloc_ros.core.geo import LocalFrame
-
-        fr = LocalFrame(int(frame["epsg"]), float(frame["origin_e"]), float(frame["origin_n"]))
+        fr = world_frame(wd)
         for sc in args.scenarios:
             dd = make_drive(args.data, wd, sc, args.drive_seed, args.duration_s)
             matcher = open_matcher(wd / "orthophoto.tif", cfg, frame=fr, features=args.features)

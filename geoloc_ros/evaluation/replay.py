@@ -851,7 +851,7 @@ def _truth_in_map_frame(truth: M.Truth, world_dir: Path, frame):
     try:
         from ..sim.survey import misregistration_displacement
 
-        wf = _world_frame(world_dir)
+        wf = world_frame(world_dir)
         ox = oy = 0.0
         if wf is not None and wf.epsg == frame.epsg:  # same UTM zone: the frames differ by their origins
             ox, oy = frame.origin_e - wf.origin_e, frame.origin_n - wf.origin_n
@@ -1230,7 +1230,7 @@ def evaluate_bag(bag, index_dir=None, model=None, *, backend: str = "auto", conf
     if ortho is not None:
         from ..metric import open_matcher
 
-        frame = index.frame if index is not None else _world_frame(world_dir)
+        frame = index.frame if index is not None else world_frame(world_dir)
         matcher = open_matcher(ortho, cfg, frame=frame, features=features)
     if encoder is None and matcher is None:
         raise InvalidArgument("nothing to match the camera against: give --ortho (metric matching) and/or "
@@ -1245,7 +1245,7 @@ def evaluate_bag(bag, index_dir=None, model=None, *, backend: str = "auto", conf
     return write_run(res, out, command=command, force=force), res
 
 
-def _world_frame(world_dir: Optional[Path]):
+def world_frame(world_dir: Optional[Path]):
     """The map frame of a synthetic world (its datum), or None (the matcher picks one)."""
     if world_dir is None:
         return None

@@ -44,7 +44,7 @@ def run_eval_calibrate(args: argparse.Namespace) -> Path:
 
     from ..core.bagpath import resolve_bag
     from ..core.errors import OutputExists
-    from ..evaluation.replay import _world_frame, find_world_dir, load_localizer_config, replay_bag
+    from ..evaluation.replay import world_frame, find_world_dir, load_localizer_config, replay_bag
     from ..metric import open_matcher
 
     if args.out.exists() and not args.force:
@@ -65,7 +65,7 @@ def run_eval_calibrate(args: argparse.Namespace) -> Path:
 
                 raise InvalidArgument(f"{b}: no world orthophoto beside the drive (calibration needs the drive's "
                                       f"world)")
-            m = open_matcher(wd / "orthophoto.tif", cfg, frame=_world_frame(wd), features=args.features)
+            m = open_matcher(wd / "orthophoto.tif", cfg, frame=world_frame(wd), features=args.features)
             res = replay_bag(bag, None, None, cfg, matcher=m, progress=False)
             c = res.metrics["methods"]["corrected"]
             mf = ((res.metrics.get("map_frame") or {}).get("methods") or {}).get("corrected")

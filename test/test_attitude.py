@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 
 from geoloc_ros.core.camera import PinholeCamera
-from geoloc_ros.sim.bag import (TOPIC_CAMERA_INFO, TOPIC_IMAGE, TOPIC_IMU, TOPIC_TF_STATIC, image_to_numpy, read_bag,
-                                read_truth_csv, stamp_ns, write_drive)
+from geoloc_ros.bag import read_bag
+from geoloc_ros.core.images import msg_to_rgb
+from geoloc_ros.sim.bag import (TOPIC_CAMERA_INFO, TOPIC_IMAGE, TOPIC_IMU, TOPIC_TF_STATIC, read_truth_csv, stamp_ns,
+                                write_drive)
 from geoloc_ros.sim.drive import GRAVITY, DriveConfig, ImuModel, rotation_rpy, simulate_drive
 from geoloc_ros.sim.render import Appearance, GroundRenderer, SensorModel
 from geoloc_ros.sim.terrain import Terrain
@@ -99,7 +101,7 @@ def test_rendered_slope_matches_projection_through_camera_info_tf_static_and_att
     bag = read_drive(out)
     truth = read_truth_csv(out / "truth.csv")
     assert np.ptp(truth["pitch"]) > 0.005 and np.abs(truth["roll"]).max() > 0.01, "the car must tilt"
-    images = [image_to_numpy(m) for _, _, m in read_bag(out / "bag", [TOPIC_IMAGE])]
+    images = [msg_to_rgb(m) for _, _, m in read_bag(out / "bag", [TOPIC_IMAGE])]
     errs = []
     for k in range(0, len(images), 3):
         yaw = truth["yaw"][k]

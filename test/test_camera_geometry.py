@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from geoloc_ros.core.camera import PinholeCamera
-from geoloc_ros.sim.bag import TOPIC_CAMERA_INFO, TOPIC_TF_STATIC, read_bag, write_drive
+from geoloc_ros.bag import read_bag
+from geoloc_ros.sim.bag import TOPIC_CAMERA_INFO, TOPIC_TF_STATIC, write_drive
 from geoloc_ros.sim.drive import DriveConfig, simulate_drive
 from geoloc_ros.sim.render import Appearance, GroundRenderer
 from geoloc_ros.sim.world import Buildings, Sem, make_toy_world

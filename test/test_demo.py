@@ -73,7 +73,7 @@ def test_demo_ran_the_same_drive_through_the_node_over_dds(demo_run):
     assert counts["/geoloc/fix"] > 10 and counts["/diagnostics"] >= 2
     debug = np.asarray(Image.open(rec / "debug_image.png"))  # the node drew it while the recorder listened
     assert debug.ndim == 3 and debug.shape[0] == debug.shape[1] >= 64 and debug.std() > 10
-    from geoloc_ros.ros.live import compare_with_replay
+    from geoloc_ros.evaluation.live import compare_with_replay
 
     cmp = compare_with_replay(rec / "recorded", demo_run / "runs" / rec.name,
                               demo_run / "drive_s1_6s_world_s7_400m" / "bag")
@@ -85,7 +85,7 @@ def test_demo_ran_the_same_drive_through_the_node_over_dds(demo_run):
 
 def test_the_demo_node_honours_ros_domain_id_and_otherwise_stays_in_0_101(monkeypatch, tmp_path):
     from geoloc_ros.core.errors import InvalidArgument
-    from geoloc_ros.ros.live import isolated_env, pick_domain
+    from geoloc_ros.evaluation.live import isolated_env, pick_domain
 
     monkeypatch.setenv("ROS_DOMAIN_ID", "42")
     assert pick_domain() == (42, "ROS_DOMAIN_ID")
@@ -120,9 +120,11 @@ def test_preview_shows_the_frames_of_the_bag(demo_run, tmp_path):
                      "--start-m", "0", "--span-m", "20"]) == 0
     img = np.asarray(Image.open(out))
     # right-hand panels: two frames (512x288 by default) scaled to half the 384 px map height
-    from geoloc_ros.sim.bag import TOPIC_IMAGE, image_to_numpy, read_bag
+    from geoloc_ros.bag import read_bag
+    from geoloc_ros.core.images import msg_to_rgb
+    from geoloc_ros.sim.bag import TOPIC_IMAGE
 
-    first = image_to_numpy(next(m for _, _, m in read_bag(drive / "bag", [TOPIC_IMAGE])))
+    first = msg_to_rgb(next(m for _, _, m in read_bag(drive / "bag", [TOPIC_IMAGE])))
     pw = img.shape[1] - (384 + 6)
     assert pw == round(384 // 2 * first.shape[1] / first.shape[0]) and img.shape[0] == 384 + 18
     panel = np.asarray(Image.fromarray(first).resize((pw, 190), Image.BILINEAR), float)

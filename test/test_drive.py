@@ -14,9 +14,11 @@ from geoloc_ros.cli import main as cli_main
 from geoloc_ros.core.camera import PinholeCamera
 from geoloc_ros.core.errors import InvalidArgument
 from geoloc_ros.core.geo import wrap_angle
+from geoloc_ros.bag import bag_topics, read_bag
+from geoloc_ros.core.images import msg_to_rgb
 from geoloc_ros.sim.bag import (EPOCH_NS, OPTICAL_QUAT, TOPIC_CAMERA_INFO, TOPIC_COMPRESSED, TOPIC_FIX,
-                                TOPIC_FIX_TRUTH, TOPIC_IMAGE, TOPIC_IMU, TOPIC_ODOM, TOPIC_TF, TOPIC_TF_STATIC, bag_topics,
-                                image_to_numpy, read_bag, read_truth_csv, stamp_ns, write_drive)
+                                TOPIC_FIX_TRUTH, TOPIC_IMAGE, TOPIC_IMU, TOPIC_ODOM, TOPIC_TF, TOPIC_TF_STATIC,
+                                read_truth_csv, stamp_ns, write_drive)
 from geoloc_ros.sim.drive import (GNSS_MULTIPATH, GNSS_NOMINAL, GNSS_OUTAGE, STATUS_NO_FIX, DriveConfig, GnssModel,
                                   OdometryModel, Trajectory, lane_offset, odometry_drift, plan_route, simulate_drive,
                                   simulate_gnss, simulate_odometry, stream_rng)
@@ -246,9 +248,9 @@ def test_bag_round_trip_with_rosbags(written_drive, small_world):
             assert msg.header.stamp.sec * 10 ** 9 + msg.header.stamp.nanosec == t_ns, topic
         if topic == TOPIC_IMAGE:
             assert (msg.encoding, msg.header.frame_id, msg.step) == ("rgb8", "camera_optical_frame", 3 * CAM.width)
-            images.append(image_to_numpy(msg))
+            images.append(msg_to_rgb(msg))
         elif topic == TOPIC_COMPRESSED:
-            jpeg = image_to_numpy(msg)
+            jpeg = msg_to_rgb(msg)
             assert np.abs(jpeg.astype(int) - frames[len(images) - 1].astype(int)).mean() < 6.0
         elif topic == TOPIC_CAMERA_INFO:
             np.testing.assert_allclose(np.array(msg.k).reshape(3, 3), CAM.K)
@@ -354,7 +356,7 @@ def test_iterable_frame_source_and_its_errors(small_world, tmp_path):
     sim = simulate_drive(small_world, DriveConfig(seed=1, duration_s=1.0))
     frames = [np.full((CAM.height, CAM.width, 3), k, np.uint8) for k in range(10)]
     write_drive(tmp_path / "ok", small_world, sim, CAM, iter(frames))
-    got = [image_to_numpy(m) for _, _, m in read_bag(tmp_path / "ok" / "bag", [TOPIC_IMAGE])]
+    got = [msg_to_rgb(m) for _, _, m in read_bag(tmp_path / "ok" / "bag", [TOPIC_IMAGE])]
     assert [int(g[0, 0, 0]) for g in got] == list(range(10))
     with pytest.raises(InvalidArgument, match="ended after 5 of 10"):
         write_drive(tmp_path / "short", small_world, sim, CAM, iter(frames[:5]))
@@ -445,7 +447,7 @@ def test_cli_drive_renders_and_is_deterministic(small_world_dir, small_world, tm
     assert "15 frames" in summary and "GNSS RMS" in summary and "drift" in summary and "MB" in summary
     assert runs["a"] == runs["b"], "same seed must give the same truth and the same messages"
     assert runs["a"][0] != runs["c"][0] and runs["a"][1] != runs["c"][1]
-    imgs = [image_to_numpy(m) for _, _, m in read_bag(tmp_path / "a" / "bag", [TOPIC_IMAGE])]
+    imgs = [msg_to_rgb(m) for _, _, m in read_bag(tmp_path / "a" / "bag", [TOPIC_IMAGE])]
     assert len(imgs) == 15 and imgs[0].shape == (32, 64, 3) and imgs[0].std() > 5.0
     m = json.loads((tmp_path / "a" / "drive.json").read_text())
     assert m["command"].startswith("geoloc") and m["appearance"]["sun_elevation_deg"] > 0

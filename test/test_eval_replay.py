@@ -115,7 +115,7 @@ def test_replay_evaluates_three_methods_against_truth(mcap_result, drives):
     assert res.metrics["recall"]["n"] > 0 and res.metrics["recall"]["radius_m"] > 0
     assert set(res.metrics["improvement"]) == {"corrected_vs_raw", "corrected_vs_baseline", "baseline_vs_raw"}
     # the raw error matches an independent computation from the bag's own truth topic
-    from geoloc_ros.sim.bag import read_bag
+    from geoloc_ros.bag import read_bag
 
     truth = {t: (msg.latitude, msg.longitude) for _, t, msg in read_bag(drives["mcap"] / "bag", ["/gnss/fix_truth"])}
     fixes = [(t, msg.latitude, msg.longitude) for _, t, msg in read_bag(drives["mcap"] / "bag", ["/gnss/fix"])
@@ -141,7 +141,7 @@ def test_sqlite3_and_mcap_inputs_give_identical_results(mcap_result, drives, enc
 
 def test_cli_writes_the_run_directory_and_refuses_to_overwrite(drives, index_dir, tmp_path, capsys):
     from geoloc_ros.evaluation.replay import read_estimates_csv
-    from geoloc_ros.sim.bag import read_bag
+    from geoloc_ros.bag import read_bag
     from geoloc_ros.tools import eval_compare, eval_replay
 
     argv = [str(drives["mcap"] / "bag"), "--index", str(index_dir), "--model", "seqgeo_lite", "--backend", "torch",
@@ -312,7 +312,7 @@ def test_ground_truth_from_an_odometry_in_the_map_frame_gives_the_same_errors(mc
     """The NavSatFix truth rewritten as nav_msgs/Odometry in the map frame (index datum): same metrics."""
     from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 
-    from geoloc_ros.sim.bag import typestore
+    from geoloc_ros.bag import typestore
 
     ts = typestore()
     T = ts.types

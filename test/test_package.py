@@ -52,7 +52,7 @@ HEAVY = ('torch', 'rclpy', 'rasterio', 'faiss', 'onnxruntime', 'tensorrt', 'ray'
 BLOCKED = f"import sys\nfor m in {HEAVY!r}:\n    sys.modules[m] = None\n"
 # the layers that must import without the heavy libraries (they import them inside functions/backends)
 LIGHT = ["geoloc_ros.cli", "geoloc_ros.pipeline", "geoloc_ros.index", "geoloc_ros.inference",
-         "geoloc_ros.evaluation"] + [f"geoloc_ros.metric.{p.stem}" for p in sorted((ROOT / "geoloc_ros/metric").glob("*.py"))
+         "geoloc_ros.evaluation", "geoloc_ros.bag"] + [f"geoloc_ros.metric.{p.stem}" for p in sorted((ROOT / "geoloc_ros/metric").glob("*.py"))
                                      if p.stem not in ("__init__", "learned")] + [f"geoloc_ros.core.{p.stem}" for p in sorted((ROOT / "geoloc_ros/core").glob("*.py"))
                                      if p.stem != "__init__"]
 
@@ -66,6 +66,41 @@ def test_core_and_cli_import_without_heavy_dependencies():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+def imported_modules(path: Path) -> set:
+    """Absolute names of the modules ``path`` imports anywhere (module level and inside functions);
+    for ``from X import y`` both X and X.y (y may be a module)."""
+    import ast
+
+    rel = path.relative_to(ROOT).with_suffix("").parts
+    package = rel[:-1]  # where relative imports start: the enclosing package (for __init__.py, its own)
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = list(package[:len(package) - node.level + 1]) if node.level else []
+            mod = ".".join(base + ([node.module] if node.module else []))
+            out.add(mod)
+            out |= {f"{mod}.{a.name}" for a in node.names}
+    return out
+
+
+def test_ros_package_is_the_node_and_never_reaches_into_evaluation_or_sim():
+    """ros/ holds the node and its conversions; harnesses around the node (the demo's live run) live
+    with the evaluation."""
+    for path in sorted((ROOT / "geoloc_ros/ros").glob("*.py")):
+        bad = {m for m in imported_modules(path) if m.startswith(("geoloc_ros.evaluation", "geoloc_ros.sim"))}
+        assert not bad, f"{path.name} imports {sorted(bad)}"
+
+
+def test_bag_package_depends_only_on_numpy_rosbags_stdlib_and_core():
+    allowed = ("numpy", "rosbags", "mcap", "geoloc_ros.core", "geoloc_ros.bag")
+    for path in sorted((ROOT / "geoloc_ros/bag").glob("*.py")):
+        bad = {m for m in imported_modules(path) if m.split(".")[0] not in sys.stdlib_module_names
+               and not (m + ".").startswith(tuple(a + "." for a in allowed))}
+        assert not bad, f"bag/{path.name} imports {sorted(bad)}"
 
 
 def find_python(version: str):

@@ -11,7 +11,7 @@ import pytest
 
 from geoloc_ros.core import msgconv
 from geoloc_ros.core.images import (ENCODINGS, ImageDropped, compressed_msg_to_rgb, compressed_to_rgb,
-                                    image_msg_to_rgb, image_to_rgb, rgb_to_image_fields)
+                                    image_msg_to_rgb, image_to_rgb, msg_to_rgb, rgb_to_image_fields)
 from geoloc_ros.core.msgconv import MessageDropped
 
 
@@ -175,7 +175,8 @@ def test_rgb_to_image_fields_is_the_inverse():
 
 
 def test_rosbags_messages_convert():
-    from geoloc_ros.sim.bag import _Msgs, typestore
+    from geoloc_ros.bag import typestore
+    from geoloc_ros.sim.bag import _Msgs
 
     m = _Msgs(typestore())
     img = rgb_img(6, 10)
@@ -193,6 +194,33 @@ def test_rosbags_messages_convert():
     np.testing.assert_allclose(o.cov, np.diag([0.04, 0.04, 0.01]))
 
 
+def test_msg_to_rgb_reads_images_and_compressed_images_of_a_bag_alike():
+    """The one converter of bags, tools and the node: an Image (any encoding; mono as three equal
+    channels) or a CompressedImage, told apart by their fields."""
+    from geoloc_ros.bag import header, typestore
+
+    ts = typestore()
+    T = ts.types
+    img = rgb_img(6, 10)
+    for enc in ("rgb8", "bgr8", "mono8"):
+        f = encode(img, enc, pad=2)
+        msg = T["sensor_msgs/msg/Image"](header=header(ts, 5, "cam"), height=f["height"], width=f["width"],
+                                         encoding=enc, is_bigendian=0, step=f["step"],
+                                         data=np.frombuffer(f["data"], np.uint8))
+        out = msg_to_rgb(msg)
+        assert out.shape == (6, 10, 3) and out.dtype == np.uint8
+        if enc == "mono8":
+            np.testing.assert_array_equal(out, np.repeat(img[:, :, :1], 3, axis=2))
+        else:
+            np.testing.assert_array_equal(out, img)
+    png = T["sensor_msgs/msg/CompressedImage"](header=header(ts, 5, "cam"), format="png",
+                                               data=np.frombuffer(_compress(img, "PNG"), np.uint8))
+    np.testing.assert_array_equal(msg_to_rgb(png), img)
+    with pytest.raises(ImageDropped, match="is not supported") as e:
+        msg_to_rgb(SimpleNamespace(encoding="yuv422", height=2, width=2, step=4, is_bigendian=0, data=bytes(8)))
+    assert e.value.reason == "unsupported_encoding"
+
+
 def _rclpy_msgs():
     return pytest.importorskip("sensor_msgs.msg", reason="ROS 2 Python messages not installed (pip install .[ros])")
 
@@ -204,8 +232,10 @@ def test_rclpy_image_and_compressed_messages_convert():
     msg = sm.Image(encoding=f["encoding"], height=f["height"], width=f["width"], step=f["step"],
                    is_bigendian=0, data=f["data"])
     np.testing.assert_array_equal(image_msg_to_rgb(msg), img)
+    np.testing.assert_array_equal(msg_to_rgb(msg), img)
     cm = sm.CompressedImage(format="png", data=_compress(img, "PNG"))
     np.testing.assert_array_equal(compressed_msg_to_rgb(cm), img)
+    np.testing.assert_array_equal(msg_to_rgb(cm), img)
 
 
 def test_navsatfix_cases_on_rclpy_messages():

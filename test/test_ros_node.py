@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from geoloc_ros.ros.live import isolated_env, stop_process, wait_for
+from geoloc_ros.evaluation.live import isolated_env, stop_process, wait_for
 
 pytest.importorskip("rclpy", reason="rclpy not installed (pip install .[ros])")
 pytest.importorskip("sensor_msgs.msg", reason="ROS 2 messages not installed (pip install .[ros])")
@@ -215,7 +215,7 @@ def _frame(drive_dir: Path):
 
 def test_corrected_fix_error_is_well_below_raw_gnss_error(recorded_drive, drive_dir):
     from geoloc_ros.core import msgconv
-    from geoloc_ros.sim.bag import read_bag
+    from geoloc_ros.bag import read_bag
 
     frame = _frame(drive_dir)
     fixes = [r for r in recorded_drive["rows"] if r["topic"] == "fix"]
@@ -257,7 +257,7 @@ def test_corrected_fix_error_is_well_below_raw_gnss_error(recorded_drive, drive_
 
 
 def test_diagnostics_report_ok_and_nothing_dropped_on_a_clean_drive(recorded_drive, drive_dir):
-    from geoloc_ros.sim.bag import bag_topics
+    from geoloc_ros.bag import bag_topics
 
     diags = [r for r in recorded_drive["rows"] if r["topic"] == "diag" and r["name"].startswith("geoloc_node")]
     assert len(diags) >= 5
@@ -744,7 +744,7 @@ def test_play_publishes_every_message_bit_exact_with_clock(drive_dir, tmp_path, 
     from rosgraph_msgs.msg import Clock
     from sensor_msgs.msg import Image, NavSatFix
 
-    from geoloc_ros.sim.bag import bag_topics, read_bag
+    from geoloc_ros.bag import bag_topics, read_bag
     from geoloc_ros.tools.play import main as play
 
     env = ros_env(tmp_path)

@@ -11,7 +11,9 @@ import pytest
 
 from geoloc_ros.cli import main as cli_main
 from geoloc_ros.core.errors import InvalidArgument
-from geoloc_ros.sim.bag import TOPIC_IMAGE, image_to_numpy, read_bag
+from geoloc_ros.bag import read_bag
+from geoloc_ros.core.images import msg_to_rgb
+from geoloc_ros.sim.bag import TOPIC_IMAGE
 from geoloc_ros.sim.generate import generate_world, survey_rng
 from geoloc_ros.sim.survey import (SURVEY_PARTS, ParkedCars, SurveyGap, misregistration_displacement,
                                    survey_orthophoto)
@@ -44,7 +46,7 @@ def test_all_gap_parts_off_reproduce_earlier_worlds_and_drives(tmp_path):
                      "--width", "128", "--height", "64", "--no-camera-effects", "--no-suspension"]) == 0
     h = hashlib.sha256()
     for _, _, m in read_bag(d / "bag", [TOPIC_IMAGE]):
-        h.update(np.ascontiguousarray(image_to_numpy(m)).tobytes())
+        h.update(np.ascontiguousarray(msg_to_rgb(m)).tobytes())
     assert h.hexdigest() == REF_FRAMES
 
 

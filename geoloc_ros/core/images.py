@@ -2,6 +2,7 @@
 
 Works on the raw fields, so rclpy, rosbags and mcap_ros2 messages all convert the same way:
 
+    msg_to_rgb(msg)              # Image or CompressedImage: the one entry for bags, tools and tests
     image_to_rgb(encoding, height, width, step, is_bigendian, data) -> np.ndarray uint8 [H, W, 3]
     image_msg_to_rgb(msg)        # sensor_msgs/Image (duck-typed)
     compressed_to_rgb(fmt, data) # CompressedImage format + data (JPEG / PNG via Pillow)
@@ -10,7 +11,8 @@ Works on the raw fields, so rclpy, rosbags and mcap_ros2 messages all convert th
 
 Supported encodings: rgb8, bgr8, mono8, rgba8, bgra8 and the 16-bit mono16, rgb16, bgr16,
 rgba16, bgra16 (big- or little-endian per ``is_bigendian``; reduced to 8 bits by keeping the high
-byte). Rows are read with ``step`` bytes each, so padded rows work. Anything else raises
+byte); mono images come out as three equal channels (always [H, W, 3]). Rows are read with
+``step`` bytes each, so padded rows work. Anything else raises
 ``ImageDropped`` with a ``reason`` key the caller counts: "unsupported_encoding", "empty",
 "bad_geometry", "truncated", "too_large", "decode_failed".
 """
@@ -127,6 +129,12 @@ def compressed_to_rgb(fmt: str, data: Any) -> np.ndarray:
 
 def compressed_msg_to_rgb(msg) -> np.ndarray:
     return compressed_to_rgb(msg.format, msg.data)
+
+
+def msg_to_rgb(msg) -> np.ndarray:
+    """sensor_msgs/Image or CompressedImage (rclpy, rosbags or mcap_ros2 message) -> RGB uint8
+    [H, W, 3]: a message with ``encoding`` is an Image, otherwise a CompressedImage (``format``)."""
+    return image_msg_to_rgb(msg) if hasattr(msg, "encoding") else compressed_msg_to_rgb(msg)
 
 
 def rgb_to_image_fields(img: np.ndarray) -> Dict[str, Any]:

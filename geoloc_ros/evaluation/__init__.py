@@ -7,8 +7,10 @@
 Modules: ``metrics`` (pure numpy: errors against interpolated truth, covariance honesty,
 availability, time to first fix, recall@K, status shares, latency), ``replay`` (rosbag2 MCAP /
 sqlite3 -> raw GNSS, GNSS+odometry baseline and the full Localizer in one pass; run directory),
-``plots`` (matplotlib, Agg), ``report`` (report.md). Importing this package is cheap: numpy,
-rosbags and matplotlib are imported by the modules that need them.
+``plots`` (matplotlib, Agg), ``report`` (report.md), ``live`` (the demo's run of the real node over
+DDS on a bag, recorded and compared with the replay; rclpy inside its functions). Bags are read and
+written through ``geoloc_ros.bag``. Importing this package is cheap: numpy, rosbags and matplotlib
+are imported by the modules that need them.
 """
 from __future__ import annotations
 

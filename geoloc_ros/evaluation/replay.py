@@ -23,13 +23,17 @@ is refused with ``InvalidArgument``; topics with other (even unknown) message ty
 and listed; messages that cannot be converted are counted per reason (``drops``); a truncated
 MCAP file is read up to its last complete chunk and the run is marked partial, saying where the
 bag ended (a truncated sqlite3 file cannot be opened: clear error).
+
+``replay_bag`` in steps: ``_open_bag`` (the bag through ``geoloc_ros.bag.BagSource``, topics picked
+by ``_pick_topics``), ``_Feeder`` (messages re-ordered by ``bag.stamp_ordered``, converted with
+``core.images`` / ``core.msgconv``, fed to the localizers; the camera model from camera_info and
+/tf_static by ``_camera_model``), then ``_read_outcome`` and the result with its metrics.
 """
 from __future__ import annotations
 
 import csv
 import dataclasses
 import hashlib
-import heapq
 import json
 import logging
 import math
@@ -44,14 +48,17 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
+from ..bag import FIX_TYPE, BagSource, BagWriter, TopicSpec, header, read_positions, stamp_ordered, typestore
+from ..core import msgconv
 from ..core.errors import GeolocError, InvalidArgument, OutputExists
+from ..core.images import msg_to_rgb
+from ..core.msgconv import MessageDropped
 from . import RUN_FORMAT, RUN_FORMAT_VERSION
 from . import metrics as M
 
 log = logging.getLogger(__name__)
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
-FIX_TYPE = "sensor_msgs/msg/NavSatFix"
 ODOM_TYPE = "nav_msgs/msg/Odometry"
 DEFAULT_IMAGE_TOPIC = "/camera/image_raw"
 DEFAULT_FIX_TOPIC = "/gnss/fix"
@@ -198,178 +205,6 @@ def config_name_for(overrides: Dict[str, Any], label: Optional[str] = None) -> s
         return "default" if label is None else _slug(label)
     h = hashlib.sha256(json.dumps(overrides, sort_keys=True, default=str).encode()).hexdigest()[:8]
     return f"{_slug(label or 'cfg')}-{h}"
-
-
-# ---------------------------------------------------------------------------------------
-# reading
-
-
-def _storage_of(bag: Path) -> str:
-    bag = Path(bag)
-    if bag.is_file():
-        return "mcap" if bag.suffix == ".mcap" else "sqlite3" if bag.suffix == ".db3" else bag.suffix.lstrip(".")
-    meta = bag / "metadata.yaml"
-    if meta.is_file():
-        m = re.search(r"storage_identifier:\s*(\S+)", meta.read_text(errors="replace"))
-        if m:
-            return m.group(1)
-    if any(bag.glob("*.mcap")):
-        return "mcap"
-    if any(bag.glob("*.db3")):
-        return "sqlite3"
-    return "unknown"
-
-
-def _mcap_files(bag: Path) -> List[Path]:
-    bag = Path(bag)
-    return [bag] if bag.is_file() else sorted(bag.glob("*.mcap"))
-
-
-def _typestore():
-    from ..sim.bag import typestore
-
-    return typestore()
-
-
-class BagSource:
-    """Topics and messages of a rosbag2, via rosbags' AnyReader; a truncated MCAP file (which
-    AnyReader refuses: no footer) is streamed record by record up to its last complete chunk."""
-
-    def __init__(self, bag: Path):
-        self.bag = Path(bag)
-        if not self.bag.exists():
-            raise InvalidArgument(f"bag {self.bag} does not exist")
-        self.storage = _storage_of(self.bag)
-        self.truncated: Optional[str] = None  # set when the fallback reader is in use
-        self.topics: Dict[str, Tuple[str, int]] = {}
-        self._fallback = False
-        from rosbags.highlevel import AnyReader, AnyReaderError
-
-        try:
-            with AnyReader([self.bag], default_typestore=_typestore()) as reader:
-                self.topics = {name: (info.msgtype or "?", int(info.msgcount)) for name, info in reader.topics.items()}
-        except (AnyReaderError, OSError, ValueError, KeyError) as exc:
-            files = _mcap_files(self.bag)
-            if self.storage == "mcap" and files:
-                log.warning("bag %s cannot be opened normally (%s): reading the MCAP data record by record "
-                            "(a truncated recording?)", self.bag, exc)
-                self._fallback = True
-                self._open_error = str(exc)
-                self.topics = self._stream_topics(files)
-                if not self.topics:
-                    raise InvalidArgument(f"bag {self.bag} cannot be read ({exc}) and holds no complete MCAP "
-                                          f"chunk; record it again (or try `mcap recover`)") from exc
-            elif self.storage == "sqlite3":
-                raise InvalidArgument(f"bag {self.bag} cannot be opened ({exc}): the sqlite3 file is damaged or "
-                                      f"truncated; try `sqlite3 bag.db3 .recover` or record it again") from exc
-            else:
-                raise InvalidArgument(f"{self.bag} is not a readable rosbag2 (MCAP or sqlite3) folder: {exc}") from exc
-
-    # -- fallback: sequential MCAP reading -------------------------------------------------
-    def _stream_records(self, files: List[Path]) -> Iterator[Tuple[Any, Any, Any]]:
-        """(schema, channel, message) of every complete message, in file order; sets
-        ``self.truncated`` when a file ends early."""
-        from mcap.exceptions import McapError
-        from mcap.records import Channel, Message, Schema
-        from mcap.stream_reader import StreamReader
-
-        for f in files:
-            schemas: Dict[int, Any] = {}
-            channels: Dict[int, Any] = {}
-            with open(f, "rb") as fh:
-                try:
-                    for rec in StreamReader(fh).records:
-                        if isinstance(rec, Schema):
-                            schemas[rec.id] = rec
-                        elif isinstance(rec, Channel):
-                            channels[rec.id] = rec
-                        elif isinstance(rec, Message):
-                            ch = channels.get(rec.channel_id)
-                            if ch is not None:
-                                yield schemas.get(ch.schema_id), ch, rec
-                except (McapError, EOFError, ValueError) as exc:
-                    self.truncated = f"{f.name} ends early ({type(exc).__name__}{': ' + str(exc) if str(exc) else ''})"
-
-    def _stream_topics(self, files: List[Path]) -> Dict[str, Tuple[str, int]]:
-        out: Dict[str, List] = {}
-        for schema, ch, _ in self._stream_records(files):
-            e = out.setdefault(ch.topic, [schema.name if schema is not None else "?", 0])
-            e[1] += 1
-        return {k: (v[0], v[1]) for k, v in out.items()}
-
-    def messages(self, topics: List[str]) -> Iterator[Tuple[str, int, Any]]:
-        """(topic, bag time ns, message) of the given topics in bag order. Stops early (setting
-        ``truncated``) if the file ends before its index says."""
-        want = set(topics)
-        if self._fallback:
-            yield from self._stream_messages(want)
-            return
-        from rosbags.highlevel import AnyReader
-
-        with AnyReader([self.bag], default_typestore=_typestore()) as reader:
-            conns = [c for c in reader.connections if c.topic in want]
-            it = reader.messages(connections=conns)
-            while True:
-                try:
-                    conn, t_ns, raw = next(it)
-                except StopIteration:
-                    return
-                except Exception as exc:  # a damaged chunk/page in the middle: keep what was read
-                    self.truncated = f"reading stopped: {type(exc).__name__}: {exc}"
-                    log.warning("bag %s: %s", self.bag, self.truncated)
-                    return
-                yield conn.topic, t_ns, reader.deserialize(raw, conn.msgtype)
-
-    def _stream_messages(self, want) -> Iterator[Tuple[str, int, Any]]:
-        ts = _typestore()
-        registered = set(ts.types)
-        for schema, ch, rec in self._stream_records(_mcap_files(self.bag)):
-            if ch.topic not in want or schema is None:
-                continue
-            name = schema.name
-            if name not in registered and schema.encoding == "ros2msg":
-                from rosbags.typesys import get_types_from_msg
-
-                try:
-                    ts.register(get_types_from_msg(schema.data.decode(), name))
-                except Exception as exc:
-                    raise InvalidArgument(f"topic {ch.topic}: cannot read message type {name} ({exc})") from exc
-                registered.add(name)
-            yield ch.topic, int(rec.log_time), ts.deserialize_cdr(bytes(rec.data), name)
-
-
-def _header_ns(msg, fallback: int) -> int:
-    hdr = getattr(msg, "header", None)
-    if hdr is None:
-        return fallback
-    try:
-        return int(hdr.stamp.sec) * 1_000_000_000 + int(hdr.stamp.nanosec)
-    except (AttributeError, TypeError, ValueError):
-        return fallback
-
-
-def stamp_ordered(source: Iterator[Tuple[str, int, Any]], window_ns: int, late: Dict[str, int]):
-    """Re-order (topic, bag ns, msg) by header stamp within ``window_ns`` of the newest stamp seen.
-    Messages older than what was already released are dropped and counted in ``late[topic]``."""
-    heap: List[Tuple[int, int, str, int, Any]] = []
-    newest = -(1 << 62)
-    released = -(1 << 62)
-    seq = 0
-    for topic, t_ns, msg in source:
-        s = _header_ns(msg, t_ns)
-        if s < released:
-            late[topic] = late.get(topic, 0) + 1
-            continue
-        heapq.heappush(heap, (s, seq, topic, t_ns, msg))
-        seq += 1
-        newest = max(newest, s)
-        while heap and heap[0][0] <= newest - window_ns:
-            s0, _, tp, bt, m = heapq.heappop(heap)
-            released = s0
-            yield tp, s0, m
-    while heap:
-        s0, _, tp, bt, m = heapq.heappop(heap)
-        yield tp, s0, m
 
 
 # ---------------------------------------------------------------------------------------
@@ -584,7 +419,263 @@ class _Counter:
 
 
 # ---------------------------------------------------------------------------------------
-# the replay
+# the replay, step by step: open the bag and pick its topics, feed the localizers, collect
+
+
+@dataclass
+class _Plan:
+    """What one replay reads: the bag, the role of each topic it uses, the topics chosen and why
+    the others are skipped."""
+
+    src: BagSource
+    roles: Dict[str, str]  # topic -> "image" | "fix" | "odom" | "gt" | "camera_info" | "tf_static"
+    topics: Dict[str, Any]  # ReplayResult.topics: image, image_type, fix, odom, gt, gt_type, notes
+    skipped: Dict[str, str]
+
+
+def _open_bag(bag: Path, image_topic: Optional[str], fix_topic: Optional[str], odom_topic: Optional[str],
+              gt_topic: Optional[str], metric: bool) -> _Plan:
+    """Open ``bag`` and pick the topics to read (``_pick_topics``); for metric matching (``metric``)
+    also the camera_info beside the camera and /tf_static, which the camera model is built from."""
+    src = BagSource(bag)
+    image_topic, image_type, fix_topic, odom_topic, gt_topic, gt_type, notes = _pick_topics(
+        src.topics, image_topic, fix_topic, odom_topic, gt_topic, bag)
+    roles = {image_topic: "image", fix_topic: "fix"}
+    if odom_topic:
+        roles[odom_topic] = "odom"
+    if metric:
+        info_topic = _camera_info_topic(src.topics, image_topic)
+        if info_topic:
+            roles[info_topic] = "camera_info"
+        else:
+            notes.append(f"no camera_info beside {image_topic}: metric matching cannot project the camera")
+        if src.topics.get(TF_STATIC_TOPIC, ("",))[0] == TF_TYPE:
+            roles[TF_STATIC_TOPIC] = "tf_static"
+    if gt_topic:
+        roles.setdefault(gt_topic, "gt")
+    known = typestore().types
+    skipped = {name: (f"{typ}, {n} messages: not used by the localizer" if typ in known else
+                      f"{typ}, {n} messages: message type unknown to this reader, skipped")
+               for name, (typ, n) in sorted(src.topics.items()) if name not in roles}
+    for n in notes:
+        log.info("replay: %s", n)
+    topics = {"image": image_topic, "image_type": image_type, "fix": fix_topic, "odom": odom_topic, "gt": gt_topic,
+              "gt_type": gt_type, "notes": notes}
+    return _Plan(src, roles, topics, skipped)
+
+
+class _Feeder:
+    """Feeds a bag's messages (in stamp order) to raw GNSS, the GNSS+odometry baseline and the
+    corrected Localizer, as the node does, and records what each publishes, the ground truth, the
+    camera model's inputs, the drops and the time spent."""
+
+    def __init__(self, corrected, baseline, gt_type: Optional[str], *, publish_on_fix: bool, camera_mount,
+                 base_frame: str):
+        self.corrected, self.baseline = corrected, baseline
+        self.frame = corrected.frame
+        self.conv_deg = self.frame.grid_convergence_deg(0.0, 0.0)  # over a city the convergence varies by < 0.1 deg
+        self.gt_type = gt_type
+        self.publish_on_fix, self.camera_mount, self.base_frame = publish_on_fix, camera_mount, base_frame
+        self.logs = {m: MethodLog(m) for m in METHODS}
+        self.drops = _Counter()
+        self.counts = {"image": 0, "fix": 0, "odom": 0, "gt": 0}
+        self.timing = {"read_decode_s": 0.0, "baseline_s": 0.0, "corrected_s": 0.0}
+        self.gt_t: List[float] = []
+        self.gt_lat: List[float] = []
+        self.gt_lon: List[float] = []
+        self.gt_xy: List[Tuple[float, float]] = []
+        self.static_tfs: List[Any] = []
+        self.camera_peaks: List[Tuple[float, float, float, float, bool, float]] = []
+        self.metric_samples: List[Any] = []
+        self.t_first: Optional[float] = None
+        self.t_last: Optional[float] = None
+
+    def run(self, stream: Iterator[Tuple[str, int, Any]], roles: Dict[str, str], bar=None) -> float:
+        """Feed every (topic, stamp ns, message) of ``stream``; -> wall time (s)."""
+        handlers = {"gt": self._gt, "tf_static": self._tf_static, "camera_info": self._camera_info,
+                    "image": self._image, "fix": self._fix, "odom": self._odom}
+        wall0 = time.perf_counter()
+        tr0 = time.perf_counter()
+        for topic, s_ns, msg in stream:
+            self.timing["read_decode_s"] += time.perf_counter() - tr0
+            role = roles[topic]
+            if bar is not None:
+                bar.update(1)
+            t = s_ns * 1e-9
+            self.counts[role] = self.counts.get(role, 0) + 1
+            if role in ("image", "fix", "odom"):  # the span of the evaluation
+                self.t_first = t if self.t_first is None else self.t_first
+                self.t_last = t
+            handlers[role](t, msg)
+            tr0 = time.perf_counter()
+        return time.perf_counter() - wall0
+
+    def _call(self, name: str, fn, *a):
+        """``fn(*a)`` of the ``name`` localizer, timed; as the node: one bad message must not end the
+        run (counted and logged), only a GeolocError (a configuration problem) does."""
+        t0 = time.perf_counter()
+        try:
+            return fn(*a)
+        except GeolocError:
+            raise
+        except Exception as exc:
+            self.drops.add(f"{name}.processing_error", f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=6)}")
+            return None
+        finally:
+            self.timing[f"{name}_s"] += time.perf_counter() - t0
+
+    def _convert(self, role: str, fn, msg):
+        """``fn(msg)``, or None (counted per reason) when the message cannot be converted."""
+        try:
+            return fn(msg)
+        except MessageDropped as exc:
+            self.drops.add(f"{role}.{exc.reason}", str(exc))
+        except Exception as exc:
+            self.drops.add(f"{role}.conversion_error", f"{type(exc).__name__}: {exc}")
+        return None
+
+    def _gt(self, t: float, msg) -> None:
+        if self.gt_type == FIX_TYPE:
+            sample, reason = msgconv.navsatfix_check(msg)
+            if sample.ok:
+                self.gt_t.append(sample.t)
+                self.gt_lat.append(sample.lat)
+                self.gt_lon.append(sample.lon)
+            else:
+                self.drops.add(f"gt.{reason}", f"ground-truth fix at t={t:.3f} not usable ({reason})")
+        else:
+            try:
+                o = msgconv.odometry(msg)
+                self.gt_t.append(o.t)
+                self.gt_xy.append((o.x, o.y))
+            except MessageDropped as exc:
+                self.drops.add(f"gt.{exc.reason}", str(exc))
+
+    def _tf_static(self, t: float, msg) -> None:
+        self.static_tfs.extend(msgconv.transforms(msg))
+
+    def _camera_info(self, t: float, msg) -> None:
+        try:
+            self.corrected.set_camera(_camera_model(msgconv.camera_info(msg), self.static_tfs, self.camera_mount,
+                                                    self.base_frame))
+        except (MessageDropped, InvalidArgument) as exc:
+            self.drops.add(f"camera_info.{getattr(exc, 'reason', 'invalid')}", str(exc))
+
+    def _image(self, t: float, msg) -> None:
+        t1 = time.perf_counter()
+        img = self._convert("image", msg_to_rgb, msg)
+        self.timing["read_decode_s"] += time.perf_counter() - t1
+        if img is None:
+            return
+        est = self._call("corrected", self.corrected.on_image, t, img)
+        if est is not None:
+            _record_estimate(self.logs["corrected"], est, keyframe=True)
+            pk = est.camera_peak
+            if pk is not None:
+                self.camera_peaks.append((t, pk[0], pk[1], pk[2], bool(est.match_used), float(est.confidence)))
+                self.metric_samples.append((t, est.metric, (est.x, est.y, est.yaw)))
+        est = self._call("baseline", self.baseline.on_image, t, img)
+        if est is not None:
+            _record_estimate(self.logs["baseline"], est, keyframe=True)
+
+    def _fix(self, t: float, msg) -> None:
+        checked = self._convert("fix", msgconv.navsatfix_check, msg)
+        if checked is None:
+            return
+        sample, reason = checked
+        if reason not in ("ok", "no_fix"):
+            self.drops.add(f"fix.{reason}", f"GNSS fix at t={t:.3f} not usable ({reason})")
+        if sample.ok:
+            x, y = self.frame.from_latlon(sample.lat, sample.lon)
+            c3 = np.full((3, 3), np.nan)
+            if sample.cov_en is not None:
+                c3[:2, :2] = _rot_cov(sample.cov_en, self.conv_deg, to_grid=True)
+            self.logs["raw"].add(sample.t, sample.lat, sample.lon, x, y, float("nan"), c3, "fix")
+        for name, loc in (("corrected", self.corrected), ("baseline", self.baseline)):
+            self._call(name, loc.on_fix, sample.t, sample.lat, sample.lon, sample.cov_en, sample.ok)
+            if self.publish_on_fix:
+                est = self._call(name, loc.estimate, sample.t)
+                if est is not None:
+                    _record_estimate(self.logs[name], est, keyframe=False)
+
+    def _odom(self, t: float, msg) -> None:
+        o = self._convert("odom", msgconv.odometry, msg)
+        if o is not None:
+            for name, loc in (("corrected", self.corrected), ("baseline", self.baseline)):
+                self._call(name, loc.on_odom, *o)
+
+    def truth(self, frame, gt_frame) -> Tuple[Optional[M.Truth], Optional[Tuple[np.ndarray, np.ndarray, np.ndarray]]]:
+        """(Truth in ``frame``, (t, lat, lon)) of the ground-truth messages read, or (None, None).
+        An Odometry truth's x/y are in ``gt_frame``."""
+        if not self.gt_t:
+            return None, None
+        gt_t_a = np.asarray(self.gt_t, float)
+        if self.gt_type == FIX_TYPE:
+            lat_a, lon_a = np.asarray(self.gt_lat), np.asarray(self.gt_lon)
+            x, y = frame.from_latlon(lat_a, lon_a)
+        else:
+            xy = np.asarray(self.gt_xy, float)
+            lat_a, lon_a = gt_frame.to_latlon(xy[:, 0], xy[:, 1])
+            x, y = frame.from_latlon(lat_a, lon_a)
+        return M.Truth(gt_t_a, x, y), (gt_t_a, np.asarray(lat_a, float), np.asarray(lon_a, float))
+
+
+def _progress_bar(bag: Path, plan: _Plan, progress: bool):
+    if not progress:
+        return None
+    from tqdm import tqdm
+
+    total = sum(plan.src.topics[t][1] for t in plan.roles)
+    return tqdm(total=total, desc=f"replay {bag_display_name(bag)}", unit="msg", dynamic_ncols=True)
+
+
+def _read_outcome(bag: Path, plan: _Plan, feeder: _Feeder, late: Dict[str, int],
+                  reorder_window_s: float) -> Optional[str]:
+    """Count the late messages as drops; refuse a bag that gave no message to feed; -> why the
+    evaluation is partial (a truncated bag), or None."""
+    src, roles, gt_topic = plan.src, plan.roles, plan.topics["gt"]
+    drops = feeder.drops
+    for topic, n in late.items():
+        drops.counts[f"{roles[topic]}.late"] = n
+        drops.examples[f"{roles[topic]}.late"] = (f"{n} {topic} messages arrived more than {reorder_window_s} s after "
+                                                  f"newer ones and were dropped")
+    if feeder.t_first is None:
+        raise InvalidArgument(f"bag {bag} has no messages on {', '.join(sorted(set(roles) - {gt_topic}))}"
+                              + (f" ({src.truncated})" if src.truncated else ""))
+    if not src.truncated:
+        return None
+    expected = {r: src.topics[t][1] for t, r in roles.items()}
+    partial = (f"bag is truncated: {src.truncated}; evaluated the first {feeder.t_last - feeder.t_first:.1f} s "
+               f"({', '.join(f'{feeder.counts[r]}/{expected[r]} {r}' for r in expected)} messages read)")
+    if src.open_error is not None:
+        partial = f"could not open the bag normally ({src.open_error}); " + partial
+    log.warning("replay: %s", partial)
+    return partial
+
+
+def _localizer_stats(feeder: _Feeder) -> Dict[str, Any]:
+    stats = {}
+    for name, loc in (("corrected", feeder.corrected), ("baseline", feeder.baseline)):
+        try:
+            stats[name] = json.loads(json.dumps(loc.stats(), default=str))
+        except Exception as exc:
+            stats[name] = {"error": f"{type(exc).__name__}: {exc}"}
+    return stats
+
+
+def _measurement_info(encoder, index, matcher, frame, recall_radius_m: Optional[float]):
+    """(encoder identity, index description, recall radius) of what the camera was matched against."""
+    spacing = getattr(index, "spacing_m", None)
+    radius = recall_radius_m if recall_radius_m is not None else (
+        float(spacing) * math.sqrt(0.5) if spacing else None)
+    ident = dict(getattr(encoder, "identity", {}) or {})
+    index_info = {"path": str(getattr(index, "path", "")), "num_tiles": getattr(index, "num_tiles", None),
+                  "spacing_m": spacing, "tile_m": getattr(index, "tile_m", None),
+                  "heading_bins": getattr(index, "heading_bins", None), "frame": frame.to_dict()}
+    if encoder is None and matcher is not None:
+        ident = {"preset": "metric"}
+        index_info = {"frame": frame.to_dict(), "orthophoto": str(getattr(matcher.aerial.imagery, "path", ""))}
+    return ident, index_info, radius
 
 
 def replay_bag(bag, encoder, index, cfg=None, *, gt_topic: Optional[str] = DEFAULT_GT_TOPIC,
@@ -599,9 +690,6 @@ def replay_bag(bag, encoder, index, cfg=None, *, gt_topic: Optional[str] = DEFAU
     truth's x/y (default: the map frame, i.e. the index datum). ``matcher``: a
     ``metric.MetricMatcher`` (metric matching; its camera model comes from the bag's camera_info
     and /tf_static, or ``camera_mount`` = (R, t) of the optical frame in base_link)."""
-    from ..core import msgconv
-    from ..core.images import compressed_msg_to_rgb, image_msg_to_rgb
-    from ..core.msgconv import MessageDropped
     from ..pipeline import Localizer, LocalizerConfig
 
     bag = Path(bag)
@@ -609,236 +697,39 @@ def replay_bag(bag, encoder, index, cfg=None, *, gt_topic: Optional[str] = DEFAU
     if not getattr(cfg, "use_camera", True):
         raise InvalidArgument("the config sets use_camera=False: the replay runs that baseline itself; give the "
                               "camera configuration")
-    base_cfg = dataclasses.replace(cfg, use_camera=False)
-    src = BagSource(bag)
-    image_topic, image_type, fix_topic, odom_topic, gt_topic, gt_type, notes = _pick_topics(
-        src.topics, image_topic, fix_topic, odom_topic, gt_topic, bag)
-    roles = {image_topic: "image", fix_topic: "fix"}
-    if odom_topic:
-        roles[odom_topic] = "odom"
-    if matcher is not None:
-        info_topic = _camera_info_topic(src.topics, image_topic)
-        if info_topic:
-            roles[info_topic] = "camera_info"
-        else:
-            notes.append(f"no camera_info beside {image_topic}: metric matching cannot project the camera")
-        if src.topics.get(TF_STATIC_TOPIC, ("",))[0] == TF_TYPE:
-            roles[TF_STATIC_TOPIC] = "tf_static"
-    if gt_topic:
-        roles.setdefault(gt_topic, "gt")
-    skipped = {}
-    for name, (typ, n) in sorted(src.topics.items()):
-        if name in roles:
-            continue
-        known = typ in _typestore().types
-        skipped[name] = (f"{typ}, {n} messages: not used by the localizer" if known else
-                         f"{typ}, {n} messages: message type unknown to this reader, skipped")
-    for n in notes:
-        log.info("replay: %s", n)
-
+    plan = _open_bag(bag, image_topic, fix_topic, odom_topic, gt_topic, metric=matcher is not None)
     corrected = Localizer(encoder, index, cfg, matcher=matcher)
     frame = corrected.frame
-    baseline = Localizer(encoder, index, base_cfg, frame=frame)
-    static_tfs: List[Any] = []
-    camera_peaks: List[Tuple[float, float, float, float, bool, float]] = []
-    metric_samples: List[Any] = []
-    conv_deg = frame.grid_convergence_deg(0.0, 0.0)  # over a city the convergence varies by < 0.1 deg
-    gt_fr = gt_frame or frame
-    logs = {m: MethodLog(m) for m in METHODS}
-    drops = _Counter()
-    counts = {"image": 0, "fix": 0, "odom": 0, "gt": 0}
+    baseline = Localizer(encoder, index, dataclasses.replace(cfg, use_camera=False), frame=frame)
+    feeder = _Feeder(corrected, baseline, plan.topics["gt_type"], publish_on_fix=publish_on_fix,
+                     camera_mount=camera_mount, base_frame=base_frame)
     late: Dict[str, int] = {}
-    gt_t: List[float] = []
-    gt_lat: List[float] = []
-    gt_lon: List[float] = []
-    gt_xy: List[Tuple[float, float]] = []
-    timing = {"read_decode_s": 0.0, "baseline_s": 0.0, "corrected_s": 0.0}
-    t_first = t_last = None
-    convert = compressed_msg_to_rgb if image_type.endswith("CompressedImage") else image_msg_to_rgb
-    total = sum(src.topics[t][1] for t in roles)
-
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=total, desc=f"replay {bag_display_name(bag)}", unit="msg", dynamic_ncols=True)
-
-    def feed(loc, name, fn, *a):
-        t0 = time.perf_counter()
-        try:
-            return fn(*a)
-        except GeolocError:
-            raise
-        except Exception as exc:  # as the node: one bad message must not end the run; counted and logged
-            drops.add(f"{name}.processing_error", f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=6)}")
-            return None
-        finally:
-            timing[f"{name}_s"] += time.perf_counter() - t0
-
-    wall0 = time.perf_counter()
-    tr0 = time.perf_counter()
-    stream = stamp_ordered(src.messages(list(roles)), int(reorder_window_s * 1e9), late)
-    for topic, s_ns, msg in stream:
-        timing["read_decode_s"] += time.perf_counter() - tr0
-        role = roles[topic]
-        if bar is not None:
-            bar.update(1)
-        t = s_ns * 1e-9
-        counts[role] = counts.get(role, 0) + 1
-        if role == "gt":
-            if gt_type == FIX_TYPE:
-                sample, reason = msgconv.navsatfix_check(msg)
-                if sample.ok:
-                    gt_t.append(sample.t)
-                    gt_lat.append(sample.lat)
-                    gt_lon.append(sample.lon)
-                else:
-                    drops.add(f"gt.{reason}", f"ground-truth fix at t={t:.3f} not usable ({reason})")
-            else:
-                try:
-                    o = msgconv.odometry(msg)
-                    gt_t.append(o.t)
-                    gt_xy.append((o.x, o.y))
-                except MessageDropped as exc:
-                    drops.add(f"gt.{exc.reason}", str(exc))
-            tr0 = time.perf_counter()
-            continue
-        if role == "tf_static":
-            static_tfs.extend(msgconv.transforms(msg))
-            tr0 = time.perf_counter()
-            continue
-        if role == "camera_info":
-            try:
-                corrected.set_camera(_camera_model(msgconv.camera_info(msg), static_tfs, camera_mount, base_frame))
-            except (MessageDropped, InvalidArgument) as exc:
-                drops.add(f"camera_info.{getattr(exc, 'reason', 'invalid')}", str(exc))
-            tr0 = time.perf_counter()
-            continue
-        t_first = t if t_first is None else t_first
-        t_last = t
-        if role == "image":
-            t1 = time.perf_counter()
-            try:
-                img = convert(msg)
-            except MessageDropped as exc:
-                drops.add(f"image.{exc.reason}", str(exc))
-                img = None
-            except Exception as exc:
-                drops.add("image.conversion_error", f"{type(exc).__name__}: {exc}")
-                img = None
-            timing["read_decode_s"] += time.perf_counter() - t1
-            if img is not None:
-                est = feed(corrected, "corrected", corrected.on_image, t, img)
-                if est is not None:
-                    _record_estimate(logs["corrected"], est, keyframe=True)
-                    pk = est.camera_peak
-                    if pk is not None:
-                        camera_peaks.append((t, pk[0], pk[1], pk[2], bool(est.match_used),
-                                             float(est.confidence)))
-                        metric_samples.append((t, est.metric, (est.x, est.y, est.yaw)))
-                est = feed(baseline, "baseline", baseline.on_image, t, img)
-                if est is not None:
-                    _record_estimate(logs["baseline"], est, keyframe=True)
-        elif role == "fix":
-            try:
-                sample, reason = msgconv.navsatfix_check(msg)
-            except Exception as exc:
-                drops.add("fix.conversion_error", f"{type(exc).__name__}: {exc}")
-                tr0 = time.perf_counter()
-                continue
-            if reason not in ("ok", "no_fix"):
-                drops.add(f"fix.{reason}", f"GNSS fix at t={t:.3f} not usable ({reason})")
-            if sample.ok:
-                x, y = frame.from_latlon(sample.lat, sample.lon)
-                c3 = np.full((3, 3), np.nan)
-                if sample.cov_en is not None:
-                    c3[:2, :2] = _rot_cov(sample.cov_en, conv_deg, to_grid=True)
-                logs["raw"].add(sample.t, sample.lat, sample.lon, x, y, float("nan"), c3, "fix")
-            for name, loc in (("corrected", corrected), ("baseline", baseline)):
-                feed(loc, name, loc.on_fix, sample.t, sample.lat, sample.lon, sample.cov_en, sample.ok)
-                if publish_on_fix:
-                    est = feed(loc, name, loc.estimate, sample.t)
-                    if est is not None:
-                        _record_estimate(logs[name], est, keyframe=False)
-        elif role == "odom":
-            try:
-                o = msgconv.odometry(msg)
-            except MessageDropped as exc:
-                drops.add(f"odom.{exc.reason}", str(exc))
-                o = None
-            except Exception as exc:
-                drops.add("odom.conversion_error", f"{type(exc).__name__}: {exc}")
-                o = None
-            if o is not None:
-                for name, loc in (("corrected", corrected), ("baseline", baseline)):
-                    feed(loc, name, loc.on_odom, *o)
-        tr0 = time.perf_counter()
-    wall = time.perf_counter() - wall0
+    bar = _progress_bar(bag, plan, progress)
+    wall = feeder.run(stamp_ordered(plan.src.messages(list(plan.roles)), int(reorder_window_s * 1e9), late),
+                      plan.roles, bar)
     if bar is not None:
         bar.close()
-    for topic, n in late.items():
-        drops.counts[f"{roles[topic]}.late"] = n
-        drops.examples[f"{roles[topic]}.late"] = (f"{n} {topic} messages arrived more than {reorder_window_s} s after "
-                                                  f"newer ones and were dropped")
-    if t_first is None:
-        raise InvalidArgument(f"bag {bag} has no messages on {', '.join(sorted(set(roles) - {gt_topic}))}"
-                              + (f" ({src.truncated})" if src.truncated else ""))
-    partial = None
-    if src.truncated:
-        expected = {r: src.topics[t][1] for t, r in roles.items()}
-        partial = (f"bag is truncated: {src.truncated}; evaluated the first {t_last - t_first:.1f} s "
-                   f"({', '.join(f'{counts[r]}/{expected[r]} {r}' for r in expected)} messages read)")
-        if src._fallback:
-            partial = f"could not open the bag normally ({src._open_error}); " + partial
-        log.warning("replay: %s", partial)
-
-    truth = None
-    truth_ll = None
-    if gt_t:
-        gt_t_a = np.asarray(gt_t, float)
-        if gt_type == FIX_TYPE:
-            lat_a, lon_a = np.asarray(gt_lat), np.asarray(gt_lon)
-            x, y = frame.from_latlon(lat_a, lon_a)
-        else:
-            xy = np.asarray(gt_xy, float)
-            lat_a, lon_a = gt_fr.to_latlon(xy[:, 0], xy[:, 1])
-            x, y = frame.from_latlon(lat_a, lon_a)
-        truth = M.Truth(gt_t_a, x, y)
-        truth_ll = (gt_t_a, np.asarray(lat_a, float), np.asarray(lon_a, float))
-    elif gt_topic:
-        notes.append(f"ground-truth topic {gt_topic} has no usable message")
-
-    stats = {}
-    for name, loc in (("corrected", corrected), ("baseline", baseline)):
-        try:
-            stats[name] = json.loads(json.dumps(loc.stats(), default=str))
-        except Exception as exc:
-            stats[name] = {"error": f"{type(exc).__name__}: {exc}"}
-    duration = max(0.0, t_last - t_first)
+    partial = _read_outcome(bag, plan, feeder, late, reorder_window_s)
+    truth, truth_ll = feeder.truth(frame, gt_frame or frame)
+    if truth is None and plan.topics["gt"]:
+        plan.topics["notes"].append(f"ground-truth topic {plan.topics['gt']} has no usable message")
+    timing = feeder.timing
+    duration = max(0.0, feeder.t_last - feeder.t_first)
     timing.update({"wall_s": wall, "bag_duration_s": duration,
                    "speedup_total": duration / wall if wall > 0 else None,
                    "speedup_corrected": duration / (timing["read_decode_s"] + timing["corrected_s"])
                    if timing["read_decode_s"] + timing["corrected_s"] > 0 else None})
-    spacing = getattr(index, "spacing_m", None)
-    radius = recall_radius_m if recall_radius_m is not None else (
-        float(spacing) * math.sqrt(0.5) if spacing else None)
-    ident = dict(getattr(encoder, "identity", {}) or {})
-    index_info = {"path": str(getattr(index, "path", "")), "num_tiles": getattr(index, "num_tiles", None),
-                  "spacing_m": spacing, "tile_m": getattr(index, "tile_m", None),
-                  "heading_bins": getattr(index, "heading_bins", None), "frame": frame.to_dict()}
-    if encoder is None and matcher is not None:
-        ident = {"preset": "metric"}
-        index_info = {"frame": frame.to_dict(), "orthophoto": str(getattr(matcher.aerial.imagery, "path", ""))}
+    ident, index_info, radius = _measurement_info(encoder, index, matcher, frame, recall_radius_m)
     res = ReplayResult(
-        bag=bag, storage=src.storage, frame=frame, methods=logs, truth=truth, truth_latlon=truth_ll,
-        topics={"image": image_topic, "image_type": image_type, "fix": fix_topic, "odom": odom_topic, "gt": gt_topic,
-                "gt_type": gt_type, "notes": notes},
-        bag_topics=dict(src.topics), skipped_topics=skipped, counts=counts, drops=dict(drops.counts),
-        drop_examples=dict(drops.examples), partial=partial, t_start=t_first, t_end=t_last, timing=timing,
-        localizer_stats=stats, config=_config_dict(cfg), config_name=config_name, model=ident,
+        bag=bag, storage=plan.src.storage, frame=frame, methods=feeder.logs, truth=truth, truth_latlon=truth_ll,
+        topics=plan.topics, bag_topics=dict(plan.src.topics), skipped_topics=plan.skipped, counts=feeder.counts,
+        drops=dict(feeder.drops.counts), drop_examples=dict(feeder.drops.examples), partial=partial,
+        t_start=feeder.t_first, t_end=feeder.t_last, timing=timing, localizer_stats=_localizer_stats(feeder),
+        config=_config_dict(cfg), config_name=config_name, model=ident,
         backend=str(getattr(encoder, "backend", "?")), index_info=index_info, recall_radius_m=radius,
-        world_dir=Path(world_dir) if world_dir else find_world_dir(bag), gt_topic=gt_topic, camera_peaks=camera_peaks,
-        metric_samples=metric_samples, aerial=matcher.aerial if matcher is not None else None)
+        world_dir=Path(world_dir) if world_dir else find_world_dir(bag), gt_topic=plan.topics["gt"],
+        camera_peaks=feeder.camera_peaks, metric_samples=feeder.metric_samples,
+        aerial=matcher.aerial if matcher is not None else None)
     if truth is not None and res.world_dir is not None:
         res.truth_map, res.map_offset = _truth_in_map_frame(truth, res.world_dir, frame)
     res.metrics = compute_metrics(res, grid_dt_s=grid_dt_s, max_age_s=max_age_s)
@@ -998,7 +889,6 @@ def estimates_csv_to_bag(csv_path: Path, out_dir: Path, frame, *, map_frame: str
     KNOWN, true east/north) and a PoseWithCovarianceStamped in ``map_frame``; the raw GNSS as
     ``/gnss/fix``; the truth (when known) as ``/gnss/fix_truth``. Readable in Foxglove / rviz."""
     from ..core.msgconv import pose_cov6, yaw_to_quat
-    from ..sim.bag import BagWriter, TopicSpec
 
     data = read_estimates_csv(csv_path)
     out_dir = Path(out_dir)
@@ -1023,15 +913,11 @@ def estimates_csv_to_bag(csv_path: Path, out_dir: Path, frame, *, map_frame: str
         for i in range(len(d["t"])):
             events.append((int(d["stamp_ns"][i]), len(events), method, i))
     events.sort()
-    ts = _typestore()
+    ts = typestore()
     T = ts.types
-    Time, Header = T["builtin_interfaces/msg/Time"], T["std_msgs/msg/Header"]
     NavSatFix, NavSatStatus = T["sensor_msgs/msg/NavSatFix"], T["sensor_msgs/msg/NavSatStatus"]
     PWCS, PWC = T["geometry_msgs/msg/PoseWithCovarianceStamped"], T["geometry_msgs/msg/PoseWithCovariance"]
     Pose, Point, Quat = T["geometry_msgs/msg/Pose"], T["geometry_msgs/msg/Point"], T["geometry_msgs/msg/Quaternion"]
-
-    def header(ns, fid):
-        return Header(stamp=Time(sec=ns // 10 ** 9, nanosec=ns % 10 ** 9), frame_id=fid)
 
     tmp_parent = out_dir.with_name(f".{out_dir.name}.tmp{os.getpid()}")
     if tmp_parent.exists():
@@ -1062,7 +948,7 @@ def estimates_csv_to_bag(csv_path: Path, out_dir: Path, frame, *, map_frame: str
                         ctype = NavSatFix.COVARIANCE_TYPE_UNKNOWN
                     ok = str(d["status"][i]) in ("fix", "tracking", "degraded")
                     st = NavSatStatus.STATUS_FIX if ok else NavSatStatus.STATUS_NO_FIX
-                fix = NavSatFix(header=header(ns, base_frame), status=NavSatStatus(status=st,
+                fix = NavSatFix(header=header(ts, ns, base_frame), status=NavSatStatus(status=st,
                                 service=NavSatStatus.SERVICE_GPS),
                                 latitude=float(lat), longitude=float(lon), altitude=0.0,
                                 position_covariance=cov9, position_covariance_type=ctype)
@@ -1075,7 +961,7 @@ def estimates_csv_to_bag(csv_path: Path, out_dir: Path, frame, *, map_frame: str
                         d["cov_yy"][i]
                     c3[2, 2] = d["cov_yawyaw"][i] if math.isfinite(d["cov_yawyaw"][i]) else 1e6
                     c3 = np.nan_to_num(c3, nan=1e6)
-                    pose = PWCS(header=header(ns, map_frame), pose=PWC(
+                    pose = PWCS(header=header(ts, ns, map_frame), pose=PWC(
                         pose=Pose(position=Point(x=float(x), y=float(y), z=0.0),
                                   orientation=Quat(x=q[0], y=q[1], z=q[2], w=q[3])),
                         covariance=np.asarray(pose_cov6(c3), float)))
@@ -1262,34 +1148,17 @@ def read_track(bag, topic: str, frame, name: Optional[str] = None) -> M.Track:
     """A published topic of a bag (the node's output recorded, or a run's ``estimates/``) as a
     ``metrics.Track`` in ``frame``: NavSatFix (lat/lon, covariance rotated from east/north to the
     grid; status FIX -> "tracking", else "lost") or PoseWithCovarianceStamped (x, y already in
-    the map frame ``frame``; status "tracking")."""
-    from ..core.msgconv import header_time
-
-    src = BagSource(Path(bag))
-    if topic not in src.topics:
-        raise InvalidArgument(f"bag {bag} has no topic {topic}; its topics: {', '.join(sorted(src.topics))}")
-    typ = src.topics[topic][0]
-    if typ not in (FIX_TYPE, "geometry_msgs/msg/PoseWithCovarianceStamped"):
-        raise InvalidArgument(f"{topic} is a {typ}; read_track needs a NavSatFix or PoseWithCovarianceStamped")
-    t, x, y, cov, status = [], [], [], [], []
-    for _, _, msg in src.messages([topic]):
-        t.append(header_time(msg))
-        if typ == FIX_TYPE:
-            xx, yy = frame.from_latlon(float(msg.latitude), float(msg.longitude))
-            c = np.asarray(msg.position_covariance, float).reshape(3, 3)[:2, :2]
-            c2 = _rot_cov(c, frame.grid_convergence_deg(float(xx), float(yy)), to_grid=True) \
-                if int(msg.position_covariance_type) > 0 else np.full((2, 2), np.nan)
-            status.append("tracking" if int(msg.status.status) >= 0 else "lost")
-        else:
-            p = msg.pose.pose.position
-            xx, yy = float(p.x), float(p.y)
-            c2 = np.asarray(msg.pose.covariance, float).reshape(6, 6)[:2, :2]
-            status.append("tracking")
-        x.append(float(xx))
-        y.append(float(yy))
-        cov.append(c2)
-    order = np.argsort(np.asarray(t, float), kind="stable")
-    n = len(t)
-    return M.Track(name or topic, np.asarray(t, float)[order], np.asarray(x)[order], np.asarray(y)[order],
-                   cov=np.asarray(cov, float).reshape(n, 2, 2)[order],
-                   status=np.asarray(status, dtype=object)[order] if n else np.zeros(0, object))
+    the map frame ``frame``; status "tracking"). The bag module reads the messages into arrays
+    (``bag.read_positions``); the map frame and the Track are evaluation's."""
+    p = read_positions(Path(bag), topic)
+    if p.msgtype == FIX_TYPE:
+        xy = [frame.from_latlon(lat, lon) for lat, lon in zip(p.lat, p.lon)]
+        x = np.asarray([float(a) for a, _ in xy], float)
+        y = np.asarray([float(b) for _, b in xy], float)
+        cov = np.asarray([_rot_cov(c, frame.grid_convergence_deg(float(a), float(b)), to_grid=True)
+                          for c, a, b in zip(p.cov, x, y)], float).reshape(-1, 2, 2)
+        status = np.asarray(["tracking" if f else "lost" for f in p.fix], dtype=object)
+    else:
+        x, y, cov = p.x, p.y, p.cov
+        status = np.full(len(p.t), "tracking", dtype=object)
+    return M.Track(name or topic, p.t, x, y, cov=cov, status=status)

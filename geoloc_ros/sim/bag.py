@@ -1,7 +1,9 @@
 """Write a simulated drive as a rosbag2 (MCAP or sqlite3), plus its manifest and ground truth.
 
 No ROS install is needed: messages are built and CDR-serialised with ``rosbags`` (type store
-``Stores.ROS2_HUMBLE``), so any ROS 2 distribution, Foxglove or the ``mcap`` tools read them.
+``Stores.ROS2_HUMBLE``), so any ROS 2 distribution, Foxglove or the ``mcap`` tools read them. This
+module holds what is particular to drives (topics, message builders, timing, truth CSV); the
+generic writer and the reader are ``geoloc_ros.bag``.
 
 Output layout of ``write_drive(out, ...)``::
 
@@ -57,10 +59,11 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 
+from ..bag import BAG_VERSION, BagWriter, TopicSpec, header, typestore
 from ..core.camera import PinholeCamera
 from ..core.errors import InvalidArgument
 from ..core.manifest import sha256_file
@@ -72,7 +75,6 @@ log = logging.getLogger(__name__)
 DRIVE_FORMAT = "geoloc-drive"
 DRIVE_FORMAT_VERSION = 2  # v2: /imu/data, attitude in /odom and /tf, truth z/pitch/roll, survey_gap, camera D + sensor
 EPOCH_NS = 1_700_000_000 * 10 ** 9  # sim time 0 (2023-11-14T22:13:20Z): fixed, so runs are deterministic
-BAG_VERSION = 8  # rosbag2 metadata version (QoS profiles as a YAML string, as older distros expect)
 
 FRAME_BASE = "base_link"
 FRAME_ODOM = "odom"
@@ -97,14 +99,6 @@ COMPRESSED_FORMAT = "rgb8; jpeg compressed bgr8"  # what compressed_image_transp
 TRUTH_COLUMNS = ("t", "stamp_ns", "x", "y", "yaw", "lat", "lon", "speed", "z", "pitch", "roll")
 
 
-class TopicSpec(NamedTuple):
-    name: str
-    msgtype: str
-    frame_id: str
-    description: str
-    latched: bool = False
-
-
 def drive_topics(compressed: bool) -> List[TopicSpec]:
     """Topics of a drive bag, in the order their connections are created."""
     t = [TopicSpec(TOPIC_TF_STATIC, "tf2_msgs/msg/TFMessage", FRAME_BASE, "sensor mounting (static)", True),
@@ -119,13 +113,6 @@ def drive_topics(compressed: bool) -> List[TopicSpec]:
                            "the same frame, JPEG"))
     t.append(TopicSpec(TOPIC_CAMERA_INFO, "sensor_msgs/msg/CameraInfo", FRAME_OPTICAL, "pinhole intrinsics"))
     return t
-
-
-def typestore():
-    """The rosbags type store used for writing and (as default) reading."""
-    from rosbags.typesys import Stores, get_typestore
-
-    return get_typestore(Stores.ROS2_HUMBLE)
 
 
 def stamp_ns(t: float) -> int:
@@ -159,8 +146,6 @@ class _Msgs:
     def __init__(self, ts):
         self.ts = ts
         T = ts.types
-        self.Time = T["builtin_interfaces/msg/Time"]
-        self.Header = T["std_msgs/msg/Header"]
         self.Image = T["sensor_msgs/msg/Image"]
         self.CompressedImage = T["sensor_msgs/msg/CompressedImage"]
         self.CameraInfo = T["sensor_msgs/msg/CameraInfo"]
@@ -181,7 +166,7 @@ class _Msgs:
         self.Imu = T["sensor_msgs/msg/Imu"]
 
     def header(self, t_ns: int, frame_id: str):
-        return self.Header(stamp=self.Time(sec=t_ns // 10 ** 9, nanosec=t_ns % 10 ** 9), frame_id=frame_id)
+        return header(self.ts, t_ns, frame_id)
 
     def quat(self, q):
         return self.Quaternion(x=float(q[0]), y=float(q[1]), z=float(q[2]), w=float(q[3]))
@@ -248,68 +233,6 @@ class _Msgs:
         return self.Odometry(header=self.header(t_ns, FRAME_ODOM), child_frame_id=FRAME_BASE,
                              pose=self.PoseWithCovariance(pose=pose, covariance=pc),
                              twist=self.TwistWithCovariance(twist=twist, covariance=tc))
-
-
-# ---------------------------------------------------------------------------------------
-# generic writer
-
-
-class BagWriter:
-    """Thin, checked wrapper around ``rosbags.rosbag2.Writer``.
-
-    Enforces what every geoloc bag promises: known topics only, non-decreasing timestamps,
-    and (for stamped messages) bag timestamp == header stamp. Counts messages and bytes.
-    """
-
-    def __init__(self, path: Path, topics: Sequence[TopicSpec], storage: str = "mcap"):
-        from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
-        from rosbags.rosbag2 import StoragePlugin, Writer
-
-        plugins = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
-        if storage not in plugins:
-            raise InvalidArgument(f"storage must be one of {', '.join(plugins)}, got {storage!r}")
-        self.path = Path(path)
-        self.ts = typestore()
-        self.topics = {t.name: t for t in topics}
-        self._writer = Writer(self.path, version=BAG_VERSION, storage_plugin=plugins[storage])
-        zero = QosTime(sec=0, nsec=0)
-
-        def qos(latched: bool):
-            return Qos(history=QosHistory.KEEP_LAST, depth=1 if latched else 10, reliability=QosReliability.RELIABLE,
-                       durability=QosDurability.TRANSIENT_LOCAL if latched else QosDurability.VOLATILE,
-                       deadline=zero, lifespan=zero, liveliness=QosLiveliness.AUTOMATIC,
-                       liveliness_lease_duration=zero, avoid_ros_namespace_conventions=False)
-
-        self._qos = qos
-        self._conns: Dict[str, Any] = {}
-        self.counts: Dict[str, int] = {t.name: 0 for t in topics}
-        self.bytes = 0
-        self.last_ns = -1
-
-    def __enter__(self) -> "BagWriter":
-        self._writer.open()
-        for t in self.topics.values():
-            self._conns[t.name] = self._writer.add_connection(t.name, t.msgtype, typestore=self.ts,
-                                                              offered_qos_profiles=[self._qos(t.latched)])
-        return self
-
-    def __exit__(self, *exc) -> bool:
-        return self._writer.__exit__(*exc)
-
-    def write(self, topic: str, t_ns: int, msg) -> None:
-        spec = self.topics.get(topic)
-        if spec is None:
-            raise InvalidArgument(f"topic {topic} was not declared; declared: {', '.join(self.topics)}")
-        if t_ns < self.last_ns:
-            raise ValueError(f"{topic}: timestamp {t_ns} is before the previous message ({self.last_ns})")
-        hdr = getattr(msg, "header", None)
-        if hdr is not None and hdr.stamp.sec * 10 ** 9 + hdr.stamp.nanosec != t_ns:
-            raise ValueError(f"{topic}: header stamp differs from the bag timestamp {t_ns}")
-        data = self.ts.serialize_cdr(msg, spec.msgtype)
-        self._writer.write(self._conns[topic], t_ns, data)
-        self.counts[topic] += 1
-        self.bytes += len(data)
-        self.last_ns = t_ns
 
 
 # ---------------------------------------------------------------------------------------
@@ -622,48 +545,3 @@ def _jsonable(o):
     if isinstance(o, np.ndarray):
         return _jsonable(o.tolist())
     return o
-
-
-# ---------------------------------------------------------------------------------------
-# reading
-
-
-def read_bag(path: Path, topics: Optional[Iterable[str]] = None) -> Iterator[Tuple[str, int, Any]]:
-    """Yield (topic, bag timestamp ns, deserialised message) in time order (rosbags AnyReader)."""
-    from rosbags.highlevel import AnyReader
-
-    want = None if topics is None else set(topics)
-    with AnyReader([Path(path)], default_typestore=typestore()) as reader:
-        conns = [c for c in reader.connections if want is None or c.topic in want]
-        for conn, t_ns, raw in reader.messages(connections=conns):
-            yield conn.topic, t_ns, reader.deserialize(raw, conn.msgtype)
-
-
-def bag_topics(path: Path) -> Dict[str, Tuple[str, int]]:
-    """{topic: (message type, count)} from the bag's index."""
-    from rosbags.highlevel import AnyReader
-
-    with AnyReader([Path(path)], default_typestore=typestore()) as reader:
-        return {name: (info.msgtype, info.msgcount) for name, info in reader.topics.items()}
-
-
-def image_to_numpy(msg) -> np.ndarray:
-    """sensor_msgs Image (rgb8 / bgr8 / mono8 / rgba8 / bgra8) or CompressedImage -> uint8 RGB [H, W, 3]
-    (mono stays [H, W]). Works on rosbags, mcap_ros2 and rclpy messages."""
-    data = np.frombuffer(bytes(msg.data) if not isinstance(msg.data, np.ndarray) else msg.data.tobytes(), np.uint8)
-    if hasattr(msg, "encoding"):
-        enc = msg.encoding.lower()
-        ch = {"rgb8": 3, "bgr8": 3, "mono8": 1, "rgba8": 4, "bgra8": 4}.get(enc)
-        if ch is None:
-            raise InvalidArgument(f"unsupported image encoding {msg.encoding!r}")
-        rows = data.reshape(msg.height, msg.step)[:, :msg.width * ch]
-        img = rows.reshape(msg.height, msg.width, ch) if ch > 1 else rows.reshape(msg.height, msg.width)
-        if enc.startswith("bgr"):
-            img = img[..., [2, 1, 0]]
-        elif enc == "rgba8":
-            img = img[..., :3]
-        return np.ascontiguousarray(img)
-    from PIL import Image as PILImage
-
-    with PILImage.open(io.BytesIO(data.tobytes())) as im:
-        return np.asarray(im.convert("RGB"))

@@ -189,7 +189,8 @@ def _roads_near_track(world_dir: Path, drive_dir: Path, within_m: float):
 
     from ..core.errors import InvalidArgument
     from ..core.geo import LocalFrame
-    from ..sim.bag import TOPIC_FIX, read_bag
+    from ..bag import read_bag
+    from ..sim.bag import TOPIC_FIX
 
     fixes = [(m.latitude, m.longitude) for _, _, m in read_bag(drive_dir / "bag", [TOPIC_FIX])
              if np.isfinite(m.latitude) and np.isfinite(m.longitude)]
@@ -240,7 +241,7 @@ def _node_step(args, data: Path, drive_dir: Path, index_dir: Path, run_dir: Path
             raise InvalidArgument("--node yes needs rclpy (pip install .[ros] or source a ROS 2 install)")
         steps.end("node over DDS skipped: rclpy is not installed")
         return ""
-    from ..ros.live import compare_with_replay, run_node_on_bag
+    from ..evaluation.live import compare_with_replay, run_node_on_bag
 
     out = data / "node_runs" / run_dir.name
     rec = run_node_on_bag(drive_dir / "bag", index_dir, out, model=args.model, backend=args.backend,

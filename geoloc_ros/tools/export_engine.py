@@ -44,16 +44,17 @@ def calibration_batches(drive: Path, cfg: Dict, frames: int = 64, batch: int = 8
 
     import numpy as np
 
-    from ..core.images import image_msg_to_rgb
+    from ..bag import read_bag
+    from ..core.images import msg_to_rgb
     from ..core.tiles import sample_bilinear, tile_grid
     from ..inference.base import to_model_input
-    from ..sim.bag import TOPIC_IMAGE, read_bag, read_truth_csv
+    from ..sim.bag import TOPIC_IMAGE, read_truth_csv
     from ..sim.world import World
 
     imgs = []
     for i, (_, _, msg) in enumerate(read_bag(Path(drive) / "bag", [TOPIC_IMAGE])):
         if i % 5 == 0:
-            imgs.append(image_msg_to_rgb(msg))
+            imgs.append(msg_to_rgb(msg))
         if len(imgs) >= frames:
             break
     x = to_model_input(np.stack(imgs), tuple(cfg["ground_size"]))

@@ -5,9 +5,9 @@ original inter-message timing scaled by ``--rate``, ``--loop``, ``/clock`` for `
 a topic filter, and latched (transient-local) ``/tf_static``. Users with a full ROS install can use
 ``ros2 bag play`` instead: the node works with both.
 
-Messages are read with ``rosbags`` (MCAP or sqlite3) and published as the raw CDR bytes stored in
-the bag (``Publisher.publish(bytes)``), so what subscribers get is bit-identical to what was
-recorded. A topic whose message package is not importable (e.g. tf2_msgs with the PyPI ROS
+Messages are read with ``bag.BagSource`` (MCAP or sqlite3, as the replay reads them) and published
+as the raw CDR bytes stored in the bag (``Publisher.publish(bytes)``), so what subscribers get is
+bit-identical to what was recorded. A topic whose message package is not importable (e.g. tf2_msgs with the PyPI ROS
 wheels) is skipped with a warning.
 
 QoS: reliable, keep-last 100 (a reliable publisher serves both reliable and best-effort
@@ -71,74 +71,53 @@ def message_class(msgtype: str):
         return None
 
 
-def _is_latched(conn) -> bool:
-    """True when the recording offered transient-local durability (e.g. /tf_static)."""
-    qos = getattr(getattr(conn, "ext", None), "offered_qos_profiles", None) or []
-    if isinstance(qos, str):  # older rosbags: the YAML string
-        return "durability: 1" in qos or "transient_local" in qos.lower()
-    for q in qos:
-        d = getattr(q, "durability", None)
-        if d is not None and (getattr(d, "value", d) == 1 or "TRANSIENT" in str(d).upper()):
-            return True
-    return False
-
-
 def run_play(args: argparse.Namespace) -> Path:
-    from rosbags.highlevel import AnyReader
-
+    from ..bag import BagSource
     from ..core.errors import InvalidArgument
 
     bag = resolve_bag(args.bag)
     if args.start_offset_s < 0 or (args.duration_s is not None and args.duration_s <= 0):
         raise InvalidArgument("--start-offset-s must be >= 0 and --duration-s > 0")
+    src = BagSource(bag)
+    want = None if not args.topics else set(args.topics)
+    if want is not None:
+        missing = want - set(src.topics)
+        if missing:
+            raise InvalidArgument(f"topics not in {bag}: {', '.join(sorted(missing))}; it has "
+                                  f"{', '.join(sorted(src.topics))}")
+    topics = {t: typ for t, (typ, _) in src.topics.items() if want is None or t in want}
 
     import rclpy
     from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
-    reader = AnyReader([bag])
-    reader.open()
+    rclpy.init(args=None)
+    node = rclpy.create_node(args.node_name)
     try:
-        want = None if not args.topics else set(args.topics)
-        if want is not None:
-            missing = want - {c.topic for c in reader.connections}
-            if missing:
-                raise InvalidArgument(f"topics not in {bag}: {', '.join(sorted(missing))}; it has "
-                                      f"{', '.join(sorted({c.topic for c in reader.connections}))}")
-        conns = [c for c in reader.connections if want is None or c.topic in want]
-        rclpy.init(args=None)
-        node = rclpy.create_node(args.node_name)
-        try:
-            return _play(args, bag, reader, conns, node, rclpy, QoSProfile, ReliabilityPolicy, DurabilityPolicy,
-                         HistoryPolicy)
-        finally:
-            node.destroy_node()
-            if rclpy.ok():
-                rclpy.shutdown()
+        return _play(args, bag, src, topics, node, rclpy, QoSProfile, ReliabilityPolicy, DurabilityPolicy,
+                     HistoryPolicy)
     finally:
-        reader.close()
+        node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
 
 
-def _play(args, bag, reader, conns, node, rclpy, QoSProfile, ReliabilityPolicy, DurabilityPolicy, HistoryPolicy):
-    pubs: Dict[int, object] = {}
+def _play(args, bag, src, topics, node, rclpy, QoSProfile, ReliabilityPolicy, DurabilityPolicy, HistoryPolicy):
     by_topic: Dict[str, object] = {}
     skipped: List[str] = []
-    for c in conns:
-        if c.topic in by_topic:  # several connections of one topic: one publisher
-            pubs[c.id] = by_topic[c.topic]
-            continue
-        cls = message_class(c.msgtype)
+    for topic, msgtype in topics.items():
+        cls = message_class(msgtype)
         if cls is None:
-            skipped.append(f"{c.topic} ({c.msgtype})")
+            skipped.append(f"{topic} ({msgtype})")
             continue
-        latched = _is_latched(c) or c.topic == "/tf_static"
+        latched = topic in src.latched or topic == "/tf_static"
         qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1 if latched else 100,
                          reliability=ReliabilityPolicy.RELIABLE,
                          durability=DurabilityPolicy.TRANSIENT_LOCAL if latched else DurabilityPolicy.VOLATILE)
-        pubs[c.id] = by_topic[c.topic] = node.create_publisher(cls, c.topic, qos)
+        by_topic[topic] = node.create_publisher(cls, topic, qos)
     if skipped:
         log.warning("not publishing (message package not installed): %s", ", ".join(skipped))
         print(f"geoloc play: skipping {', '.join(skipped)}: message package not importable", file=sys.stderr)
-    if not pubs:
+    if not by_topic:
         from ..core.errors import InvalidArgument
 
         raise InvalidArgument(f"nothing to play from {bag}: no topic has an importable message type")
@@ -178,7 +157,7 @@ def _play(args, bag, reader, conns, node, rclpy, QoSProfile, ReliabilityPolicy, 
             msg.clock.sec, msg.clock.nanosec = t_ns // 1_000_000_000, t_ns % 1_000_000_000
             clock_pub.publish(msg)
 
-    start_ns = reader.start_time + int(args.start_offset_s * 1e9)
+    start_ns = (src.start_ns or 0) + int(args.start_offset_s * 1e9)
     end_ns = None if args.duration_s is None else start_ns + int(args.duration_s * 1e9)
     counts: Dict[str, int] = {}
     late_max = 0.0
@@ -189,10 +168,8 @@ def _play(args, bag, reader, conns, node, rclpy, QoSProfile, ReliabilityPolicy, 
         while True:
             wall0 = time.monotonic()
             last_clock = -1.0
-            for conn, t_ns, raw in reader.messages(connections=conns, start=start_ns, stop=end_ns):
-                pub = pubs.get(conn.id)
-                if pub is None:
-                    continue
+            for topic, t_ns, raw in src.raw_messages(list(by_topic), start_ns=start_ns, stop_ns=end_ns):
+                pub = by_topic[topic]
                 target = wall0 + (t_ns - start_ns) / 1e9 / args.rate
                 while True:  # sleep until the message is due, publishing /clock meanwhile
                     now = time.monotonic()
@@ -205,7 +182,7 @@ def _play(args, bag, reader, conns, node, rclpy, QoSProfile, ReliabilityPolicy, 
                 late_max = max(late_max, time.monotonic() - target)
                 publish_clock(t_ns)
                 pub.publish(bytes(raw))
-                counts[conn.topic] = counts.get(conn.topic, 0) + 1
+                counts[topic] = counts.get(topic, 0) + 1
             loops += 1
             if not args.loop:
                 break
@@ -217,6 +194,8 @@ def _play(args, bag, reader, conns, node, rclpy, QoSProfile, ReliabilityPolicy, 
     print(f"played {total} messages on {len(counts)} topics from {bag} in {dt:.1f} s "
           f"(rate {args.rate:g}, {loops} loop(s), max lateness {late_max * 1e3:.0f} ms): "
           + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    if src.truncated:
+        print(f"geoloc play: the bag ends early ({src.truncated}): played what could be read", file=sys.stderr)
     return Path(bag)
 
 

@@ -34,9 +34,11 @@ def register(sub) -> argparse.ArgumentParser:
 def run_sim_preview(args: argparse.Namespace) -> Path:
     import numpy as np
 
+    from ..bag import read_bag
     from ..core.camera import PinholeCamera
     from ..core.errors import IncompatibleArtifact, InvalidArgument, OutputExists
-    from ..sim.bag import TOPIC_IMAGE, image_to_numpy, read_bag, read_truth_csv
+    from ..core.images import msg_to_rgb
+    from ..sim.bag import TOPIC_IMAGE, read_truth_csv
     from ..sim.preview import compose_preview, pick_preview_indices
     from ..sim.world import World
 
@@ -77,7 +79,7 @@ def run_sim_preview(args: argparse.Namespace) -> Path:
     for _, t_ns, msg in read_bag(Path(args.drive) / "bag", [TOPIC_IMAGE]):
         stamp = msg.header.stamp.sec * 10 ** 9 + msg.header.stamp.nanosec
         for n in want.get(stamp, ()):
-            frames[n] = image_to_numpy(msg)
+            frames[n] = msg_to_rgb(msg)
     if any(f is None for f in frames):
         raise IncompatibleArtifact(f"{args.drive}/bag lacks camera frames at the truth.csv stamps")
     poses = [(truth["x"][i], truth["y"][i], truth["yaw"][i]) for i in idx]

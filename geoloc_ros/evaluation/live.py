@@ -1,12 +1,15 @@
 """A bag through the real node over DDS, recorded as a bag (what ``geoloc demo`` runs after the replay).
 
 ``run_node_on_bag`` starts ``geoloc_node`` (its own process), records the node's outputs in this
-process (raw CDR straight into an MCAP bag with rosbags, like ``ros2 bag record``), plays the bag
+process (raw CDR straight into an MCAP bag with ``bag.BagWriter``, like ``ros2 bag record``), plays the bag
 with ``geoloc play`` (a third process) with /clock, waits until the node's queue is empty, and
 stops everything. It runs on ``ROS_DOMAIN_ID`` when that is set, else on a random domain in 1-101
 (printed, so rviz or Foxglove can join it), with localhost discovery, so it never talks to a robot
 on the same network. ``compare_with_replay`` puts the node's published fixes next to
 the replay of the same bag.
+
+It lives with the evaluation, not in ``ros/`` (the node and its conversions): it is a test harness
+around the node, which it starts as a separate process. rclpy is imported inside ``_record`` only.
 """
 from __future__ import annotations
 
@@ -102,9 +105,8 @@ def run_node_on_bag(bag: Path, index_dir: Path, out: Path, *, model: str = "seqg
     (``out/recorded``, MCAP). ``out`` also gets the node's parameters, the logs and the last debug
     image (``debug_image.png``)."""
     import yaml
-    from rosbags.rosbag2 import StoragePlugin, Writer
 
-    from ..sim.bag import typestore
+    from ..bag import BagWriter, TopicSpec, typestore
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -128,10 +130,9 @@ def run_node_on_bag(bag: Path, index_dir: Path, out: Path, *, model: str = "seqg
     try:
         wait_for(lambda: "geoloc_node ready" in _tail(node_log, 100000), ready_timeout_s, "geoloc_node ready", node,
               node_log)
-        ts = typestore()
-        with Writer(rec_dir, version=8, storage_plugin=StoragePlugin.MCAP) as writer:
-            conns = {t: writer.add_connection(t, typ, typestore=ts) for t, typ in RECORDED.items()}
-            state = _record(env, conns, writer, ts)
+        specs = [TopicSpec(t, typ, "", "recorded from geoloc_node") for t, typ in RECORDED.items()]
+        with BagWriter(rec_dir, specs, storage="mcap") as writer:
+            state = _record(env, writer)
             try:
                 wait_for(lambda: state["ready"], 60, "the recorder to start")
                 with open(play_log, "w") as f:
@@ -151,17 +152,18 @@ def run_node_on_bag(bag: Path, index_dir: Path, out: Path, *, model: str = "seqg
     if state.get("debug_image"):
         from PIL import Image as PILImage
 
-        from ..core.images import image_msg_to_rgb
+        from ..core.images import msg_to_rgb
 
         msg = typestore().deserialize_cdr(state["debug_image"], "sensor_msgs/msg/Image")
-        PILImage.fromarray(image_msg_to_rgb(msg)).save(out / "debug_image.png")
+        PILImage.fromarray(msg_to_rgb(msg)).save(out / "debug_image.png")
     (out / "recorded.json").write_text(json.dumps({"counts": counts, "params": params, "domain": domain,
                                                    "domain_from": why}, indent=2) + "\n")
     return rec_dir
 
 
-def _record(env: Dict[str, str], conns, writer, ts) -> Dict:
-    """Subscribe (raw CDR) to the RECORDED topics in this process and write them to ``writer``."""
+def _record(env: Dict[str, str], writer) -> Dict:
+    """Subscribe (raw CDR) to the RECORDED topics in this process and write them to ``writer``
+    (a ``bag.BagWriter``), stamped with the time of receipt."""
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
     from geometry_msgs.msg import PoseWithCovarianceStamped
@@ -178,11 +180,11 @@ def _record(env: Dict[str, str], conns, writer, ts) -> Dict:
 
     def writer_for(topic):
         def on_raw(data: bytes):
-            with lock:
-                writer.write(conns[topic], time.time_ns(), bytes(data))
+            with lock:  # receipt time, never before the previous message (the writer refuses that)
+                writer.write_raw(topic, max(time.time_ns(), writer.last_ns), bytes(data))
                 state["counts"][topic] += 1
             if topic == "/diagnostics":
-                msg = ts.deserialize_cdr(bytes(data), RECORDED[topic])
+                msg = writer.ts.deserialize_cdr(bytes(data), RECORDED[topic])
                 for s in msg.status:
                     vals = {kv.key: kv.value for kv in s.values}
                     if vals.get("queue.depth") == "0" and int(vals.get("count.images_in", "0") or 0) > 0 and \
@@ -221,10 +223,9 @@ def compare_with_replay(recorded: Path, run_dir: Path, truth_bag: Path, *, gt_to
     and how far the node's positions are from the replay's at the same stamps."""
     import numpy as np
 
-    from ..evaluation import metrics as M
-    from ..evaluation.replay import read_track
-
     from ..core.geo import LocalFrame
+    from . import metrics as M
+    from .replay import read_track
 
     doc = json.loads((Path(run_dir) / "metrics.json").read_text())
     frame = LocalFrame.from_dict(doc["index"]["frame"]) if "frame" in doc.get("index", {}) else None

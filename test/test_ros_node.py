@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import subprocess
 import sys
 import threading
@@ -25,11 +24,12 @@ import pytest
 
 from geoloc_ros.evaluation.live import isolated_env, stop_process, wait_for
 
+from _shared import DRIVE_S, ros_domain
+
 pytest.importorskip("rclpy", reason="rclpy not installed (pip install .[ros])")
 pytest.importorskip("sensor_msgs.msg", reason="ROS 2 messages not installed (pip install .[ros])")
 
 ROOT = Path(__file__).resolve().parents[1]
-DRIVE_S = 24.0  # short drive: about 200 m, ~35 keyframes
 READY_TIMEOUT_S = 180.0  # the machine is shared: loading torch + the model can be slow
 
 RECORDER = r'''
@@ -75,15 +75,10 @@ while not stop and rclpy.ok():
 out.close()
 '''
 
-_USED_DOMAINS = set()
-
-
 def ros_env(tmp: Path) -> dict:
-    """Environment for one test's ROS processes (ros.live.isolated_env): a random domain no other test
-    of this session uses, localhost discovery, logs in tmp; one BLAS thread per process."""
-    dom = random.choice([d for d in range(1, 102) if d not in _USED_DOMAINS])
-    _USED_DOMAINS.add(dom)
-    return {**isolated_env(tmp / "roslog", domain=dom), "OMP_NUM_THREADS": "1"}
+    """Environment for one test's ROS processes (evaluation.live.isolated_env): a domain no other test
+    of this run uses (_ros.ros_domain), localhost discovery, logs in tmp; one BLAS thread per process."""
+    return {**isolated_env(tmp / "roslog", domain=ros_domain()), "OMP_NUM_THREADS": "1"}
 
 
 def read_jsonl(path: Path):
@@ -99,37 +94,7 @@ def read_jsonl(path: Path):
 
 
 # ------------------------------------------------------------------------------------------ data
-
-
-@pytest.fixture(scope="module")
-def drive_dir(small_world_dir, tmp_path_factory):
-    from geoloc_ros.tools.sim_drive import main as sim_drive
-
-    out = tmp_path_factory.mktemp("ros_drive") / "drive"
-    # seed 5: stays 50+ m inside the 400 m town (whole 96 m tiles) and has one multipath event
-    sim_drive(["--world", str(small_world_dir), "--out", str(out), "--seed", "5", "--duration-s", str(DRIVE_S),
-               "--compressed", "--width", "256", "--height", "128"])  # the model's size: keeps DDS light
-    return out
-
-
-@pytest.fixture(scope="module")
-def tile_index(small_world, small_world_dir, drive_dir, tmp_path_factory):
-    """A real tile index (shipped model, torch, FAISS) of a 30 m corridor along the drive, 12 m grid."""
-    from geoloc_ros.index import build_index
-    from geoloc_ros.index.tiling import corridor_area
-    from geoloc_ros.inference import load_encoder
-    from geoloc_ros.sim.bag import read_truth_csv
-
-    tmp = tmp_path_factory.mktemp("ros_index")
-    truth = read_truth_csv(drive_dir / "truth.csv")
-    route = tmp / "route.geojson"
-    route.write_text(json.dumps({"type": "Feature", "properties": {}, "geometry": {
-        "type": "LineString", "coordinates": [[float(a), float(b)] for a, b in zip(truth["lon"][::5], truth["lat"][::5])]}}))
-    enc = load_encoder("seqgeo_lite", backend="torch")
-    out = tmp / "index"
-    build_index(small_world_dir / "orthophoto.tif", enc, out, spacing_m=12.0, area=corridor_area(route, 15.0),
-                datum=(small_world.meta.origin_lat, small_world.meta.origin_lon), progress=False, command="test")
-    return out
+# drive_dir (24 s drive, seed 5) and index_dir (corridor index along it) come from conftest.py
 
 
 def write_params(path: Path, **over) -> Path:
@@ -154,11 +119,11 @@ def node_cmd(params_file: Path, *extra: str):
 
 
 @pytest.fixture(scope="module")
-def running_node(tile_index, small_world_dir, tmp_path_factory):
+def running_node(index_dir, small_world_dir, tmp_path_factory):
     """One geoloc_node process for the module (started once: loading the model takes a while)."""
     tmp = tmp_path_factory.mktemp("ros_node")
     env = ros_env(tmp)
-    params = write_params(tmp / "params.yaml", index_path=str(tile_index), use_sim_time=True, **TEST_NODE_PARAMS)
+    params = write_params(tmp / "params.yaml", index_path=str(index_dir), use_sim_time=True, **TEST_NODE_PARAMS)
     log = tmp / "node.log"
     with open(log, "w") as f:
         proc = subprocess.Popen(node_cmd(params), env=env, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT)
@@ -556,10 +521,10 @@ def test_lost_input_is_counted_from_the_stamps_and_warned_about(running_node, pr
     _still_running(running_node)
 
 
-def test_compressed_images_from_a_bag_reach_the_localizer(tile_index, drive_dir, tmp_path):
+def test_compressed_images_from_a_bag_reach_the_localizer(index_dir, drive_dir, tmp_path):
     """compressed:=true: the node subscribes IMAGE_TOPIC/compressed (JPEG) and localizes from it."""
     env = ros_env(tmp_path)
-    params = write_params(tmp_path / "p.yaml", index_path=str(tile_index), compressed=True, **TEST_NODE_PARAMS)
+    params = write_params(tmp_path / "p.yaml", index_path=str(index_dir), compressed=True, **TEST_NODE_PARAMS)
     log = tmp_path / "node.log"
     rec_out = tmp_path / "rec.jsonl"
     (tmp_path / "rec.py").write_text(RECORDER)
@@ -623,12 +588,12 @@ def _clean_stop(proc, log):
     return text
 
 
-def test_lifecycle_node_follows_its_transitions_over_dds_and_is_silent_while_inactive(tile_index, origin, tmp_path):
+def test_lifecycle_node_follows_its_transitions_over_dds_and_is_silent_while_inactive(index_dir, origin, tmp_path):
     """geoloc_lifecycle_node driven over DDS (lifecycle_msgs services, as nav2's lifecycle manager or
     `ros2 lifecycle set` do): unconfigured -> configure (loads) -> inactive: no subscriptions, nothing
     published -> activate: subscribed, publishing -> deactivate: silent again -> cleanup -> Ctrl-C."""
     lat, lon, t0 = origin
-    env, proc, log = _lifecycle_node(tmp_path, index_path=str(tile_index), diagnostics_period_s=0.2,
+    env, proc, log = _lifecycle_node(tmp_path, index_path=str(index_dir), diagnostics_period_s=0.2,
                                      **TEST_NODE_PARAMS)
     probe = Probe(env, wait_subscribed=False)
     try:
@@ -674,11 +639,11 @@ def test_lifecycle_node_follows_its_transitions_over_dds_and_is_silent_while_ina
     _clean_stop(proc, log)
 
 
-def test_lifecycle_configure_fails_cleanly_on_a_missing_index_or_model(tile_index, tmp_path):
+def test_lifecycle_configure_fails_cleanly_on_a_missing_index_or_model(index_dir, tmp_path):
     """configure returns failure, the node stays unconfigured and alive, and /rosout carries one ERROR
     saying what to fix (no traceback)."""
     cases = [({"index_path": str(tmp_path / "no_such_index")}, ["no_such_index does not exist", "geoloc index build"]),
-             ({"index_path": str(tile_index), "model": str(tmp_path / "engines" / "nothing_here"),
+             ({"index_path": str(index_dir), "model": str(tmp_path / "engines" / "nothing_here"),
                "backend": "onnxruntime"}, ["nothing_here"])]
     for i, (params, needles) in enumerate(cases):
         sub = tmp_path / f"case{i}"
@@ -725,9 +690,9 @@ def test_unset_index_path_and_bad_parameters_are_rejected_at_start(tmp_path):
     assert code == 2 and "unknown parameter 'odom_topc' (did you mean odom_topic" in text, text
 
 
-def test_missing_model_or_engine_is_a_clear_error_at_start(tmp_path, tile_index):
+def test_missing_model_or_engine_is_a_clear_error_at_start(tmp_path, index_dir):
     missing = tmp_path / "engines" / "nothing_here"
-    code, text = _start_fails(tmp_path, {"index_path": str(tile_index), "model": str(missing),
+    code, text = _start_fails(tmp_path, {"index_path": str(index_dir), "model": str(missing),
                                          "backend": "onnxruntime"})
     assert code == 2, text
     assert "nothing_here" in text and "geoloc_node: error:" in text

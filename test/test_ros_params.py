@@ -127,9 +127,9 @@ def test_yaml_comments_each_parameter():
 @pytest.fixture
 def ros_context(tmp_path, monkeypatch):
     rclpy = pytest.importorskip("rclpy", reason="rclpy not installed (pip install .[ros])")
-    import random
+    from _shared import ros_domain
 
-    monkeypatch.setenv("ROS_DOMAIN_ID", str(random.randint(1, 101)))
+    monkeypatch.setenv("ROS_DOMAIN_ID", str(ros_domain()))
     monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     monkeypatch.setenv("ROS_LOG_DIR", str(tmp_path / "log"))
     made = []

@@ -267,8 +267,8 @@ def export_onnx(checkpoint: Path, out: Path, *, fp16: bool = False, force: bool 
     """
     from tqdm import tqdm
 
+    from ..core.outputs import check_output_dir
     from ..models.crossview import load_checkpoint
-    from ..tools.common import check_output_dir
 
     checkpoint, out = Path(checkpoint), Path(out)
     check_output_dir(out, force)

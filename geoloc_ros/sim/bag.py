@@ -64,8 +64,9 @@ import numpy as np
 from ..core.camera import PinholeCamera
 from ..core.errors import InvalidArgument
 from ..core.manifest import sha256_file
+from ..core.outputs import prepare_output_dir
 from .drive import STATUS_FIX, STATUS_NO_FIX, DriveSim
-from .world import World, prepare_output_dir
+from .world import World
 
 log = logging.getLogger(__name__)
 

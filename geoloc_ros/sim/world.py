@@ -31,7 +31,6 @@ geotransform, so any GIS opens them. Pixel (row, col) covers local x in
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass, field
 from enum import IntEnum
 from pathlib import Path
@@ -39,9 +38,10 @@ from typing import Dict, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 
-from ..core.errors import IncompatibleArtifact, InvalidArgument, OutputExists
+from ..core.errors import IncompatibleArtifact
 from ..core.geo import LocalFrame
 from ..core.manifest import sha256_file
+from ..core.outputs import prepare_output_dir
 
 WORLD_FORMAT = "geoloc-world"
 WORLD_FORMAT_VERSION = 2  # v2: "survey" record (orthophoto flown at another time); v1 still loads (no gap)
@@ -371,31 +371,6 @@ class World:
             parked = ParkedCars(z["p_cars"], z["p_free_stalls"]) if "p_cars" in z.files else None
         return cls(meta=meta, roads=roads, buildings=buildings, survey=m.get("survey"), parked=parked,
                    terrain=m.get("terrain"), **arrays)
-
-
-# ---- helpers ------------------------------------------------------------------------
-
-
-def prepare_output_dir(out_dir: Path, *, force: bool) -> None:
-    """Create ``out_dir``; refuse to touch an existing non-empty one unless ``force``.
-
-    With ``force`` the directory's previous contents are removed first so no stale file
-    survives next to new ones.
-    """
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise OutputExists(f"{out_dir} exists and is not a directory")
-    if out_dir.is_dir() and any(out_dir.iterdir()):
-        if not force:
-            raise OutputExists(f"{out_dir} already exists and is not empty; pass --force to replace it")
-        shutil.rmtree(out_dir)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        probe = out_dir / ".write_probe"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise InvalidArgument(f"cannot write to {out_dir}: {exc.strerror or exc}") from exc
 
 
 def rasterize_box(shape: Tuple[int, int], world_xy_to_rc, cx: float, cy: float, half_len: float, half_wid: float,

@@ -33,8 +33,8 @@ def register(sub) -> argparse.ArgumentParser:
 
 def run_export_onnx(args: argparse.Namespace) -> Path:
     from ..core.errors import InvalidArgument
+    from ..core.outputs import check_output_dir
     from ..inference.select import resolve_checkpoint
-    from .common import check_output_dir
 
     ckpt = resolve_checkpoint(args.checkpoint)
     if not Path(ckpt).is_file():

@@ -35,7 +35,8 @@ def run_sim_preview(args: argparse.Namespace) -> Path:
     import numpy as np
 
     from ..core.camera import PinholeCamera
-    from ..core.errors import IncompatibleArtifact, InvalidArgument, OutputExists
+    from ..core.errors import IncompatibleArtifact, InvalidArgument
+    from ..core.outputs import check_output_file
     from ..sim.bag import TOPIC_IMAGE, image_to_numpy, read_bag, read_truth_csv
     from ..sim.preview import compose_preview, pick_preview_indices
     from ..sim.world import World
@@ -43,8 +44,7 @@ def run_sim_preview(args: argparse.Namespace) -> Path:
     out = Path(args.out)
     if out.suffix.lower() != ".png":
         raise InvalidArgument(f"--out {out} must be a .png file")
-    if out.exists() and not args.force:
-        raise OutputExists(f"{out} exists; pass --force to replace it")
+    check_output_file(out, args.force)
     manifest_path = Path(args.drive) / "drive.json"
     if not manifest_path.is_file():
         raise IncompatibleArtifact(f"{args.drive} is not a drive (no drive.json); record one with `geoloc sim drive`")

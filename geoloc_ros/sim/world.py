@@ -40,7 +40,7 @@ import numpy as np
 
 from ..core.errors import IncompatibleArtifact
 from ..core.geo import LocalFrame
-from ..core.manifest import sha256_file
+from ..core.manifest import read_manifest, sha256_file
 from ..core.outputs import prepare_output_dir
 
 WORLD_FORMAT = "geoloc-world"
@@ -341,11 +341,8 @@ class World:
         if not mpath.is_file():
             raise IncompatibleArtifact(f"{world_dir} is not a geoloc world (no world.json); "
                                        f"create one with `geoloc sim world --out {world_dir}`")
-        m = json.loads(mpath.read_text())
-        if m.get("format") != WORLD_FORMAT or m.get("format_version") not in READABLE_WORLD_VERSIONS:
-            raise IncompatibleArtifact(
-                f"{world_dir}: world format {m.get('format')} v{m.get('format_version')} is not "
-                f"{WORLD_FORMAT} v{WORLD_FORMAT_VERSION}; regenerate it with `geoloc sim world --force`")
+        m = read_manifest(mpath, WORLD_FORMAT, READABLE_WORLD_VERSIONS, what="geoloc world",
+                          rebuild=f"regenerate it with `geoloc sim world --out {world_dir} --force`")
         meta = WorldMeta(seed=int(m["seed"]), size_m=float(m["size_m"]), gsd_m=float(m["gsd_m"]),
                          origin_lat=float(m["origin_lat"]), origin_lon=float(m["origin_lon"]),
                          frame=LocalFrame.from_dict(m["frame"]), params=m.get("params", {}))

@@ -40,14 +40,12 @@ def register(sub) -> argparse.ArgumentParser:
 
 def calibration_batches(drive: Path, cfg: Dict, frames: int = 64, batch: int = 8) -> Dict[str, list]:
     """Pre-processed real frames (every 5th camera image) and aerial tiles at the true poses."""
-    import json
-
     import numpy as np
 
     from ..core.images import image_msg_to_rgb
     from ..core.tiles import sample_bilinear, tile_grid
     from ..inference.base import to_model_input
-    from ..sim.bag import TOPIC_IMAGE, read_bag, read_truth_csv
+    from ..sim.bag import TOPIC_IMAGE, read_bag, read_drive_manifest, read_truth_csv
     from ..sim.world import World
 
     imgs = []
@@ -57,7 +55,7 @@ def calibration_batches(drive: Path, cfg: Dict, frames: int = 64, batch: int = 8
         if len(imgs) >= frames:
             break
     x = to_model_input(np.stack(imgs), tuple(cfg["ground_size"]))
-    world = World.load(Path(json.loads((Path(drive) / "drive.json").read_text())["world"]["path"]))
+    world = World.load(Path(read_drive_manifest(drive)["world"]["path"]))
     truth = read_truth_csv(Path(drive) / "truth.csv")
     idx = np.linspace(0, len(truth["x"]) - 1, frames).astype(int)
     tiles = []

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import List, Optional
 
@@ -37,7 +36,7 @@ def run_sim_preview(args: argparse.Namespace) -> Path:
     from ..core.camera import PinholeCamera
     from ..core.errors import IncompatibleArtifact, InvalidArgument
     from ..core.outputs import check_output_file
-    from ..sim.bag import TOPIC_IMAGE, image_to_numpy, read_bag, read_truth_csv
+    from ..sim.bag import TOPIC_IMAGE, image_to_numpy, read_bag, read_drive_manifest, read_truth_csv
     from ..sim.preview import compose_preview, pick_preview_indices
     from ..sim.world import World
 
@@ -45,10 +44,7 @@ def run_sim_preview(args: argparse.Namespace) -> Path:
     if out.suffix.lower() != ".png":
         raise InvalidArgument(f"--out {out} must be a .png file")
     check_output_file(out, args.force)
-    manifest_path = Path(args.drive) / "drive.json"
-    if not manifest_path.is_file():
-        raise IncompatibleArtifact(f"{args.drive} is not a drive (no drive.json); record one with `geoloc sim drive`")
-    m = json.loads(manifest_path.read_text())
+    m = read_drive_manifest(args.drive)
     world_dir = args.world or Path(m["world"].get("path", ""))
     world = World.load(world_dir, layers=("ortho",))
     if world.meta.seed != m["world"]["seed"] or world.meta.size_m != m["world"]["size_m"]:

@@ -82,6 +82,11 @@ def _engine_artifact(tmp: Path, m) -> Path:
     return tmp / "g.engine"
 
 
+def _parity_artifact(tmp: Path, m) -> Path:
+    write_json_atomic(tmp / "p.json", m)
+    return tmp / "p.npz"
+
+
 def _load_world(p):
     pytest.importorskip("rasterio")
     from geoloc_ros.sim.world import World
@@ -131,6 +136,11 @@ def _load_engine(p):
     raise IncompatibleArtifact(d.reason)
 
 
+def _load_parity(p):
+    from geoloc_ros.inference.parity_inputs import load_parity_inputs
+    return load_parity_inputs(p)
+
+
 # name: (writer, loader, format, a readable version, words naming the artifact, words of the fix)
 LOADERS = {
     "world": (_json_artifact("world.json"), _load_world, "geoloc-world", 2, "geoloc world", "geoloc sim world"),
@@ -147,6 +157,8 @@ LOADERS = {
     "bevmatch export": (_json_artifact("manifest.json"), _load_bevmatch_export, "geoloc-bevmatch-onnx", 1,
                         "bevmatch ONNX export", "export_bevmatch"),
     "engine": (_engine_artifact, _load_engine, "geoloc-trt-engine", 1, "TensorRT engine", "geoloc export engine"),
+    "parity inputs": (_parity_artifact, _load_parity, "geoloc-parity-inputs", 1, "parity inputs",
+                      "geoloc export parity-inputs"),
 }
 
 

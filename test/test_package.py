@@ -68,6 +68,29 @@ def test_core_and_cli_import_without_heavy_dependencies():
     assert out.stdout.strip() == "ok"
 
 
+def _imported_modules(path: Path):
+    """Every module a file imports, anywhere in it (inside functions too), as absolute dotted names."""
+    import ast
+
+    pkg = ".".join(path.relative_to(ROOT).with_suffix("").parts[:-1])
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            yield from (a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = pkg.rsplit(".", node.level - 1)[0] if node.level > 1 else pkg if node.level else ""
+            mod = ".".join(p for p in (base, node.module or "") if p)
+            yield from ([mod] if node.module else [f"{mod}.{a.name}" for a in node.names])
+
+
+def test_inference_never_imports_the_simulator_or_the_tools():
+    """A Jetson that only exports and runs models needs neither: the parity check's real inputs come
+    from the caller or the fixture shipped in weights/ (inference/parity_inputs.py)."""
+    bad = {(p.name, m) for p in (ROOT / "geoloc_ros/inference").glob("*.py") for m in _imported_modules(p)
+           if m.startswith(("geoloc_ros.sim", "geoloc_ros.tools"))}
+    assert not bad, bad
+    assert "geoloc_ros.core.outputs" in set(_imported_modules(ROOT / "geoloc_ros/inference/onnx_export.py"))
+
+
 def find_python(version: str):
     """A working interpreter for ``version``: on PATH, or in pyenv's versions folder (shims may be inactive)."""
     import glob

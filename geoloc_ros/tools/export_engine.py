@@ -42,19 +42,14 @@ def calibration_batches(drive: Path, cfg: Dict, frames: int = 64, batch: int = 8
     """Pre-processed real frames (every 5th camera image) and aerial tiles at the true poses."""
     import numpy as np
 
-    from ..core.images import image_msg_to_rgb
     from ..core.tiles import sample_bilinear, tile_grid
     from ..inference.base import to_model_input
-    from ..sim.bag import TOPIC_IMAGE, read_bag, read_drive_manifest, read_truth_csv
+    from ..sim.bag import TOPIC_IMAGE, read_drive_manifest, read_truth_csv
     from ..sim.world import World
+    from .export_parity_inputs import bag_frames
 
-    imgs = []
-    for i, (_, _, msg) in enumerate(read_bag(Path(drive) / "bag", [TOPIC_IMAGE])):
-        if i % 5 == 0:
-            imgs.append(image_msg_to_rgb(msg))
-        if len(imgs) >= frames:
-            break
-    x = to_model_input(np.stack(imgs), tuple(cfg["ground_size"]))
+    imgs, _ = bag_frames(Path(drive) / "bag", frames, every=5, topic=TOPIC_IMAGE)
+    x = to_model_input(imgs, tuple(cfg["ground_size"]))
     world = World.load(Path(read_drive_manifest(drive)["world"]["path"]))
     truth = read_truth_csv(Path(drive) / "truth.csv")
     idx = np.linspace(0, len(truth["x"]) - 1, frames).astype(int)

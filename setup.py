@@ -33,7 +33,7 @@ setup(
     name=PACKAGE,
     version=VERSION,
     packages=find_packages(exclude=["test", "test.*", "bench", "bench.*"]),
-    package_data={PACKAGE: ["weights/*.pt", "weights/*.json", "weights/*.md"]},
+    package_data={PACKAGE: ["weights/*.pt", "weights/*.json", "weights/*.npz", "weights/*.md"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),

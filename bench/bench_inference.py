@@ -38,10 +38,11 @@ def main(argv=None):
     import torch
 
     from geoloc_ros.inference.artifacts import is_export_dir
-    from geoloc_ros.inference.onnx_export import export_onnx, synthetic_inputs
+    from geoloc_ros.inference.onnx_export import export_onnx
     from geoloc_ros.inference.ort_backend import OrtEncoder
     from geoloc_ros.inference.torch_backend import TorchEncoder
     from geoloc_ros.models.crossview import default_checkpoint
+    from geoloc_ros.sim.samples import synthetic_inputs
 
     cores = os.cpu_count() or 1
     export_s = None

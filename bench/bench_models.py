@@ -123,8 +123,9 @@ def latency(checkpoint: Path, export: Path, T: int, seconds: float) -> dict:
     import numpy as np
 
     from geoloc_ros.inference.artifacts import is_export_dir
-    from geoloc_ros.inference.onnx_export import export_onnx, synthetic_inputs
+    from geoloc_ros.inference.onnx_export import export_onnx
     from geoloc_ros.inference.ort_backend import OrtEncoder
+    from geoloc_ros.sim.samples import synthetic_inputs
 
     if not is_export_dir(export):
         export_onnx(checkpoint, export, force=True)

@@ -21,7 +21,7 @@ from typing import List, Optional
 COMMANDS = {
     "sim": ["sim_world", "sim_drive", "sim_dataset", "sim_preview"],
     "index": ["index_build", "index_info"],
-    "export": ["export_onnx", "export_engine"],
+    "export": ["export_onnx", "export_engine", "export_parity_inputs"],
     "eval": ["eval_retrieval", "eval_replay", "eval_compare", "eval_calibrate"],
     "data": ["data_convert"],
 }

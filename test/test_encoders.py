@@ -188,18 +188,31 @@ def test_multiscale_fusion_weights_three_scales_and_each_scale_gets_a_loss():
     assert trained == {"1"}
 
 
-def test_onnx_export_parity_for_every_family(model, tmp_path):
+@pytest.fixture(scope="module")
+def exported(model, tmp_path_factory):
+    """The family's real ONNX export (export_onnx, parity check included), made once and shared by the
+    tests below: (checkpoint, export folder, manifest)."""
     pytest.importorskip("onnxruntime", reason="ONNX Runtime is in the [ort] extra")
     from geoloc_ros.inference.onnx_export import export_onnx
+
+    tmp = tmp_path_factory.mktemp(model.cfg.name)
+    ck = tmp / f"{model.cfg.name}.pt"
+    save_checkpoint(ck, model, half=False)
+    return ck, tmp / "onnx", export_onnx(ck, tmp / "onnx", progress=False)
+
+
+def test_onnx_export_parity_for_every_family(model, exported):
+    ck, onnx_dir, manifest = exported
+    assert manifest["parity"]["passed"] and manifest["parity"]["max_l2"] < 1e-4
+
+
+def test_onnx_export_of_every_family_runs_through_the_encoder_api(model, exported):
     from geoloc_ros.inference.select import load_encoder
     from geoloc_ros.inference.torch_backend import TorchEncoder
 
-    ck = tmp_path / f"{model.cfg.name}.pt"
-    save_checkpoint(ck, model, half=False)
-    manifest = export_onnx(ck, tmp_path / "onnx", progress=False)
-    assert manifest["parity"]["passed"] and manifest["parity"]["max_l2"] < 1e-4
+    ck, onnx_dir, _ = exported
     # the node's way in: load_encoder on the export folder (what the `model` parameter names)
-    ort, tch = load_encoder(tmp_path / "onnx", backend="onnxruntime", threads=1), TorchEncoder(ck)
+    ort, tch = load_encoder(onnx_dir, backend="onnxruntime", threads=1), TorchEncoder(ck)
     assert ort.identity["preset"] == model.cfg.name and ort.backend == "onnxruntime"
     rng = np.random.default_rng(1)
     frames = (rng.random((4, *model.cfg.ground_size, 3)) * 255).astype(np.uint8)

@@ -135,7 +135,8 @@ def test_split_per_frame_plus_temporal_equals_the_whole_torch_model(model):
 
 
 def test_parity_check_catches_a_graph_that_differs_from_the_model(export_dir, model, tmp_path):
-    from geoloc_ros.inference.onnx_export import parity_check, synthetic_inputs
+    from geoloc_ros.inference.onnx_export import parity_check
+    from geoloc_ros.sim.samples import synthetic_inputs
 
     real = synthetic_inputs(model.cfg, n_frames=3, n_tiles=2)
     assert real[0].shape == (3, 128, 256, 3) and real[1].shape == (2, 192, 192, 3)
@@ -184,3 +185,99 @@ def test_manifest_checks_refuse_tampered_exports(export_dir, tmp_path):
     (bad / GRAPHS["aerial"]["file"]).unlink()
     with pytest.raises(IncompatibleArtifact, match="missing"):
         read_export_manifest(bad)
+
+
+# ---- the parity check's real inputs: the shipped fixture, or the caller's (a bag, a dataset) -------
+
+def test_shipped_parity_inputs_are_small_checked_and_made_by_the_documented_command(export_dir, tmp_path):
+    from geoloc_ros.inference.parity_inputs import DEFAULT_PARITY_INPUTS, load_parity_inputs, manifest_path
+    from geoloc_ros.tools.export_parity_inputs import rendered_inputs
+
+    shipped = load_parity_inputs()  # format, sha256 and shapes checked against parity_inputs.json
+    assert shipped.frames.shape == (8, 128, 256, 3) and shipped.tiles.shape == (4, 192, 192, 3)
+    assert DEFAULT_PARITY_INPUTS.stat().st_size + manifest_path(DEFAULT_PARITY_INPUTS).stat().st_size < 1_000_000
+    assert shipped.frames.std() > 10 and shipped.tiles.std() > 10  # pictures, not blank frames
+    # the documented command renders the same pictures (what the exporter rendered itself before)
+    again = rendered_inputs("seqgeo_lite", seed=11)
+    assert np.abs(again.frames.astype(int) - shipped.frames).mean() < 0.5
+    assert np.abs(again.tiles.astype(int) - shipped.tiles).mean() < 0.5
+    # the default export was checked on them, and says so
+    real = json.loads((export_dir / "manifest.json").read_text())["parity"]["real_inputs"]
+    assert real == {"source": shipped.source, "frames": [8, 128, 256, 3], "tiles": [4, 192, 192, 3]}
+    # a replaced file is refused
+    bad = tmp_path / "p.npz"
+    shutil.copy(DEFAULT_PARITY_INPUTS, bad)
+    shutil.copy(manifest_path(DEFAULT_PARITY_INPUTS), manifest_path(bad))
+    bad.write_bytes(bad.read_bytes()[:-10])
+    with pytest.raises(IncompatibleArtifact, match="sha256"):
+        load_parity_inputs(bad)
+
+
+@pytest.fixture(scope="module")
+def small_drive(small_world, tmp_path_factory):
+    """A 4 s drive (10 Hz camera) whose k-th image is filled with the value k."""
+    from geoloc_ros.core.camera import PinholeCamera
+    from geoloc_ros.sim.bag import write_drive
+    from geoloc_ros.sim.drive import DriveConfig, simulate_drive
+
+    cam = PinholeCamera(width=64, height=32, hfov_deg=90.0)
+    sim = simulate_drive(small_world, DriveConfig(seed=1, duration_s=4.0))
+    out = tmp_path_factory.mktemp("drive") / "d"
+    write_drive(out, small_world, sim, cam, iter([np.full((32, 64, 3), k, np.uint8) for k in range(40)]))
+    return out
+
+
+def _tiny_dataset(root):
+    from PIL import Image
+
+    from geoloc_ros.core.dataset import DATASET_FORMAT, DATASET_FORMAT_VERSION, SequenceRecord, write_split
+    from geoloc_ros.core.manifest import write_json_atomic
+
+    for k in range(10):
+        (root / "ground" / "d0").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((32, 64, 3), 10 * k, np.uint8)).save(root / "ground" / "d0" / f"{k}.png")
+    recs = []
+    for i in range(6):  # sliding sequences of 4 keyframes, as the sim export writes them
+        (root / "aerial" / "train").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((48, 48, 3), 200 + i, np.uint8)).save(root / "aerial" / "train" / f"s{i}.png")
+        recs.append(SequenceRecord(seq=f"s{i}", split="train", world="w", drive="d0",
+                                   frames=";".join(f"ground/d0/{k}.png" for k in range(i, i + 4)),
+                                   aerial=f"aerial/train/s{i}.png", x=0.0, y=0.0, yaw=0.0, lat=0.0, lon=0.0,
+                                   heading_deg=0.0, tile_heading_deg=0.0, jitter_deg=0.0))
+    write_split(root, "train", recs)
+    write_json_atomic(root / "dataset.json", {"format": DATASET_FORMAT, "format_version": DATASET_FORMAT_VERSION,
+                                              "splits": {"train": len(recs)}})
+    return root
+
+
+def test_parity_inputs_from_a_bag_or_a_dataset_feed_the_parity_check(export_dir, model, small_drive, tmp_path):
+    from geoloc_ros.core.errors import InvalidArgument
+    from geoloc_ros.inference.onnx_export import parity_check
+    from geoloc_ros.inference.parity_inputs import ParityInputs, load_parity_inputs
+    from geoloc_ros.tools.export_parity_inputs import main as save_main, read_parity_source
+
+    bag = read_parity_source(small_drive)  # every 5th camera image; tiles of the shipped fixture
+    assert [int(f[0, 0, 0]) for f in bag.frames] == [0, 5, 10, 15, 20, 25, 30, 35]
+    assert bag.frames.shape == (8, 32, 64, 3) and np.array_equal(bag.tiles, load_parity_inputs().tiles)
+    ds = read_parity_source(_tiny_dataset(tmp_path / "ds"))  # consecutive keyframes + the sequences' tiles
+    assert [int(f[0, 0, 0]) for f in ds.frames] == [10 * k for k in range(8)]
+    assert [int(t[0, 0, 0]) for t in ds.tiles] == [200, 201, 202, 203]
+    # the export's parity check runs on them like on the fixture (resized to the model's inputs)
+    report = parity_check(model, export_dir, "fp32", real=bag, frame_counts=(1, 8))
+    assert report["passed"] and report["real_inputs"]["source"].startswith(f"bag {small_drive}")
+    with pytest.raises(InvalidArgument, match="hold 3 ground frames.*up to T=8"):
+        parity_check(model, export_dir, "fp32", real=ParityInputs(bag.frames[:3], bag.tiles), frame_counts=(1, 8))
+    # saved once (`geoloc export parity-inputs --source`), reused by file
+    out = save_main(["--source", str(small_drive), "--out", str(tmp_path / "mine.npz")])
+    again = load_parity_inputs(out)
+    assert np.array_equal(again.frames, bag.frames) and again.source == bag.source
+    assert np.array_equal(read_parity_source(out).frames, bag.frames)
+
+
+def test_export_cli_reads_parity_inputs_before_the_slow_export(tmp_path):
+    from geoloc_ros.tools import export_onnx
+
+    with pytest.raises(IncompatibleArtifact, match="parity inputs .*none.npz.*does not exist"):
+        export_onnx.main(["--checkpoint", "seqgeo_lite", "--out", str(tmp_path / "o"),
+                          "--parity-inputs", str(tmp_path / "none.npz")])
+    assert not (tmp_path / "o").exists() and not list(tmp_path.glob(".o.tmp*"))

@@ -39,7 +39,7 @@ def export_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def frames_and_tiles():
     pytest.importorskip("torch")
-    from geoloc_ros.inference.onnx_export import synthetic_inputs
+    from geoloc_ros.sim.samples import synthetic_inputs
     from geoloc_ros.models.config import ModelConfig
     from geoloc_ros.models.crossview import default_checkpoint
 

@@ -50,31 +50,38 @@ def modules() -> Iterator[Tuple[str, Path]]:
         yield ".".join(parts), path
 
 
-def imported(mod: str, path: Path) -> Iterator[Tuple[str, int]]:
-    """Our modules that ``mod`` imports (dotted, without the top package), with their line numbers."""
+def imports_of(mod: str, path: Path) -> Iterator[Tuple[str, int]]:
+    """Absolute names of the modules ``mod`` imports anywhere in it (module level and inside functions),
+    with their line numbers. ``from X import y``: X, or X.y where y is a module or package of ours."""
     is_pkg = path.name == "__init__.py"
-    here = mod.split(".") if mod else []
+    here = [TOP] + (mod.split(".") if mod else [])
     base_pkg = here if is_pkg else here[:-1]
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
         if isinstance(node, ast.Import):
             for a in node.names:
-                if a.name == TOP or a.name.startswith(TOP + "."):
-                    yield a.name[len(TOP) + 1:], node.lineno
+                yield a.name, node.lineno
         elif isinstance(node, ast.ImportFrom):
             if node.level == 0:
-                if node.module and (node.module == TOP or node.module.startswith(TOP + ".")):
-                    target = node.module[len(TOP) + 1:]
-                else:
-                    continue
+                base = node.module or ""
             else:
-                anchor = base_pkg[:len(base_pkg) - (node.level - 1)] if node.level > 1 else base_pkg
-                target = ".".join(anchor + (node.module.split(".") if node.module else []))
-            if target:
-                yield target, node.lineno
-            else:  # "from .. import x": x is a package of ours, or a name of the top package (__version__)
-                for a in node.names:
-                    if (PKG / a.name).is_dir() or (PKG / f"{a.name}.py").is_file():
-                        yield a.name, node.lineno
+                anchor = base_pkg[:len(base_pkg) - (node.level - 1)]
+                base = ".".join(anchor + (node.module.split(".") if node.module else []))
+            subs = [a.name for a in node.names if base.split(".")[0] == TOP and _is_ours(f"{base}.{a.name}")]
+            for name in subs or [base]:
+                yield (f"{base}.{name}" if subs else base), node.lineno
+
+
+def _is_ours(name: str) -> bool:
+    rel = Path(*name.split(".")[1:])
+    return (PKG / rel).is_dir() or (PKG / rel).with_suffix(".py").is_file()
+
+
+def imported(mod: str, path: Path) -> Iterator[Tuple[str, int]]:
+    """Our modules that ``mod`` imports (dotted, without the top package), with their line numbers;
+    a name of the top package itself (``from geoloc_ros import __version__``) is no layer's."""
+    for name, line in imports_of(mod, path):
+        if name.startswith(TOP + "."):
+            yield name[len(TOP) + 1:], line
 
 
 def layer_of(mod: str) -> Optional[str]:
@@ -99,7 +106,7 @@ def violations() -> List[str]:
         own = key.split(".")[0]
         for target, line in imported(mod, path):
             dest = target.split(".")[0]
-            if dest in ("", own) or dest == "__init__":
+            if dest == own:
                 continue
             if dest not in ALLOWED[key]:
                 out.append(f"{path.relative_to(ROOT)}:{line}: {key} imports {target}")
@@ -109,6 +116,16 @@ def violations() -> List[str]:
 def test_every_import_goes_the_documented_way():
     bad = violations()
     assert not bad, "imports against the layers of docs/architecture.md:\n" + "\n".join(bad)
+
+
+def test_the_bag_package_needs_only_numpy_rosbags_mcap_and_core():
+    """geoloc_ros.bag is what the replay, `geoloc play`, the live run and the sim tools read and write bags
+    with: no torch, OpenCV, rasterio or rclpy (ROS-free installs replay bags too)."""
+    allowed = {"numpy", "rosbags", "mcap", TOP}
+    bad = [f"{path.relative_to(ROOT)}:{line}: {name}" for mod, path in modules() if mod.split(".")[0] == "bag"
+           for name, line in imports_of(mod, path)
+           if name.split(".")[0] not in sys.stdlib_module_names | allowed]
+    assert not bad, bad
 
 
 def test_the_table_is_the_one_in_the_docs():

@@ -22,12 +22,12 @@ Only stdlib: the model's data loader and the evaluation read this without numpy/
 from __future__ import annotations
 
 import csv
-import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Dict, Iterable, List
 
 from .errors import IncompatibleArtifact
+from .manifest import read_manifest as read_json_manifest
 
 DATASET_FORMAT = "geoloc-dataset"
 DATASET_FORMAT_VERSION = 1
@@ -86,13 +86,8 @@ def read_manifest(root: Path) -> Dict:
     if not path.is_file():
         raise IncompatibleArtifact(f"{root} is not a geoloc dataset: {path.name} is missing "
                                    f"(make one with `geoloc sim dataset`)")
-    m = json.loads(path.read_text())
-    if m.get("format") != DATASET_FORMAT:
-        raise IncompatibleArtifact(f"{path}: format {m.get('format')!r}, expected {DATASET_FORMAT!r}")
-    if m.get("format_version") != DATASET_FORMAT_VERSION:
-        raise IncompatibleArtifact(f"{path}: format_version {m.get('format_version')}, this geoloc_ros reads "
-                                   f"{DATASET_FORMAT_VERSION}; re-export the dataset")
-    return m
+    return read_json_manifest(path, DATASET_FORMAT, DATASET_FORMAT_VERSION, what="geoloc dataset",
+                              rebuild="re-export it (`geoloc sim dataset` or `geoloc data convert`, --force)")
 
 
 def read_split(root: Path, split: str) -> List[SequenceRecord]:

@@ -4,6 +4,10 @@ Every artifact (checkpoint, ONNX export, TensorRT engine, tile index) names the 
 it with the same three keys, ``model_identity``: preset name, weights fingerprint (sha256 of the
 checkpoint's tensors) and descriptor dimension. Loading compares identities with
 ``check_same_model`` and refuses a mismatch with a message that says what to rebuild.
+
+Every manifest also carries ``format`` and ``format_version``; every loader checks them here,
+``read_manifest`` (a JSON file) or ``check_manifest`` (a dict already loaded, e.g. embedded in a
+checkpoint), with its own words for the artifact and the command that rebuilds it.
 """
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Collection, Dict, Mapping, Optional, Tuple, Union
 
 from .errors import IncompatibleArtifact
 
@@ -58,20 +62,47 @@ def write_json_atomic(path: Path, obj: Any) -> Path:
     return path
 
 
-def read_manifest(path: Path, fmt: str, version: int, *, what: Optional[str] = None) -> Dict[str, Any]:
-    """Read a JSON manifest and check its ``format`` and ``format_version``."""
+Versions = Union[int, Collection[int]]
+
+
+def _versions_text(readable: Tuple[int, ...]) -> str:
+    return f"version {readable[0]}" if len(readable) == 1 else "versions " + ", ".join(map(str, readable))
+
+
+def check_manifest(m: Any, fmt: str, versions: Versions, *, source: Union[str, Path], what: str,
+                   rebuild: Optional[str] = None) -> Dict[str, Any]:
+    """Check the ``format`` and ``format_version`` of a manifest already in memory (``read_manifest``
+    for one on disk; a checkpoint's embedded manifest directly) and return it.
+
+    ``versions``: the version this geoloc_ros writes, or every version it still reads (a world
+    reads {1, 2}). ``source`` names where it came from (a path), ``what`` the artifact in words
+    ("bevmatch checkpoint"), ``rebuild`` what fixes it (a command), appended to both messages;
+    without it a version mismatch says "rebuild it with this version".
+    """
+    readable = (int(versions),) if isinstance(versions, int) else tuple(sorted(versions))
+    if not isinstance(m, dict) or m.get("format") != fmt:
+        got = m.get("format") if isinstance(m, dict) else type(m).__name__
+        raise IncompatibleArtifact(f"{source} is not a {what} (format {got!r}, expected {fmt!r})"
+                                   + (f"; {rebuild}" if rebuild else ""))
+    if m.get("format_version") not in readable:
+        raise IncompatibleArtifact(f"{source}: {what} format_version {m.get('format_version')!r}; this geoloc_ros "
+                                   f"reads {_versions_text(readable)}; {rebuild or 'rebuild it with this version'}")
+    return m
+
+
+def read_manifest(path: Path, fmt: str, versions: Versions, *, what: Optional[str] = None,
+                  rebuild: Optional[str] = None) -> Dict[str, Any]:
+    """Read a JSON manifest and check its ``format`` and ``format_version`` (``check_manifest``).
+
+    ``what`` names the artifact ("tile index /x"; default: ``fmt``), ``rebuild`` the command that
+    makes a good one; both end up in every refusal (IncompatibleArtifact)."""
     path = Path(path)
     what = what or fmt
+    tail = f"; {rebuild}" if rebuild else ""
     if not path.is_file():
-        raise IncompatibleArtifact(f"{what}: manifest {path} does not exist")
+        raise IncompatibleArtifact(f"{what}: manifest {path} does not exist{tail}")
     try:
         m = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
-        raise IncompatibleArtifact(f"{what}: manifest {path} is not readable JSON ({exc})") from exc
-    if not isinstance(m, dict) or m.get("format") != fmt:
-        got = m.get("format") if isinstance(m, dict) else type(m).__name__
-        raise IncompatibleArtifact(f"{path} is not a {what} manifest (format {got!r}, expected {fmt!r})")
-    if m.get("format_version") != version:
-        raise IncompatibleArtifact(f"{path}: {what} format_version {m.get('format_version')!r}; this geoloc_ros reads "
-                                   f"version {version}. Rebuild it with this version.")
-    return m
+        raise IncompatibleArtifact(f"{what}: manifest {path} is not readable JSON ({exc}){tail}") from exc
+    return check_manifest(m, fmt, versions, source=path, what=f"{what} manifest", rebuild=rebuild)

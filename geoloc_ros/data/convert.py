@@ -789,7 +789,7 @@ def convert_dataset(fmt: str, src: Path, out: Path, cfg: ConvertConfig, *, force
     """
     from tqdm import tqdm
 
-    from ..sim.world import prepare_output_dir
+    from ..core.outputs import prepare_output_dir
 
     plan = plan_conversion(fmt, src, cfg)
     out = Path(out)

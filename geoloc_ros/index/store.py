@@ -119,7 +119,9 @@ class TileIndex:
         if not (path / "manifest.json").is_file() and (path / "work" / "state.json").is_file():
             raise IncompatibleArtifact(f"{what} is an unfinished build (no manifest.json, work/ present); rerun the "
                                        f"same `geoloc index build ... --out {path}` command to resume it")
-        m = read_manifest(path / "manifest.json", INDEX_FORMAT, INDEX_FORMAT_VERSION, what=what)
+        m = read_manifest(path / "manifest.json", INDEX_FORMAT, INDEX_FORMAT_VERSION, what=what,
+                          rebuild=f"rebuild it with `geoloc index build --imagery ORTHO --checkpoint MODEL "
+                                  f"--out {path} --force`")
         try:
             for key in ("model", "dim", "heading_bins", "tile_m", "spacing_m", "datum", "bounds_latlon", "counts",
                         "shards", "metadata", "global_index"):

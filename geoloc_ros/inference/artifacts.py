@@ -52,7 +52,7 @@ def read_export_manifest(export_dir: Path, *, verify: bool = True,
     """
     export_dir = Path(export_dir)
     m = read_manifest(export_dir / MANIFEST_NAME, EXPORT_FORMAT, EXPORT_FORMAT_VERSION,
-                      what=f"ONNX export {export_dir}")
+                      what=f"ONNX export {export_dir}", rebuild=f"re-export: {export_command_hint(export_dir)}")
     fix = export_command_hint(export_dir, m)
     model_identity(m)  # raises when missing
     if m.get("precision") not in PRECISIONS:

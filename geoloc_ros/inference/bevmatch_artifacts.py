@@ -36,7 +36,7 @@ def read_bevmatch_export(export_dir: Path, *, verify: bool = True,
     """Read and check ``export_dir/manifest.json`` (and, with ``verify``, each graph's sha256)."""
     export_dir = Path(export_dir)
     m = read_manifest(export_dir / MANIFEST_NAME, EXPORT_FORMAT, EXPORT_FORMAT_VERSION,
-                      what=f"bevmatch ONNX export {export_dir}")
+                      what=f"bevmatch ONNX export {export_dir}", rebuild=f"re-export: {export_hint(export_dir)}")
     fix = export_hint(export_dir, m)
     ident = model_identity(m)
     if expect_fingerprint is not None and ident["fingerprint"] != expect_fingerprint:

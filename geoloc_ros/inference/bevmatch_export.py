@@ -102,7 +102,7 @@ def export_bevmatch(checkpoint: Path, out: Path, *, force: bool = False, opset: 
     parity check passed); returns the manifest."""
     import onnx
 
-    from ..tools.common import check_output_dir
+    from ..core.outputs import check_output_dir
 
     checkpoint, out = Path(checkpoint), Path(out)
     check_output_dir(out, force)

@@ -9,15 +9,13 @@ any machine; ``tensorrt_backend`` does the building and running.
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
-from ..core.errors import InvalidArgument
-from ..core.manifest import write_json_atomic
-from ..core.manifest import sha256_file
+from ..core.errors import IncompatibleArtifact, InvalidArgument
+from ..core.manifest import read_manifest, sha256_file, write_json_atomic
 from .artifacts import GRAPHS
 
 ENGINE_FORMAT = "geoloc-trt-engine"
@@ -150,13 +148,11 @@ class Decision:
     reason: str
 
 
-def read_engine_manifest(engine: Path) -> Optional[Dict[str, Any]]:
-    p = manifest_path(engine)
-    try:
-        m = json.loads(p.read_text())
-    except (OSError, ValueError):
-        return None
-    return m if isinstance(m, dict) and m.get("format") == ENGINE_FORMAT else None
+def read_engine_manifest(engine: Path) -> Dict[str, Any]:
+    """The manifest beside ``engine``, checked for format and version; IncompatibleArtifact otherwise."""
+    return read_manifest(manifest_path(engine), ENGINE_FORMAT, ENGINE_FORMAT_VERSION,
+                         what=f"TensorRT engine {Path(engine).name}",
+                         rebuild="it is rebuilt on the next start (or by `geoloc export engine`)")
 
 
 def compare_keys(expected: Mapping[str, Any], found: Mapping[str, Any]) -> List[str]:
@@ -175,9 +171,12 @@ def rebuild_decision(expected: EngineKey, engine: Path, *, check_bytes: bool = T
     engine = Path(engine)
     if not engine.is_file():
         return Decision(True, f"no engine {engine.name} yet")
-    m = read_engine_manifest(engine)
-    if m is None:
-        return Decision(True, f"{manifest_path(engine).name} is missing or unreadable")
+    if not manifest_path(engine).is_file():
+        return Decision(True, f"{manifest_path(engine).name} is missing")
+    try:
+        m = read_engine_manifest(engine)
+    except IncompatibleArtifact as exc:  # unreadable, another format or format version
+        return Decision(True, str(exc))
     diffs = compare_keys(expected.to_dict(), m.get("key", {}))
     if diffs:
         return Decision(True, "built for another setup: " + "; ".join(diffs))

@@ -42,6 +42,7 @@ from ..core.manifest import model_identity, sha256_file, write_json_atomic
 from ..models.crossview import CrossViewModel
 from ..models.temporal import TemporalFusion, masked_mean
 from .artifacts import EXPORT_FORMAT, EXPORT_FORMAT_VERSION, GRAPHS, MANIFEST_NAME
+from .parity_inputs import ParityInputsLike, as_parity_inputs
 
 log = logging.getLogger(__name__)
 
@@ -107,42 +108,6 @@ class TemporalGraph(nn.Module):
         return F.normalize((tf.out(masked_mean(y, pad)) + masked_mean(x, pad)).float(), dim=-1)
 
 
-# ---- inputs for the parity check -------------------------------------------------------------
-
-def synthetic_inputs(cfg, n_frames: int = 8, n_tiles: int = 4, seed: int = 11) -> Tuple[np.ndarray, np.ndarray]:
-    """Real synthetic data for the parity check: ``n_frames`` ground frames rendered 5 m apart
-    along a road of a small generated town (consecutive keyframes, as the node sees them) and
-    ``n_tiles`` heading-up aerial tiles cut at those poses. uint8 [N, H, W, 3] each."""
-    from ..core.camera import PinholeCamera
-    from ..core.tiles import sample_bilinear, tile_grid
-    from ..sim.generate import generate_world
-    from ..sim.render import Appearance, GroundRenderer
-
-    world = generate_world(seed=seed, size_m=400.0, gsd_m=0.5)
-    H, W = cfg.ground_size
-    renderer = GroundRenderer(world, PinholeCamera(width=W, height=H, hfov_deg=cfg.camera_hfov_deg),
-                              Appearance.sample(np.random.default_rng(seed)))
-    lengths = [float(np.linalg.norm(np.diff(p, axis=0), axis=1).sum()) for p in world.roads.edge_points]
-    pts = np.asarray(world.roads.edge_points[int(np.argmax(lengths))], float)
-    seg = np.linalg.norm(np.diff(pts, axis=0), axis=1)
-    s_at = np.concatenate([[0.0], np.cumsum(seg)])
-    poses = []
-    for s in 5.0 + 5.0 * np.arange(max(n_frames, n_tiles)):
-        s = float(min(s, s_at[-1] - 1e-3))
-        i = int(min(np.searchsorted(s_at, s, side="right") - 1, len(seg) - 1))
-        f = (s - s_at[i]) / max(seg[i], 1e-9)
-        p = pts[i] + f * (pts[i + 1] - pts[i])
-        d = pts[i + 1] - pts[i]
-        poses.append((float(p[0]), float(p[1]), float(np.arctan2(d[1], d[0]))))
-    frames = np.stack([renderer.render(*pose) for pose in poses[:n_frames]])
-    tiles = []
-    for x, y, yaw in poses[:n_tiles]:
-        gx, gy = tile_grid(x, y, yaw, cfg.tile_m, cfg.aerial_size[0])
-        r, c = world.xy_to_rc(gx, gy)
-        tiles.append(np.clip(sample_bilinear(world.ortho, r - 0.5, c - 0.5), 0, 255).astype(np.uint8))
-    return frames.astype(np.uint8), np.stack(tiles)
-
-
 def _sessions(out: Path, threads: int = 0) -> Dict[str, Any]:
     import onnxruntime as ort
 
@@ -155,12 +120,14 @@ def _sessions(out: Path, threads: int = 0) -> Dict[str, Any]:
 
 
 def parity_check(model: CrossViewModel, export_dir: Path, precision: str = "fp32", *, seed: int = 0,
-                 frame_counts: Optional[Sequence[int]] = None, real: Optional[Tuple[np.ndarray, np.ndarray]] = None,
+                 frame_counts: Optional[Sequence[int]] = None, real: ParityInputsLike = None,
                  tolerance_l2: Optional[float] = None) -> Dict[str, Any]:
-    """ONNX Runtime (CPU) vs the torch model on random and real synthetic inputs, at several T.
+    """ONNX Runtime (CPU) vs the torch model on random and real inputs, at several T.
 
-    Returns a report {"tolerance_l2", "max_l2", "passed", "checks": [...]}; each check names the
-    graph, the input kind, T and the largest L2 distance / abs difference between descriptors."""
+    ``real``: the real ground frames and aerial tiles (``parity_inputs.as_parity_inputs``: None is
+    the shipped fixture; at least max(frame_counts) frames). Returns a report {"tolerance_l2",
+    "max_l2", "passed", "checks": [...], "real_inputs"}; each check names the graph, the input kind,
+    T and the largest L2 distance / abs difference between descriptors."""
     from .base import to_model_input
 
     cfg = model.cfg
@@ -180,10 +147,10 @@ def parity_check(model: CrossViewModel, export_dir: Path, precision: str = "fp32
         s = sess[key]
         return s.run(None, {i.name: a for i, a in zip(s.get_inputs(), arrays)})[0]
 
-    if real is None:
-        real = synthetic_inputs(cfg, n_frames=max(counts))
-    frames_real = to_model_input(real[0], cfg.ground_size)
-    tiles_real = to_model_input(real[1], cfg.aerial_size)
+    real = as_parity_inputs(real)
+    real.need_frames(max(counts))
+    frames_real = to_model_input(real.frames[:max(counts)], cfg.ground_size)
+    tiles_real = to_model_input(real.tiles, cfg.aerial_size)
     frames_rand = rng.random((3, 3, *cfg.ground_size), dtype=np.float32)
     tiles_rand = rng.random((2, 3, *cfg.aerial_size), dtype=np.float32)
     with torch.inference_mode():
@@ -214,7 +181,8 @@ def parity_check(model: CrossViewModel, export_dir: Path, precision: str = "fp32
             record("temporal", "real", T, run("temporal", feats_real[None, :T], np.zeros((1, T), bool)), whole)
     worst = max(c["max_l2"] for c in checks)
     passed = bool(worst <= tol and all(c["finite"] for c in checks))
-    return {"tolerance_l2": tol, "max_l2": worst, "passed": passed, "frame_counts": counts, "checks": checks}
+    return {"tolerance_l2": tol, "max_l2": worst, "passed": passed, "frame_counts": counts, "checks": checks,
+            "real_inputs": real.summary()}
 
 
 # ---- the export --------------------------------------------------------------------------------
@@ -257,25 +225,30 @@ def _install(tmp: Path, out: Path) -> None:
 
 
 def export_onnx(checkpoint: Path, out: Path, *, fp16: bool = False, force: bool = False, opset: int = DEFAULT_OPSET,
-                parity: bool = True, real_inputs: Optional[Tuple[np.ndarray, np.ndarray]] = None,
+                parity: bool = True, parity_inputs: ParityInputsLike = None,
                 command: Optional[str] = None, progress: bool = True) -> Dict[str, Any]:
     """Export ``checkpoint`` to the folder ``out``; returns the manifest written there.
 
-    Written into a hidden temporary folder beside ``out`` and renamed into place only after the
-    parity check passed, so ``out`` never holds a half-written or failing export. Refuses to
-    replace a non-empty ``out`` unless ``force``.
+    ``parity_inputs``: the real frames and tiles of the parity check (None: the fixture shipped in
+    ``weights/``; a saved .npz; a ``ParityInputs`` or (frames, tiles) of uint8 RGB arrays, e.g. from
+    a bag or a dataset). Written into a hidden temporary folder beside ``out`` and renamed into
+    place only after the parity check passed, so ``out`` never holds a half-written or failing
+    export. Refuses to replace a non-empty ``out`` unless ``force``.
     """
     from tqdm import tqdm
 
+    from ..core.outputs import check_output_dir
     from ..models.crossview import load_checkpoint
-    from ..tools.common import check_output_dir
 
     checkpoint, out = Path(checkpoint), Path(out)
     check_output_dir(out, force)
     t_start = time.perf_counter()
+    real = as_parity_inputs(parity_inputs) if parity else None  # a bad file fails before the slow export
     model, ck_manifest = load_checkpoint(checkpoint)
     model = model.float().eval()
     cfg = model.cfg
+    if real is not None:
+        real.need_frames(cfg.max_frames)  # the parity check runs T up to max_frames
     precision = "fp16" if fp16 else "fp32"
     dtype = torch.float16 if fp16 else torch.float32
     graph_model = load_checkpoint(checkpoint)[0].to(dtype).eval() if fp16 else model
@@ -320,7 +293,7 @@ def export_onnx(checkpoint: Path, out: Path, *, fp16: bool = False, force: bool 
         graphs = _graph_entries(tmp, cfg, precision)
         graphs["temporal"]["precision"] = "fp32"
         t0 = time.perf_counter()
-        report = parity_check(model, tmp, precision, real=real_inputs) if parity else {"skipped": True}
+        report = parity_check(model, tmp, precision, real=real) if parity else {"skipped": True}
         timings["parity"] = round(time.perf_counter() - t0, 2)
         if parity and not report["passed"]:
             worst = max(report["checks"], key=lambda c: c["max_l2"])

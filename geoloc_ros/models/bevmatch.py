@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core.errors import IncompatibleArtifact, InvalidArgument
+from ..core.manifest import check_manifest
 from ..metric.bev import BevGrid
 from ..metric.correlate import canvas_for, rigid, volume_axes
 from .crossview import state_fingerprint, write_checkpoint_file
@@ -301,13 +302,9 @@ def load_bevmatch(path: Path, *, expect_fingerprint: Optional[str] = None) -> Tu
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise IncompatibleArtifact(f"{path} is not a readable bevmatch checkpoint: {exc}") from exc
-    m = blob.get("manifest", {}) if isinstance(blob, dict) else {}
-    if m.get("format") != CHECKPOINT_FORMAT:
-        raise IncompatibleArtifact(f"{path} is not a bevmatch checkpoint (format {m.get('format')!r}, expected "
-                                   f"{CHECKPOINT_FORMAT!r})")
-    if m.get("format_version") != CHECKPOINT_FORMAT_VERSION:
-        raise IncompatibleArtifact(f"{path}: bevmatch checkpoint format_version {m.get('format_version')}, this "
-                                   f"geoloc_ros reads {CHECKPOINT_FORMAT_VERSION}")
+    m = check_manifest(blob.get("manifest", {}) if isinstance(blob, dict) else {}, CHECKPOINT_FORMAT,
+                       CHECKPOINT_FORMAT_VERSION, source=path, what="bevmatch checkpoint",
+                       rebuild="train one with `geoloc train-metric` (or load it with the geoloc_ros that wrote it)")
     state = blob["state_dict"]
     if state_fingerprint(state) != m.get("fingerprint"):
         raise IncompatibleArtifact(f"{path}: weights do not match the manifest fingerprint (corrupted file?)")

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core.errors import IncompatibleArtifact, InvalidArgument
+from ..core.manifest import check_manifest
 from .aggregators import GeMAggregator, LayoutAggregator
 from .config import ModelConfig
 from .efficientnet import IMAGENET_MEAN, IMAGENET_STD, EfficientNetLite0, block_channels, block_stride
@@ -270,12 +271,9 @@ def read_checkpoint_manifest(path: Path) -> Dict:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated / not a torch file
         raise IncompatibleArtifact(f"{path} is not a readable geoloc checkpoint: {exc}") from exc
-    m = blob.get("manifest", {}) if isinstance(blob, dict) else {}
-    if m.get("format") != CHECKPOINT_FORMAT:
-        raise IncompatibleArtifact(f"{path} is not a geoloc checkpoint (format {m.get('format')!r})")
-    if m.get("format_version") != CHECKPOINT_FORMAT_VERSION:
-        raise IncompatibleArtifact(f"{path}: checkpoint format_version {m.get('format_version')}, this geoloc_ros "
-                                   f"reads {CHECKPOINT_FORMAT_VERSION}")
+    check_manifest(blob.get("manifest", {}) if isinstance(blob, dict) else {}, CHECKPOINT_FORMAT,
+                   CHECKPOINT_FORMAT_VERSION, source=path, what="geoloc checkpoint",
+                   rebuild="train one with `geoloc train` (or load it with the geoloc_ros that wrote it)")
     return blob
 
 

@@ -65,15 +65,17 @@ import numpy as np
 
 from ..bag import BAG_VERSION, BagWriter, TopicSpec, header, typestore
 from ..core.camera import PinholeCamera
-from ..core.errors import InvalidArgument
-from ..core.manifest import sha256_file
+from ..core.errors import IncompatibleArtifact, InvalidArgument
+from ..core.manifest import read_manifest, sha256_file
+from ..core.outputs import prepare_output_dir
 from .drive import STATUS_FIX, STATUS_NO_FIX, DriveSim
-from .world import World, prepare_output_dir
+from .world import World
 
 log = logging.getLogger(__name__)
 
 DRIVE_FORMAT = "geoloc-drive"
 DRIVE_FORMAT_VERSION = 2  # v2: /imu/data, attitude in /odom and /tf, truth z/pitch/roll, survey_gap, camera D + sensor
+READABLE_DRIVE_VERSIONS = (1, 2)  # what reads drive.json (world, camera, topics) is in both
 EPOCH_NS = 1_700_000_000 * 10 ** 9  # sim time 0 (2023-11-14T22:13:20Z): fixed, so runs are deterministic
 
 FRAME_BASE = "base_link"
@@ -517,6 +519,15 @@ def write_drive(out_dir: Path, world: World, sim: DriveSim, camera: PinholeCamer
     }
     (out_dir / "drive.json").write_text(json.dumps(_jsonable(manifest), indent=2, sort_keys=True) + "\n")
     return DriveOutputs(out_dir=out_dir, bag=summary, manifest=manifest, stats=stats)
+
+
+def read_drive_manifest(drive_dir: Path) -> Dict[str, Any]:
+    """``drive_dir/drive.json``, checked for format and version (``core.manifest``)."""
+    path = Path(drive_dir) / "drive.json"
+    if not path.is_file():
+        raise IncompatibleArtifact(f"{drive_dir} is not a drive (no drive.json); record one with `geoloc sim drive`")
+    return read_manifest(path, DRIVE_FORMAT, READABLE_DRIVE_VERSIONS, what="geoloc drive",
+                         rebuild=f"record it again with `geoloc sim drive --out {drive_dir} --force`")
 
 
 def survey_vs_drive(world: World, appearance: Optional[Dict[str, Any]]) -> Dict[str, Any]:

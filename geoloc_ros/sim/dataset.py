@@ -30,8 +30,9 @@ from ..core.dataset import (DATASET_FORMAT, DATASET_FORMAT_VERSION, KEYFRAME_COL
                             write_rows, write_split)
 from ..core.errors import InvalidArgument
 from ..core.geo import wrap_angle, yaw_to_heading_deg
+from ..core.outputs import prepare_output_dir
 from ..core.tiles import sample_bilinear, tile_grid
-from .world import World, prepare_output_dir
+from .world import World
 
 log = logging.getLogger(__name__)
 AREA_SPLITS = ("train", "val", "test")

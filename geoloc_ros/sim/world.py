@@ -31,7 +31,6 @@ geotransform, so any GIS opens them. Pixel (row, col) covers local x in
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass, field
 from enum import IntEnum
 from pathlib import Path
@@ -39,9 +38,10 @@ from typing import Dict, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 
-from ..core.errors import IncompatibleArtifact, InvalidArgument, OutputExists
+from ..core.errors import IncompatibleArtifact
 from ..core.geo import LocalFrame
-from ..core.manifest import sha256_file
+from ..core.manifest import read_manifest, sha256_file
+from ..core.outputs import prepare_output_dir
 
 WORLD_FORMAT = "geoloc-world"
 WORLD_FORMAT_VERSION = 2  # v2: "survey" record (orthophoto flown at another time); v1 still loads (no gap)
@@ -341,11 +341,8 @@ class World:
         if not mpath.is_file():
             raise IncompatibleArtifact(f"{world_dir} is not a geoloc world (no world.json); "
                                        f"create one with `geoloc sim world --out {world_dir}`")
-        m = json.loads(mpath.read_text())
-        if m.get("format") != WORLD_FORMAT or m.get("format_version") not in READABLE_WORLD_VERSIONS:
-            raise IncompatibleArtifact(
-                f"{world_dir}: world format {m.get('format')} v{m.get('format_version')} is not "
-                f"{WORLD_FORMAT} v{WORLD_FORMAT_VERSION}; regenerate it with `geoloc sim world --force`")
+        m = read_manifest(mpath, WORLD_FORMAT, READABLE_WORLD_VERSIONS, what="geoloc world",
+                          rebuild=f"regenerate it with `geoloc sim world --out {world_dir} --force`")
         meta = WorldMeta(seed=int(m["seed"]), size_m=float(m["size_m"]), gsd_m=float(m["gsd_m"]),
                          origin_lat=float(m["origin_lat"]), origin_lon=float(m["origin_lon"]),
                          frame=LocalFrame.from_dict(m["frame"]), params=m.get("params", {}))
@@ -371,31 +368,6 @@ class World:
             parked = ParkedCars(z["p_cars"], z["p_free_stalls"]) if "p_cars" in z.files else None
         return cls(meta=meta, roads=roads, buildings=buildings, survey=m.get("survey"), parked=parked,
                    terrain=m.get("terrain"), **arrays)
-
-
-# ---- helpers ------------------------------------------------------------------------
-
-
-def prepare_output_dir(out_dir: Path, *, force: bool) -> None:
-    """Create ``out_dir``; refuse to touch an existing non-empty one unless ``force``.
-
-    With ``force`` the directory's previous contents are removed first so no stale file
-    survives next to new ones.
-    """
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise OutputExists(f"{out_dir} exists and is not a directory")
-    if out_dir.is_dir() and any(out_dir.iterdir()):
-        if not force:
-            raise OutputExists(f"{out_dir} already exists and is not empty; pass --force to replace it")
-        shutil.rmtree(out_dir)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        probe = out_dir / ".write_probe"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise InvalidArgument(f"cannot write to {out_dir}: {exc.strerror or exc}") from exc
 
 
 def rasterize_box(shape: Tuple[int, int], world_xy_to_rc, cx: float, cy: float, half_len: float, half_wid: float,

@@ -5,29 +5,12 @@ import argparse
 import math
 import shlex
 import sys
-from pathlib import Path
 from typing import Callable, List, Optional
-
-from ..core.errors import InvalidArgument, OutputExists
 
 
 def command_line() -> str:
     """The command that is running, for manifests (reproducibility)."""
     return " ".join(shlex.quote(a) for a in ["geoloc"] + sys.argv[1:]) if sys.argv else "geoloc"
-
-
-def check_output_dir(out: Path, force: bool) -> None:
-    """Fail early (before any work) if ``out`` would overwrite something without --force."""
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise OutputExists(f"{out} exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()) and not force:
-        raise OutputExists(f"{out} already exists and is not empty; pass --force to replace it")
-    parent = out if out.exists() else next((p for p in out.parents if p.exists()), Path("."))
-    import os
-
-    if not os.access(parent, os.W_OK):
-        raise InvalidArgument(f"cannot write to {out}: {parent} is not writable")
 
 
 def positive(kind: type = float, lo: float = 0.0, hi: float = math.inf, name: str = "value") -> Callable[[str], float]:

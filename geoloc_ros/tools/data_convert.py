@@ -7,7 +7,8 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
-from .common import check_output_dir, command_line, parse_with, positive, seed_type
+from ..core.outputs import check_output_dir
+from .common import command_line, parse_with, positive, seed_type
 
 FORMATS = ("seqgeo", "cvusa", "vigor")
 

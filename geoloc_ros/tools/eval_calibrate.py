@@ -43,12 +43,11 @@ def run_eval_calibrate(args: argparse.Namespace) -> Path:
     import yaml
 
     from ..core.bagpath import resolve_bag
-    from ..core.errors import OutputExists
+    from ..core.outputs import check_output_file
     from ..evaluation.replay import world_frame, find_world_dir, load_localizer_config, replay_bag
     from ..metric import open_matcher
 
-    if args.out.exists() and not args.force:
-        raise OutputExists(f"{args.out} exists; pass --force to replace it")
+    check_output_file(args.out, args.force)
     base, overrides = load_localizer_config(args.config)
     t0 = time.perf_counter()
     rows = []

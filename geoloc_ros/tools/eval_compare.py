@@ -32,13 +32,13 @@ def _short_names(runs: List[Path]) -> List[str]:
 def run_eval_compare(args: argparse.Namespace) -> Path:
     import os
 
-    from ..core.errors import OutputExists
+    from ..core.outputs import check_output_file
     from ..evaluation.replay import load_run
     from ..evaluation.report import compare_table, md_table, text_table
 
     runs = [Path(r) for r in args.runs]
-    if args.out is not None and Path(args.out).exists() and not args.force:
-        raise OutputExists(f"{args.out} exists; pass --force to replace it")
+    if args.out is not None:
+        check_output_file(args.out, args.force)
     docs = [load_run(r) for r in runs]
     names = _short_names(runs)
     cols = [f"run {i + 1}" for i in range(len(runs))]

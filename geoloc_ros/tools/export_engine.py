@@ -40,25 +40,17 @@ def register(sub) -> argparse.ArgumentParser:
 
 def calibration_batches(drive: Path, cfg: Dict, frames: int = 64, batch: int = 8) -> Dict[str, list]:
     """Pre-processed real frames (every 5th camera image) and aerial tiles at the true poses."""
-    import json
-
     import numpy as np
 
-    from ..bag import read_bag
-    from ..core.images import msg_to_rgb
     from ..core.tiles import sample_bilinear, tile_grid
     from ..inference.base import to_model_input
-    from ..sim.bag import TOPIC_IMAGE, read_truth_csv
+    from ..sim.bag import TOPIC_IMAGE, read_drive_manifest, read_truth_csv
     from ..sim.world import World
+    from .export_parity_inputs import bag_frames
 
-    imgs = []
-    for i, (_, _, msg) in enumerate(read_bag(Path(drive) / "bag", [TOPIC_IMAGE])):
-        if i % 5 == 0:
-            imgs.append(msg_to_rgb(msg))
-        if len(imgs) >= frames:
-            break
-    x = to_model_input(np.stack(imgs), tuple(cfg["ground_size"]))
-    world = World.load(Path(json.loads((Path(drive) / "drive.json").read_text())["world"]["path"]))
+    imgs, _ = bag_frames(Path(drive) / "bag", frames, every=5, topic=TOPIC_IMAGE)
+    x = to_model_input(imgs, tuple(cfg["ground_size"]))
+    world = World.load(Path(read_drive_manifest(drive)["world"]["path"]))
     truth = read_truth_csv(Path(drive) / "truth.csv")
     idx = np.linspace(0, len(truth["x"]) - 1, frames).astype(int)
     tiles = []

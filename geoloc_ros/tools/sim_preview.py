@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import List, Optional
 
@@ -36,21 +35,18 @@ def run_sim_preview(args: argparse.Namespace) -> Path:
 
     from ..bag import read_bag
     from ..core.camera import PinholeCamera
-    from ..core.errors import IncompatibleArtifact, InvalidArgument, OutputExists
+    from ..core.errors import IncompatibleArtifact, InvalidArgument
     from ..core.images import msg_to_rgb
-    from ..sim.bag import TOPIC_IMAGE, read_truth_csv
+    from ..core.outputs import check_output_file
+    from ..sim.bag import TOPIC_IMAGE, read_drive_manifest, read_truth_csv
     from ..sim.preview import compose_preview, pick_preview_indices
     from ..sim.world import World
 
     out = Path(args.out)
     if out.suffix.lower() != ".png":
         raise InvalidArgument(f"--out {out} must be a .png file")
-    if out.exists() and not args.force:
-        raise OutputExists(f"{out} exists; pass --force to replace it")
-    manifest_path = Path(args.drive) / "drive.json"
-    if not manifest_path.is_file():
-        raise IncompatibleArtifact(f"{args.drive} is not a drive (no drive.json); record one with `geoloc sim drive`")
-    m = json.loads(manifest_path.read_text())
+    check_output_file(out, args.force)
+    m = read_drive_manifest(args.drive)
     world_dir = args.world or Path(m["world"].get("path", ""))
     world = World.load(world_dir, layers=("ortho",))
     if world.meta.seed != m["world"]["seed"] or world.meta.size_m != m["world"]["size_m"]:

@@ -40,7 +40,7 @@ demo: venv
 TEST_JOBS ?= 2
 
 test: venv
-	$(BIN)/python -m pytest -n $(TEST_JOBS) --dist loadgroup
+	$(BIN)/python -m pytest -n $(TEST_JOBS) --dist loadscope --no-loadscope-reorder
 
 bench: venv
 	$(BIN)/python bench/run_all.py

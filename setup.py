@@ -68,6 +68,7 @@ setup(
             "pytest>=7",
             "pytest-timeout>=2",
             "pytest-xdist>=3.5",
+            "filelock>=3.12",  # test/_shared.made_once: a fixture made once for all xdist workers
             "mcap-ros2-support>=0.5",
             "matplotlib>=3.7",
             *EXPORT, *ORT,

@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
+from pathlib import Path
+from typing import Callable
 
 # the length of conftest's shared drive (drive_dir): about 200 m, ~35 keyframes
 DRIVE_S = 24.0
@@ -47,3 +50,21 @@ def copy_bag(src, dst, *, drop=(), extra_topic=None, storage: str = "mcap", firs
                 if xc is not None and c.topic == "/gnss/fix":
                     w.write(xc, t, ts.serialize_cdr(Blob(data=np.arange(5, dtype=np.uint8), note="x"), blob))
     return dst
+
+
+def made_once(tmp_path_factory, name: str, make: Callable[[Path], object]) -> Path:
+    """``base_temp/name``, made by ``make(path)`` once per test run: with pytest-xdist the workers share
+    it (the first one makes it while a file lock keeps the others waiting), the others reuse it."""
+    from filelock import FileLock
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the run's base temp, above each worker's own
+    out, done = root / name, root / f"{name}.done"
+    with FileLock(str(root / f"{name}.lock")):
+        if not done.is_file():
+            if out.exists():  # a worker that failed half-way
+                shutil.rmtree(out)
+            make(out)
+            done.touch()
+    return out

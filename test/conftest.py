@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from _shared import DRIVE_S
+from _shared import DRIVE_S, made_once
 
 # pytest-xdist (`make test` runs two workers): one BLAS/OpenMP thread per worker and per process it
 # starts, so two workers on two cores do not oversubscribe them (torch reads this when imported).
@@ -14,26 +14,16 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.environ.setdefault("MKL_NUM_THREADS", "1")
 
-# Modules that share expensive session fixtures run on one worker (`--dist loadgroup`), so each
-# fixture is made once: the drive and its index, the ONNX export of the shipped model.
-SHARED_GROUPS = {
-    "test_pipeline": "drive", "test_eval_replay": "drive", "test_ros_node": "drive",
-    "test_export": "onnx_export", "test_inference": "onnx_export",
-}
-# the longest groups first, so the two workers end together (measured: `pytest --durations=0`)
-FIRST = ["drive", "test_encoders", "onnx_export", "test_model", "test_demo", "test_bevmatch"]
+# `make test` hands out whole modules (`--dist loadscope --no-loadscope-reorder`: a module's fixtures are
+# made once) in collection order: the longest first, so the two workers end together (measured with
+# `pytest --durations=0`).
+FIRST = ["test_encoders", "test_ros_node", "test_export", "test_inference", "test_demo", "test_eval_replay",
+         "test_model", "test_pipeline", "test_bevmatch"]
 
 
 def pytest_collection_modifyitems(config, items):
-    """Every test goes to its module's xdist group (or the shared group above); longest groups first."""
-    def group(item):
-        name = item.module.__name__.rsplit(".", 1)[-1]
-        return SHARED_GROUPS.get(name, name)
-
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(group(item)))
-    rank = {g: i for i, g in enumerate(FIRST)}
-    items.sort(key=lambda it: rank.get(group(it), len(FIRST)))  # stable: module order kept within a group
+    rank = {m: i for i, m in enumerate(FIRST)}
+    items.sort(key=lambda it: rank.get(it.module.__name__.rsplit(".", 1)[-1], len(FIRST)))  # stable
 
 
 @pytest.fixture(scope="session")
@@ -46,10 +36,8 @@ def small_world():
 
 @pytest.fixture(scope="session")
 def small_world_dir(small_world, tmp_path_factory):
-    """The same town written to disk."""
-    out = tmp_path_factory.mktemp("world") / "w11"
-    small_world.save(out)
-    return out
+    """The same town written to disk (once per run: all workers share it)."""
+    return made_once(tmp_path_factory, "world_w11", small_world.save)
 
 
 # ------------------------------------------------------------------- one drive and one index for the suite
@@ -71,10 +59,9 @@ def drive_dir(small_world_dir, tmp_path_factory):
     (256x128: keeps DDS light)."""
     from geoloc_ros.tools.sim_drive import main as sim_drive
 
-    out = tmp_path_factory.mktemp("drive") / "drive"
-    sim_drive(["--world", str(small_world_dir), "--out", str(out), "--seed", "5", "--duration-s", str(DRIVE_S),
-               "--compressed", "--width", "256", "--height", "128"])
-    return out
+    return made_once(tmp_path_factory, "drive", lambda out: sim_drive(
+        ["--world", str(small_world_dir), "--out", str(out), "--seed", "5", "--duration-s", str(DRIVE_S),
+         "--compressed", "--width", "256", "--height", "128"]))
 
 
 @pytest.fixture(scope="session")
@@ -87,15 +74,15 @@ def index_dir(small_world, small_world_dir, drive_dir, encoder, tmp_path_factory
     from geoloc_ros.index.tiling import corridor_area
     from geoloc_ros.sim.bag import read_truth_csv
 
-    tmp = tmp_path_factory.mktemp("index")
-    truth = read_truth_csv(drive_dir / "truth.csv")
-    route = tmp / "route.geojson"
-    route.write_text(json.dumps({"type": "Feature", "properties": {}, "geometry": {
-        "type": "LineString", "coordinates": [[float(a), float(b)] for a, b in zip(truth["lon"][::5], truth["lat"][::5])]}}))
-    out = tmp / "index"
-    build_index(small_world_dir / "orthophoto.tif", encoder, out, spacing_m=12.0, area=corridor_area(route, 15.0),
-                datum=(small_world.meta.origin_lat, small_world.meta.origin_lon), progress=False, command="test")
-    return out
+    def make(out):
+        truth = read_truth_csv(drive_dir / "truth.csv")
+        route = tmp_path_factory.mktemp("route") / "route.geojson"
+        route.write_text(json.dumps({"type": "Feature", "properties": {}, "geometry": {"type": "LineString", "coordinates": [
+            [float(a), float(b)] for a, b in zip(truth["lon"][::5], truth["lat"][::5])]}}))
+        build_index(small_world_dir / "orthophoto.tif", encoder, out, spacing_m=12.0, area=corridor_area(route, 15.0),
+                    datum=(small_world.meta.origin_lat, small_world.meta.origin_lon), progress=False, command="test")
+
+    return made_once(tmp_path_factory, "index", make)
 
 
 @pytest.fixture(scope="session")

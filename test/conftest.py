@@ -16,9 +16,11 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 
 # `make test` hands out whole modules (`--dist loadscope --no-loadscope-reorder`: a module's fixtures are
 # made once) in collection order: the longest first, so the two workers end together (measured with
-# `pytest --durations=0`).
-FIRST = ["test_encoders", "test_ros_node", "test_export", "test_inference", "test_demo", "test_eval_replay",
-         "test_model", "test_pipeline", "test_bevmatch"]
+# `pytest --durations=0`), and the makers of shared fixtures before their users, so no worker waits on
+# the other's lock: test_export makes the ONNX export test_inference reads, test_ros_node the drive and
+# index test_eval_replay and test_pipeline read (while the other worker runs test_encoders).
+FIRST = ["test_encoders", "test_export", "test_ros_node", "test_inference", "test_demo", "test_eval_replay",
+         "test_pipeline", "test_model", "test_bevmatch"]
 
 
 def pytest_collection_modifyitems(config, items):

@@ -50,7 +50,8 @@ import numpy as np
 
 from ..bag import FIX_TYPE, BagSource, BagWriter, TopicSpec, header, read_positions, stamp_ordered, typestore
 from ..core import msgconv
-from ..core.errors import GeolocError, InvalidArgument, OutputExists
+from ..core.errors import GeolocError, IncompatibleArtifact, InvalidArgument
+from ..core.outputs import check_output_dir
 from ..core.images import msg_to_rgb
 from ..core.msgconv import MessageDropped
 from . import RUN_FORMAT, RUN_FORMAT_VERSION
@@ -391,13 +392,15 @@ def make_config(overrides: Dict[str, Any], source: str = "config"):
 
 def find_world_dir(bag: Path) -> Optional[Path]:
     """The world a synthetic drive was made in (``drive.json`` beside the bag), if it still exists."""
+    from ..sim.bag import read_drive_manifest
+
     bag = Path(bag).resolve()
     for d in (bag.parent, bag.parent.parent):
-        dj = d / "drive.json"
-        if dj.is_file():
+        if (d / "drive.json").is_file():
             try:
-                p = json.loads(dj.read_text()).get("world", {}).get("path")
-            except (OSError, ValueError):
+                p = read_drive_manifest(d).get("world", {}).get("path")
+            except IncompatibleArtifact as exc:  # a drive of another version: evaluate without its world
+                log.warning("%s; evaluating without the drive's world", exc)
                 return None
             if p and (Path(p) / "orthophoto.tif").is_file():
                 return Path(p)
@@ -891,10 +894,8 @@ def estimates_csv_to_bag(csv_path: Path, out_dir: Path, frame, *, map_frame: str
     from ..core.msgconv import pose_cov6, yaw_to_quat
 
     data = read_estimates_csv(csv_path)
-    out_dir = Path(out_dir)
-    if out_dir.exists():
-        if not force:
-            raise OutputExists(f"{out_dir} exists; pass --force to replace it")
+    out_dir = check_output_dir(out_dir, force)
+    if out_dir.exists():  # the bag writer makes the folder itself
         shutil.rmtree(out_dir)
     specs, events = [], []
     for method, (fix_topic, pose_topic) in ESTIMATE_TOPICS.items():
@@ -1017,9 +1018,7 @@ def write_run(res: ReplayResult, out_root: Path, *, command: Optional[str] = Non
     with ``force``."""
     from ..core.manifest import write_json_atomic
 
-    run_dir = Path(out_root) / (name or res.run_name)
-    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())) and not force:
-        raise OutputExists(f"run directory {run_dir} already exists; pass --force to replace it (or --out elsewhere)")
+    run_dir = check_output_dir(Path(out_root) / (name or res.run_name), force)
     tmp = run_dir.with_name(f".{run_dir.name}.tmp{os.getpid()}")
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -1054,7 +1053,8 @@ def load_run(run_dir: Path) -> Dict[str, Any]:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise InvalidArgument(f"{run_dir} is not a run directory (made by `geoloc eval replay`)")
-    return read_manifest(run_dir / "metrics.json", RUN_FORMAT, RUN_FORMAT_VERSION, what=f"eval run {run_dir}")
+    return read_manifest(run_dir / "metrics.json", RUN_FORMAT, RUN_FORMAT_VERSION, what=f"eval run {run_dir}",
+                         rebuild="evaluate the bag again with `geoloc eval replay ... --force`")
 
 
 def summary_line(res: ReplayResult) -> str:
@@ -1122,9 +1122,7 @@ def evaluate_bag(bag, index_dir=None, model=None, *, backend: str = "auto", conf
         raise InvalidArgument("nothing to match the camera against: give --ortho (metric matching) and/or "
                               "--index with --model (retrieval)")
     ident = dict(encoder.identity) if encoder is not None else {"preset": f"metric-{features}"}
-    run_dir = Path(out) / run_name(bag, ident, cfg_name)
-    if run_dir.exists() and any(run_dir.iterdir()) and not force:
-        raise OutputExists(f"run directory {run_dir} already exists; pass --force to replace it")
+    check_output_dir(Path(out) / run_name(bag, ident, cfg_name), force)  # before the replay, not after it
     res = replay_bag(bag, encoder, index, cfg, config_name=cfg_name, progress=progress, matcher=matcher, **replay_kw)
     if encoder is None:
         res.model, res.backend = ident, "metric"
@@ -1136,12 +1134,9 @@ def world_frame(world_dir: Optional[Path]):
     if world_dir is None:
         return None
     from ..core.geo import LocalFrame
+    from ..sim.world import read_world_manifest
 
-    try:
-        f = json.loads((Path(world_dir) / "world.json").read_text())["frame"]
-        return LocalFrame(int(f["epsg"]), float(f["origin_e"]), float(f["origin_n"]))
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+    return LocalFrame.from_dict(read_world_manifest(world_dir)["frame"])
 
 
 def read_track(bag, topic: str, frame, name: Optional[str] = None) -> M.Track:

@@ -85,12 +85,10 @@ def read_export_manifest(export_dir: Path, *, verify: bool = True,
 def checkpoint_identity(checkpoint: Path) -> Dict[str, Any]:
     """The model identity of a checkpoint without torch: from its ``.json`` sidecar manifest
     (written next to every checkpoint by ``models.crossview.save_checkpoint``)."""
-    import json
+    from ..models.config import CHECKPOINT_FORMAT, CHECKPOINT_FORMAT_VERSION, CHECKPOINT_REBUILD
 
     side = Path(checkpoint).with_suffix(".json")
     if not side.is_file():
         raise IncompatibleArtifact(f"checkpoint {checkpoint} has no manifest {side.name} beside it")
-    try:
-        return model_identity(json.loads(side.read_text()))
-    except ValueError as exc:
-        raise IncompatibleArtifact(f"{side} is not readable JSON ({exc})") from exc
+    return model_identity(read_manifest(side, CHECKPOINT_FORMAT, CHECKPOINT_FORMAT_VERSION,
+                                        what="geoloc checkpoint", rebuild=CHECKPOINT_REBUILD))

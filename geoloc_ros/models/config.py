@@ -14,6 +14,11 @@ from typing import Dict, List, Tuple
 from ..core.config import check_keys
 from ..core.errors import InvalidArgument
 
+# the checkpoint manifest (inside the .pt and beside it as .json); here so torch-free readers check it
+CHECKPOINT_FORMAT = "geoloc-checkpoint"
+CHECKPOINT_FORMAT_VERSION = 1
+CHECKPOINT_REBUILD = "train one with `geoloc train` (or load it with the geoloc_ros that wrote it)"
+
 BACKBONES = ("efficientnet_lite0",)
 AGGREGATORS = ("layout", "gem")
 TEMPORALS = ("tfam", "mean")

@@ -22,12 +22,10 @@ from torch import nn
 from ..core.errors import IncompatibleArtifact, InvalidArgument
 from ..core.manifest import check_manifest
 from .aggregators import GeMAggregator, LayoutAggregator
-from .config import ModelConfig
+from .config import CHECKPOINT_FORMAT, CHECKPOINT_FORMAT_VERSION, CHECKPOINT_REBUILD, ModelConfig
 from .efficientnet import IMAGENET_MEAN, IMAGENET_STD, EfficientNetLite0, block_channels, block_stride
 from .temporal import MeanFusion, TemporalFusion
 
-CHECKPOINT_FORMAT = "geoloc-checkpoint"
-CHECKPOINT_FORMAT_VERSION = 1
 
 
 def perspective_grid(cfg: ModelConfig) -> torch.Tensor:
@@ -272,8 +270,7 @@ def read_checkpoint_manifest(path: Path) -> Dict:
     except Exception as exc:  # truncated / not a torch file
         raise IncompatibleArtifact(f"{path} is not a readable geoloc checkpoint: {exc}") from exc
     check_manifest(blob.get("manifest", {}) if isinstance(blob, dict) else {}, CHECKPOINT_FORMAT,
-                   CHECKPOINT_FORMAT_VERSION, source=path, what="geoloc checkpoint",
-                   rebuild="train one with `geoloc train` (or load it with the geoloc_ros that wrote it)")
+                   CHECKPOINT_FORMAT_VERSION, source=path, what="geoloc checkpoint", rebuild=CHECKPOINT_REBUILD)
     return blob
 
 

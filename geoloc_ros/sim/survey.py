@@ -198,9 +198,9 @@ def misregistration_displacement(world: Union["object", Path, str, Dict], x, y) 
     format v1) give zeros. Evaluation "in the map's own frame": error = estimate - (truth + d(truth)).
     """
     if isinstance(world, (str, Path)):
-        import json
+        from .world import read_world_manifest
 
-        world = json.loads((Path(world) / "world.json").read_text())
+        world = read_world_manifest(Path(world))
     survey = world.get("survey") if isinstance(world, dict) else getattr(world, "survey", None)
     return Misregistration.from_dict((survey or {}).get("misregistration")).displacement(x, y)
 

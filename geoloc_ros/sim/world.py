@@ -34,7 +34,7 @@ import json
 from dataclasses import dataclass, field
 from enum import IntEnum
 from pathlib import Path
-from typing import Dict, List, NamedTuple, Optional, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 
@@ -197,6 +197,17 @@ class ParkedCars(NamedTuple):
 
 
 @dataclass
+def read_world_manifest(world_dir: Path) -> Dict[str, Any]:
+    """``world_dir/world.json``, checked for format and version (``core.manifest``)."""
+    world_dir = Path(world_dir)
+    mpath = world_dir / "world.json"
+    if not mpath.is_file():
+        raise IncompatibleArtifact(f"{world_dir} is not a geoloc world (no world.json); "
+                                   f"create one with `geoloc sim world --out {world_dir}`")
+    return read_manifest(mpath, WORLD_FORMAT, READABLE_WORLD_VERSIONS, what="geoloc world",
+                         rebuild=f"regenerate it with `geoloc sim world --out {world_dir} --force`")
+
+
 class World:
     meta: WorldMeta
     albedo: np.ndarray  # [H, W, 3] uint8
@@ -337,12 +348,7 @@ class World:
         import rasterio
 
         world_dir = Path(world_dir)
-        mpath = world_dir / "world.json"
-        if not mpath.is_file():
-            raise IncompatibleArtifact(f"{world_dir} is not a geoloc world (no world.json); "
-                                       f"create one with `geoloc sim world --out {world_dir}`")
-        m = read_manifest(mpath, WORLD_FORMAT, READABLE_WORLD_VERSIONS, what="geoloc world",
-                          rebuild=f"regenerate it with `geoloc sim world --out {world_dir} --force`")
+        m = read_world_manifest(world_dir)
         meta = WorldMeta(seed=int(m["seed"]), size_m=float(m["size_m"]), gsd_m=float(m["gsd_m"]),
                          origin_lat=float(m["origin_lat"]), origin_lon=float(m["origin_lon"]),
                          frame=LocalFrame.from_dict(m["frame"]), params=m.get("params", {}))

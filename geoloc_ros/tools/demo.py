@@ -78,6 +78,7 @@ class _Steps:
 
 
 def run_demo(args: argparse.Namespace) -> Path:
+    from ..sim.bag import read_drive_manifest
     from . import sim_drive, sim_preview, sim_world
 
     steps = _Steps()
@@ -110,7 +111,7 @@ def run_demo(args: argparse.Namespace) -> Path:
         from ..sim.preview import survey_gap_picture
 
         survey_gap_picture(seed=args.world_seed, size_m=args.size_m).save(docs / "survey_gap.png")
-    stats = json.loads((drive_dir / "drive.json").read_text())["stats"]
+    stats = read_drive_manifest(drive_dir)["stats"]
     if args.skip_replay:
         print(f"demo: world, drive and preview in {data}; GNSS RMS error {stats['gnss']['rms_m']:.1f} m over "
               f"{stats['distance_m']:.0f} m; {steps.total_s:.0f} s (replay skipped)")
@@ -124,7 +125,7 @@ def run_demo(args: argparse.Namespace) -> Path:
     steps.end(f"encoder {encoder.describe()}")
     index_dir = _demo_index(args, data, world_dir, drive_dir, encoder, steps)
 
-    from ..evaluation.replay import replay_bag, summary_line, write_run
+    from ..evaluation.replay import load_run, replay_bag, summary_line, write_run
     from ..evaluation.report import accuracy_rows, text_table
     from ..index import TileIndex
 
@@ -139,7 +140,7 @@ def run_demo(args: argparse.Namespace) -> Path:
                      matcher=matcher)
     run_dir = write_run(res, data / "runs", command="geoloc demo", force=True)
     steps.end(f"replay: {summary_line(res)}")
-    doc = json.loads((run_dir / "metrics.json").read_text())
+    doc = load_run(run_dir)
     if args.docs_images is not None:
         import shutil
 

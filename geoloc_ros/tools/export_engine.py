@@ -32,7 +32,8 @@ def register(sub) -> argparse.ArgumentParser:
                    help="largest batch in the optimization profile (aerial tiles per call)")
     p.add_argument("--opt-frames", type=int, default=None, help="T the profile is tuned for (default max_frames-1)")
     p.add_argument("--calibration-drive", type=Path, default=None,
-                   help="drive folder (geoloc sim drive / data convert) whose frames calibrate INT8")
+                   help="drive folder (from `geoloc sim drive`: its bag, truth.csv and world) whose frames and "
+                        "aerial tiles at the true poses calibrate INT8")
     p.add_argument("--force", action="store_true", help="rebuild even when cached engines match")
     p.set_defaults(func=run_export_engine)
     return p

@@ -196,7 +196,6 @@ class ParkedCars(NamedTuple):
         return cls(np.zeros((0, 3)), np.zeros((0, 3)))
 
 
-@dataclass
 def read_world_manifest(world_dir: Path) -> Dict[str, Any]:
     """``world_dir/world.json``, checked for format and version (``core.manifest``)."""
     world_dir = Path(world_dir)
@@ -208,6 +207,7 @@ def read_world_manifest(world_dir: Path) -> Dict[str, Any]:
                          rebuild=f"regenerate it with `geoloc sim world --out {world_dir} --force`")
 
 
+@dataclass
 class World:
     meta: WorldMeta
     albedo: np.ndarray  # [H, W, 3] uint8

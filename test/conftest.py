@@ -20,7 +20,8 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 # the other's lock: test_export makes the ONNX export test_inference reads, test_ros_node the drive and
 # index test_eval_replay and test_pipeline read (while the other worker runs test_encoders).
 FIRST = ["test_encoders", "test_export", "test_ros_node", "test_inference", "test_demo", "test_eval_replay",
-         "test_pipeline", "test_model", "test_bevmatch"]
+         "test_pipeline", "test_filter", "test_train", "test_index", "test_dataset", "test_bevmatch", "test_attitude",
+         "test_world", "test_drive", "test_model", "test_survey", "test_package"]
 
 
 def pytest_collection_modifyitems(config, items):

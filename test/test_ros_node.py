@@ -145,8 +145,9 @@ def recorded_drive(running_node, drive_dir):
                            stdout=open(tmp / "recorder.log", "w"), stderr=subprocess.STDOUT)
     try:
         wait_for(lambda: any(r["topic"] == "ready" for r in read_jsonl(rec_out)), 60, "recorder", rec)
-        play = subprocess.run([sys.executable, "-m", "geoloc_ros.tools.play", str(drive_dir), "--wait-for",
-                               "/camera/image_raw", "/gnss/fix", "/odom", "--delay-s", "1.0", "--clock"],
+        # twice real time (the node runs on the player's /clock, its queue holds every frame)
+        play = subprocess.run([sys.executable, "-m", "geoloc_ros.tools.play", str(drive_dir), "--rate", "2",
+                               "--wait-for", "/camera/image_raw", "/gnss/fix", "/odom", "--delay-s", "1.0", "--clock"],
                               env=env, cwd=ROOT, capture_output=True, text=True, timeout=DRIVE_S * 4 + 120)
         assert play.returncode == 0, play.stdout + play.stderr
         assert "played" in play.stdout

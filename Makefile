@@ -28,7 +28,7 @@ $(STAMP): setup.py setup.cfg package.xml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@echo "installing geoloc_ros[$(EXTRAS)] into $(VENV)"
 	@if $(BIN)/python -m pip install --quiet --disable-pip-version-check uv 2>/dev/null && \
-	    $(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python $(UV_ARGS) -e '.[$(EXTRAS)]'; then :; else \
+	    $(BIN)/uv pip install --quiet --python $(BIN)/python $(UV_ARGS) -e '.[$(EXTRAS)]'; then :; else \
 	    echo "uv unavailable or failed: installing with pip"; \
 	    $(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[$(EXTRAS)]'; fi
 	@touch $@

@@ -19,7 +19,8 @@ venv: $(STAMP)
 
 # The install goes through uv (from PyPI, into the venv: parallel downloads, ~3x faster than pip on a
 # fresh machine), with pip's own settings on this machine (find-links, constraints) passed on; pip
-# itself installs when uv cannot be had or fails. Same packages, same versions either way.
+# itself installs when uv cannot be had or fails. Same packages, same versions either way. Bytecode is
+# compiled at install, as pip does: the suite's processes (ROS nodes, Ray workers) then start faster.
 PIP_FIND_LINKS_CFG := $(shell $(PYTHON) -m pip config get global.find-links 2>/dev/null)
 PIP_CONSTRAINT_CFG := $(shell $(PYTHON) -m pip config get global.constraint 2>/dev/null)
 UV_ARGS := $(foreach d,$(PIP_FIND_LINKS_CFG),--find-links $(d)) $(foreach c,$(PIP_CONSTRAINT_CFG),--constraint $(c))
@@ -28,7 +29,7 @@ $(STAMP): setup.py setup.cfg package.xml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@echo "installing geoloc_ros[$(EXTRAS)] into $(VENV)"
 	@if $(BIN)/python -m pip install --quiet --disable-pip-version-check uv 2>/dev/null && \
-	    $(BIN)/uv pip install --quiet --python $(BIN)/python $(UV_ARGS) -e '.[$(EXTRAS)]'; then :; else \
+	    $(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python $(UV_ARGS) -e '.[$(EXTRAS)]'; then :; else \
 	    echo "uv unavailable or failed: installing with pip"; \
 	    $(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[$(EXTRAS)]'; fi
 	@touch $@

@@ -21,9 +21,8 @@ venv: $(STAMP)
 # fresh machine), with pip's own settings on this machine (find-links, constraints) passed on; pip
 # itself installs when uv cannot be had or fails. Same packages, same versions either way. Bytecode is
 # compiled at install, as pip does: the suite's processes (ROS nodes, Ray workers) then start faster.
-PIP_FIND_LINKS_CFG := $(shell $(PYTHON) -m pip config get global.find-links 2>/dev/null)
-PIP_CONSTRAINT_CFG := $(shell $(PYTHON) -m pip config get global.constraint 2>/dev/null)
-UV_ARGS := $(foreach d,$(PIP_FIND_LINKS_CFG),--find-links $(d)) $(foreach c,$(PIP_CONSTRAINT_CFG),--constraint $(c))
+pip_setting = $(shell $(PYTHON) -m pip config list 2>/dev/null | sed -n "s/^[^=]*\.$(1)='\(.*\)'$$/\1/p" | tr ' ' '\n' | sort -u)
+UV_ARGS = $(foreach d,$(call pip_setting,find-links),--find-links $(d)) $(foreach c,$(call pip_setting,constraint),--constraint $(c))
 
 $(STAMP): setup.py setup.cfg package.xml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

@@ -1,5 +1,5 @@
-"""Shared fixtures: a small generated world (once per session, never downloaded), a drive through it and a
-tile index along the drive."""
+"""Shared fixtures: a small generated world (never downloaded), a drive through it and a tile index along
+the drive, each made once per test run (xdist workers share them), and the order of the modules."""
 from __future__ import annotations
 
 import os

@@ -6,8 +6,9 @@ FAISS tile index, real Localizer) -> a recorder (process) writes the corrected N
 must keep running and report each drop by reason in /diagnostics. Start-up failures (missing
 index, missing model, bad parameters) must end the process with a clear message and status 2.
 
-Every process gets a random ROS_DOMAIN_ID, ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST and a log
-folder under tmp.
+Every process gets a ROS_DOMAIN_ID no other test of the run uses (_shared.ros_domain),
+ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST and a log folder under tmp. The drive and the tile index are
+the suite's shared ones (conftest.py).
 """
 from __future__ import annotations
 

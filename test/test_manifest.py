@@ -141,6 +141,11 @@ def _load_parity(p):
     return load_parity_inputs(p)
 
 
+def _load_samples(p):
+    from geoloc_ros.training.metric_data import list_samples
+    return list_samples(p)
+
+
 # name: (writer, loader, format, a readable version, words naming the artifact, words of the fix)
 LOADERS = {
     "world": (_json_artifact("world.json"), _load_world, "geoloc-world", 2, "geoloc world", "geoloc sim world"),
@@ -159,6 +164,8 @@ LOADERS = {
     "engine": (_engine_artifact, _load_engine, "geoloc-trt-engine", 1, "TensorRT engine", "geoloc export engine"),
     "parity inputs": (_parity_artifact, _load_parity, "geoloc-parity-inputs", 1, "parity inputs",
                       "geoloc export parity-inputs"),
+    "bevmatch samples": (_json_artifact("index.json"), _load_samples, "geoloc-bevmatch-samples", 1,
+                         "bevmatch sample folder", "geoloc train-metric"),
 }
 
 

@@ -13,7 +13,7 @@ Layout::
 
     OUT/<world name>/d<drive seed>/k<index>_t<T>.npz
     OUT/<world name>/d<drive seed>/done.json     (written last: the drive is complete)
-    OUT/index.json                               (worlds, their paths, sample counts)
+    OUT/index.json                               (manifest: format, worlds, their paths, sample counts)
 
 Rerunning skips complete drives (resumable); a drive interrupted half-way is redone.
 """
@@ -30,6 +30,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..core.errors import InvalidArgument
+from ..core.manifest import read_manifest, write_json_atomic
+
+SAMPLES_FORMAT = "geoloc-bevmatch-samples"  # OUT/index.json
+SAMPLES_FORMAT_VERSION = 1
 
 log = logging.getLogger(__name__)
 
@@ -161,9 +165,16 @@ def synthesize(worlds: Sequence[Path], out: Path, cfg: Optional[SynthConfig] = N
     else:
         settings.write_text(json.dumps(want, indent=2) + "\n")
     worlds_out = [synthesize_world(Path(w), out, cfg, progress=progress) for w in worlds]
-    index = {"worlds": worlds_out, "config": want}
-    (out / "index.json").write_text(json.dumps(index, indent=2) + "\n")
+    index = {"format": SAMPLES_FORMAT, "format_version": SAMPLES_FORMAT_VERSION, "worlds": worlds_out, "config": want}
+    write_json_atomic(out / "index.json", index)
     return index
+
+
+def read_sample_index(out: Path) -> Dict:
+    """OUT/index.json of a sample folder, checked for format and version (``core.manifest``)."""
+    return read_manifest(Path(out) / "index.json", SAMPLES_FORMAT, SAMPLES_FORMAT_VERSION,
+                         what="bevmatch sample folder", rebuild=f"make the samples again into an empty --cache "
+                                                                f"folder with `geoloc train-metric` (not {out})")
 
 
 @dataclass
@@ -188,7 +199,7 @@ def load_sample(path: Path, world: str) -> Sample:
 def list_samples(out: Path) -> Dict[str, List[Path]]:
     """world name -> sample files of its complete drives."""
     res: Dict[str, List[Path]] = {}
-    index = json.loads((Path(out) / "index.json").read_text())
+    index = read_sample_index(out)
     for w in index["worlds"]:
         files = []
         for d in sorted((Path(out) / w["name"]).glob("d*")):

@@ -38,7 +38,7 @@ from ..metric.bev import BevGrid
 from ..metric.correlate import canvas_for
 from ..models.bevmatch import (BevMatchConfig, BevMatchModel, load_bevmatch, save_bevmatch, torch_match_bev,
                                volume_nll, volume_target)
-from .metric_data import Sample, list_samples, load_sample
+from .metric_data import Sample, list_samples, load_sample, read_sample_index
 
 log = logging.getLogger(__name__)
 
@@ -214,7 +214,7 @@ class MetricTrainer:
             for name in ("state.pt", "last.pt", "last.json", "best.pt", "best.json", "history.json"):
                 (self.out / name).unlink(missing_ok=True)
         run.write_text(json.dumps(settings, indent=2) + "\n")
-        index = json.loads((self.cache / "index.json").read_text())
+        index = read_sample_index(self.cache)
         self.aerial = AerialSource({w["name"]: w["path"] for w in index["worlds"]})
         self.train_files, self.val_files = _split(list_samples(self.cache), cfg.val_fraction)
         torch.manual_seed(cfg.seed)

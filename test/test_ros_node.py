@@ -238,7 +238,7 @@ def test_diagnostics_report_ok_and_nothing_dropped_on_a_clean_drive(recorded_dri
         assert abs(int(v[f"input.{k}.expected"]) - n) <= 0.02 * n + 3, (k, n, v[f"input.{k}.expected"])
         assert int(v[f"input.{k}.received"]) <= n
     assert v["input.image.received"] == v["count.images_in"] and v["input.fix.received"] == v["count.fixes_in"]
-    print(f"\nreceived of expected: " + ", ".join(f"{k} {v[f'input.{k}.received']}/{v[f'input.{k}.expected']}"
+    print("\nreceived of expected: " + ", ".join(f"{k} {v[f'input.{k}.received']}/{v[f'input.{k}.expected']}"
                                                   for k in ("image", "fix", "odom")))
     # OK, unless an input delivered less than input_min_share (0.9): then WARN, naming it
     low = [k for k in ("image", "fix", "odom") if float(v[f"input.{k}.recent_share"]) < 0.9]

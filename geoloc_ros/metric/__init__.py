@@ -10,7 +10,7 @@ config.py     MetricParams (part of LocalizerConfig: ROS parameters localizer.me
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional, Union
+from typing import Union
 
 
 def open_matcher(ortho: Union[str, Path], params=None, *, frame=None, features: str = "gradient",

@@ -16,7 +16,7 @@ Registry: ``make_extractor(name, **kw)``; names in ``EXTRACTORS``.
 from __future__ import annotations
 
 import math
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, Tuple
 
 import numpy as np
 

@@ -35,7 +35,9 @@ from ..core.geo import wrap_angle
 log = logging.getLogger(__name__)
 
 STORAGES = ("mcap", "sqlite3")
-STREAMS = ("route", "truth", "gnss", "odom", "appearance", "imu")
+# new streams go at the end: an existing stream keeps its index, so its draws (and old drives) stay the same
+STREAMS = ("route", "truth", "gnss", "odom", "appearance", "imu", "traffic", "lighting", "weather", "road",
+           "load", "slip")
 
 # GNSS per-fix error state (ground truth for evaluation; the receiver does not know it)
 GNSS_NOMINAL, GNSS_MULTIPATH, GNSS_OUTAGE = 0, 1, 2

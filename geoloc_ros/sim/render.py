@@ -159,7 +159,10 @@ def park_kerb_cars(roads, xy_to_rc, gsd: float, height: np.ndarray, sem: np.ndar
                 yaw = math.atan2(seg[i][1], seg[i][0])
                 cx = px + side * offset * -math.sin(yaw)
                 cy = py + side * offset * math.cos(yaw)
-                r0, c0, m, _, _ = rasterize_box(shape, xy_to_rc, cx, cy, 2.2, 0.9, yaw, gsd)
+                box = rasterize_box(shape, xy_to_rc, cx, cy, 2.2, 0.9, yaw, gsd)
+                if box is None:  # the kerb runs off the raster (a road at the world's edge)
+                    continue
+                r0, c0, m, _, _ = box
                 if not m.any():
                     continue
                 win = (slice(r0, r0 + m.shape[0]), slice(c0, c0 + m.shape[1]))

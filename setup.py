@@ -42,6 +42,7 @@ setup(
         (f"share/{PACKAGE}/config/models", glob("config/models/*.yaml")),
         (f"share/{PACKAGE}/rviz", glob("rviz/*.rviz")),
         (f"share/{PACKAGE}/foxglove", glob("foxglove/*.json")),
+        (f"share/{PACKAGE}/bench", ["bench/heldout.yaml"]),  # the evaluation protocol (evaluation.protocol)
     ],
     python_requires=">=3.10",
     install_requires=CORE,

@@ -209,9 +209,10 @@ def test_learned_extractor_module_imports_without_torch_or_onnxruntime():
 
 def test_train_metric_refuses_held_out_towns(tmp_path):
     from geoloc_ros.core.errors import InvalidArgument
-    from geoloc_ros.tools.train_metric import HELD_OUT_SEEDS, _check_worlds
+    from geoloc_ros.evaluation.protocol import load_protocol
+    from geoloc_ros.tools.train_metric import _check_worlds
 
-    for seed, ok in ((7, True), (HELD_OUT_SEEDS[0], False)):
+    for seed, ok in ((7, True), (load_protocol().heldout_towns[0], False)):
         w = tmp_path / f"w{seed}"
         w.mkdir()
         (w / "world.json").write_text(json.dumps({"seed": seed}))

@@ -8,7 +8,8 @@ smallest whose truth-inside-95 %-ellipse share, pooled over the bags, reaches ``
 records a misregistration, and the orthophoto's registration sigma is left out of the covariance
 for this (``map_registration_sigma_m`` is a property of the orthophoto, not of the camera). Writes a YAML of LocalizerConfig overrides to use with
 ``geoloc eval replay --config`` or the node's ``localizer.volume_temperature``. Validation drives
-must come from towns that are not used for the final (held-out) numbers.
+must come from towns that are not used for the final (held-out) numbers: a drive in a held-out town of
+the evaluation protocol (bench/heldout.yaml) is refused.
 """
 from __future__ import annotations
 
@@ -48,6 +49,16 @@ def run_eval_calibrate(args: argparse.Namespace) -> Path:
     from ..metric import open_matcher
 
     check_output_file(args.out, args.force)
+    from ..core.errors import InvalidArgument
+    from ..evaluation.protocol import refuse_heldout, world_seed
+
+    worlds = {}
+    for b in args.bags:
+        wd = find_world_dir(resolve_bag(b))
+        if wd is None:
+            raise InvalidArgument(f"{b}: no world orthophoto beside the drive (calibration needs the drive's world)")
+        worlds[b] = wd
+    refuse_heldout([(str(b), world_seed(wd)) for b, wd in worlds.items()], "geoloc eval calibrate")
     base, overrides = load_localizer_config(args.config)
     t0 = time.perf_counter()
     rows = []
@@ -57,13 +68,7 @@ def run_eval_calibrate(args: argparse.Namespace) -> Path:
         cfg = dataclasses.replace(base, volume_temperature=float(tau), map_registration_sigma_m=0.0)
         inside, n, med = 0.0, 0, []
         for b in args.bags:
-            bag = resolve_bag(b)
-            wd = find_world_dir(bag)
-            if wd is None:
-                from ..core.errors import InvalidArgument
-
-                raise InvalidArgument(f"{b}: no world orthophoto beside the drive (calibration needs the drive's "
-                                      f"world)")
+            bag, wd = resolve_bag(b), worlds[b]
             m = open_matcher(wd / "orthophoto.tif", cfg, frame=world_frame(wd), features=args.features)
             res = replay_bag(bag, None, None, cfg, matcher=m, progress=False)
             c = res.metrics["methods"]["corrected"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 from .common import command_line, parse_with, positive, seed_type
 
@@ -49,12 +49,35 @@ def register(sub) -> argparse.ArgumentParser:
                    help="save and stop after this many minutes; rerun the same command to continue")
     p.add_argument("--seed", type=seed_type, default=0)
     p.add_argument("--force", action="store_true", help="replace a run directory that holds other settings")
+    p.add_argument("--allow-held-out", action="store_true",
+                   help="allow a dataset made from held-out towns of the evaluation protocol (bench/heldout.yaml): "
+                        "experiments only, never for a shipped model")
     p.set_defaults(func=run_train)
     return p
 
 
+def dataset_towns(data: Path) -> List[Tuple[str, Optional[int]]]:
+    """(label, town) of every world a dataset was exported from (its dataset.json), for the protocol check."""
+    import json
+
+    meta = Path(data) / "dataset.json"
+    if not meta.is_file():
+        return []
+    out = []
+    for w in json.loads(meta.read_text()).get("worlds") or []:
+        s = w.get("seed")
+        out.append((f"--data {data} world {w.get('name')!r}", s if isinstance(s, int) and not isinstance(s, bool)
+                    else None))
+    return out
+
+
 def run_train(args: argparse.Namespace) -> Path:
     import torch
+
+    if not args.allow_held_out:
+        from ..evaluation.protocol import refuse_heldout
+
+        refuse_heldout(dataset_towns(args.data), "geoloc train")
 
     from ..models.config import load_preset
     from ..training.trainer import TrainConfig, Trainer

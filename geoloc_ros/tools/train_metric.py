@@ -10,9 +10,6 @@ from typing import List, Optional
 
 from .common import command_line, parse_with, positive, seed_type
 
-# world seeds that are never trained on (the held-out towns of the evaluation)
-HELD_OUT_SEEDS = (8,)
-
 
 def register(sub) -> argparse.ArgumentParser:
     p = sub.add_parser(
@@ -49,7 +46,8 @@ def register(sub) -> argparse.ArgumentParser:
                    help="start from this bevmatch checkpoint's weights (e.g. continue a finished run with a new schedule)")
     p.add_argument("--no-export", action="store_true", help="skip the ONNX export at the end")
     p.add_argument("--allow-held-out", action="store_true",
-                   help=f"allow worlds with the held-out seeds {HELD_OUT_SEEDS} (never for a shipped model)")
+                   help="allow held-out towns of the evaluation protocol (bench/heldout.yaml): experiments only, "
+                        "never for a shipped model")
     p.add_argument("--seed", type=seed_type, default=0)
     p.add_argument("--force", action="store_true", help="start the training over (the sample cache is kept)")
     p.set_defaults(func=run_train_metric)
@@ -57,18 +55,14 @@ def register(sub) -> argparse.ArgumentParser:
 
 
 def _check_worlds(worlds: List[Path], allow_held_out: bool) -> None:
-    import json
-
     from ..core.errors import InvalidArgument
+    from ..evaluation.protocol import refuse_heldout, world_seed
 
     for w in worlds:
-        meta = Path(w) / "world.json"
-        if not meta.is_file():
+        if not (Path(w) / "world.json").is_file():
             raise InvalidArgument(f"--world {w} is not a world directory; make one with `geoloc sim world --out {w}`")
-        seed = json.loads(meta.read_text()).get("seed")
-        if seed in HELD_OUT_SEEDS and not allow_held_out:
-            raise InvalidArgument(f"--world {w} has seed {seed}, a held-out town of the evaluation: never train on "
-                                  f"it (--allow-held-out overrides, for experiments only)")
+    if not allow_held_out:
+        refuse_heldout([(f"--world {w}", world_seed(w)) for w in worlds], "geoloc train-metric")
 
 
 def run_train_metric(args: argparse.Namespace) -> Path:

@@ -106,8 +106,8 @@ def cells(m: Dict) -> Dict[str, Optional[float]]:
     cam = m.get("camera") or {}
     out["camera_used_pct"] = cam.get("used_pct")
     for r in ("1", "3", "5"):
-        out[f"lat_r{r}m_pct"] = cam.get(f"lateral_within_{r}m_pct")
-        out[f"lon_r{r}m_pct"] = cam.get(f"longitudinal_within_{r}m_pct")
+        out[f"lat_r{r}m_pct"] = cam.get(f"lateral_within_{r}_pct")
+        out[f"lon_r{r}m_pct"] = cam.get(f"longitudinal_within_{r}_pct")
     for d in ("1", "3"):
         out[f"yaw_r{d}deg_pct"] = cam.get(f"heading_within_{d}deg_pct")
     out["ms_per_keyframe"] = _get(m, "methods", "corrected", "compute_ms", "median")

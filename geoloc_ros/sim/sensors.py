@@ -79,15 +79,15 @@ GNSS_QUALITIES: Dict[str, GnssQuality] = {
         multipath_rate_per_min=0.1, multipath_jump_m=(3.0, 8.0), multipath_duration_s=(1.0, 3.0),
         outage_rate_per_min=0.02, outage_duration_s=(1.0, 3.0))),
     "suburban": GnssQuality("suburban", GnssModel(
-        bias_sigma_m=3.0, bias_tau_s=60.0, white_sigma_m=1.0, hdop_mean=1.1, hdop_sigma=0.3,
+        bias_sigma_m=2.6, bias_tau_s=60.0, white_sigma_m=1.0, hdop_mean=1.1, hdop_sigma=0.3,
         multipath_rate_per_min=1.0, multipath_jump_m=(8.0, 25.0), multipath_duration_s=(2.0, 6.0),
         outage_rate_per_min=0.3, outage_duration_s=(1.0, 5.0)),
         reacquire_jump_m=(1.0, 4.0)),
     "urban": GnssQuality("urban", GnssModel(
-        bias_sigma_m=4.0, bias_tau_s=45.0, white_sigma_m=1.5, hdop_mean=1.3, hdop_sigma=0.35,
+        bias_sigma_m=3.0, bias_tau_s=45.0, white_sigma_m=1.5, hdop_mean=1.25, hdop_sigma=0.35,
         multipath_rate_per_min=1.5, multipath_jump_m=(20.0, 30.0), multipath_duration_s=(2.0, 8.0),
         outage_rate_per_min=1.0, outage_duration_s=(1.0, 6.0)),
-        bias_episode_rate_per_min=0.6, reacquire_jump_m=(3.0, 10.0), reported_sigma_m=GnssModel().nominal_sigma_m),
+        bias_episode_rate_per_min=0.4, reacquire_jump_m=(3.0, 10.0), reported_sigma_m=GnssModel().nominal_sigma_m),
 }
 
 

@@ -10,7 +10,8 @@ Output layout of ``write_drive(out, ...)``::
     OUT/bag/            rosbag2 directory (metadata.yaml + bag.mcap | bag.db3), metadata v8
     OUT/drive.json      manifest: config, world provenance, appearance, camera, rig, topics,
                         counts, statistics, tool version, command line, file checksums
-    OUT/truth.csv       one row per camera frame: t, stamp_ns, x, y, yaw, lat, lon, speed
+    OUT/truth.csv       one row per camera frame: t, stamp_ns, x, y, yaw, lat, lon, speed, z, pitch,
+                        roll (+ load_pitch under non-default conditions)
 
 Topics (stamps are simulation time: ``EPOCH_NS`` + t; each message's bag timestamp equals its
 header stamp; messages are written in time order):
@@ -46,6 +47,9 @@ Conventions:
   [s_pos^2, s_pos^2, 1e6, 1e6, 1e6, s_yaw^2] (1e6: z, roll, pitch not estimated; planar);
   twist covariance diag [s_v^2, 1e-4, 1e6, 1e6, 1e6, s_w^2] in base_link.
 * ``camera_optical_frame``: z forward, x right, y down (REP-103 optical convention).
+* Drive-time conditions (``sim.conditions``, ``sim.sensors``): the frames come from the TRUE camera;
+  /tf_static base_link -> camera_link and camera_info carry the PUBLISHED one (true + the
+  calibration error); drive.json gets ``conditions`` and ``realisation`` (absent: the defaults).
 """
 from __future__ import annotations
 

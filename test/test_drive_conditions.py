@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -129,7 +128,7 @@ def miscalibrated(small_world, tmp_path_factory):
 
 def test_miscalibration_is_published_while_frames_use_the_true_camera(miscalibrated):
     cond, runs = miscalibrated
-    (ref_dir, _, _), (out, sim, _) = runs["ref"], runs["cond"]
+    (ref_dir, _, _), (out, _, _) = runs["ref"], runs["cond"]
     (t_true, R_true), K_true = published_camera(ref_dir / "bag")
     (t_pub, R_pub), K_pub = published_camera(out / "bag")
     c = cond.calib
@@ -154,7 +153,7 @@ def test_miscalibration_is_published_while_frames_use_the_true_camera(miscalibra
 
 def test_rendered_camera_carries_the_load_pitch_and_truth_csv_records_it(miscalibrated):
     cond, runs = miscalibrated
-    (ref_dir, ref_sim, ref_calls), (out, sim, calls) = runs["ref"], runs["cond"]
+    (ref_dir, _, ref_calls), (out, sim, calls) = runs["ref"], runs["cond"]
     load = sim.realisation["load_pitch_deg"]
     assert 0.0 < load <= 1.0
     assert len(calls) == len(ref_calls) == 30

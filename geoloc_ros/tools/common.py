@@ -49,8 +49,9 @@ def parse_with(register: Callable, argv: Optional[List[str]]) -> argparse.Namesp
 # option -> Conditions field; every option defaults to "not given" (argparse.SUPPRESS), so a preset's field
 # is overridden only by an option the user typed
 _CONDITION_OPTIONS = (("traffic", "traffic"), ("time_of_day", "time_of_day"), ("weather", "weather"),
-                      ("road_changes", "road_changes"), ("calib_error", "calib"), ("odom_scale_err", "odom_scale_err_pct"),
-                      ("gnss_overconfident", "gnss_overconfident"), ("gnss_quality", "gnss_quality"))
+                      ("road_changes", "road_changes"), ("calib_error", "calib"),
+                      ("odom_scale_err", "odom_scale_err_pct"), ("gnss_overconfident", "gnss_overconfident"),
+                      ("gnss_quality", "gnss_quality"))
 
 
 def add_condition_args(p: argparse.ArgumentParser, *, many: bool = False) -> None:

@@ -10,7 +10,8 @@ Output layout of ``write_drive(out, ...)``::
     OUT/bag/            rosbag2 directory (metadata.yaml + bag.mcap | bag.db3), metadata v8
     OUT/drive.json      manifest: config, world provenance, appearance, camera, rig, topics,
                         counts, statistics, tool version, command line, file checksums
-    OUT/truth.csv       one row per camera frame: t, stamp_ns, x, y, yaw, lat, lon, speed
+    OUT/truth.csv       one row per camera frame: t, stamp_ns, x, y, yaw, lat, lon, speed, z, pitch,
+                        roll (+ load_pitch under non-default conditions)
 
 Topics (stamps are simulation time: ``EPOCH_NS`` + t; each message's bag timestamp equals its
 header stamp; messages are written in time order):
@@ -46,6 +47,9 @@ Conventions:
   [s_pos^2, s_pos^2, 1e6, 1e6, 1e6, s_yaw^2] (1e6: z, roll, pitch not estimated; planar);
   twist covariance diag [s_v^2, 1e-4, 1e6, 1e6, 1e6, s_w^2] in base_link.
 * ``camera_optical_frame``: z forward, x right, y down (REP-103 optical convention).
+* Drive-time conditions (``sim.conditions``, ``sim.sensors``): the frames come from the TRUE camera;
+  /tf_static base_link -> camera_link and camera_info carry the PUBLISHED one (true + the
+  calibration error); drive.json gets ``conditions`` and ``realisation`` (absent: the defaults).
 """
 from __future__ import annotations
 
@@ -99,6 +103,9 @@ TOPIC_IMU = "/imu/data"
 
 COMPRESSED_FORMAT = "rgb8; jpeg compressed bgr8"  # what compressed_image_transport writes for JPEG
 TRUTH_COLUMNS = ("t", "stamp_ns", "x", "y", "yaw", "lat", "lon", "speed", "z", "pitch", "roll")
+# appended on drives made under non-default conditions (sim.conditions): the static load pitch (REP-103
+# radians, part of ``pitch``; <= 0: a loaded car sits nose up)
+TRUTH_CONDITIONS_COLUMNS = ("load_pitch",)
 
 
 def drive_topics(compressed: bool) -> List[TopicSpec]:
@@ -192,8 +199,8 @@ class _Msgs:
         return self.CompressedImage(header=self.header(t_ns, FRAME_OPTICAL), format=COMPRESSED_FORMAT,
                                     data=np.frombuffer(buf.getvalue(), np.uint8))
 
-    def camera_info(self, t_ns: int, camera: PinholeCamera):
-        K = camera.K
+    def camera_info(self, t_ns: int, camera: PinholeCamera, K: Optional[np.ndarray] = None):
+        K = camera.K if K is None else np.asarray(K, float)
         P = np.hstack([K, np.zeros((3, 1))])
         return self.CameraInfo(header=self.header(t_ns, FRAME_OPTICAL), height=camera.height, width=camera.width,
                                distortion_model="plumb_bob", d=camera.D, k=K.reshape(-1).astype(float),
@@ -290,14 +297,45 @@ def _latlon(frame, x: np.ndarray, y: np.ndarray) -> Tuple[np.ndarray, np.ndarray
     return lat, lon
 
 
+def _takes_time(fn) -> bool:
+    """Whether a frame callable takes ``t=`` (a ``t`` parameter or ``**kwargs``)."""
+    import inspect
+
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.kind is p.VAR_KEYWORD or (p.name == "t" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
+               for p in params)
+
+
+def true_camera(sim: DriveSim, camera: PinholeCamera):
+    """``sim.sensors.CameraMount`` of the camera that renders the frames."""
+    from .sensors import true_mount
+
+    return true_mount(camera, sim.config.rig.camera_x_m)
+
+
+def published_camera(sim: DriveSim, camera: PinholeCamera):
+    """``sim.sensors.CameraMount`` that /tf_static and camera_info publish: the true one plus the
+    calibration error of the drive's conditions."""
+    from .conditions import CalibError
+    from .sensors import published_mount
+
+    calib = sim.conditions.calib if sim.conditions is not None else CalibError()
+    return published_mount(true_camera(sim, camera), calib)
+
+
 def write_drive_bag(bag_dir: Path, sim: DriveSim, camera: PinholeCamera, frames: FrameSource, frame, *,
                     progress: bool = False) -> BagSummary:
     """Write the rosbag2 of ``sim`` to ``bag_dir`` (must not exist).
 
     ``frames`` gives the images, streamed one at a time in frame order: either a callable
-    ``render(x, y, yaw) -> uint8 [H, W, 3]`` called with the camera pose of each frame, or an
-    iterable of such arrays (one per ``sim.camera_t``). ``frame`` is the world's
-    ``LocalFrame`` (for latitude/longitude).
+    ``render(x, y, yaw[, z=, pitch=, roll=]) -> uint8 [H, W, 3]`` called with the TRUE camera pose of
+    each frame (and ``t=`` seconds since the start when it takes a ``t`` parameter or ``**kwargs``),
+    or an iterable of such arrays (one per ``sim.camera_t``). ``frame`` is the world's
+    ``LocalFrame`` (for latitude/longitude). /tf_static and camera_info carry the PUBLISHED camera
+    (``published_camera``: the true one plus ``sim.conditions.calib``).
     """
     from tqdm import tqdm
 
@@ -306,11 +344,14 @@ def write_drive_bag(bag_dir: Path, sim: DriveSim, camera: PinholeCamera, frames:
     topics = drive_topics(cfg.compressed)
     m = _Msgs(typestore())
     rig = cfg.rig
+    pub = published_camera(sim, camera)
+    cam_q = (0.0, 0.0, 0.0, 1.0) if pub.level else rpy_quat(*pub.rpy_rad)
+    cam_K = None if (pub.fx, pub.fy) == (camera.fx, camera.fy) else np.array(
+        [[pub.fx, 0.0, camera.cx], [0.0, pub.fy, camera.cy], [0.0, 0.0, 1.0]])
 
     def static_stream() -> Iterator:
         t_ns = stamp_ns(0.0)
-        tfs = [m.transform(t_ns, FRAME_BASE, FRAME_CAMERA, (rig.camera_x_m, 0.0, camera.mount_height_m),
-                           (0.0, 0.0, 0.0, 1.0)),
+        tfs = [m.transform(t_ns, FRAME_BASE, FRAME_CAMERA, (pub.x, pub.y, pub.z), cam_q),
                m.transform(t_ns, FRAME_CAMERA, FRAME_OPTICAL, (0.0, 0.0, 0.0), OPTICAL_QUAT),
                m.transform(t_ns, FRAME_BASE, FRAME_GNSS, (rig.gnss_x_m, 0.0, rig.gnss_z_m), (0.0, 0.0, 0.0, 1.0)),
                m.transform(t_ns, FRAME_BASE, FRAME_IMU, (0.0, 0.0, 0.0), (0.0, 0.0, 0.0, 1.0))]
@@ -362,16 +403,18 @@ def write_drive_bag(bag_dir: Path, sim: DriveSim, camera: PinholeCamera, frames:
     level = not (np.any(cpitch) or np.any(croll) or np.any(cz != camera.mount_height_m))
     bar = tqdm(total=len(sim.camera_t), desc="drive", unit="frame", disable=not progress, leave=False)
     it = None if callable(frames) else iter(frames)
+    timed = it is None and _takes_time(frames)
 
     def camera_stream() -> Iterator:
         for k, t in enumerate(sim.camera_t):
             t_ns = stamp_ns(t)
             if it is None:
+                kw = {"t": float(t)} if timed else {}
                 if level:
-                    img = frames(float(cx[k]), float(cy[k]), float(cyaw[k]))
+                    img = frames(float(cx[k]), float(cy[k]), float(cyaw[k]), **kw)
                 else:
                     img = frames(float(cx[k]), float(cy[k]), float(cyaw[k]), z=float(cz[k]), pitch=float(cpitch[k]),
-                                 roll=float(croll[k]))
+                                 roll=float(croll[k]), **kw)
             else:
                 try:
                     img = next(it)
@@ -384,7 +427,7 @@ def write_drive_bag(bag_dir: Path, sim: DriveSim, camera: PinholeCamera, frames:
             yield t_ns, _PRIO[TOPIC_IMAGE], TOPIC_IMAGE, m.image(t_ns, img)
             if cfg.compressed:
                 yield t_ns, _PRIO[TOPIC_COMPRESSED], TOPIC_COMPRESSED, m.compressed(t_ns, img, cfg.jpeg_quality)
-            yield t_ns, _PRIO[TOPIC_CAMERA_INFO], TOPIC_CAMERA_INFO, m.camera_info(t_ns, camera)
+            yield t_ns, _PRIO[TOPIC_CAMERA_INFO], TOPIC_CAMERA_INFO, m.camera_info(t_ns, camera, cam_K)
             bar.update(1)
 
     streams = [static_stream(), odom_stream(), gnss_stream(), camera_stream()]
@@ -408,13 +451,15 @@ def write_truth_csv(path: Path, sim: DriveSim, frame) -> Path:
     lat, lon = _latlon(frame, st.x, st.y)
     n = len(sim.camera_t)
     z, pitch, roll = sim.attitude.at(sim.camera_t) if sim.attitude is not None else (np.zeros(n),) * 3
+    extra = sim.conditions is not None and not sim.conditions.is_default
+    load = -math.radians((sim.realisation or {}).get("load_pitch_deg", 0.0))
     with open(path, "w", newline="") as f:
         w = csv.writer(f, lineterminator="\n")
-        w.writerow(TRUTH_COLUMNS)
+        w.writerow(TRUTH_COLUMNS + (TRUTH_CONDITIONS_COLUMNS if extra else ()))
         for k, t in enumerate(sim.camera_t):
             w.writerow([f"{t:.6f}", stamp_ns(t), f"{st.x[k]:.4f}", f"{st.y[k]:.4f}", f"{st.yaw[k]:.6f}",
                         f"{lat[k]:.9f}", f"{lon[k]:.9f}", f"{st.speed[k]:.4f}", f"{z[k]:.4f}", f"{pitch[k]:.7f}",
-                        f"{roll[k]:.7f}"])
+                        f"{roll[k]:.7f}"] + ([f"{load:.7f}"] if extra else []))
     return Path(path)
 
 
@@ -445,10 +490,15 @@ class DriveOutputs:
 def write_drive(out_dir: Path, world: World, sim: DriveSim, camera: PinholeCamera, frames: FrameSource, *,
                 appearance: Optional[Dict[str, Any]] = None, world_dir: Optional[Path] = None, force: bool = False,
                 progress: bool = False, command: Optional[str] = None,
-                sensor: Optional[Dict[str, Any]] = None) -> DriveOutputs:
+                sensor: Optional[Dict[str, Any]] = None,
+                render_realisation: Union[None, Dict[str, Any], Callable[[], Dict[str, Any]]] = None) -> DriveOutputs:
     """Write ``OUT/bag``, ``OUT/truth.csv`` and ``OUT/drive.json`` for a simulated drive.
 
     ``sensor``: the camera's exposure/noise model (``sim.render.SensorModel.to_dict``; None: legacy).
+    Under non-default conditions (``sim.conditions``, carried by ``sim.conditions``), drive.json gets
+    ``conditions`` and ``realisation`` (``drive_realisation``); ``render_realisation``, a dict or a
+    callable giving one after the frames are rendered (``GroundRenderer.realisation``), goes into
+    ``realisation.renderer``. Without them drive.json is as before (absent: default conditions).
 
     Refuses a non-empty ``out_dir`` unless ``force`` (``prepare_output_dir``). Images are
     streamed from ``frames`` (see ``write_drive_bag``). If writing fails, the incomplete
@@ -514,11 +564,32 @@ def write_drive(out_dir: Path, world: World, sim: DriveSim, camera: PinholeCamer
                    for t in drive_topics(cfg.compressed)],
         "counts": summary.counts,
         "stats": stats,
+        **_conditions_entries(sim, camera, render_realisation),
         "files": {str(p.relative_to(out_dir)): sha256_file(p)
                   for p in sorted([truth_path, *bag_dir.rglob("*")]) if p.is_file()},
     }
     (out_dir / "drive.json").write_text(json.dumps(_jsonable(manifest), indent=2, sort_keys=True) + "\n")
     return DriveOutputs(out_dir=out_dir, bag=summary, manifest=manifest, stats=stats)
+
+
+def drive_realisation(sim: DriveSim, camera: PinholeCamera,
+                      render_realisation: Union[None, Dict[str, Any], Callable[[], Dict[str, Any]]] = None
+                      ) -> Dict[str, Any]:
+    """What the conditions of ``sim`` drew: the true and the published camera mounting, the load
+    pitch, the odometry scale error (and slip), the GNSS environment, plus the renderer's."""
+    rr = render_realisation() if callable(render_realisation) else render_realisation
+    return dict(sim.realisation or {}, camera={
+        "true": true_camera(sim, camera).to_dict(), "published": published_camera(sim, camera).to_dict(),
+        "note": "frames rendered with the true camera; /tf_static (base_link -> camera_link) and camera_info "
+                "carry the published one = true + conditions.calib (fx and fy both scaled by 1 + fx_pct/100)"},
+                renderer=rr)
+
+
+def _conditions_entries(sim: DriveSim, camera: PinholeCamera, render_realisation) -> Dict[str, Any]:
+    if sim.conditions is None or sim.conditions.is_default:
+        return {}
+    return {"conditions": sim.conditions.to_dict(),
+            "realisation": drive_realisation(sim, camera, render_realisation)}
 
 
 def read_drive_manifest(drive_dir: Path) -> Dict[str, Any]:

@@ -13,6 +13,13 @@ Splits:
   all its keyframes and its whole aerial tile (a circle of the tile's half-diagonal) lie
   in cells of one split, so no ground or aerial pixel is shared across splits;
 * by WORLD: every sequence from a held-out world (another seed) is ``test_world``.
+
+Drive-time conditions (``conditions``: [(name, ``sim.conditions.Conditions``)], cycled over all
+drives in order, so a run with at least as many drives as names covers every one): the renderer gets
+the drive's conditions and the time of each keyframe along an ego trajectory driven over the route,
+the body carries the drawn load pitch, and ``dataset.json`` -> ``drives`` plus ``drives.csv`` record
+each drive's conditions (the sensors' conditions are recorded but have nothing to act on here: no
+GNSS, odometry or camera_info is exported). Without ``conditions`` the export is as before.
 """
 from __future__ import annotations
 
@@ -21,7 +28,7 @@ import logging
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -107,14 +114,35 @@ def aerial_tile(world: World, x: float, y: float, yaw: float, tile_m: float, til
     return np.clip(sample_bilinear(world.ortho, rr, cc) + 0.5, 0, 255).astype(np.uint8)
 
 
+DRIVE_COLUMNS = ["drive", "world", "conditions", "load_pitch_deg"]
+
+
+def _ego_trajectory(world: World, route, rng: np.random.Generator):
+    """The car along the whole of ``route`` (``drive.speed_profile``, 10 Hz): the ego a renderer with
+    traffic needs, and the time at each keyframe."""
+    from .drive import Trajectory, speed_profile
+
+    kinds = [world.roads.edge_kind[e] for e, _ in route.steps]
+    v_s = speed_profile(route, rng, kinds=kinds)
+    t_of_s = np.concatenate([[0.0], np.cumsum(np.diff(route.s) / (0.5 * (v_s[1:] + v_s[:-1])))])
+    t = np.arange(0.0, t_of_s[-1], 0.1)
+    s = np.interp(t, t_of_s, route.s)
+    x, y, yaw = route.at(s)
+    yaw_rate = np.gradient(yaw, t) if len(t) > 1 else np.zeros_like(t)
+    return Trajectory(t=t, x=x, y=y, yaw=yaw, speed=np.interp(s, route.s, v_s), yaw_rate=yaw_rate, s=s), t_of_s
+
+
 def export_dataset(out: Path, worlds: List[Tuple[str, World]], heldout: List[Tuple[str, World]],
                    cfg: DatasetConfig, *, force: bool = False, progress: bool = True,
-                   extra_manifest: Dict | None = None) -> Dict:
-    """Write a dataset under ``out``; returns the manifest (also written to ``out/dataset.json``)."""
+                   extra_manifest: Dict | None = None, conditions: Optional[Sequence[Tuple[str, Any]]] = None) -> Dict:
+    """Write a dataset under ``out``; returns the manifest (also written to ``out/dataset.json``).
+
+    ``conditions``: [(name, ``Conditions``)] cycled over the drives (see the module docstring)."""
     from PIL import Image
     from tqdm import tqdm
 
     from .drive import plan_route, rotation_rpy, terrain_attitude
+    from .sensors import draw_load_pitch
     from .render import Appearance, GroundRenderer, SensorModel
     from .terrain import Terrain
 
@@ -133,6 +161,8 @@ def export_dataset(out: Path, worlds: List[Tuple[str, World]], heldout: List[Tup
     keyframes: List[Dict] = []
     dropped = {"border": 0, "outside": 0}
     world_info = []
+    drives: Dict[str, Dict[str, Any]] = {}
+    n_drive = 0
     total = (len(worlds) + len(heldout)) * cfg.drives_per_world
     bar = tqdm(total=total, desc="drives", unit="drive", disable=not progress)
     for wi, (wname, world) in enumerate(worlds + heldout):
@@ -151,23 +181,39 @@ def export_dataset(out: Path, worlds: List[Tuple[str, World]], heldout: List[Tup
             px, py, pyaw = route.at(s)
             pyaw = wrap_angle(pyaw)
             appearance = Appearance.sample(rng)
-            renderer = GroundRenderer(world, cam, appearance,
-                                      sensor=SensorModel() if cfg.camera_effects else None)
+            cname, cond = conditions[n_drive % len(conditions)] if conditions else (None, None)
+            n_drive += 1
+            load_deg, times = 0.0, None
+            sensor = SensorModel() if cfg.camera_effects else None
+            if cond is None or cond.is_default:
+                renderer = GroundRenderer(world, cam, appearance, sensor=sensor)
+            else:  # its own generator: the main one (routes, appearance, jitter) draws as without conditions
+                crng = np.random.default_rng([cfg.seed, world.meta.seed, wi, d, 21])
+                load_deg = draw_load_pitch(crng, cond.load_pitch_max_deg)
+                ego, t_of_s = _ego_trajectory(world, route, crng)
+                times = np.interp(s, route.s, t_of_s)
+                renderer = GroundRenderer(world, cam, appearance, sensor=sensor, conditions=cond, ego=ego)
+            if cname is not None:
+                drives[drive] = {"world": wname, "conditions": cname, "load_pitch_deg": round(load_deg, 4),
+                                 "config": cond.to_dict(),
+                                 "renderer": renderer.realisation() if times is not None else None}
             # on terrain the camera stands on the slope (level car on flat ground, as before)
             relief = Terrain.from_dict(world.terrain) if world.terrain else None
             pz, ppitch, proll = terrain_attitude(relief, px, py, pyaw)
+            ppitch = ppitch - math.radians(load_deg)  # a loaded car sits nose up (REP-103 pitch: nose down)
             lat, lon = world.frame.to_latlon(px, py)
             conv = world.frame.grid_convergence_deg()
             heading = (yaw_to_heading_deg(pyaw) + conv) % 360.0
             (out / "ground" / drive).mkdir(parents=True, exist_ok=True)
             for k in range(len(s)):
                 rel = f"ground/{drive}/{k:05d}.png"
-                if relief is None:
-                    frame = renderer.render(px[k], py[k], pyaw[k])
+                kw = {} if times is None else {"t": float(times[k])}
+                if relief is None and load_deg == 0.0:
+                    frame = renderer.render(px[k], py[k], pyaw[k], **kw)
                 else:  # the camera sits mount_height_m up the tilted body's z axis
                     up = rotation_rpy(proll[k], ppitch[k], pyaw[k])[:, 2] * cam.mount_height_m
                     frame = renderer.render(px[k] + up[0], py[k] + up[1], pyaw[k], pitch=float(ppitch[k]),
-                                            roll=float(proll[k]), z=float(pz[k] + up[2]))
+                                            roll=float(proll[k]), z=float(pz[k] + up[2]), **kw)
                 Image.fromarray(frame).save(out / rel)
                 keyframes.append({"drive": drive, "k": k, "x": round(px[k], 3),
                                   "y": round(py[k], 3), "yaw": round(pyaw[k], 6), "lat": f"{lat[k]:.8f}",
@@ -204,6 +250,9 @@ def export_dataset(out: Path, worlds: List[Tuple[str, World]], heldout: List[Tup
             bar.update(1)
     bar.close()
     write_rows(out / "keyframes.csv", KEYFRAME_COLUMNS, keyframes)
+    if drives:
+        write_rows(out / "drives.csv", DRIVE_COLUMNS, [{"drive": k, **{c: v[c] for c in DRIVE_COLUMNS[1:]}}
+                                                       for k, v in drives.items()])
     counts = {}
     for split in SPLITS:
         if records[split]:
@@ -221,6 +270,7 @@ def export_dataset(out: Path, worlds: List[Tuple[str, World]], heldout: List[Tup
         "gap": {"camera_effects": cfg.camera_effects,
                 "survey": {w["name"]: w["survey_parts"] for w in world_info},
                 "terrain": {w["name"]: w["terrain"] for w in world_info}},
+        **({"conditions": {"cycle": [n for n, _ in conditions], "drives": drives}} if conditions else {}),
         **(extra_manifest or {}),
     }
     (out / "dataset.json").write_text(json.dumps(manifest, indent=2) + "\n")

@@ -902,8 +902,13 @@ class OdometrySim:
 
 
 def simulate_odometry(traj: Trajectory, rng: np.random.Generator, rate_hz: float = 50.0,
-                      model: OdometryModel = OdometryModel(), *, t: Optional[np.ndarray] = None) -> OdometrySim:
-    """Wheel odometry at ``rate_hz`` (or at times ``t``) along ``traj``. See ``OdometryModel``."""
+                      model: OdometryModel = OdometryModel(), *, t: Optional[np.ndarray] = None,
+                      scale_error: Optional[float] = None, extra_scale: Optional[np.ndarray] = None) -> OdometrySim:
+    """Wheel odometry at ``rate_hz`` (or at times ``t``) along ``traj``. See ``OdometryModel``.
+
+    ``scale_error``: a fixed wheel scale error (fraction) instead of the model's draw (the draw is
+    still made, so the other draws stay the same); ``extra_scale``: a further scale error per sample
+    (wheel slip, ``sim.sensors.wheel_slip``)."""
     if t is None:
         n = max(int(math.ceil(traj.duration * rate_hz - 1e-9)), 1)
         t = np.arange(n) / float(rate_hz)
@@ -912,12 +917,15 @@ def simulate_odometry(traj: Trajectory, rng: np.random.Generator, rate_hz: float
     dt = np.diff(t, append=t[-1] + (t[-1] - t[-2] if n > 1 else 1.0 / rate_hz))
     st = traj.at(t)
     scale = float(rng.normal(0.0, model.speed_scale_sigma))
+    if scale_error is not None:
+        scale = float(scale_error)
     d2r = math.pi / 180.0
     bias0 = rng.normal(0.0, model.gyro_bias_sigma_dps * d2r)
     walk = np.concatenate([[0.0], np.cumsum(rng.standard_normal(n - 1) * model.gyro_bias_walk_dps_per_sqrt_s * d2r
                                             * np.sqrt(dt[:-1]))])
     bias = bias0 + walk
-    v_meas = st.speed * (1.0 + scale) + rng.normal(0.0, model.speed_noise_mps, n)
+    wheel = 1.0 + scale if extra_scale is None else 1.0 + scale + np.asarray(extra_scale, float)
+    v_meas = st.speed * wheel + rng.normal(0.0, model.speed_noise_mps, n)
     w_meas = st.yaw_rate + bias + rng.normal(0.0, model.gyro_noise_dps * d2r, n)
     yaw = np.concatenate([[0.0], np.cumsum(w_meas[:-1] * dt[:-1])])
     yaw_mid = yaw[:-1] + 0.5 * w_meas[:-1] * dt[:-1]
@@ -1099,6 +1107,8 @@ class DriveSim:
     camera_t: np.ndarray
     attitude: Optional[Attitude] = None
     imu: Optional[ImuSim] = None
+    conditions: Any = None  # sim.conditions.Conditions (None: the defaults)
+    realisation: Optional[Dict[str, Any]] = None  # what the conditions drew (sim.sensors.SensorRealisation)
 
     def stats(self) -> Dict[str, Any]:
         drift = odometry_drift(self.odom, self.truth)
@@ -1111,30 +1121,63 @@ class DriveSim:
                 "attitude": self.attitude.stats() if self.attitude is not None else None}
 
 
-def simulate_drive(world, config: DriveConfig) -> DriveSim:
-    """Plan a route and simulate truth, GNSS and odometry for ``config`` (no images)."""
+def simulate_drive(world, config: DriveConfig, conditions=None) -> DriveSim:
+    """Plan a route and simulate truth, GNSS and odometry for ``config`` (no images).
+
+    ``conditions`` (``sim.conditions.Conditions``; None: the defaults, today's drives bit for bit)
+    changes the sensors (``sim.sensors``): GNSS environment and over-confidence, a fixed wheel scale
+    error with slip, the static load pitch of the body. The camera side is ``sim.render``'s."""
+    from .conditions import Conditions
+    from .sensors import (SensorRealisation, apply_gnss_environment, apply_overconfidence, draw_load_pitch,
+                          gnss_quality, raw_error_median, wheel_slip)
+
     cfg = config
+    cond = Conditions() if conditions is None else conditions
+    if not isinstance(cond, Conditions):
+        raise InvalidArgument(f"conditions must be a sim.conditions.Conditions, got {cond!r}")
+    real = SensorRealisation()
     route = plan_route(world, stream_rng(cfg.seed, "route"), cfg.duration_s * cfg.speed_max_mps * 1.05 + 100.0)
     kinds = [world.roads.edge_kind[e] for e, _ in route.steps]
     truth = simulate_truth(route, stream_rng(cfg.seed, "truth"), cfg.duration_s, cfg.truth_hz,
                            v_min=cfg.speed_min_mps, v_max=cfg.speed_max_mps, lateral_accel=cfg.lateral_accel_mps2,
                            kinds=kinds)
-    gnss = simulate_gnss(truth, stream_rng(cfg.seed, "gnss"), cfg.gnss_hz, cfg.gnss, antenna_z_m=cfg.rig.gnss_z_m,
-                         t=cfg.times(cfg.gnss_hz))
+    quality = gnss_quality(cond.gnss_quality)
+    g_rng = stream_rng(cfg.seed, "gnss")
+    gnss = simulate_gnss(truth, g_rng, cfg.gnss_hz, quality.model if quality else cfg.gnss,
+                         antenna_z_m=cfg.rig.gnss_z_m, t=cfg.times(cfg.gnss_hz))
+    real.gnss = {"quality": cond.gnss_quality, "overconfidence": float(cond.gnss_overconfident)}
+    if quality is not None:  # the environment continues the receiver's stream: its own draws stay the same
+        real.gnss.update(model=quality.to_dict(), reported_sigma_m=quality.sigma_m,
+                         **apply_gnss_environment(gnss, quality, g_rng))
+    else:
+        real.gnss.update(reported_sigma_m=cfg.gnss.nominal_sigma_m)
+    apply_overconfidence(gnss, cond.gnss_overconfident)
     if cfg.rig.gnss_x_m:  # antenna ahead of base_link: its truth and fixes move with the heading
         yaw = truth.yaw_unwrapped_at(gnss.t)
         off = cfg.rig.gnss_x_m
         dx, dy = off * np.cos(yaw), off * np.sin(yaw)
         gnss.x, gnss.y = gnss.x + dx, gnss.y + dy
         gnss.true_x, gnss.true_y = gnss.true_x + dx, gnss.true_y + dy
-    odom = simulate_odometry(truth, stream_rng(cfg.seed, "odom"), cfg.odom_hz, cfg.odom, t=cfg.times(cfg.odom_hz))
+    odom_t = cfg.times(cfg.odom_hz)
+    if cond.odom_scale_err_pct is None:
+        odom = simulate_odometry(truth, stream_rng(cfg.seed, "odom"), cfg.odom_hz, cfg.odom, t=odom_t)
+        real.odometry = {"scale_error": odom.scale_error, "source": "drawn", "slip": None}
+    else:
+        slip, slip_real = wheel_slip(truth, odom_t, stream_rng(cfg.seed, "slip"))
+        odom = simulate_odometry(truth, stream_rng(cfg.seed, "odom"), cfg.odom_hz, cfg.odom, t=odom_t,
+                                 scale_error=cond.odom_scale_err_pct / 100.0, extra_scale=slip)
+        real.odometry = {"scale_error": odom.scale_error, "source": "fixed", "slip": slip_real}
     from .terrain import Terrain
 
     att = simulate_attitude(truth, Terrain.from_dict(getattr(world, "terrain", None)), cfg.attitude)
+    if cond.load_pitch_max_deg > 0:  # a loaded car sits nose up: REP-103 pitch (nose down) decreases
+        real.load_pitch_deg = draw_load_pitch(stream_rng(cfg.seed, "load"), cond.load_pitch_max_deg)
+        att.pitch = att.pitch - math.radians(real.load_pitch_deg)
     gnss.true_alt = gnss.true_alt + att.at(gnss.t)[0]  # the antenna rides over the terrain
     gnss.alt = gnss.alt + att.at(gnss.t)[0]
     imu = simulate_imu(truth, att, odom, stream_rng(cfg.seed, "imu"), cfg.times(cfg.imu_hz), cfg.imu)
+    real.gnss["raw_median_m"] = raw_error_median(gnss)
     sim = DriveSim(config=cfg, route=route, truth=truth, gnss=gnss, odom=odom, camera_t=cfg.times(cfg.camera_hz),
-                   attitude=att, imu=imu)
+                   attitude=att, imu=imu, conditions=cond, realisation=real.to_dict())
     log.debug("drive seed=%d: %.0f m route, %.0f m driven", cfg.seed, route.length, truth.distance[-1])
     return sim

@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import time
 from pathlib import Path
 from typing import List, Optional
 
 from ..core.outputs import check_output_dir
-from .common import command_line, parse_with, positive, seed_type
+from .common import add_condition_args, command_line, condition_cycle, parse_with, positive, seed_type
+
+log = logging.getLogger(__name__)
 
 
 def register(sub) -> argparse.ArgumentParser:
@@ -46,6 +49,7 @@ def register(sub) -> argparse.ArgumentParser:
                    help="legacy ground camera noise (no auto exposure, vignetting, shot/read noise); the survey "
                         "gap and terrain come with the worlds (`geoloc sim world --no-survey-gap --no-terrain`)")
     p.add_argument("--force", action="store_true", help="replace an existing, non-empty output directory")
+    add_condition_args(p, many=True)
     p.set_defaults(func=run_sim_dataset)
     return p
 
@@ -62,6 +66,11 @@ def run_sim_dataset(args: argparse.Namespace) -> Path:
                         camera_effects=not args.no_camera_effects)
     if not args.world and not args.heldout_world:
         raise InvalidArgument("give at least one --world (or --heldout-world) made by `geoloc sim world`")
+    cycle = condition_cycle(args)
+    n_drives = (len(args.world) + len(args.heldout_world)) * cfg.drives_per_world
+    if cycle and n_drives < len(cycle):
+        log.warning("%d drives cannot cover the %d conditions %s; raise --drives-per-world", n_drives, len(cycle),
+                    ", ".join(n for n, _ in cycle))
     check_output_dir(args.out, args.force)
     t0 = time.perf_counter()
 
@@ -71,11 +80,14 @@ def run_sim_dataset(args: argparse.Namespace) -> Path:
     worlds, heldout = load(args.world), load(args.heldout_world)
     m = export_dataset(args.out, worlds, heldout, cfg, force=args.force,
                        extra_manifest={"command": command_line(),
-                                       "world_dirs": [str(d) for d in args.world + args.heldout_world]})
+                                       "world_dirs": [str(d) for d in args.world + args.heldout_world]},
+                       conditions=cycle)
     splits = ", ".join(f"{k} {v}" for k, v in m["splits"].items())
     print(f"dataset: {m['keyframes']} keyframes from {len(worlds) + len(heldout)} world(s), sequences of "
           f"{cfg.seq_len}: {splits}; dropped {m['dropped']['border']} at split borders and "
-          f"{m['dropped']['outside']} near the world edge; {args.out} in {time.perf_counter() - t0:.1f} s")
+          f"{m['dropped']['outside']} near the world edge"
+          + (f"; conditions cycled: {', '.join(n for n, _ in cycle)}" if cycle else "")
+          + f"; {args.out} in {time.perf_counter() - t0:.1f} s")
     return Path(args.out)
 
 

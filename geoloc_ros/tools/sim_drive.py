@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from ..core.outputs import check_output_dir
-from .common import command_line, parse_with, seed_type
+from .common import add_condition_args, command_line, conditions_from_args, parse_with, seed_type
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +21,9 @@ def register(sub) -> argparse.ArgumentParser:
                     "GNSS receiver (bias, noise, multipath jumps, outages; honest covariance) and wheel "
                     "odometry (scale error, gyro drift). Writes OUT/bag (rosbag2: /camera/image_raw, "
                     "/camera/camera_info, /gnss/fix, /gnss/fix_truth, /odom, /imu/data, /tf, /tf_static), OUT/truth.csv "
-                    "and OUT/drive.json. The same arguments give the same messages.",
+                    "and OUT/drive.json. The same arguments give the same messages. The drive-time conditions "
+                    "(traffic, light, weather, changed roads, a miscalibrated camera, worse sensors) are off "
+                    "unless asked for.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--world", type=Path, required=True, help="world directory (from `geoloc sim world`)")
     p.add_argument("--out", type=Path, required=True, help="output directory (must not exist or be empty)")
@@ -45,6 +47,7 @@ def register(sub) -> argparse.ArgumentParser:
                    help="also write /camera/image_raw/compressed (JPEG)")
     p.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap", help="rosbag2 storage plugin")
     p.add_argument("--force", action="store_true", help="replace an existing, non-empty output directory")
+    add_condition_args(p)
     p.set_defaults(func=run_sim_drive)
     return p
 
@@ -67,19 +70,25 @@ def run_sim_drive(args: argparse.Namespace) -> Path:
     if not world_dir.is_dir():
         raise InvalidArgument(f"--world {world_dir} does not exist; create a world with "
                               f"`geoloc sim world --out {world_dir}`")
+    cond = conditions_from_args(args)
     check_output_dir(args.out, args.force)
 
     from ..sim.render import Appearance, GroundRenderer, SensorModel
 
     t0 = time.perf_counter()
     world = World.load(world_dir)
-    sim = simulate_drive(world, cfg)
+    sim = simulate_drive(world, cfg, cond)
     appearance = Appearance.sample(stream_rng(cfg.seed, "appearance"))
     sensor = None if args.no_camera_effects else SensorModel()
-    renderer = GroundRenderer(world, camera, appearance, sensor=sensor)
+    if cond.is_default:
+        renderer = GroundRenderer(world, camera, appearance, sensor=sensor)
+        realisation = None
+    else:
+        renderer = GroundRenderer(world, camera, appearance, sensor=sensor, conditions=cond, ego=sim.truth)
+        realisation = renderer.realisation
     res = write_drive(args.out, world, sim, camera, renderer.render, appearance=appearance.to_dict(),
                       world_dir=world_dir, force=args.force, progress=True, command=command_line(),
-                      sensor=sensor.to_dict() if sensor else None)
+                      sensor=sensor.to_dict() if sensor else None, render_realisation=realisation)
     dt = time.perf_counter() - t0
     g = res.stats["gnss"]
     n = res.bag.counts[TOPIC_IMAGE]
@@ -88,8 +97,16 @@ def run_sim_drive(args: argparse.Namespace) -> Path:
           f"GNSS RMS {g['rms_m']:.1f} m (p95 {g['p95_m']:.1f} m, {g['multipath_events']} multipath, "
           f"{g['outage_events']} outages); odometry drift {res.stats['odom_final_drift_pct']:.1f}%; "
           f"bag {res.bag.size_bytes / 1e6:.1f} MB ({cfg.storage}) written to {res.bag_dir} in {dt:.1f} s "
-          f"({n / max(res.bag.seconds, 1e-9):.0f} frames/s)")
+          f"({n / max(res.bag.seconds, 1e-9):.0f} frames/s)"
+          + ("" if cond.is_default else f"; conditions {_describe(cond, getattr(args, 'conditions', None))}"))
     return Path(args.out)
+
+
+def _describe(cond, name) -> str:
+    from ..sim.conditions import Conditions
+
+    diff = [k for k, v in cond.to_dict().items() if v != Conditions().to_dict()[k]]
+    return f"{name or 'custom'} ({', '.join(diff)})"
 
 
 def main(argv: Optional[List[str]] = None) -> Path:

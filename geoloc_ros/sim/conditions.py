@@ -24,9 +24,10 @@ GNSS_QUALITIES = ("default", "open-sky", "suburban", "urban")
 @dataclass(frozen=True)
 class CalibError:
     """Error of the PUBLISHED camera calibration relative to the camera that rendered the frames:
-    pitch/yaw/roll in degrees (REP-103 camera_link; pitch > 0 looks further down than published),
-    height in metres, fx in percent. The frames use the true camera; /tf_static and camera_info
-    carry the published one."""
+    published = true + error, pitch/yaw/roll in degrees (REP-103 camera_link: pitch > 0 means the
+    published camera looks further down than the true one), height in metres, fx (and fy: a
+    focal-length error) in percent. The frames use the true camera; /tf_static and camera_info carry
+    the published one."""
 
     pitch_deg: float = 0.0
     yaw_deg: float = 0.0

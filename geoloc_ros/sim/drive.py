@@ -256,6 +256,7 @@ class DriveConfig:
     attitude: AttitudeModel = field(default_factory=AttitudeModel)
     imu: ImuModel = field(default_factory=ImuModel)
     imu_hz: float = 100.0
+    gnss_seed: Optional[int] = None  # the GNSS receiver's own noise seed (None: ``seed``)
 
     def __post_init__(self):
         o = "drive"
@@ -274,6 +275,9 @@ class DriveConfig:
         if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or not (
                 0 <= self.seed < 2 ** 63):
             raise InvalidArgument(f"drive.seed must be an integer in 0..2^63-1, got {self.seed!r}")
+        if self.gnss_seed is not None and (isinstance(self.gnss_seed, bool) or not isinstance(
+                self.gnss_seed, (int, np.integer)) or not (0 <= self.gnss_seed < 2 ** 63)):
+            raise InvalidArgument(f"drive.gnss_seed must be an integer in 0..2^63-1, got {self.gnss_seed!r}")
         if not isinstance(self.compressed, bool):
             raise InvalidArgument(f"drive.compressed must be true or false, got {self.compressed!r}")
         _check_range(o, "jpeg_quality", self.jpeg_quality, 1, 100, integer=True)
@@ -288,6 +292,8 @@ class DriveConfig:
         d = dataclasses.asdict(self)
         for k in ("gnss",):
             d[k] = {kk: (list(v) if isinstance(v, tuple) else v) for kk, v in d[k].items()}
+        if d["gnss_seed"] is None:  # a drive without its own GNSS seed keeps the drive.json of earlier versions
+            del d["gnss_seed"]
         return d
 
     @classmethod
@@ -1142,7 +1148,7 @@ def simulate_drive(world, config: DriveConfig, conditions=None) -> DriveSim:
                            v_min=cfg.speed_min_mps, v_max=cfg.speed_max_mps, lateral_accel=cfg.lateral_accel_mps2,
                            kinds=kinds)
     quality = gnss_quality(cond.gnss_quality)
-    g_rng = stream_rng(cfg.seed, "gnss")
+    g_rng = stream_rng(cfg.seed if cfg.gnss_seed is None else cfg.gnss_seed, "gnss")
     gnss = simulate_gnss(truth, g_rng, cfg.gnss_hz, quality.model if quality else cfg.gnss,
                          antenna_z_m=cfg.rig.gnss_z_m, t=cfg.times(cfg.gnss_hz))
     real.gnss = {"quality": cond.gnss_quality, "overconfidence": float(cond.gnss_overconfident)}

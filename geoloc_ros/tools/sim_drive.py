@@ -28,6 +28,9 @@ def register(sub) -> argparse.ArgumentParser:
     p.add_argument("--world", type=Path, required=True, help="world directory (from `geoloc sim world`)")
     p.add_argument("--out", type=Path, required=True, help="output directory (must not exist or be empty)")
     p.add_argument("--seed", type=seed_type, default=0, help="random seed of the drive (route, noise, appearance)")
+    p.add_argument("--gnss-seed", type=seed_type, default=None,
+                   help="random seed of the GNSS receiver's errors alone (default: --seed): the same route and "
+                        "camera with another receiver's noise")
     p.add_argument("--duration-s", type=float, default=120.0, help="length of the drive in seconds (0..3600]")
     p.add_argument("--hfov-deg", type=float, default=90.0, help="camera horizontal field of view (10..170 deg)")
     p.add_argument("--width", type=int, default=512, help="image width in pixels (default: 16:9, 0.4 x 720p)")
@@ -62,7 +65,7 @@ def run_sim_drive(args: argparse.Namespace) -> Path:
     from ..sim.drive import AttitudeModel
 
     cfg = DriveConfig(duration_s=args.duration_s, camera_hz=args.camera_hz, gnss_hz=args.gnss_hz,
-                      odom_hz=args.odom_hz, seed=args.seed, compressed=args.compressed, storage=args.storage,
+                      odom_hz=args.odom_hz, seed=args.seed, gnss_seed=args.gnss_seed, compressed=args.compressed, storage=args.storage,
                       attitude=AttitudeModel(suspension=not args.no_suspension))
     camera = PinholeCamera(width=args.width, height=args.height, hfov_deg=args.hfov_deg,
                            distortion=tuple(args.distortion) if args.distortion else (0.0,) * 5)

@@ -87,7 +87,7 @@ class DriveTime:
             hy = np.float32(y) + np.sin(theta).astype(np.float32)[None, :] * D
             hz = np.float32(cam.mount_height_m) - (vcs / cam.fy).astype(np.float32)[:, None] * D * \
                 np.cos(bearing).astype(np.float32)[None, :]
-            L.night_light(img, fin, hx, hy, hz, depth, (x, y, yaw), self.lights, self._placed)
+            L.night_light(img, hx, hy, hz, depth, (x, y, yaw), self.lights, self._placed)
         if sky_rgb is not None:
             img[sky] = np.broadcast_to(sky_rgb[:, None, :], img.shape)[sky]
         if self.night:
@@ -118,7 +118,7 @@ class DriveTime:
             # sensor's auto exposure would go further, so the frame is pre-scaled to end at that cap
             rng = np.random.default_rng([self.seed & 0x7FFFFFFF, int(round(x * 100)) & 0xFFFFFFFF,
                                          int(round(y * 100)) & 0xFFFFFFFF, int(round((t or 0.0) * 1000)) & 0xFFFFFFFF])
-            img = img + rng.standard_normal(img.shape, dtype=np.float32) * np.float32(L.NIGHT_NOISE_DN)
+            img += rng.standard_normal(img.shape[:2] + (1,), dtype=np.float32) * np.float32(L.NIGHT_NOISE_DN)
             sensor = r.sensor
             if sensor is None:
                 return img * np.float32(L.NIGHT_GAIN)

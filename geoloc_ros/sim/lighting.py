@@ -110,11 +110,13 @@ class StreetLights:
         self.E = E
 
     def at(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        r = np.floor((np.float32(self.y_max) - y) / np.float32(self.res)).astype(np.int32)
-        c = np.floor((x - np.float32(self.x_min)) / np.float32(self.res)).astype(np.int32)
-        n = self.E.shape[0]
-        ok = (r >= 0) & (r < n) & (c >= 0) & (c < n)
-        return np.where(ok, self.E[np.clip(r, 0, n - 1), np.clip(c, 0, n - 1)], np.float32(0.0))
+        """Irradiance at points x, y [H, W] float32 (bilinear; 0 outside the world)."""
+        import cv2
+
+        inv = np.float32(1.0 / self.res)
+        return cv2.remap(self.E, (x - np.float32(self.x_min)) * inv - np.float32(0.5),
+                         (np.float32(self.y_max) - y) * inv - np.float32(0.5), cv2.INTER_LINEAR,
+                         borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
 
     def realisation(self) -> Dict:
         return {"count": int(len(self.xy)), "spacing_m": round(self.spacing, 2),
@@ -124,7 +126,7 @@ class StreetLights:
 def beam(hx, hy, hz, lx: float, ly: float, lyaw: float, intensity: float = 1.1) -> np.ndarray:
     """Low-beam irradiance at points (hx, hy, height hz) from a car at (lx, ly) heading ``lyaw``: a cone
     about +-18 deg (wider towards the right kerb), ramping in over 1.5-5 m, falling off with distance and
-    cut off 35-48 m ahead; little above 1.3 m. float32 throughout (it runs on every lit pixel)."""
+    cut off 35-48 m ahead; none above 3 m. float32 throughout (it runs on every lit pixel)."""
     c, s = np.float32(math.cos(lyaw)), np.float32(math.sin(lyaw))
     rx, ry = hx - np.float32(lx), hy - np.float32(ly)
     a = rx * c + ry * s
@@ -133,31 +135,34 @@ def beam(hx, hy, hz, lx: float, ly: float, lyaw: float, intensity: float = 1.1) 
     q = q / np.where(q < 0, np.float32(0.45), np.float32(0.33))
     E = np.exp(np.float32(-0.5) * q * q) * np.float32(intensity) / (np.float32(1.0) + (a * np.float32(0.05)) ** 2)
     E *= np.clip((a - np.float32(1.5)) / np.float32(3.5), 0.0, 1.0) * np.clip((np.float32(48.0) - a) / np.float32(13.0), 0.0, 1.0)
-    return E * np.exp(-np.clip(hz - np.float32(1.3), 0.0, None) / np.float32(1.2))
+    return E * np.clip(np.float32(1.0) - (hz - np.float32(1.3)) * np.float32(0.6), 0.0, 1.0)
 
 
-def night_light(img, fin, hx, hy, hz, depth, pose, lights: StreetLights, vehicles) -> None:
-    """Multiply the unlit image (``fin`` pixels: not sky) by the night light, in place. ``pose`` the ego
-    (x, y, yaw); ``vehicles`` [(i, x, y, yaw)] of the stamped vehicles; hx, hy, hz float32."""
+def night_light(img, hx, hy, hz, depth, pose, lights: StreetLights, vehicles) -> None:
+    """Multiply the unlit level image by the night light, in place (sky pixels too: the caller paints
+    the sky afterwards). ``pose`` the ego (x, y, yaw); ``vehicles`` [(i, x, y, yaw)] of the stamped
+    vehicles; hx, hy, hz [H, W] float32 (world x, y and height above the ground of each pixel)."""
     x, y, yaw = pose
-    light = np.empty((int(fin.sum()), 3), np.float32)
-    light[:] = NIGHT_AMBIENT[None]
-    px, py, pz = hx[fin], hy[fin], hz[fin]
-    street = lights.at(px, py) * np.exp(-np.clip(pz - np.float32(3.0), 0.0, None) / np.float32(4.0))
-    light += street[:, None] * lights.rgb[None]
-    near = depth[fin] < 60.0  # beams reach 48 m
-    bx, by, bz = px[near], py[near], pz[near]
-    head = beam(bx, by, bz, x + 1.5 * math.cos(yaw), y + 1.5 * math.sin(yaw), yaw)
-    # vehicles facing the camera light the road towards it: the nearest few
+    street = lights.at(hx, hy) * np.clip(np.float32(1.4) - hz * np.float32(0.13), np.float32(0.25), np.float32(1.0))
+    # beams light nothing above 3 m: only the rows that can see below that (the lower image)
+    H = img.shape[0]
+    r0 = int(np.argmax((hz < 3.0).any(axis=1))) if (hz < 3.0).any() else H
+    head = np.zeros(hz.shape, np.float32)
+    hx, hy, hz, depth = hx[r0:], hy[r0:], hz[r0:], depth[r0:]
+    head[r0:] = beam(hx, hy, hz, x + 1.5 * math.cos(yaw), y + 1.5 * math.sin(yaw), yaw)
+    # vehicles facing the camera light the road towards it: the nearest few, on the pixels before them
     facing = []
     for (_, vx, vy, vyaw) in vehicles:
         d = math.hypot(vx - x, vy - y)
         if d < 70.0 and math.cos(vyaw) * (x - vx) + math.sin(vyaw) * (y - vy) > 0:
             facing.append((d, vx, vy, vyaw))
-    for _, vx, vy, vyaw in sorted(facing)[:MAX_BEAMS]:
-        head += beam(bx, by, bz, vx, vy, vyaw, 0.9)
-    light[near] += head[:, None] * np.array([1.0, 0.98, 0.92], np.float32)
-    img[fin] *= light
+    for d, vx, vy, vyaw in sorted(facing)[:MAX_BEAMS]:
+        m = depth < d + 2.0
+        head[r0:][m] += beam(hx[m], hy[m], hz[m], vx, vy, vyaw, 0.9)
+    light = head[..., None] * np.array([1.0, 0.98, 0.92], np.float32)
+    light += street[..., None] * lights.rgb
+    light += NIGHT_AMBIENT
+    img *= light
 
 
 def glows(img, depth, bearing, vcs, fx: float, fy: float, cam: Tuple[float, float, float, float],
@@ -220,24 +225,24 @@ def lamp_heads(lights: StreetLights, x: float, y: float, max_m: float = 120.0):
 _GRIDS: Dict = {}
 
 
-def motion_blur(img: np.ndarray, depth: np.ndarray, cx: float, cy: float, length_m: float, taps: int = 3) -> np.ndarray:
+def motion_blur(img: np.ndarray, depth: np.ndarray, cx: float, cy: float, length_m: float) -> np.ndarray:
     """Blur along the direction of travel: a point at depth d moves radially by (p - c) L / d while the
-    shutter is open; average ``taps`` samples along that path (nearest pixel)."""
-    if length_m <= 1e-3:
+    shutter is open; the average of the frame at the start, middle and end of that path (bilinear)."""
+    import cv2
+
+    if length_m < 0.05:  # a day's short exposure: under a pixel
         return img
     H, W = depth.shape
     key = (H, W, cx, cy)
     if key not in _GRIDS:
         yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
         _GRIDS.clear()
-        _GRIDS[key] = (yy + 0.5, xx + 0.5, yy - np.float32(cy), xx - np.float32(cx))
+        _GRIDS[key] = (yy, xx, yy - np.float32(cy), xx - np.float32(cx))
     yy, xx, dy, dx = _GRIDS[key]
-    k = np.minimum(np.float32(length_m) / np.maximum(depth, np.float32(1.0)), np.float32(0.25))  # inf depth: 0
+    k = np.minimum(np.float32(length_m) / np.maximum(depth, np.float32(1.0)), np.float32(0.25))  # sky: 0
     out = img.copy()
-    for j in range(1, taps):
-        f = k * np.float32(j / (taps - 1))
-        rr = np.clip((yy - dy * f).astype(np.int32), 0, H - 1)
-        cc = np.clip((xx - dx * f).astype(np.int32), 0, W - 1)
-        out += img[rr, cc]
-    out *= np.float32(1.0 / taps)
+    for f in (0.5, 1.0):
+        kf = k * np.float32(f)
+        out += cv2.remap(img, xx - dx * kf, yy - dy * kf, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    out *= np.float32(1.0 / 3.0)
     return out

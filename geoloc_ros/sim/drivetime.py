@@ -89,7 +89,7 @@ class DriveTime:
                 np.cos(bearing).astype(np.float32)[None, :]
             L.night_light(img, hx, hy, hz, depth, (x, y, yaw), self.lights, self._placed)
         if sky_rgb is not None:
-            img[sky] = np.broadcast_to(sky_rgb[:, None, :], img.shape)[sky]
+            np.copyto(img, sky_rgb[:, None, :], where=sky[..., None])
         if self.night:
             pts, cols, sizes = L.lamp_heads(self.lights, x, y)
             if self._placed:
@@ -122,7 +122,8 @@ class DriveTime:
             sensor = r.sensor
             if sensor is None:
                 return img * np.float32(L.NIGHT_GAIN)
-            lum = max(float(np.mean(img @ np.array([0.299, 0.587, 0.114], np.float32))) * self.appearance.brightness, 1.0)
+            lum = max(float(np.mean(img[::4, ::4] @ np.array([0.299, 0.587, 0.114], np.float32))) *
+                      self.appearance.brightness, 1.0)  # the sensor's own mean, near enough for a cap
             s = sensor.exposure_strength
             auto = (255.0 * sensor.exposure_target / lum) ** s
             if auto > L.NIGHT_GAIN and s < 0.999:

@@ -134,7 +134,8 @@ def beam(hx, hy, hz, lx: float, ly: float, lyaw: float, intensity: float = 1.1) 
     q = lat / np.maximum(a, np.float32(0.1))  # tan of the angle off the axis
     q = q / np.where(q < 0, np.float32(0.45), np.float32(0.33))
     E = np.exp(np.float32(-0.5) * q * q) * np.float32(intensity) / (np.float32(1.0) + (a * np.float32(0.05)) ** 2)
-    E *= np.clip((a - np.float32(1.5)) / np.float32(3.5), 0.0, 1.0) * np.clip((np.float32(48.0) - a) / np.float32(13.0), 0.0, 1.0)
+    E *= np.clip((a - np.float32(1.5)) / np.float32(3.5), 0.0, 1.0)
+    E *= np.clip((np.float32(48.0) - a) / np.float32(13.0), 0.0, 1.0)
     return E * np.clip(np.float32(1.0) - (hz - np.float32(1.3)) * np.float32(0.6), 0.0, 1.0)
 
 

@@ -135,13 +135,15 @@ CAMERA_PRESETS = ("clear", "busy", "dusk-rain", "night", "fog", "changed-road", 
 
 
 def conditions_sheet(seed: int = 8, size_m: float = 600.0, times: Sequence[float] = (), width: int = 512,
-                     height: int = 288, drive_seed: int = 5) -> "PIL.Image.Image":  # noqa: F821
+                     height: int = 288, drive_seed: int = 5, scale: float = 0.7,
+                     colours: int = 256) -> "PIL.Image.Image":  # noqa: F821
     """Contact sheet of the drive-time conditions (``sim.conditions.PRESETS`` the camera sees): one row per
     preset, one column per time of one simulated drive (default: a pose early in the drive, the one with
     the most moving vehicles in view under `busy` and the one 25 m before the construction zone of
-    `changed-road`), each frame labelled. The same world, drive,
-    appearance and sensor model in every row. Regenerate docs/img/conditions.png with
-    ``python -c "from geoloc_ros.sim.preview import conditions_sheet; conditions_sheet().save('docs/img/conditions.png')"``."""
+    `changed-road`), each frame labelled. Frames are shown at ``scale`` x their size and the sheet
+    is reduced to ``colours`` colours (0: full RGB) to keep the PNG small. The same world, drive,
+    appearance and sensor model in every row. Regenerate docs/img/conditions.png with ``python -c "from
+    geoloc_ros.sim.preview import conditions_sheet as s; s().save('docs/img/conditions.png', optimize=True)"``."""
     from PIL import Image, ImageDraw, ImageFont
 
     from .conditions import PRESETS
@@ -190,7 +192,8 @@ def conditions_sheet(seed: int = 8, size_m: float = 600.0, times: Sequence[float
     except TypeError:  # Pillow < 10.1
         font = ImageFont.load_default()
     pad, label = 4, 22
-    sheet = Image.new("RGB", (len(times) * (width + pad) + pad, len(CAMERA_PRESETS) * (height + label + pad) + pad),
+    fw, fh = int(round(width * scale)), int(round(height * scale))
+    sheet = Image.new("RGB", (len(times) * (fw + pad) + pad, len(CAMERA_PRESETS) * (fh + label + pad) + pad),
                       (25, 25, 25))
     d = ImageDraw.Draw(sheet)
     for i, name in enumerate(CAMERA_PRESETS):
@@ -204,8 +207,9 @@ def conditions_sheet(seed: int = 8, size_m: float = 600.0, times: Sequence[float
         if c.time_of_day == "dusk":
             bits.append(f"sun {real['lighting']['sun_elevation_deg']:.1f} deg")
         for j, t in enumerate(times):
-            x0, y0 = pad + j * (width + pad), pad + i * (height + label + pad)
-            sheet.paste(Image.fromarray(r.render(*pose(t), t=t)), (x0, y0 + label))
+            x0, y0 = pad + j * (fw + pad), pad + i * (fh + label + pad)
+            frame = Image.fromarray(r.render(*pose(t), t=t))
+            sheet.paste(frame.resize((fw, fh), Image.BOX) if scale != 1.0 else frame, (x0, y0 + label))
             d.text((x0 + 2, y0 + 2), f"{name}: {', '.join(b for b in bits if b)}  (t = {t:.0f} s)",
                    fill=(235, 235, 235), font=font)
-    return sheet
+    return sheet.quantize(colours, method=Image.Quantize.FASTOCTREE) if colours else sheet

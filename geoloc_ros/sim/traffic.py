@@ -26,7 +26,7 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 
-from .world import Sem, rasterize_box
+from .world import Sem
 
 DEFAULT_HORIZON_S = 120.0
 ONCOMING_PERIOD_S = 24.0
@@ -148,7 +148,8 @@ class Traffic:
             if base_gap is None:  # a smooth random gap in 10-40 m: two sines of random period and phase
                 p1, p2 = rng.uniform(25.0, 60.0), rng.uniform(9.0, 20.0)
                 f1, f2 = rng.uniform(0, 2 * math.pi, 2)
-                base_gap = 25.0 + 10.0 * np.sin(2 * math.pi * self.t / p1 + f1) + 4.0 * np.sin(2 * math.pi * self.t / p2 + f2)
+                w = 2 * math.pi * self.t
+                base_gap = 25.0 + 10.0 * np.sin(w / p1 + f1) + 4.0 * np.sin(w / p2 + f2)
                 gap = base_gap
             else:  # the second one drives ahead of the first
                 gap = base_gap + rng.uniform(9.0, 15.0)
@@ -280,7 +281,8 @@ class Traffic:
     def realisation(self) -> Dict:
         out = []
         for i in range(self.n):
-            out.append({"id": i, "kind": self.kind[i], "body": self.body[i][0], "colour": [int(c) for c in self.colour[i]],
+            out.append({"id": i, "kind": self.kind[i], "body": self.body[i][0],
+                        "colour": [int(c) for c in self.colour[i]],
                         "length_m": self.body[i][2], "width_m": self.body[i][3], "height_m": self.body[i][4],
                         "speed_mps": round(float(self.speed_des[i]), 2),
                         "start_xy": [round(float(self.x[i, 0]), 2), round(float(self.y[i, 0]), 2)]})

@@ -196,3 +196,19 @@ def test_realisation_is_json_and_deterministic(small_world, ego):
     assert np.array_equal(a.render(x, y, yaw, t=t), b.render(x, y, yaw, t=t))
     other = GroundRenderer(small_world, CAM, Appearance(seed=4), conditions=PRESETS["worst"], ego=ego)
     assert json.dumps(other.realisation(), sort_keys=True) != ja
+
+
+def test_tilted_distorted_camera_renders_the_conditions_too(small_world, ego):
+    """The tilted / distorted path (ray cast over a level window, then remapped) carries the conditions:
+    vehicles in the semantic layer, a dark night frame, the right shape."""
+    cam = PinholeCamera(width=192, height=108, hfov_deg=90.0, distortion=(-0.28, 0.07, 0.0, 0.0, 0.0))
+    plain = GroundRenderer(small_world, cam, APP)
+    worst = GroundRenderer(small_world, cam, APP, conditions=PRESETS["worst"], ego=ego)
+    cars, dark = 0, []
+    for x, y, yaw, t in _poses(ego, [3.0, 9.0, 15.0]):
+        a = plain.render_layers(x, y, yaw, pitch=0.02, roll=-0.01)
+        b = worst.render_layers(x, y, yaw, pitch=0.02, roll=-0.01, t=t)
+        assert b.image.shape == (108, 192, 3) and b.image.dtype == np.uint8
+        cars += int(((b.semantic == Sem.CAR) & (a.semantic != Sem.CAR)).sum())
+        dark.append(b.image.mean() / a.image.mean())
+    assert cars > 50 and max(dark) < 0.6

@@ -28,6 +28,10 @@ with pitch, roll or lens distortion is rendered as a level pinhole over the wind
 pixels need, then remapped (``render_layers``). ``SensorModel`` adds auto exposure,
 vignetting and signal-dependent noise; without it the legacy grey noise is kept, so a flat,
 level, undistorted camera renders the bytes of earlier versions.
+
+Drive-time conditions (``sim.conditions.Conditions``: traffic, dusk / night, rain / fog, road
+changes) render through ``sim.drivetime`` when given (``conditions=``, ``ego=`` the drive's truth,
+``render(..., t=)``): into the renderer's own raster copies and images only, never the world.
 """
 from __future__ import annotations
 

@@ -224,7 +224,8 @@ def _construction_zone(world, sem, albedo, height, rng, ego) -> Dict | None:
                 sem[win][free] = Sem.DIRT
                 albedo[win][free] = _CONE_RGB
                 cones += int(free.any())
-    x, y, _, _ = _stations(roads, e, 1.0, s0 + Lz / 2)[0]
+    mid = _stations(roads, e, 1.0, min(s0 + Lz / 2, 0.5 * L_e)) or _stations(roads, e, 1.0, 0.0)
+    x, y = mid[0][0], mid[0][1]
     return {"edge": int(e), "xy": [round(x, 2), round(y, 2)], "length_m": round(Lz, 2), "cones": cones,
             "cone_offset_m": round(cone_off, 2), "lane_shift_m": round(shift, 3),
             "side": "along" if side > 0 else "against"}

@@ -87,7 +87,10 @@ class DriveTime:
             hy = np.float32(y) + np.sin(theta).astype(np.float32)[None, :] * D
             hz = np.float32(cam.mount_height_m) - (vcs / cam.fy).astype(np.float32)[:, None] * D * \
                 np.cos(bearing).astype(np.float32)[None, :]
-            L.night_light(img, hx, hy, hz, depth, (x, y, yaw), self.lights, self._placed)
+            # beams light nothing above 3 m: rows more than 0.2 fy above the horizon see that height only
+            # within 6 m, where the beams ramp in
+            r0 = int(np.searchsorted(vcs, -0.2 * cam.fy))
+            L.night_light(img, hx, hy, hz, depth, (x, y, yaw), self.lights, self._placed, r0)
         if sky_rgb is not None:
             np.copyto(img, sky_rgb[:, None, :], where=sky[..., None])
         if self.night:

@@ -139,15 +139,13 @@ def beam(hx, hy, hz, lx: float, ly: float, lyaw: float, intensity: float = 1.1) 
     return E * np.clip(np.float32(1.0) - (hz - np.float32(1.3)) * np.float32(0.6), 0.0, 1.0)
 
 
-def night_light(img, hx, hy, hz, depth, pose, lights: StreetLights, vehicles) -> None:
+def night_light(img, hx, hy, hz, depth, pose, lights: StreetLights, vehicles, r0: int = 0) -> None:
     """Multiply the unlit level image by the night light, in place (sky pixels too: the caller paints
     the sky afterwards). ``pose`` the ego (x, y, yaw); ``vehicles`` [(i, x, y, yaw)] of the stamped
-    vehicles; hx, hy, hz [H, W] float32 (world x, y and height above the ground of each pixel)."""
+    vehicles; hx, hy, hz [H, W] float32 (world x, y and height above the ground of each pixel); beams
+    only from row ``r0`` down (rows above see nothing below 3 m further than a few metres)."""
     x, y, yaw = pose
     street = lights.at(hx, hy) * np.clip(np.float32(1.4) - hz * np.float32(0.13), np.float32(0.25), np.float32(1.0))
-    # beams light nothing above 3 m: only the rows that can see below that (the lower image)
-    H = img.shape[0]
-    r0 = int(np.argmax((hz < 3.0).any(axis=1))) if (hz < 3.0).any() else H
     head = np.zeros(hz.shape, np.float32)
     hx, hy, hz, depth = hx[r0:], hy[r0:], hz[r0:], depth[r0:]
     head[r0:] = beam(hx, hy, hz, x + 1.5 * math.cos(yaw), y + 1.5 * math.sin(yaw), yaw)

@@ -7,6 +7,11 @@ drive renders faster than it lasts); ``drive_2min_s`` the time to render a 2-min
 drive; ``vs_baseline`` the frame time divided by that of a baseline measured in the same
 run (bilinear sampling of the same number of pixels from the orthophoto), so numbers from
 different (noisy, shared) machines can be compared.
+
+A second table renders the drive-time conditions (``sim.conditions``) at 512x288 with the sensor
+model along a simulated drive (frames at time t, traffic around the ego car): ``ms_per_frame`` and
+``vs_plain``, the frame time divided by that of the same renderer without conditions, measured in
+the same run on the same frames, interleaved (the target: traffic + night + rain <= 1.5).
 """
 from __future__ import annotations
 
@@ -26,6 +31,7 @@ def main(argv=None):
     ap.add_argument("--size-m", type=float, default=1000.0)
     ap.add_argument("--frames", type=int, default=200)
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--cond-frames", type=int, default=40, help="frames per condition (second table)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
     from geoloc_ros.core.camera import PinholeCamera
@@ -61,7 +67,48 @@ def main(argv=None):
                      "fps": round(1 / dt, 1), "x_realtime": round(1 / dt / 10.0, 1),
                      "drive_2min_s": round(1200 * dt, 1), "vs_baseline": round(dt / base, 2)})
     print(table(rows, list(rows[0])))
-    print(f"wrote {write('render', rows, args.out, world_size_m=args.size_m, frames=args.frames)}")
+    cond = conditions_rows(world, args.seed, args.cond_frames)
+    print(table(cond, list(cond[0])))
+    print(f"wrote {write('render', rows, args.out, world_size_m=args.size_m, frames=args.frames, conditions=cond)}")
+
+
+def conditions_rows(world, seed: int, n_frames: int):
+    """Frame time per drive-time condition vs the plain renderer, interleaved on the same drive's frames."""
+    from geoloc_ros.core.camera import PinholeCamera
+    from geoloc_ros.sim.conditions import PRESETS, Conditions
+    from geoloc_ros.sim.drive import plan_route, simulate_truth, stream_rng
+    from geoloc_ros.sim.render import Appearance, GroundRenderer, SensorModel
+
+    route = plan_route(world, stream_rng(seed, "route"), 700.0)
+    kinds = [world.roads.edge_kind[e] for e, _ in route.steps]
+    duration = 45.0
+    traj = simulate_truth(route, stream_rng(seed, "truth"), duration, kinds=kinds)
+    cam = PinholeCamera(width=512, height=288, hfov_deg=90.0)
+    app = Appearance.sample(stream_rng(seed, "appearance"))
+    cases = [("plain", None), ("traffic 40", Conditions(traffic=40)), ("dusk", Conditions(time_of_day="dusk")),
+             ("night", Conditions(time_of_day="night")), ("rain", Conditions(weather="rain")),
+             ("fog", Conditions(weather="fog")), ("road changes 0.2", Conditions(road_changes=0.2)),
+             ("traffic 40 + night + rain", Conditions(traffic=40, time_of_day="night", weather="rain")),
+             ("worst preset", PRESETS["worst"])]
+    renderers, prep = [], []
+    for _, c in cases:
+        t0 = time.perf_counter()
+        renderers.append(GroundRenderer(world, cam, app, sensor=SensorModel(), conditions=c, ego=traj))
+        prep.append(time.perf_counter() - t0)
+    ts = np.linspace(1.0, duration - 1.0, n_frames)
+    st = traj.at(ts)
+    spent = np.zeros(len(cases))
+    for k, t in enumerate(ts):
+        pose = (float(st.x[k]), float(st.y[k]), float(st.yaw[k]))
+        for j, r in enumerate(renderers):
+            if k == 0:
+                r.render(*pose, t=float(t))  # warm-up
+            t0 = time.perf_counter()
+            r.render(*pose, t=float(t))
+            spent[j] += time.perf_counter() - t0
+    ms = spent / n_frames * 1e3
+    return [{"conditions": name, "prepare_s": round(p, 2), "ms_per_frame": round(m, 1), "vs_plain": round(m / ms[0], 2)}
+            for (name, _), p, m in zip(cases, prep, ms)]
 
 
 if __name__ == "__main__":

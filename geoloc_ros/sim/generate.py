@@ -867,8 +867,10 @@ def cast_shadows(height: np.ndarray, gsd: float, sun_azimuth_deg: float, sun_ele
     while step <= 2 * max_len_px:
         sr, sc = int(round(drow * step)), int(round(dcol * step))
         dist_m = math.hypot(sr, sc) * gsd
-        shifted = np.full_like(H, -np.inf)
         rows, cols = H.shape
+        if abs(sr) >= rows or abs(sc) >= cols:  # a shift past the raster casts nothing (low sun, tall terrain)
+            break
+        shifted = np.full_like(H, -np.inf)
         dst = (slice(max(sr, 0), rows + min(sr, 0)), slice(max(sc, 0), cols + min(sc, 0)))
         src = (slice(max(-sr, 0), rows + min(-sr, 0)), slice(max(-sc, 0), cols + min(-sc, 0)))
         shifted[dst] = H[src] - dist_m * tan_el

@@ -128,3 +128,88 @@ def survey_gap_picture(seed: int = 8, size_m: float = 1000.0, centre: Optional[T
     d.text((x2, 18), f"{sv['cars']['removed']} of {sv['cars']['world_lot_cars']} lot cars moved, "
                      f"shift here ({dx:+.2f}, {dy:+.2f}) m", fill=(0, 0, 0))
     return img
+
+
+# the presets of sim.conditions that change what the camera sees, in the contact sheet's order
+CAMERA_PRESETS = ("clear", "busy", "dusk-rain", "night", "fog", "changed-road", "worst")
+
+
+def conditions_sheet(seed: int = 8, size_m: float = 600.0, times: Sequence[float] = (), width: int = 512,
+                     height: int = 288, drive_seed: int = 5, scale: float = 0.7,
+                     colours: int = 256) -> "PIL.Image.Image":  # noqa: F821
+    """Contact sheet of the drive-time conditions (``sim.conditions.PRESETS`` the camera sees): one row per
+    preset, one column per time of one simulated drive (default: a pose early in the drive, the one with
+    the most moving vehicles in view under `busy` and the one 25 m before the construction zone of
+    `changed-road`), each frame labelled. Frames are shown at ``scale`` x their size and the sheet
+    is reduced to ``colours`` colours (0: full RGB) to keep the PNG small. The same world, drive,
+    appearance and sensor model in every row. Regenerate docs/img/conditions.png with ``python -c "from
+    geoloc_ros.sim.preview import conditions_sheet as s; s().save('docs/img/conditions.png', optimize=True)"``."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    from .conditions import PRESETS
+    from .drive import plan_route, simulate_truth, stream_rng
+    from .generate import generate_world
+    from .render import Appearance, GroundRenderer, SensorModel
+    world = generate_world(seed=seed, size_m=size_m)
+    route = plan_route(world, stream_rng(drive_seed, "route"), 0.8 * size_m)
+    duration = 40.0
+    traj = simulate_truth(route, stream_rng(drive_seed, "truth"), duration,
+                          kinds=[world.roads.edge_kind[e] for e, _ in route.steps])
+    cam = PinholeCamera(width=width, height=height, hfov_deg=90.0)
+    app = Appearance(seed=drive_seed, sun_azimuth_deg=215.0, sun_elevation_deg=35.0, parked_car_density=0.3)
+    sensor = SensorModel()
+
+    def pose(t):
+        st = traj.at(t)
+        return float(st.x), float(st.y), float(st.yaw)
+
+    renderers = {name: GroundRenderer(world, cam, app, sensor=sensor, conditions=PRESETS[name], ego=traj)
+                 for name in CAMERA_PRESETS}
+    if not times:
+        cands = np.arange(8.0, duration - 2.0, 0.5)
+        tr = renderers["busy"]._scene.traffic
+        half_fov = math.radians(cam.hfov_deg) / 2 - 0.1
+
+        def in_view(t):  # moving vehicles 6-70 m ahead inside the field of view
+            x, y, yaw = pose(t)
+            vx, vy, _, vis = tr.at(t, (x, y, yaw))
+            d = np.hypot(vx - x, vy - y)
+            b = np.abs((np.arctan2(vy - y, vx - x) - yaw + math.pi) % (2 * math.pi) - math.pi)
+            return int((vis & (d > 6.0) & (d < 70.0) & (b < half_fov)).sum())
+
+        busiest = float(cands[int(np.argmax([in_view(t) for t in cands]))])
+        zx, zy = renderers["changed-road"].realisation()["road_changes"]["construction_zone"]["xy"]
+
+        def zone_gap(t):  # 25 m before the construction zone's middle, looking at it
+            x, y, yaw = pose(t)
+            ahead = (zx - x) * math.cos(yaw) + (zy - y) * math.sin(yaw)
+            side = abs(-(zx - x) * math.sin(yaw) + (zy - y) * math.cos(yaw))
+            return abs(ahead - 25.0) + 3.0 * side
+
+        times = (4.0, busiest, float(cands[int(np.argmin([zone_gap(t) for t in cands]))]))
+    try:
+        font = ImageFont.load_default(size=15)
+    except TypeError:  # Pillow < 10.1
+        font = ImageFont.load_default()
+    pad, label = 4, 22
+    fw, fh = int(round(width * scale)), int(round(height * scale))
+    sheet = Image.new("RGB", (len(times) * (fw + pad) + pad, len(CAMERA_PRESETS) * (fh + label + pad) + pad),
+                      (25, 25, 25))
+    d = ImageDraw.Draw(sheet)
+    for i, name in enumerate(CAMERA_PRESETS):
+        r = renderers[name]
+        c = PRESETS[name]
+        real = r.realisation()
+        bits = [f"traffic {c.traffic}" if c.traffic else "", c.time_of_day, c.weather,
+                f"road changes {c.road_changes:g}" if c.road_changes else ""]
+        if real.get("weather", {}).get("visibility_m"):
+            bits.append(f"visibility {real['weather']['visibility_m']:.0f} m")
+        if c.time_of_day == "dusk":
+            bits.append(f"sun {real['lighting']['sun_elevation_deg']:.1f} deg")
+        for j, t in enumerate(times):
+            x0, y0 = pad + j * (fw + pad), pad + i * (fh + label + pad)
+            frame = Image.fromarray(r.render(*pose(t), t=t))
+            sheet.paste(frame.resize((fw, fh), Image.BOX) if scale != 1.0 else frame, (x0, y0 + label))
+            d.text((x0 + 2, y0 + 2), f"{name}: {', '.join(b for b in bits if b)}  (t = {t:.0f} s)",
+                   fill=(235, 235, 235), font=font)
+    return sheet.quantize(colours, method=Image.Quantize.FASTOCTREE) if colours else sheet

@@ -28,6 +28,10 @@ with pitch, roll or lens distortion is rendered as a level pinhole over the wind
 pixels need, then remapped (``render_layers``). ``SensorModel`` adds auto exposure,
 vignetting and signal-dependent noise; without it the legacy grey noise is kept, so a flat,
 level, undistorted camera renders the bytes of earlier versions.
+
+Drive-time conditions (``sim.conditions.Conditions``: traffic, dusk / night, rain / fog, road
+changes) render through ``sim.drivetime`` when given (``conditions=``, ``ego=`` the drive's truth,
+``render(..., t=)``): into the renderer's own raster copies and images only, never the world.
 """
 from __future__ import annotations
 
@@ -80,8 +84,8 @@ class Appearance:
     def __post_init__(self):
         if not (0.0 <= self.sun_azimuth_deg <= 360.0):
             raise InvalidArgument(f"sun_azimuth_deg {self.sun_azimuth_deg} is outside 0..360")
-        if not (5.0 <= self.sun_elevation_deg <= 90.0):
-            raise InvalidArgument(f"sun_elevation_deg {self.sun_elevation_deg} is outside 5..90 (no night scenes)")
+        if not (2.0 <= self.sun_elevation_deg <= 90.0):  # dusk (Conditions) goes down to 3 deg; night: Conditions
+            raise InvalidArgument(f"sun_elevation_deg {self.sun_elevation_deg} is outside 2..90 (no night scenes)")
         if len(self.sun_rgb) != 3 or not all(0.0 < c <= 1.5 for c in self.sun_rgb):
             raise InvalidArgument(f"sun_rgb {self.sun_rgb} must be three gains in (0, 1.5]")
         if not (0.0 <= self.ambient <= 1.0):
@@ -251,17 +255,28 @@ class GroundRenderer:
     """
 
     def __init__(self, world: World, camera: PinholeCamera, appearance: Appearance | None = None,
-                 max_range_m: float = 300.0, sensor: "SensorModel | None" = None):
+                 max_range_m: float = 300.0, sensor: "SensorModel | None" = None, conditions=None, ego=None):
         if world.height is None or world.semantic is None or world.albedo is None:
             raise InvalidArgument("the renderer needs the world's height, semantic and albedo layers")
         self.world = world
         self.camera = camera
         self.appearance = appearance or Appearance()
+        # drive-time conditions (sim.conditions.Conditions; ego: the drive's truth sim.drive.Trajectory):
+        # None, or none the camera sees, renders the bytes of a renderer without them
+        self._scene = None
+        if conditions is not None:
+            from .drivetime import DriveTime, affects_camera
+
+            if affects_camera(conditions):
+                self._scene = DriveTime(conditions, self.appearance, world, ego)
+                self.appearance = self._scene.appearance  # the light it is rendered with (e.g. a dusk sun)
         self.sensor = sensor  # None: the legacy fixed exposure and grey Gaussian noise (sigma 2)
         self.elevation = getattr(world, "elevation", None)  # terrain (m above the datum) or None: flat
         self.max_range_m = float(max_range_m)
         self._r = ray_distances(self.max_range_m)
         self._prepare_layers()
+        if self._scene is not None:
+            self._scene.prepare(self)
         u = np.arange(camera.width)
         self._bearing = camera.column_bearing(u)  # [W]
         self._cosb = np.cos(self._bearing)
@@ -298,9 +313,13 @@ class GroundRenderer:
 
     # ---- rendering ----------------------------------------------------------------------
     def render(self, x: float, y: float, yaw: float, *, z: float | None = None, pitch: float = 0.0,
-               roll: float = 0.0) -> np.ndarray:
+               roll: float = 0.0, t: float | None = None) -> np.ndarray:
         """RGB uint8 [H, W, 3] seen from (x, y) metres at ``yaw`` rad (CCW from east); see ``render_layers``."""
-        return self.render_layers(x, y, yaw, z=z, pitch=pitch, roll=roll).image
+        return self.render_layers(x, y, yaw, z=z, pitch=pitch, roll=roll, t=t).image
+
+    def realisation(self) -> Dict:
+        """What the drive-time conditions drew (JSON-able; ``{}`` without conditions the camera sees)."""
+        return self._scene.realisation() if self._scene is not None else {}
 
     def ground_z(self, x, y) -> np.ndarray:
         """Terrain elevation (m) at local (x, y); 0 on a flat world."""
@@ -310,7 +329,7 @@ class GroundRenderer:
         return sample_bilinear(self.elevation, rr, cc, fill=float(np.mean(self.elevation)))
 
     def render_layers(self, x: float, y: float, yaw: float, *, z: float | None = None, pitch: float = 0.0,
-                      roll: float = 0.0) -> RenderLayers:
+                      roll: float = 0.0, t: float | None = None) -> RenderLayers:
         """Image plus per-pixel depth, semantic class and building id (for tests and debugging).
 
         (x, y, z): camera position (local metres; z above the terrain datum, default: the ground
@@ -319,26 +338,41 @@ class GroundRenderer:
         lowers the right side). A level pinhole camera is ray-cast directly; a tilted or distorted
         one is ray-cast as a level pinhole over the window its pixels need, then resampled (a
         rotation about the centre of projection is exact as a remap). ``depth`` is the horizontal
-        distance along the ray.
+        distance along the ray. ``t``: seconds since the drive's start (traffic, lens drops, motion blur).
         """
         if not all(math.isfinite(v) for v in (x, y, yaw, pitch, roll, 0.0 if z is None else z)):
             raise InvalidArgument(f"camera pose ({x}, {y}, {z}, yaw {yaw}, pitch {pitch}, roll {roll}) is not finite")
         cam = self.camera
         cz = cam.mount_height_m if z is None and self.elevation is None else \
             (float(self.ground_z(x, y)) + cam.mount_height_m if z is None else float(z))
-        if pitch == 0.0 and roll == 0.0 and not cam.distorted:
-            img, depth, sem, oid = self._march(x, y, yaw, self._bearing, self._vc, cz)
-        else:
-            uu, vv = self._leveled_coords(pitch, roll)
-            u0, v0 = int(math.floor(uu.min())) - 1, int(math.floor(vv.min())) - 1
-            cols = np.arange(u0, int(math.ceil(uu.max())) + 2)
-            rows = np.arange(v0, int(math.ceil(vv.max())) + 2)
-            lev = self._march(x, y, yaw, cam.column_bearing(cols), rows - cam.cy, cz)
-            r, c = vv - v0, uu - u0
-            img = sample_bilinear(lev[0], r + 0.5, c + 0.5)  # sample_bilinear: pixel (r, c) spans [r, r+1)
-            ri, ci = np.rint(r).astype(np.int64), np.rint(c).astype(np.int64)
-            depth, sem, oid = lev[1][ri, ci], lev[2][ri, ci], lev[3][ri, ci]
+        scene = self._scene
+        saved = scene.enter(self, x, y, yaw, t) if scene is not None else None
+        try:
+            if pitch == 0.0 and roll == 0.0 and not cam.distorted:
+                img, depth, sem, oid = self._march_scene(x, y, yaw, self._bearing, self._vc, cz)
+            else:
+                uu, vv = self._leveled_coords(pitch, roll)
+                u0, v0 = int(math.floor(uu.min())) - 1, int(math.floor(vv.min())) - 1
+                cols = np.arange(u0, int(math.ceil(uu.max())) + 2)
+                rows = np.arange(v0, int(math.ceil(vv.max())) + 2)
+                lev = self._march_scene(x, y, yaw, cam.column_bearing(cols), rows - cam.cy, cz)
+                r, c = vv - v0, uu - u0
+                img = sample_bilinear(lev[0], r + 0.5, c + 0.5)  # sample_bilinear: pixel (r, c) spans [r, r+1)
+                ri, ci = np.rint(r).astype(np.int64), np.rint(c).astype(np.int64)
+                depth, sem, oid = lev[1][ri, ci], lev[2][ri, ci], lev[3][ri, ci]
+        finally:
+            if scene is not None:
+                scene.leave(self, saved)
+        if scene is not None:
+            img = scene.camera(self, img, depth, x, y, yaw, t)
         return RenderLayers(self._expose(img, x, y, yaw), depth, sem, oid)
+
+    def _march_scene(self, x: float, y: float, yaw: float, bearing: np.ndarray, vcs: np.ndarray, cz: float):
+        """``_march`` plus the drive-time conditions' light, weather and sky on the level image."""
+        lev = self._march(x, y, yaw, bearing, vcs, cz)
+        if self._scene is not None:
+            self._scene.level(self, lev[0], lev[1], lev[2], x, y, yaw, bearing, vcs, cz)
+        return lev
 
     def _leveled_coords(self, pitch: float, roll: float) -> Tuple[np.ndarray, np.ndarray]:
         """Where each pixel of the (distorted, tilted) camera looks in the level pinhole camera's pixels."""

@@ -126,11 +126,13 @@ class MetricMatcher:
         bev, valid = self.projector.project(image, dyn)
         self.views.append(_View(t, image, pose, bev, valid, self.projector.range_map(dyn), dyn, accel))
 
-    def reprojected_mosaic(self, camera: CameraModel, supersample: int = 2):
-        """``mosaic()`` of the kept views projected again through ``camera`` (each with its own
-        dynamic pitch): what the self-calibration scores a candidate mounting by."""
+    def reprojected_mosaic(self, camera: CameraModel, supersample: int = 2, last: int = 0):
+        """``mosaic()`` of the kept views (the ``last`` newest ones when > 0) projected again through
+        ``camera``, each with its own dynamic pitch: what the self-calibration scores a mounting by."""
         pj = GroundProjector(camera, self.grid, supersample=supersample, max_range_m=self.p.metric_max_range_m)
         views = list(self.views) if self.p.metric_fusion != "single" else list(self.views)[-1:]
+        if last > 0:
+            views = views[-last:]
         views = [_View(v.t, v.image, v.pose, *pj.project(v.image, v.dyn_pitch), pj.range_map(v.dyn_pitch),
                        v.dyn_pitch, v.accel) for v in views]
         return self._fuse(views)

@@ -60,27 +60,36 @@ class SelfCalParams:
     selfcal_pitch: bool = _f(True, "estimate the static pitch error of the camera")
     selfcal_height: bool = _f(True, "estimate the height error of the camera above the road")
     selfcal_roll: bool = _f(True, "estimate the static roll error of the camera")
+    selfcal_yaw: bool = _f(True, "estimate the static yaw error of the camera (heading of the matches vs their track)")
     selfcal_every_n: int = _f(1, "probe at every n-th gated match (1: each)", 1, 100)
     prior_sigma_pitch_deg: float = _f(2.0, "prior sigma of the pitch error (deg)", 0.01, 10.0)
-    prior_sigma_height_m: float = _f(0.12, "prior sigma of the height error (m)", 0.001, 1.0)
+    prior_sigma_height_m: float = _f(0.1, "prior sigma of the height error (m)", 0.001, 1.0)
     prior_sigma_roll_deg: float = _f(1.5, "prior sigma of the roll error (deg)", 0.01, 10.0)
-    obs_sigma_pitch_deg: float = _f(0.35, "sigma of one pitch observation (deg)", 0.001, 10.0)
-    obs_sigma_height_m: float = _f(0.025, "sigma of one height observation (m)", 0.0001, 1.0)
+    obs_sigma_pitch_deg: float = _f(0.5, "sigma of one pitch observation (deg)", 0.001, 10.0)
+    obs_sigma_height_m: float = _f(0.04, "sigma of one height observation (m)", 0.0001, 1.0)
     obs_sigma_roll_deg: float = _f(0.6, "sigma of one roll observation (deg)", 0.001, 10.0)
     process_pitch_deg: float = _f(0.01, "random walk of the pitch error per observation (deg)", 0.0, 1.0)
     process_height_m: float = _f(0.001, "random walk of the height error per observation (m)", 0.0, 0.1)
     process_roll_deg: float = _f(0.01, "random walk of the roll error per observation (deg)", 0.0, 1.0)
+    prior_sigma_yaw_deg: float = _f(1.5, "prior sigma of the yaw error (deg)", 0.01, 10.0)
+    obs_sigma_yaw_deg: float = _f(1.0, "sigma of one yaw observation (deg)", 0.01, 10.0)
+    process_yaw_deg: float = _f(0.01, "random walk of the yaw error per observation (deg)", 0.0, 1.0)
+    yaw_baseline_m: float = _f(20.0, "a yaw observation compares the matches' heading with the direction of their "
+                               "track over at least this much straight driving (m)", 5.0, 500.0)
+    yaw_straight_deg: float = _f(1.5, "... during which the odometry heading changed less than this (deg)", 0.1, 10.0)
+    max_yaw_obs_deg: float = _f(5.0, "a yaw observation larger than this is rejected (deg)", 0.5, 15.0)
     probe_k: float = _f(1.0, "probe step: this many sigmas of the parameter ...", 0.1, 5.0)
     probe_min_pitch_deg: float = _f(0.4, "... at least this (deg)", 0.01, 5.0)
-    probe_max_pitch_deg: float = _f(2.0, "... at most this (deg)", 0.01, 5.0)
+    probe_max_pitch_deg: float = _f(1.5, "... at most this (deg)", 0.01, 5.0)
     probe_min_height_m: float = _f(0.03, "probe step of the height, at least (m)", 0.001, 0.5)
-    probe_max_height_m: float = _f(0.12, "... at most (m)", 0.001, 0.5)
+    probe_max_height_m: float = _f(0.08, "... at most (m)", 0.001, 0.5)
     probe_min_roll_deg: float = _f(0.5, "probe step of the roll, at least (deg)", 0.01, 5.0)
     probe_max_roll_deg: float = _f(1.5, "... at most (deg)", 0.01, 5.0)
     max_step_k: float = _f(1.5, "a parabola optimum beyond this many probe steps is clipped to it", 0.5, 5.0)
     bound_pitch_deg: float = _f(4.0, "the pitch estimate never leaves +- this (deg)", 0.1, 15.0)
     bound_height_m: float = _f(0.3, "the height estimate never leaves +- this (m)", 0.01, 2.0)
     bound_roll_deg: float = _f(4.0, "the roll estimate never leaves +- this (deg)", 0.1, 15.0)
+    bound_yaw_deg: float = _f(4.0, "the yaw estimate never leaves +- this (deg)", 0.1, 15.0)
     accel_pitch_coef: float = _f(0.006, "dynamic pitch per m/s^2 of braking (rad; nose down)", 0.0, 0.05)
     accel_pitch_coef_sigma: float = _f(0.003, "prior sigma of that coefficient (0: fixed)", 0.0, 0.05)
     accel_pitch_coef_max: float = _f(0.03, "the coefficient never leaves 0..this", 0.001, 0.1)
@@ -94,6 +103,7 @@ class SelfCalParams:
     min_curvature: float = _f(1e-4, "gate: the profile's drop over one probe step at least (cosine)", 0.0, 1.0)
     local_half_m: float = _f(4.0, "probe scores are the best within this of the matched position (m)", 0.5, 20.0)
     local_yaw_steps: int = _f(0, "... and within this many heading steps of its heading", 0, 10)
+    probe_views: int = _f(1, "probes score the newest this many keyframes of the mosaic (0: all of them)", 0, 16)
     probe_supersample: int = _f(1, "probes project the keyframes at this supersampling (the matcher: 2)", 1, 4)
     quantum_deg: float = _f(0.01, "the corrected model's angles are rounded to this (lookup map reuse; deg)",
                             0.0001, 0.5)
@@ -112,15 +122,20 @@ class SelfCalParams:
         return cls(**d)
 
 
-# the joint state: static pitch (rad), dynamic pitch per m/s^2 of braking (rad), height (m), roll (rad)
-STATE = ("pitch", "accel_pitch_coef", "height", "roll")
+# the joint state: static pitch (rad), dynamic pitch per m/s^2 of braking (rad), height (m), roll (rad),
+# yaw (rad)
+STATE = ("pitch", "accel_pitch_coef", "height", "roll", "yaw")
 _I = {n: i for i, n in enumerate(STATE)}
-PARAMS = ("pitch", "height", "roll")  # what is probed
+PARAMS = ("pitch", "height", "roll", "yaw")  # the static mounting errors (yaw is not probed: see _observe_yaw)
 
 
 def _camera_key(cam: CameraModel) -> Tuple:
     r = lambda vs: tuple(round(float(v), 6) for v in vs)  # noqa: E731
     return (int(cam.width), int(cam.height), r(cam.K), r(cam.D), r(cam.R_base_opt), r(cam.t_base_opt))
+
+
+def _wrap(a: float) -> float:
+    return (a + math.pi) % (2.0 * math.pi) - math.pi
 
 
 def refined_peak(scores: np.ndarray) -> Optional[float]:
@@ -154,14 +169,16 @@ class MountCalibrator:
     def __init__(self, params: Optional[SelfCalParams] = None):
         self.p = params or SelfCalParams()
         p = self.p
-        self.x = np.array([0.0, p.accel_pitch_coef, 0.0, 0.0])
+        self.x = np.array([0.0, p.accel_pitch_coef, 0.0, 0.0, 0.0])
         self.P = np.diag([(p.prior_sigma_pitch_deg * _DEG) ** 2, p.accel_pitch_coef_sigma ** 2,
-                          p.prior_sigma_height_m ** 2, (p.prior_sigma_roll_deg * _DEG) ** 2])
+                          p.prior_sigma_height_m ** 2, (p.prior_sigma_roll_deg * _DEG) ** 2,
+                          (p.prior_sigma_yaw_deg * _DEG) ** 2])
         self.Q = np.diag([(p.process_pitch_deg * _DEG) ** 2, 0.0, p.process_height_m ** 2,
-                          (p.process_roll_deg * _DEG) ** 2])
+                          (p.process_roll_deg * _DEG) ** 2, (p.process_yaw_deg * _DEG) ** 2])
         self.obs_sigma = {"pitch": p.obs_sigma_pitch_deg * _DEG, "height": p.obs_sigma_height_m,
-                          "roll": p.obs_sigma_roll_deg * _DEG}
-        self.bound = {"pitch": p.bound_pitch_deg * _DEG, "height": p.bound_height_m, "roll": p.bound_roll_deg * _DEG}
+                          "roll": p.obs_sigma_roll_deg * _DEG, "yaw": p.obs_sigma_yaw_deg * _DEG}
+        self.bound = {"pitch": p.bound_pitch_deg * _DEG, "height": p.bound_height_m, "roll": p.bound_roll_deg * _DEG,
+                      "yaw": p.bound_yaw_deg * _DEG}
         self.probe_range = {"pitch": (p.probe_min_pitch_deg * _DEG, p.probe_max_pitch_deg * _DEG),
                             "height": (p.probe_min_height_m, p.probe_max_height_m),
                             "roll": (p.probe_min_roll_deg * _DEG, p.probe_max_roll_deg * _DEG)}
@@ -175,6 +192,7 @@ class MountCalibrator:
         self._turn = 0
         self._gated = 0
         self._speeds: Deque[Tuple[float, float]] = deque(maxlen=400)
+        self._track: List[Tuple[float, float, float, float, Tuple[float, float, float]]] = []  # for the yaw
         self.counts: Dict[str, Any] = {"matches": 0, "probed": 0, "accepted": 0, "clipped": 0, "rejected": {}}
         self.last: Optional[Dict[str, Any]] = None  # the last probe (for debugging and pictures)
 
@@ -194,13 +212,13 @@ class MountCalibrator:
         self.published = camera
         self._published_key = key
 
-    def _model(self, pitch: float, height: float, roll: float) -> CameraModel:
+    def _model(self, pitch: float, height: float, roll: float, yaw: float = 0.0) -> CameraModel:
         if self.published is None:
             raise InvalidArgument("no published camera model yet (camera_info / mounting not received)")
         cam = self.published
-        if pitch == 0.0 and height == 0.0 and roll == 0.0:
+        if pitch == 0.0 and height == 0.0 and roll == 0.0 and yaw == 0.0:
             return cam
-        R = rpy_to_matrix(roll, pitch, 0.0) @ np.asarray(cam.R_base_opt, float).reshape(3, 3)
+        R = rpy_to_matrix(roll, pitch, yaw) @ np.asarray(cam.R_base_opt, float).reshape(3, 3)
         t = np.asarray(cam.t_base_opt, float) + np.array([0.0, 0.0, height])
         return cam.with_mount(R, t)
 
@@ -212,7 +230,8 @@ class MountCalibrator:
         that the matcher's lookup maps are rebuilt only when the estimate has moved)."""
         qa, qm = self.p.quantum_deg * _DEG, self.p.quantum_m
         s = self._static()
-        return self._model(round(s["pitch"] / qa) * qa, round(s["height"] / qm) * qm, round(s["roll"] / qa) * qa)
+        return self._model(round(s["pitch"] / qa) * qa, round(s["height"] / qm) * qm, round(s["roll"] / qa) * qa,
+                           round(s["yaw"] / qa) * qa)
 
     # ------------------------------------------------------------------ dynamic pitch
     def on_odom(self, t: float, speed_mps: float) -> None:
@@ -272,6 +291,11 @@ class MountCalibrator:
         if (nx > 2 and j in (0, nx - 1)) or (ny > 2 and i in (0, ny - 1)):
             return None, "peak on the window edge"
         xp, yp, yawp = float(v.xs[j]), float(v.ys[i]), float(v.yaws[k])
+        if 0 < k < s.shape[0] - 1:  # the heading below the volume's step: vertex of a parabola
+            a, b = s[k - 1, i, j], s[k + 1, i, j]
+            den = a + b - 2.0 * peak
+            if np.isfinite(a) and np.isfinite(b) and den < -1e-9:
+                yawp += 0.5 * (a - b) / den * float(v.yaws[k + 1] - v.yaws[k])
         d = np.hypot(v.xs[None, :] - xp, v.ys[:, None] - yp)
         far = np.where((d > p.ambiguity_radius_m)[None], s, -np.inf)
         rival = float(far.max()) if np.isfinite(far).any() else -1.0
@@ -285,7 +309,7 @@ class MountCalibrator:
         """Feed one match (``MetricMatcher.match``'s result around the prior (x, y, yaw)). Returns
         the names updated ("pitch+height", "roll"), or None (gated, rejected or not its turn)."""
         self.counts["matches"] += 1
-        if not self.groups or self.published is None:
+        if self.published is None or not (self.groups or self.p.selfcal_yaw):
             return None
         views = list(matcher.views)
         accel = float(np.mean([v.accel for v in views])) if views else 0.0
@@ -297,21 +321,58 @@ class MountCalibrator:
             self._reject(why)
             return None
         self._gated += 1
-        if (self._gated - 1) % self.p.selfcal_every_n:
-            return None
+        yaw_done = self._observe_yaw(views[-1].t if views else 0.0, pk, views[-1].pose if views else None)
+        if (self._gated - 1) % self.p.selfcal_every_n or not self.groups:
+            return yaw_done
         group = self.groups[self._turn % len(self.groups)]
         self._turn += 1
-        return self._probe(matcher, group, pk, accel)
+        done = self._probe(matcher, group, pk, accel)
+        return "+".join(n for n in (done, yaw_done) if n) or None
+
+    def _observe_yaw(self, t: float, pk, pose) -> Optional[str]:
+        """A yaw error of the camera turns the BEV: the matches' heading is off the direction the car
+        moves by it. Over ``yaw_baseline_m`` of straight driving (odometry), the heading of the
+        matches (refined below the volume's step, averaged) minus the direction of their track
+        (first to last matched position, corrected by the odometry's own sideslip) observes it."""
+        p = self.p
+        if not p.selfcal_yaw:
+            return None
+        if pose is None:
+            self._track.clear()
+            return None
+        self._track.append((t, pk[0], pk[1], pk[2], tuple(pose)))
+        first, last = self._track[0], self._track[-1]
+        o0, o1 = first[4], last[4]
+        turns = [abs(_wrap(e[4][2] - o0[2])) for e in self._track]
+        if max(turns) > p.yaw_straight_deg * _DEG:
+            self._track = self._track[-1:]  # not straight: start again from here
+            return None
+        base = math.hypot(o1[0] - o0[0], o1[1] - o0[1])
+        if base < p.yaw_baseline_m:
+            return None
+        win, self._track = self._track, self._track[-1:]  # windows do not overlap: independent observations
+        c, s = math.cos(o0[2]), math.sin(o0[2])
+        dx, dy = o1[0] - o0[0], o1[1] - o0[1]
+        slip = math.atan2(-s * dx + c * dy, c * dx + s * dy)  # odometry's direction of travel in its own frame
+        track_dir = math.atan2(last[2] - first[2], last[1] - first[1]) - slip
+        heads = [e[3] - _wrap(e[4][2] - o0[2]) for e in win]  # the matches' heading at the first pose
+        cam = math.atan2(sum(math.sin(h) for h in heads), sum(math.cos(h) for h in heads))
+        obs = _wrap(cam - track_dir)
+        if abs(obs) > p.max_yaw_obs_deg * _DEG:
+            self._reject("yaw observation too large", f"{math.degrees(obs):+.2f} deg over {base:.0f} m")
+            return None
+        sig = self.obs_sigma["yaw"]
+        return self._update(("yaw",), np.array([obs]), np.array([[sig * sig]]), 0.0, False, [])
 
     def _score(self, matcher, offsets: Dict[str, float], pk, cache) -> Optional[float]:
         xp, yp, yawp = pk[:3]
         st = self._static()
         for n, d in offsets.items():
             st[n] += d
-        cam = self._model(st["pitch"], st["height"], st["roll"])
+        cam = self._model(st["pitch"], st["height"], st["roll"], st["yaw"])
         step = math.radians(matcher.p.metric_yaw_step_deg)
         yaws = yawp + step * np.arange(-self.p.local_yaw_steps, self.p.local_yaw_steps + 1)
-        rgb, valid, rng, gm, _ = matcher.reprojected_mosaic(cam, self.p.probe_supersample)
+        rgb, valid, rng, gm, _ = matcher.reprojected_mosaic(cam, self.p.probe_supersample, self.p.probe_views)
         try:
             vol, _ = matcher.score(rgb, valid, rng, gm, xp, yp, yawp, self.p.local_half_m, yaws, cache)
         except InvalidArgument:  # a probe that sees no ground
@@ -428,12 +489,14 @@ class MountCalibrator:
         return {"pitch_deg": (math.degrees(x[0]), math.degrees(self.sigma("pitch"))),
                 "height_m": (float(x[2]), self.sigma("height")),
                 "roll_deg": (math.degrees(x[3]), math.degrees(self.sigma("roll"))),
+                "yaw_deg": (math.degrees(x[4]), math.degrees(self.sigma("yaw"))),
                 "accel_pitch_coef": (float(x[1]), self.sigma("accel_pitch_coef"))}
 
     def summary(self, short: bool = False) -> str:
         e = self.estimate()
         s = (f"pitch {e['pitch_deg'][0]:+.2f} +- {e['pitch_deg'][1]:.2f} deg, height {e['height_m'][0]:+.3f} +- "
-             f"{e['height_m'][1]:.3f} m, roll {e['roll_deg'][0]:+.2f} +- {e['roll_deg'][1]:.2f} deg")
+             f"{e['height_m'][1]:.3f} m, roll {e['roll_deg'][0]:+.2f} +- {e['roll_deg'][1]:.2f} deg, yaw "
+             f"{e['yaw_deg'][0]:+.2f} +- {e['yaw_deg'][1]:.2f} deg")
         if short:
             return s
         rej = sum(self.counts["rejected"].values())
@@ -446,6 +509,7 @@ class MountCalibrator:
         out = {"selfcal pitch (deg)": f"{e['pitch_deg'][0]:+.2f} +- {e['pitch_deg'][1]:.2f}",
                "selfcal height (m)": f"{e['height_m'][0]:+.3f} +- {e['height_m'][1]:.3f}",
                "selfcal roll (deg)": f"{e['roll_deg'][0]:+.2f} +- {e['roll_deg'][1]:.2f}",
+               "selfcal yaw (deg)": f"{e['yaw_deg'][0]:+.2f} +- {e['yaw_deg'][1]:.2f}",
                "selfcal accel pitch coef (rad per m/s^2)": f"{e['accel_pitch_coef'][0]:.4f}",
                "selfcal accepted": str(self.counts["accepted"])}
         for k, v in sorted(self.counts["rejected"].items()):

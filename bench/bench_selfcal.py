@@ -164,6 +164,8 @@ def drive_rows(drive: Path, world: Path, after_s: float = 30.0):
                 e = cal.estimate()
                 row.update(pitch_deg=f"{e['pitch_deg'][0]:+.2f} +- {e['pitch_deg'][1]:.2f}",
                            height_m=f"{e['height_m'][0]:+.3f} +- {e['height_m'][1]:.3f}",
+                           roll_deg=f"{e['roll_deg'][0]:+.2f} +- {e['roll_deg'][1]:.2f}",
+                           yaw_deg=f"{e['yaw_deg'][0]:+.2f} +- {e['yaw_deg'][1]:.2f}",
                            accepted=f"{cal.counts['accepted']}/{cal.counts['matches']}")
             rows.append(row)
     return rows

@@ -61,6 +61,8 @@ class SelfCalParams:
     selfcal_height: bool = _f(True, "estimate the height error of the camera above the road")
     selfcal_roll: bool = _f(True, "estimate the static roll error of the camera")
     selfcal_yaw: bool = _f(True, "estimate the static yaw error of the camera (heading of the matches vs their track)")
+    settle_sigma_pitch_deg: float = _f(0.4, "roll and yaw are observed only once the pitch sigma is below this "
+                                       "(a large pitch error distorts the BEV more than they do)", 0.01, 10.0)
     selfcal_every_n: int = _f(1, "probe at every n-th gated match (1: each)", 1, 100)
     prior_sigma_pitch_deg: float = _f(2.0, "prior sigma of the pitch error (deg)", 0.01, 10.0)
     prior_sigma_height_m: float = _f(0.1, "prior sigma of the height error (m)", 0.001, 1.0)
@@ -94,6 +96,8 @@ class SelfCalParams:
     accel_pitch_coef_sigma: float = _f(0.003, "prior sigma of that coefficient (0: fixed)", 0.0, 0.05)
     accel_pitch_coef_max: float = _f(0.03, "the coefficient never leaves 0..this", 0.001, 0.1)
     max_accel_mps2: float = _f(2.5, "no probing while |longitudinal acceleration| exceeds this", 0.1, 20.0)
+    max_lat_accel_mps2: float = _f(0.5, "no probing while |lateral acceleration| exceeds this (the body rolls in "
+                                   "turns)", 0.05, 20.0)
     accel_window_s: float = _f(0.6, "odometry speed fitted over this long to get the acceleration (s)", 0.1, 5.0)
     min_peak: float = _f(0.12, "gate: peak cosine score at least", 0.0, 1.0)
     min_margin: float = _f(0.04, "gate: peak minus the best score farther than ambiguity_radius_m", 0.0, 1.0)
@@ -136,6 +140,17 @@ def _camera_key(cam: CameraModel) -> Tuple:
 
 def _wrap(a: float) -> float:
     return (a + math.pi) % (2.0 * math.pi) - math.pi
+
+
+def lateral_accel(history: Sequence[Tuple[float, Optional[Tuple[float, float, float]]]]) -> float:
+    """Lateral acceleration (m/s^2, > 0 turning left) = speed x yaw rate from the last two keyframe
+    (t, odometry pose); 0 without them."""
+    h = [(t, pose) for t, pose in history if pose is not None][-2:]
+    if len(h) < 2 or not h[1][0] - h[0][0] > 1e-3:
+        return 0.0
+    (t0, p0), (t1, p1) = h
+    dt = t1 - t0
+    return math.hypot(p1[0] - p0[0], p1[1] - p0[1]) / dt * _wrap(p1[2] - p0[2]) / dt
 
 
 def refined_peak(scores: np.ndarray) -> Optional[float]:
@@ -316,15 +331,26 @@ class MountCalibrator:
         if abs(accel) > self.p.max_accel_mps2:
             self._reject("accelerating", f"{accel:+.2f} m/s^2")
             return None
+        lat = lateral_accel([(v.t, v.pose) for v in views])
+        if abs(lat) > self.p.max_lat_accel_mps2:
+            self._reject("turning", f"lateral acceleration {lat:+.2f} m/s^2")
+            self._track.clear()
+            return None
         pk, why = self._gate(result, x, y, pos_std_m)
         if pk is None:
             self._reject(why)
             return None
         self._gated += 1
-        yaw_done = self._observe_yaw(views[-1].t if views else 0.0, pk, views[-1].pose if views else None)
+        settled = not self.p.selfcal_pitch or self.sigma("pitch") < self.p.settle_sigma_pitch_deg * _DEG
+        yaw_done = None
+        if settled:
+            yaw_done = self._observe_yaw(views[-1].t if views else 0.0, pk, views[-1].pose if views else None)
+        else:
+            self._track.clear()
         if (self._gated - 1) % self.p.selfcal_every_n or not self.groups:
             return yaw_done
-        group = self.groups[self._turn % len(self.groups)]
+        groups = self.groups if settled else self.groups[:1]
+        group = groups[self._turn % len(groups)]
         self._turn += 1
         done = self._probe(matcher, group, pk, accel)
         return "+".join(n for n in (done, yaw_done) if n) or None

@@ -93,7 +93,7 @@ def test_a_2_deg_pitch_error_is_learned_from_the_matches_and_the_fix_improves(ae
     cal, errs, hist = pitch_run
     pitch, sigma = cal.estimate()["pitch_deg"]
     assert abs(pitch - 2.0) < 0.3, cal.summary()  # measured +1.84
-    assert sigma < 0.25 * SelfCalParams().prior_sigma_pitch_deg, cal.summary()
+    assert sigma < 0.25 * SelfCalParams().selfcal_prior_sigma_pitch_deg, cal.summary()
     sig = [h["pitch_deg"][1] for h in hist]
     assert sig[-1] < sig[len(sig) // 2] < sig[0]  # the sigma shrinks as observations come in
     first = next(k for k, h in enumerate(hist) if abs(h["pitch_deg"][0] - 2.0) < 0.3)
@@ -114,7 +114,7 @@ def test_a_10_cm_height_error_is_learned_too(aerial, frames_height):
     _, hist = _run(aerial, frames_height, only)
     h, sigma = only.estimate()["height_m"]
     assert abs(h - 0.1) < 0.03, only.summary()
-    assert sigma < 0.25 * SelfCalParams().prior_sigma_height_m
+    assert sigma < 0.25 * SelfCalParams().selfcal_prior_sigma_height_m
     assert next(k for k, e in enumerate(hist) if abs(e["height_m"][0] - 0.1) < 0.03) <= 20, hist
     both = MountCalibrator()
     errs, _ = _run(aerial, frames_height, both)
@@ -153,7 +153,7 @@ def test_a_garbage_frame_is_gated_out_and_moves_nothing(aerial, frames_exact):
 
 
 def test_the_estimate_never_leaves_its_bound(aerial, frames_pitch2):
-    cal = MountCalibrator(SelfCalParams(bound_pitch_deg=0.5, selfcal_height=False, selfcal_roll=False))
+    cal = MountCalibrator(SelfCalParams(selfcal_bound_pitch_deg=0.5, selfcal_height=False, selfcal_roll=False))
     _run(aerial, frames_pitch2[:12], cal)
     assert abs(cal.estimate()["pitch_deg"][0]) <= 0.5 + 1e-9, cal.summary()
     assert cal.counts["rejected"].get("beyond the bound", 0) >= 1, cal.counts
@@ -223,12 +223,12 @@ def test_a_corrupt_or_foreign_calibration_file_is_refused(tmp_path, corrupt, mat
 
 
 def test_params_are_checked_and_pitch_search_conflicts_with_selfcal(aerial):
-    with pytest.raises(InvalidArgument, match="selfcal.bound_pitch_deg"):
-        SelfCalParams(bound_pitch_deg=-1.0)
-    with pytest.raises(InvalidArgument, match="unknown selfcal key"):
-        SelfCalParams.from_dict({"bound_pitch": 2.0})
+    with pytest.raises(InvalidArgument, match="localizer.selfcal_bound_pitch_deg"):
+        SelfCalParams(selfcal_bound_pitch_deg=-1.0)
+    with pytest.raises(InvalidArgument, match="unknown localizer.selfcal key"):
+        SelfCalParams.from_dict({"selfcal_bound_pitch": 2.0})
     with pytest.raises(InvalidArgument, match="probe_min_pitch_deg"):
-        SelfCalParams(probe_min_pitch_deg=3.0, probe_max_pitch_deg=1.0)
+        SelfCalParams(selfcal_probe_min_pitch_deg=3.0, selfcal_probe_max_pitch_deg=1.0)
     with pytest.raises(InvalidArgument, match="metric_pitch_search_deg"):
         MetricMatcher(aerial, GradientFeatures(), MetricParams(metric_pitch_search_deg=1.0), selfcal=MountCalibrator())
 

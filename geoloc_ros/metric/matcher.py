@@ -86,7 +86,8 @@ class MetricMatcher:
                 return False
             self.selfcal.set_published(camera)
             self._published = camera
-            self.projector = GroundProjector(self.selfcal.camera_model(), self.grid, max_range_m=self.p.metric_max_range_m)
+            self.projector = GroundProjector(self.selfcal.camera_model(), self.grid,
+                                             max_range_m=self.p.metric_max_range_m)
             self.views.clear()
             return True
         if self.projector is not None and self.projector.camera == camera:

@@ -2,23 +2,30 @@
 
 The published mounting (/tf_static or ``camera_mount``) is never exact: a pitch error of 2 deg
 stretches the flat-road BEV along the track and slides the match by metres. ``MountCalibrator``
-estimates the static error of the camera relative to the road plane (pitch, roll, height; see
-``SelfCalParams``) slowly, over many keyframes, from the matches:
+estimates the static error of the camera relative to the road plane (pitch, height, roll, yaw;
+see ``SelfCalParams``) slowly, over many keyframes, from the matches:
 
 1. **Gate.** Only a match whose volume has a sharp, unambiguous peak (cosine score, margin over
-   the best score farther than ``ambiguity_radius_m``, not on the window's edge, near the prior)
-   is used, and only while the car is not braking or accelerating hard.
-2. **Probe.** One parameter per accepted match (round robin): the kept keyframe mosaic is projected
-   again through the corrected model with that parameter at -d, 0, +d (d from its sigma, clamped),
-   and each is scored in a small window around the matched pose (``MetricMatcher.score``).
-3. **Fit.** A parabola through the three peak scores gives the local optimum; a flat or convex
-   profile is rejected, an optimum beyond 1.5 d is clipped to it with an inflated variance.
-4. **Fuse.** A Kalman filter per parameter (random-walk process noise per observation). Pitch is
-   the static error plus the dynamic pitch of acceleration and braking, predicted from the
-   odometry's longitudinal acceleration (``dyn = -coef * a``, pitch > 0 looks down: braking dips
-   the nose); the pitch filter has two states, the static error and ``coef`` (prior
-   ``accel_pitch_coef``), so the dynamic part is not mistaken for the static one.
-5. **Bound.** An observation beyond ``bound_*`` or an update that would leave it is rejected.
+   the best score farther than ``selfcal_ambiguity_radius_m``, not on the window's edge, near the prior)
+   is used, and only while the car is neither braking / accelerating hard nor turning.
+2. **Probe.** Per accepted match (round robin): pitch and height together, or roll. The newest
+   keyframe is projected again through the corrected model with the parameter(s) at -d, 0, +d (and
+   +d, +d for the pitch-height cross term; d from the sigma, clamped) and scored in a small window
+   around the matched pose (``MetricMatcher.score``; the best score refined below the 0.5 m grid).
+3. **Fit.** A quadratic through the scores gives the local optimum and, from its Hessian, the shape
+   of the observation's covariance (pitch and height trade off along a ridge: both stretch the BEV
+   along the track); a flat profile is rejected, an optimum beyond ``selfcal_max_step_k`` probes is clipped
+   to it with an inflated variance, a monotonic one steps towards its better side.
+4. **Fuse.** One Kalman filter over (pitch, d pitch / d accel, height, roll, yaw) with a random-walk
+   process noise per observation. Pitch is the static error plus the dynamic pitch of acceleration
+   and braking, predicted from the odometry's longitudinal acceleration (``dyn = -coef * a``,
+   pitch > 0 looks down: braking dips the nose; ``coef`` is a state with prior ``selfcal_accel_pitch_coef``),
+   so the dynamic part is not taken for the static one.
+5. **Yaw** needs no probe: a yaw error turns the BEV, so the matches' heading (refined below the
+   volume's step) differs from the direction their positions move in. Over ``selfcal_yaw_baseline_m`` of
+   straight driving the difference is one observation. Roll and yaw are observed only once the
+   pitch has settled (``selfcal_settle_sigma_pitch_deg``).
+6. **Bound.** An observation beyond ``bound_*`` or an update that would leave it is rejected.
 
 Every update is logged at debug level; ``counts`` holds accepted / rejected (by reason).
 ``camera_model()`` is the published model corrected by the estimate (rotation about the camera
@@ -61,68 +68,76 @@ class SelfCalParams:
     selfcal_height: bool = _f(True, "estimate the height error of the camera above the road")
     selfcal_roll: bool = _f(True, "estimate the static roll error of the camera")
     selfcal_yaw: bool = _f(True, "estimate the static yaw error of the camera (heading of the matches vs their track)")
-    settle_sigma_pitch_deg: float = _f(0.4, "roll and yaw are observed only once the pitch sigma is below this "
+    selfcal_settle_sigma_pitch_deg: float = _f(0.4, "roll and yaw are observed only once the pitch sigma is below this "
                                        "(a large pitch error distorts the BEV more than they do)", 0.01, 10.0)
     selfcal_every_n: int = _f(1, "probe at every n-th gated match (1: each)", 1, 100)
-    prior_sigma_pitch_deg: float = _f(2.0, "prior sigma of the pitch error (deg)", 0.01, 10.0)
-    prior_sigma_height_m: float = _f(0.1, "prior sigma of the height error (m)", 0.001, 1.0)
-    prior_sigma_roll_deg: float = _f(1.5, "prior sigma of the roll error (deg)", 0.01, 10.0)
-    obs_sigma_pitch_deg: float = _f(0.5, "sigma of one pitch observation (deg)", 0.001, 10.0)
-    obs_sigma_height_m: float = _f(0.04, "sigma of one height observation (m)", 0.0001, 1.0)
-    obs_sigma_roll_deg: float = _f(0.6, "sigma of one roll observation (deg)", 0.001, 10.0)
-    process_pitch_deg: float = _f(0.01, "random walk of the pitch error per observation (deg)", 0.0, 1.0)
-    process_height_m: float = _f(0.001, "random walk of the height error per observation (m)", 0.0, 0.1)
-    process_roll_deg: float = _f(0.01, "random walk of the roll error per observation (deg)", 0.0, 1.0)
-    prior_sigma_yaw_deg: float = _f(1.5, "prior sigma of the yaw error (deg)", 0.01, 10.0)
-    obs_sigma_yaw_deg: float = _f(1.0, "sigma of one yaw observation (deg)", 0.01, 10.0)
-    process_yaw_deg: float = _f(0.01, "random walk of the yaw error per observation (deg)", 0.0, 1.0)
-    yaw_baseline_m: float = _f(20.0, "a yaw observation compares the matches' heading with the direction of their "
+    selfcal_prior_sigma_pitch_deg: float = _f(2.0, "prior sigma of the pitch error (deg)", 0.01, 10.0)
+    selfcal_prior_sigma_height_m: float = _f(0.1, "prior sigma of the height error (m)", 0.001, 1.0)
+    selfcal_prior_sigma_roll_deg: float = _f(1.5, "prior sigma of the roll error (deg)", 0.01, 10.0)
+    selfcal_obs_sigma_pitch_deg: float = _f(0.5, "sigma of one pitch observation (deg)", 0.001, 10.0)
+    selfcal_obs_sigma_height_m: float = _f(0.04, "sigma of one height observation (m)", 0.0001, 1.0)
+    selfcal_obs_sigma_roll_deg: float = _f(0.6, "sigma of one roll observation (deg)", 0.001, 10.0)
+    selfcal_process_pitch_deg: float = _f(0.01, "random walk of the pitch error per observation (deg)", 0.0, 1.0)
+    selfcal_process_height_m: float = _f(0.001, "random walk of the height error per observation (m)", 0.0, 0.1)
+    selfcal_process_roll_deg: float = _f(0.01, "random walk of the roll error per observation (deg)", 0.0, 1.0)
+    selfcal_prior_sigma_yaw_deg: float = _f(1.5, "prior sigma of the yaw error (deg)", 0.01, 10.0)
+    selfcal_obs_sigma_yaw_deg: float = _f(1.0, "sigma of one yaw observation (deg)", 0.01, 10.0)
+    selfcal_process_yaw_deg: float = _f(0.01, "random walk of the yaw error per observation (deg)", 0.0, 1.0)
+    selfcal_yaw_baseline_m: float = _f(20.0, "a yaw observation compares the matches' heading with the direction of "
+                                       "their "
                                "track over at least this much straight driving (m)", 5.0, 500.0)
-    yaw_straight_deg: float = _f(1.5, "... during which the odometry heading changed less than this (deg)", 0.1, 10.0)
-    max_yaw_obs_deg: float = _f(5.0, "a yaw observation larger than this is rejected (deg)", 0.5, 15.0)
-    probe_k: float = _f(1.0, "probe step: this many sigmas of the parameter ...", 0.1, 5.0)
-    probe_min_pitch_deg: float = _f(0.4, "... at least this (deg)", 0.01, 5.0)
-    probe_max_pitch_deg: float = _f(1.5, "... at most this (deg)", 0.01, 5.0)
-    probe_min_height_m: float = _f(0.03, "probe step of the height, at least (m)", 0.001, 0.5)
-    probe_max_height_m: float = _f(0.08, "... at most (m)", 0.001, 0.5)
-    probe_min_roll_deg: float = _f(0.5, "probe step of the roll, at least (deg)", 0.01, 5.0)
-    probe_max_roll_deg: float = _f(1.5, "... at most (deg)", 0.01, 5.0)
-    max_step_k: float = _f(1.5, "a parabola optimum beyond this many probe steps is clipped to it", 0.5, 5.0)
-    bound_pitch_deg: float = _f(4.0, "the pitch estimate never leaves +- this (deg)", 0.1, 15.0)
-    bound_height_m: float = _f(0.3, "the height estimate never leaves +- this (m)", 0.01, 2.0)
-    bound_roll_deg: float = _f(4.0, "the roll estimate never leaves +- this (deg)", 0.1, 15.0)
-    bound_yaw_deg: float = _f(4.0, "the yaw estimate never leaves +- this (deg)", 0.1, 15.0)
-    accel_pitch_coef: float = _f(0.006, "dynamic pitch per m/s^2 of braking (rad; nose down)", 0.0, 0.05)
-    accel_pitch_coef_sigma: float = _f(0.003, "prior sigma of that coefficient (0: fixed)", 0.0, 0.05)
-    accel_pitch_coef_max: float = _f(0.03, "the coefficient never leaves 0..this", 0.001, 0.1)
-    max_accel_mps2: float = _f(2.5, "no probing while |longitudinal acceleration| exceeds this", 0.1, 20.0)
-    max_lat_accel_mps2: float = _f(0.5, "no probing while |lateral acceleration| exceeds this (the body rolls in "
+    selfcal_yaw_straight_deg: float = _f(1.5, "... during which the odometry heading changed less than this (deg)",
+                                         0.1, 10.0)
+    selfcal_max_yaw_obs_deg: float = _f(5.0, "a yaw observation larger than this is rejected (deg)", 0.5, 15.0)
+    selfcal_probe_k: float = _f(1.0, "probe step: this many sigmas of the parameter ...", 0.1, 5.0)
+    selfcal_probe_min_pitch_deg: float = _f(0.4, "... at least this (deg)", 0.01, 5.0)
+    selfcal_probe_max_pitch_deg: float = _f(1.5, "... at most this (deg)", 0.01, 5.0)
+    selfcal_probe_min_height_m: float = _f(0.03, "probe step of the height, at least (m)", 0.001, 0.5)
+    selfcal_probe_max_height_m: float = _f(0.08, "... at most (m)", 0.001, 0.5)
+    selfcal_probe_min_roll_deg: float = _f(0.5, "probe step of the roll, at least (deg)", 0.01, 5.0)
+    selfcal_probe_max_roll_deg: float = _f(1.5, "... at most (deg)", 0.01, 5.0)
+    selfcal_max_step_k: float = _f(1.5, "a parabola optimum beyond this many probe steps is clipped to it", 0.5, 5.0)
+    selfcal_bound_pitch_deg: float = _f(4.0, "the pitch estimate never leaves +- this (deg)", 0.1, 15.0)
+    selfcal_bound_height_m: float = _f(0.3, "the height estimate never leaves +- this (m)", 0.01, 2.0)
+    selfcal_bound_roll_deg: float = _f(4.0, "the roll estimate never leaves +- this (deg)", 0.1, 15.0)
+    selfcal_bound_yaw_deg: float = _f(4.0, "the yaw estimate never leaves +- this (deg)", 0.1, 15.0)
+    selfcal_accel_pitch_coef: float = _f(0.006, "dynamic pitch per m/s^2 of braking (rad; nose down)", 0.0, 0.05)
+    selfcal_accel_pitch_coef_sigma: float = _f(0.003, "prior sigma of that coefficient (0: fixed)", 0.0, 0.05)
+    selfcal_accel_pitch_coef_max: float = _f(0.03, "the coefficient never leaves 0..this", 0.001, 0.1)
+    selfcal_max_accel_mps2: float = _f(2.5, "no probing while |longitudinal acceleration| exceeds this", 0.1, 20.0)
+    selfcal_max_lat_accel_mps2: float = _f(0.5, "no probing while |lateral acceleration| exceeds this (the body rolls "
+                                           "in "
                                    "turns)", 0.05, 20.0)
-    accel_window_s: float = _f(0.6, "odometry speed fitted over this long to get the acceleration (s)", 0.1, 5.0)
-    min_peak: float = _f(0.12, "gate: peak cosine score at least", 0.0, 1.0)
-    min_margin: float = _f(0.04, "gate: peak minus the best score farther than ambiguity_radius_m", 0.0, 1.0)
-    ambiguity_radius_m: float = _f(2.5, "gate: distance beyond which a second peak is a rival (m)", 0.5, 50.0)
-    max_offset_sigma_k: float = _f(4.0, "gate: the peak within this many prior sigmas ...", 0.5, 50.0)
-    max_offset_min_m: float = _f(5.0, "... or within this (m)", 0.5, 100.0)
-    min_curvature: float = _f(1e-4, "gate: the profile's drop over one probe step at least (cosine)", 0.0, 1.0)
-    local_half_m: float = _f(4.0, "probe scores are the best within this of the matched position (m)", 0.5, 20.0)
-    local_yaw_steps: int = _f(0, "... and within this many heading steps of its heading", 0, 10)
-    probe_views: int = _f(1, "probes score the newest this many keyframes of the mosaic (0: all of them)", 0, 16)
-    probe_supersample: int = _f(1, "probes project the keyframes at this supersampling (the matcher: 2)", 1, 4)
-    quantum_deg: float = _f(0.01, "the corrected model's angles are rounded to this (lookup map reuse; deg)",
+    selfcal_accel_window_s: float = _f(0.6, "odometry speed fitted over this long to get the acceleration (s)",
+                                       0.1, 5.0)
+    selfcal_min_peak: float = _f(0.12, "gate: peak cosine score at least", 0.0, 1.0)
+    selfcal_min_margin: float = _f(0.04, "gate: peak minus the best score farther than ambiguity_radius_m", 0.0, 1.0)
+    selfcal_ambiguity_radius_m: float = _f(2.5, "gate: distance beyond which a second peak is a rival (m)", 0.5, 50.0)
+    selfcal_max_offset_sigma_k: float = _f(4.0, "gate: the peak within this many prior sigmas ...", 0.5, 50.0)
+    selfcal_max_offset_min_m: float = _f(5.0, "... or within this (m)", 0.5, 100.0)
+    selfcal_min_curvature: float = _f(1e-4, "gate: the profile's drop over one probe step at least (cosine)", 0.0, 1.0)
+    selfcal_local_half_m: float = _f(4.0, "probe scores are the best within this of the matched position (m)",
+                                     0.5, 20.0)
+    selfcal_local_yaw_steps: int = _f(0, "... and within this many heading steps of its heading", 0, 10)
+    selfcal_probe_views: int = _f(1, "probes score the newest this many keyframes of the mosaic (0: all of them)",
+                                  0, 16)
+    selfcal_probe_supersample: int = _f(1, "probes project the keyframes at this supersampling (the matcher: 2)", 1, 4)
+    selfcal_quantum_deg: float = _f(0.01, "the corrected model's angles are rounded to this (lookup map reuse; deg)",
                             0.0001, 0.5)
-    quantum_m: float = _f(0.001, "its height to this (m)", 0.00001, 0.05)
+    selfcal_quantum_m: float = _f(0.001, "its height to this (m)", 0.00001, 0.05)
 
     def __post_init__(self):
-        validate_fields(self, "selfcal")
-        for lo, hi in (("probe_min_pitch_deg", "probe_max_pitch_deg"), ("probe_min_height_m", "probe_max_height_m"),
-                       ("probe_min_roll_deg", "probe_max_roll_deg")):
+        validate_fields(self, "localizer")
+        for lo, hi in (("selfcal_probe_min_pitch_deg", "selfcal_probe_max_pitch_deg"),
+                       ("selfcal_probe_min_height_m", "selfcal_probe_max_height_m"),
+                       ("selfcal_probe_min_roll_deg", "selfcal_probe_max_roll_deg")):
             if getattr(self, lo) > getattr(self, hi):
-                raise InvalidArgument(f"selfcal.{lo} ({getattr(self, lo)}) must not exceed {hi} ({getattr(self, hi)})")
+                raise InvalidArgument(f"localizer.{lo} ({getattr(self, lo)}) must not exceed {hi} "
+                                      f"({getattr(self, hi)})")
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "SelfCalParams":
-        check_keys(cls, d, "selfcal")
+        check_keys(cls, d, "localizer.selfcal")
         return cls(**d)
 
 
@@ -184,19 +199,20 @@ class MountCalibrator:
     def __init__(self, params: Optional[SelfCalParams] = None):
         self.p = params or SelfCalParams()
         p = self.p
-        self.x = np.array([0.0, p.accel_pitch_coef, 0.0, 0.0, 0.0])
-        self.P = np.diag([(p.prior_sigma_pitch_deg * _DEG) ** 2, p.accel_pitch_coef_sigma ** 2,
-                          p.prior_sigma_height_m ** 2, (p.prior_sigma_roll_deg * _DEG) ** 2,
-                          (p.prior_sigma_yaw_deg * _DEG) ** 2])
-        self.Q = np.diag([(p.process_pitch_deg * _DEG) ** 2, 0.0, p.process_height_m ** 2,
-                          (p.process_roll_deg * _DEG) ** 2, (p.process_yaw_deg * _DEG) ** 2])
-        self.obs_sigma = {"pitch": p.obs_sigma_pitch_deg * _DEG, "height": p.obs_sigma_height_m,
-                          "roll": p.obs_sigma_roll_deg * _DEG, "yaw": p.obs_sigma_yaw_deg * _DEG}
-        self.bound = {"pitch": p.bound_pitch_deg * _DEG, "height": p.bound_height_m, "roll": p.bound_roll_deg * _DEG,
-                      "yaw": p.bound_yaw_deg * _DEG}
-        self.probe_range = {"pitch": (p.probe_min_pitch_deg * _DEG, p.probe_max_pitch_deg * _DEG),
-                            "height": (p.probe_min_height_m, p.probe_max_height_m),
-                            "roll": (p.probe_min_roll_deg * _DEG, p.probe_max_roll_deg * _DEG)}
+        self.x = np.array([0.0, p.selfcal_accel_pitch_coef, 0.0, 0.0, 0.0])
+        self.P = np.diag([(p.selfcal_prior_sigma_pitch_deg * _DEG) ** 2, p.selfcal_accel_pitch_coef_sigma ** 2,
+                          p.selfcal_prior_sigma_height_m ** 2, (p.selfcal_prior_sigma_roll_deg * _DEG) ** 2,
+                          (p.selfcal_prior_sigma_yaw_deg * _DEG) ** 2])
+        self.Q = np.diag([(p.selfcal_process_pitch_deg * _DEG) ** 2, 0.0, p.selfcal_process_height_m ** 2,
+                          (p.selfcal_process_roll_deg * _DEG) ** 2, (p.selfcal_process_yaw_deg * _DEG) ** 2])
+        self.obs_sigma = {"pitch": p.selfcal_obs_sigma_pitch_deg * _DEG, "height": p.selfcal_obs_sigma_height_m,
+                          "roll": p.selfcal_obs_sigma_roll_deg * _DEG, "yaw": p.selfcal_obs_sigma_yaw_deg * _DEG}
+        self.bound = {"pitch": p.selfcal_bound_pitch_deg * _DEG, "height": p.selfcal_bound_height_m,
+                      "roll": p.selfcal_bound_roll_deg * _DEG,
+                      "yaw": p.selfcal_bound_yaw_deg * _DEG}
+        self.probe_range = {"pitch": (p.selfcal_probe_min_pitch_deg * _DEG, p.selfcal_probe_max_pitch_deg * _DEG),
+                            "height": (p.selfcal_probe_min_height_m, p.selfcal_probe_max_height_m),
+                            "roll": (p.selfcal_probe_min_roll_deg * _DEG, p.selfcal_probe_max_roll_deg * _DEG)}
         # pitch and height are probed together (both stretch the BEV along the track: one at once
         # would trade one for the other), roll on its own
         ph = tuple(n for n, on in (("pitch", p.selfcal_pitch), ("height", p.selfcal_height)) if on)
@@ -243,7 +259,7 @@ class MountCalibrator:
     def camera_model(self) -> CameraModel:
         """The published model corrected by the current static estimate (rounded to the quanta, so
         that the matcher's lookup maps are rebuilt only when the estimate has moved)."""
-        qa, qm = self.p.quantum_deg * _DEG, self.p.quantum_m
+        qa, qm = self.p.selfcal_quantum_deg * _DEG, self.p.selfcal_quantum_m
         s = self._static()
         return self._model(round(s["pitch"] / qa) * qa, round(s["height"] / qm) * qm, round(s["roll"] / qa) * qa,
                            round(s["yaw"] / qa) * qa)
@@ -258,8 +274,8 @@ class MountCalibrator:
     def accel_at(self, t: float, history: Sequence[Tuple[float, Optional[Tuple[float, float, float]]]] = ()
                  ) -> float:
         """Longitudinal acceleration (m/s^2) at ``t``: least squares over the odometry speeds of the
-        last ``accel_window_s``, else from the last three keyframe (t, odometry pose), else 0."""
-        w = self.p.accel_window_s
+        last ``selfcal_accel_window_s``, else from the last three keyframe (t, odometry pose), else 0."""
+        w = self.p.selfcal_accel_window_s
         pts = [(ts, v) for ts, v in self._speeds if t - w - 1e-9 <= ts <= t + 1e-9]
         if len(pts) >= 3 and pts[-1][0] - pts[0][0] >= 0.25 * w:
             ts, vs = np.array(pts).T
@@ -281,7 +297,7 @@ class MountCalibrator:
 
     def dynamic_pitch(self, accel: float) -> float:
         """Pitch (rad, > 0 looks down) that a longitudinal acceleration adds (braking: nose down)."""
-        qa = self.p.quantum_deg * _DEG
+        qa = self.p.selfcal_quantum_deg * _DEG
         return round(-float(self.x[_I["accel_pitch_coef"]]) * float(accel) / qa) * qa
 
     # ------------------------------------------------------------------ observation
@@ -300,7 +316,7 @@ class MountCalibrator:
         s = np.where(np.isfinite(s), s, -np.inf)
         k, i, j = np.unravel_index(int(np.argmax(s)), s.shape)
         peak = float(s[k, i, j])
-        if peak < p.min_peak:
+        if peak < p.selfcal_min_peak:
             return None, "weak peak"
         ny, nx = s.shape[1:]
         if (nx > 2 and j in (0, nx - 1)) or (ny > 2 and i in (0, ny - 1)):
@@ -312,11 +328,11 @@ class MountCalibrator:
             if np.isfinite(a) and np.isfinite(b) and den < -1e-9:
                 yawp += 0.5 * (a - b) / den * float(v.yaws[k + 1] - v.yaws[k])
         d = np.hypot(v.xs[None, :] - xp, v.ys[:, None] - yp)
-        far = np.where((d > p.ambiguity_radius_m)[None], s, -np.inf)
+        far = np.where((d > p.selfcal_ambiguity_radius_m)[None], s, -np.inf)
         rival = float(far.max()) if np.isfinite(far).any() else -1.0
-        if peak - rival < p.min_margin:
+        if peak - rival < p.selfcal_min_margin:
             return None, "ambiguous peak"
-        if math.hypot(xp - x, yp - y) > max(p.max_offset_sigma_k * pos_std_m, p.max_offset_min_m):
+        if math.hypot(xp - x, yp - y) > max(p.selfcal_max_offset_sigma_k * pos_std_m, p.selfcal_max_offset_min_m):
             return None, "far from the prior"
         return (xp, yp, yawp, peak, peak - rival), None
 
@@ -328,11 +344,11 @@ class MountCalibrator:
             return None
         views = list(matcher.views)
         accel = float(np.mean([v.accel for v in views])) if views else 0.0
-        if abs(accel) > self.p.max_accel_mps2:
+        if abs(accel) > self.p.selfcal_max_accel_mps2:
             self._reject("accelerating", f"{accel:+.2f} m/s^2")
             return None
         lat = lateral_accel([(v.t, v.pose) for v in views])
-        if abs(lat) > self.p.max_lat_accel_mps2:
+        if abs(lat) > self.p.selfcal_max_lat_accel_mps2:
             self._reject("turning", f"lateral acceleration {lat:+.2f} m/s^2")
             self._track.clear()
             return None
@@ -341,7 +357,7 @@ class MountCalibrator:
             self._reject(why)
             return None
         self._gated += 1
-        settled = not self.p.selfcal_pitch or self.sigma("pitch") < self.p.settle_sigma_pitch_deg * _DEG
+        settled = not self.p.selfcal_pitch or self.sigma("pitch") < self.p.selfcal_settle_sigma_pitch_deg * _DEG
         yaw_done = None
         if settled:
             yaw_done = self._observe_yaw(views[-1].t if views else 0.0, pk, views[-1].pose if views else None)
@@ -357,7 +373,7 @@ class MountCalibrator:
 
     def _observe_yaw(self, t: float, pk, pose) -> Optional[str]:
         """A yaw error of the camera turns the BEV: the matches' heading is off the direction the car
-        moves by it. Over ``yaw_baseline_m`` of straight driving (odometry), the heading of the
+        moves by it. Over ``selfcal_yaw_baseline_m`` of straight driving (odometry), the heading of the
         matches (refined below the volume's step, averaged) minus the direction of their track
         (first to last matched position, corrected by the odometry's own sideslip) observes it."""
         p = self.p
@@ -370,11 +386,11 @@ class MountCalibrator:
         first, last = self._track[0], self._track[-1]
         o0, o1 = first[4], last[4]
         turns = [abs(_wrap(e[4][2] - o0[2])) for e in self._track]
-        if max(turns) > p.yaw_straight_deg * _DEG:
+        if max(turns) > p.selfcal_yaw_straight_deg * _DEG:
             self._track = self._track[-1:]  # not straight: start again from here
             return None
         base = math.hypot(o1[0] - o0[0], o1[1] - o0[1])
-        if base < p.yaw_baseline_m:
+        if base < p.selfcal_yaw_baseline_m:
             return None
         win, self._track = self._track, self._track[-1:]  # windows do not overlap: independent observations
         c, s = math.cos(o0[2]), math.sin(o0[2])
@@ -384,7 +400,7 @@ class MountCalibrator:
         heads = [e[3] - _wrap(e[4][2] - o0[2]) for e in win]  # the matches' heading at the first pose
         cam = math.atan2(sum(math.sin(h) for h in heads), sum(math.cos(h) for h in heads))
         obs = _wrap(cam - track_dir)
-        if abs(obs) > p.max_yaw_obs_deg * _DEG:
+        if abs(obs) > p.selfcal_max_yaw_obs_deg * _DEG:
             self._reject("yaw observation too large", f"{math.degrees(obs):+.2f} deg over {base:.0f} m")
             return None
         sig = self.obs_sigma["yaw"]
@@ -397,10 +413,11 @@ class MountCalibrator:
             st[n] += d
         cam = self._model(st["pitch"], st["height"], st["roll"], st["yaw"])
         step = math.radians(matcher.p.metric_yaw_step_deg)
-        yaws = yawp + step * np.arange(-self.p.local_yaw_steps, self.p.local_yaw_steps + 1)
-        rgb, valid, rng, gm, _ = matcher.reprojected_mosaic(cam, self.p.probe_supersample, self.p.probe_views)
+        yaws = yawp + step * np.arange(-self.p.selfcal_local_yaw_steps, self.p.selfcal_local_yaw_steps + 1)
+        rgb, valid, rng, gm, _ = matcher.reprojected_mosaic(cam, self.p.selfcal_probe_supersample,
+                                                            self.p.selfcal_probe_views)
         try:
-            vol, _ = matcher.score(rgb, valid, rng, gm, xp, yp, yawp, self.p.local_half_m, yaws, cache)
+            vol, _ = matcher.score(rgb, valid, rng, gm, xp, yp, yawp, self.p.selfcal_local_half_m, yaws, cache)
         except InvalidArgument:  # a probe that sees no ground
             return None
         return refined_peak(vol.scores)
@@ -409,7 +426,8 @@ class MountCalibrator:
         """Score the mosaic at the probes of ``group``, fit the quadratic, update the state."""
         p = self.p
         self.counts["probed"] += 1
-        d = {n: float(np.clip(p.probe_k * math.sqrt(self.P[_I[n], _I[n]]), *self.probe_range[n])) for n in group}
+        d = {n: float(np.clip(p.selfcal_probe_k * math.sqrt(self.P[_I[n], _I[n]]), *self.probe_range[n]))
+             for n in group}
         pts = [{}] + [{n: s * d[n]} for n in group for s in (-1.0, 1.0)]
         if len(group) == 2:
             pts.append({group[0]: d[group[0]], group[1]: d[group[1]]})
@@ -429,10 +447,10 @@ class MountCalibrator:
         if n == 2:
             H[0, 1] = H[1, 0] = S[5] - s0 - g.sum() - 0.5 * Hd.sum()
         self.last = {"group": group, "probe": d, "scores": S, "peak": pk[3], "margin": pk[4], "accel": accel}
-        lim = p.max_step_k
+        lim = p.selfcal_max_step_k
         D = np.array([d[nm] for nm in group])
         names = "+".join(group)
-        if np.all(np.linalg.eigvalsh(H) < -2.0 * p.min_curvature):  # a peak: its vertex (normalised units)
+        if np.all(np.linalg.eigvalsh(H) < -2.0 * p.selfcal_min_curvature):  # a peak: its vertex (normalised units)
             u = -np.linalg.solve(H, g)
             C0 = np.linalg.inv(-H)
             clipped = bool(np.max(np.abs(u)) > lim)
@@ -448,9 +466,9 @@ class MountCalibrator:
         done = []
         for k, nm in enumerate(group):
             sm, sp = S[1 + 2 * k], S[2 + 2 * k]
-            if Hd[k] < -2.0 * p.min_curvature:
+            if Hd[k] < -2.0 * p.selfcal_min_curvature:
                 u = float(np.clip(-g[k] / Hd[k], -lim, lim))
-            elif (sp - s0) * (s0 - sm) > 0 and abs(sp - sm) > 2.0 * p.min_curvature:
+            elif (sp - s0) * (s0 - sm) > 0 and abs(sp - sm) > 2.0 * p.selfcal_min_curvature:
                 u = math.copysign(lim, g[k])
             else:
                 continue
@@ -484,7 +502,7 @@ class MountCalibrator:
         x = self.x + K @ (z - Hm @ self.x)
         I_KH = np.eye(len(STATE)) - K @ Hm
         P = I_KH @ P @ I_KH.T + K @ C @ K.T  # Joseph form: stays a covariance
-        x[_I["accel_pitch_coef"]] = float(np.clip(x[_I["accel_pitch_coef"]], 0.0, self.p.accel_pitch_coef_max))
+        x[_I["accel_pitch_coef"]] = float(np.clip(x[_I["accel_pitch_coef"]], 0.0, self.p.selfcal_accel_pitch_coef_max))
         for nm in PARAMS:
             if abs(x[_I[nm]]) > self.bound[nm]:
                 self._reject("beyond the bound", f"{nm} estimate would be {self._fmt(nm, x[_I[nm]])}")
@@ -592,8 +610,8 @@ class MountCalibrator:
         for nm in PARAMS:
             if abs(x[_I[nm]]) > cal.bound[nm]:
                 raise bad(f"{nm} estimate {cls._fmt(nm, x[_I[nm]])} is beyond the bound")
-        if not (0.0 <= x[1] <= cal.p.accel_pitch_coef_max):
-            raise bad(f"dynamic pitch coefficient {x[1]} is outside 0..{cal.p.accel_pitch_coef_max}")
+        if not (0.0 <= x[1] <= cal.p.selfcal_accel_pitch_coef_max):
+            raise bad(f"dynamic pitch coefficient {x[1]} is outside 0..{cal.p.selfcal_accel_pitch_coef_max}")
         cal.x, cal.P = x, P
         pub = doc.get("published_camera")
         if pub is not None:

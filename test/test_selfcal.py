@@ -279,3 +279,26 @@ def test_a_yaw_error_shows_as_the_matches_heading_against_their_track(world, aer
     assert abs(yaw - 1.0) < 0.3 and sigma < 0.6, cal.summary()
     assert cal.counts.get("accepted_yaw", 0) >= 4, cal.counts
     assert heads[0] == pytest.approx(1.0) and all(abs(h) < 0.5 for h in heads[-5:]), heads
+
+
+def test_calibrate_camera_writes_a_calibration_file_from_a_drive(drive_dir, tmp_path, capsys):
+    """The shared simulated drive (validation town, exact /tf_static): the command replays it with
+    self-calibration, prints its one-line summary and writes a file that loads; it refuses to
+    overwrite it without --force."""
+    from geoloc_ros import cli
+    from geoloc_ros.core.errors import OutputExists
+    from geoloc_ros.tools.calibrate_camera import main
+
+    out = tmp_path / "vehicle.json"
+    assert main([str(drive_dir), "--out", str(out)]) == out
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.startswith("calibrate camera: pitch ") and "observations accepted" in line, line
+    cal = MountCalibrator.load(out)
+    e = cal.estimate()
+    assert cal.published is not None and abs(e["pitch_deg"][0]) < 4.0 and abs(e["height_m"][0]) < 0.3
+    assert e["pitch_deg"][1] < SelfCalParams().selfcal_prior_sigma_pitch_deg  # it learned something
+    with pytest.raises(OutputExists):
+        main([str(drive_dir), "--out", str(out)])
+    assert cli.main(["calibrate", "camera", str(drive_dir), "--out", str(out), "--from", str(tmp_path / "none.json"),
+                     "--force"]) == 2  # a --from file that does not exist is a clear error
+    assert "does not exist" in capsys.readouterr().err

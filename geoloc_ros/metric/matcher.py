@@ -98,6 +98,8 @@ class MetricMatcher:
 
     def clear(self) -> None:
         self.views.clear()
+        if self.selfcal is not None:  # the odometry chain broke: the yaw's straight-driving window too
+            self.selfcal.clear_track()
 
     def add_keyframe(self, t: float, image: np.ndarray, pose: Optional[Tuple[float, float, float]]) -> None:
         """Project a keyframe (uint8 RGB) and keep it. ``pose``: odometry (x, y, yaw) at ``t``, or

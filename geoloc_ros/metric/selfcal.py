@@ -371,6 +371,10 @@ class MountCalibrator:
         done = self._probe(matcher, group, pk, accel)
         return "+".join(n for n in (done, yaw_done) if n) or None
 
+    def clear_track(self) -> None:
+        """Forget the matches kept for the yaw observation (the odometry frame jumped)."""
+        self._track.clear()
+
     def _observe_yaw(self, t: float, pk, pose) -> Optional[str]:
         """A yaw error of the camera turns the BEV: the matches' heading is off the direction the car
         moves by it. Over ``selfcal_yaw_baseline_m`` of straight driving (odometry), the heading of the
@@ -583,6 +587,8 @@ class MountCalibrator:
         (IncompatibleArtifact): never used in part."""
         path = Path(path)
         rebuild = "remove it or make a new one with geoloc calibrate camera"
+        if not path.is_file():
+            raise IncompatibleArtifact(f"camera calibration {path} does not exist (geoloc calibrate camera makes one)")
         try:
             doc = json.loads(path.read_text())
         except (OSError, ValueError) as exc:

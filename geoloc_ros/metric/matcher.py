@@ -8,6 +8,10 @@ every (x, y, heading) in the prior's window against the aerial map by FFT correl
 result (``MetricResult``) carries the raw cosine volume; the Localizer turns it into the filter's
 ``core.measurement.PoseVolume`` with the calibrated temperature.
 
+With ``selfcal`` (``metric.selfcal.MountCalibrator``) the keyframes are projected through the
+calibrator's corrected mounting (plus each keyframe's predicted dynamic pitch) instead of the
+published one, and every ``match`` feeds the calibrator; without it nothing changes.
+
 numpy + OpenCV; the learned extractor brings its own inference backend.
 """
 from __future__ import annotations

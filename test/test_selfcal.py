@@ -229,6 +229,8 @@ def test_params_are_checked_and_pitch_search_conflicts_with_selfcal(aerial):
         SelfCalParams.from_dict({"selfcal_bound_pitch": 2.0})
     with pytest.raises(InvalidArgument, match="probe_min_pitch_deg"):
         SelfCalParams(selfcal_probe_min_pitch_deg=3.0, selfcal_probe_max_pitch_deg=1.0)
+    p = SelfCalParams(selfcal_min_peak=0.3)
+    assert SelfCalParams.from_config(p) == p
     with pytest.raises(InvalidArgument, match="metric_pitch_search_deg"):
         MetricMatcher(aerial, GradientFeatures(), MetricParams(metric_pitch_search_deg=1.0), selfcal=MountCalibrator())
 

@@ -40,7 +40,7 @@ import json
 import logging
 import math
 from collections import deque
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Deque, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -128,17 +128,26 @@ class SelfCalParams:
 
     def __post_init__(self):
         validate_fields(self, "localizer")
-        for lo, hi in (("selfcal_probe_min_pitch_deg", "selfcal_probe_max_pitch_deg"),
-                       ("selfcal_probe_min_height_m", "selfcal_probe_max_height_m"),
-                       ("selfcal_probe_min_roll_deg", "selfcal_probe_max_roll_deg")):
-            if getattr(self, lo) > getattr(self, hi):
-                raise InvalidArgument(f"localizer.{lo} ({getattr(self, lo)}) must not exceed {hi} "
-                                      f"({getattr(self, hi)})")
+        check_selfcal(self)
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "SelfCalParams":
         check_keys(cls, d, "localizer.selfcal")
         return cls(**d)
+
+    @classmethod
+    def from_config(cls, cfg) -> "SelfCalParams":
+        """The ``selfcal_*`` fields of a larger config (a LocalizerConfig that extends this class)."""
+        return cls(**{f.name: getattr(cfg, f.name) for f in fields(cls)})
+
+
+def check_selfcal(p) -> None:
+    """Cross-field checks (for a config that extends SelfCalParams too)."""
+    for lo, hi in (("selfcal_probe_min_pitch_deg", "selfcal_probe_max_pitch_deg"),
+                   ("selfcal_probe_min_height_m", "selfcal_probe_max_height_m"),
+                   ("selfcal_probe_min_roll_deg", "selfcal_probe_max_roll_deg")):
+        if getattr(p, lo) > getattr(p, hi):
+            raise InvalidArgument(f"localizer.{lo} ({getattr(p, lo)}) must not exceed {hi} ({getattr(p, hi)})")
 
 
 # the joint state: static pitch (rad), dynamic pitch per m/s^2 of braking (rad), height (m), roll (rad),
@@ -640,5 +649,5 @@ def load_or_new(path: Optional[Union[str, Path]], params: Optional[SelfCalParams
     return MountCalibrator(params)
 
 
-__all__: List[str] = ["MountCalibrator", "SelfCalParams", "load_or_new", "refined_peak", "SELFCAL_FORMAT",
+__all__: List[str] = ["MountCalibrator", "SelfCalParams", "check_selfcal", "load_or_new", "refined_peak", "SELFCAL_FORMAT",
                       "SELFCAL_VERSION"]

@@ -24,6 +24,7 @@ COMMANDS = {
     "export": ["export_onnx", "export_engine", "export_parity_inputs"],
     "eval": ["eval_retrieval", "eval_replay", "eval_compare", "eval_calibrate"],
     "data": ["data_convert"],
+    "calibrate": ["calibrate_camera"],
 }
 # top-level commands without a group (module names under geoloc_ros.tools)
 TOP_LEVEL: List[str] = ["train", "train_metric", "play", "demo"]
@@ -34,6 +35,7 @@ DESCRIPTIONS = {
     "export": "export models to ONNX and TensorRT engines",
     "eval": "evaluate models (retrieval R@K) and replay bags through the localizer",
     "data": "convert real datasets into the geoloc layout",
+    "calibrate": "calibrate the camera mounting from a drive (metric matching self-calibration)",
 }
 
 

@@ -6,6 +6,7 @@ features.py   feature extractors behind one interface: gradient (non-learned), l
 correlate.py  FFT correlation over (x, y, heading) -> score volume
 matcher.py    keyframe sequence -> local BEV mosaic (odometry) -> fused -> score volume
 config.py     MetricParams (part of LocalizerConfig: ROS parameters localizer.metric_*)
+selfcal.py    MountCalibrator: online self-calibration of the camera mounting from the matches
 """
 from __future__ import annotations
 
@@ -14,11 +15,12 @@ from typing import Union
 
 
 def open_matcher(ortho: Union[str, Path], params=None, *, frame=None, features: str = "gradient",
-                 memory_budget_mb: float = 64.0, **feature_kw):
+                 memory_budget_mb: float = 64.0, selfcal=None, **feature_kw):
     """A ``MetricMatcher`` over an orthophoto (GeoTIFF or XYZ folder). ``frame``: the map frame
     (default: a LocalFrame at the imagery's centre); ``params``: MetricParams or LocalizerConfig;
     ``features``: extractor name (``features.EXTRACTORS``). The camera model is set later
-    (``set_camera``: camera_info + mounting)."""
+    (``set_camera``: camera_info + mounting). ``selfcal``: a ``selfcal.MountCalibrator`` (mounting
+    self-calibration) or None."""
     from ..core.geo import LocalFrame
     from ..index.imagery import open_imagery
     from .aerial import AerialMap
@@ -32,4 +34,4 @@ def open_matcher(ortho: Union[str, Path], params=None, *, frame=None, features: 
         lat0, lon0, lat1, lon1 = imagery.bounds_latlon()
         frame = LocalFrame.at(0.5 * (lat0 + lat1), 0.5 * (lon0 + lon1))
     aerial = AerialMap(imagery, frame, params.metric_res_m, memory_budget_mb=memory_budget_mb)
-    return MetricMatcher(aerial, make_extractor(features, **feature_kw), params)
+    return MetricMatcher(aerial, make_extractor(features, **feature_kw), params, selfcal=selfcal)

@@ -1,0 +1,244 @@
+"""The camera's integrity monitor: may this keyframe's camera measurement move the fix?
+
+A user forgives "I cannot see"; not a confident wrong fix. Per keyframe the monitor asks, in order:
+
+1. can the camera see the ground? (``ground_quality``: the share of the bird's-eye view that is
+   lit, unsaturated and textured enough to match; night, fog, glare and occluders lower it);
+2. is the metric volume sharp and unambiguous? (``volume_ambiguity``: the best pose farther than
+   ``integrity_exclude_m`` from the peak, as a likelihood ratio to the peak: a repeated stretch of
+   road, or a wrong stretch while the prior is wide, shows as a runner-up close to 1);
+3. is the camera consistent with GNSS+odometry over a window, not one sample? (``InnovationWindow``:
+   the sum of the last N normalised innovation squares against the chi-square quantile of 2N
+   degrees of freedom);
+4. after a (re)initialisation the camera is on probation: its measurements count only once K of
+   them in a row agree with the prior and with each other.
+
+It also answers the other way round (``camera_holds``): a camera that has been consistent for a
+while (recent, sharp, agreeing keyframes) must not be abandoned for a GNSS that drifts, so the
+tracker does not re-anchor the filter onto GNSS while it holds.
+
+numpy + stdlib only; the tracker and the Localizer own when it is asked.
+"""
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from statistics import NormalDist
+from typing import Deque, Dict, Optional, Tuple
+
+import numpy as np
+
+
+def chi2_quantile(p: float, dof: int) -> float:
+    """Chi-square quantile (Wilson-Hilferty; within ~1 % of the exact value for dof >= 2)."""
+    k = float(dof)
+    z = NormalDist().inv_cdf(p)
+    return k * (1.0 - 2.0 / (9.0 * k) + z * math.sqrt(2.0 / (9.0 * k))) ** 3
+
+
+@dataclass(frozen=True)
+class GroundQuality:
+    """What the camera's bird's-eye view offers to match: ``usable`` share of the BEV's cells (valid,
+    neither too dark nor saturated, with local contrast), mean luminance and contrast of the valid
+    cells, and a word for why it is poor (``dark``, ``low contrast``, ``occluded``) or ``ok``."""
+
+    usable: float
+    luminance: float
+    contrast: float
+    why: str
+
+
+def ground_quality(mosaic: np.ndarray, valid: np.ndarray, *, dark: float = 18.0, bright: float = 250.0,
+                   min_contrast: float = 2.0) -> GroundQuality:
+    """Usable share of a BEV mosaic (``MetricResult.mosaic`` [h, w, 3] 0-255 and its valid or weight
+    map [h, w]). A cell is usable when it is valid, its luminance is in (dark, bright) and the local
+    gradient (3x3) exceeds ``min_contrast`` grey levels or the cell lies on uniform lit asphalt next
+    to usable texture (half the share counts untextured lit ground)."""
+    rgb = np.asarray(mosaic, np.float32)
+    ok = np.asarray(valid) > 0
+    n = ok.size
+    if rgb.ndim != 3 or not ok.any():
+        return GroundQuality(0.0, 0.0, 0.0, "no ground in view")
+    lum = rgb.mean(axis=2)
+    gy = np.zeros_like(lum)
+    gx = np.zeros_like(lum)
+    gy[1:-1] = 0.5 * (lum[2:] - lum[:-2])
+    gx[:, 1:-1] = 0.5 * (lum[:, 2:] - lum[:, :-2])
+    grad = np.hypot(gx, gy)
+    lit = ok & (lum > dark) & (lum < bright)
+    textured = lit & (grad > min_contrast)
+    usable = (textured.sum() + 0.5 * (lit & ~textured).sum()) / float(n)
+    lv = lum[ok]
+    mean, contrast = float(lv.mean()), float(lv.std())
+    if mean <= dark * 1.5:
+        why = "dark"
+    elif contrast < 2.0 * min_contrast:
+        why = "low contrast"
+    elif ok.mean() < 0.3:
+        why = "occluded"
+    else:
+        why = "ok"
+    return GroundQuality(float(usable), mean, contrast, why)
+
+
+def volume_ambiguity(vol, exclude_m: float) -> float:
+    """Likelihood ratio of the best other local maximum farther than ``exclude_m`` from the volume's
+    peak to the peak (0: a single peak; 1: a runner-up as likely as the winner; the shoulder of a broad
+    peak is no runner-up). ``vol``: ``core.measurement.PoseVolume`` (log-likelihood over yaw, y, x)."""
+    L = np.asarray(vol.logl, float)
+    best_xy = L.max(axis=0)  # best heading per cell
+    i, j = np.unravel_index(int(np.argmax(best_xy)), best_xy.shape)
+    pad = np.pad(best_xy, 1, mode="edge")
+    h, w = best_xy.shape
+    local = np.ones_like(best_xy, bool)
+    above_one = np.zeros_like(best_xy, bool)  # a plateau is no maximum
+    for di in (-1, 0, 1):
+        for dj in (-1, 0, 1):
+            if di or dj:
+                nb = pad[1 + di:1 + di + h, 1 + dj:1 + dj + w]
+                local &= best_xy >= nb
+                above_one |= best_xy > nb
+    local &= above_one
+    dx = vol.xs[None, :] - vol.xs[j]
+    dy = vol.ys[:, None] - vol.ys[i]
+    cand = local & (dx * dx + dy * dy > exclude_m * exclude_m) & (best_xy < best_xy[i, j] + 1.0)
+    if not cand.any():
+        return 0.0
+    return float(math.exp(float(best_xy[cand].max()) - float(best_xy[i, j])))
+
+
+def volume_covariance(vol) -> np.ndarray:
+    """2x2 covariance of the volume's probability (over its cells, heading marginalised), floored at
+    a cell's variance: the camera measurement's own spread for the innovation test."""
+    P = vol.prob().sum(axis=0)
+    X, Y = np.meshgrid(vol.xs, vol.ys)
+    mx, my = float((P * X).sum()), float((P * Y).sum())
+    dx, dy = X - mx, Y - my
+    c = np.array([[(P * dx * dx).sum(), (P * dx * dy).sum()], [(P * dx * dy).sum(), (P * dy * dy).sum()]])
+    return c + np.eye(2) * (vol.res ** 2 / 12.0)
+
+
+class InnovationWindow:
+    """The last ``n`` normalised innovation squares (2 dof each) and their chi-square test."""
+
+    def __init__(self, n: int, alpha: float):
+        self.n = int(n)
+        self.alpha = float(alpha)
+        self.nis: Deque[float] = deque(maxlen=self.n)
+
+    def add(self, nis: float) -> None:
+        self.nis.append(float(nis))
+
+    def clear(self) -> None:
+        self.nis.clear()
+
+    @property
+    def full(self) -> bool:
+        return len(self.nis) == self.n
+
+    def statistic(self) -> Tuple[float, float]:
+        """(sum of the NIS in the window, the chi-square threshold for that many samples)."""
+        k = len(self.nis)
+        return float(sum(self.nis)), chi2_quantile(1.0 - self.alpha, 2 * max(k, 1))
+
+    def failing(self) -> bool:
+        s, th = self.statistic()
+        return self.full and s > th
+
+
+@dataclass(frozen=True)
+class Verdict:
+    use: bool
+    reason: str  # "used" or why not, in words for /diagnostics
+    nis: float = float("nan")
+    ambiguity: float = float("nan")
+    usable: float = float("nan")
+
+
+@dataclass
+class IntegrityState:
+    trust: str = "probation"  # probation | trusted | suspect
+    agree_run: int = 0  # keyframes in a row that agreed with the prior
+    last_agree_t: Optional[float] = None
+    counts: Dict[str, int] = field(default_factory=dict)
+
+
+class CameraIntegrity:
+    """See the module docstring. ``p`` carries the ``integrity_*`` settings (``LocalizerConfig``)."""
+
+    def __init__(self, p):
+        self.p = p
+        self.window = InnovationWindow(p.integrity_window, p.integrity_alpha)
+        self.state = IntegrityState()
+        self.last: Optional[Verdict] = None
+        self.quality: Optional[GroundQuality] = None
+
+    def reset(self) -> None:
+        """The filter was (re)initialised: the camera starts on probation again."""
+        self.window.clear()
+        self.state.trust = "probation"
+        self.state.agree_run = 0
+
+    def _count(self, key: str) -> None:
+        self.state.counts[key] = self.state.counts.get(key, 0) + 1
+
+    def assess(self, t: float, quality: GroundQuality, vol, prior_mean, prior_cov) -> Verdict:
+        """The verdict on one keyframe's camera measurement given the filter's prior (mean x, y and
+        its 2x2 covariance) before the update."""
+        p = self.p
+        self.quality = quality
+        if quality.usable < p.integrity_min_usable_ground:
+            v = Verdict(False, f"cannot see ({quality.why}, {100 * quality.usable:.0f} % usable ground)",
+                        usable=quality.usable)
+            return self._done(v, "cannot_see")
+        amb = volume_ambiguity(vol, p.integrity_exclude_m)
+        x, y, _ = vol.peak()
+        d = np.array([x - float(prior_mean[0]), y - float(prior_mean[1])])
+        S = np.asarray(prior_cov, float)[:2, :2] + volume_covariance(vol)
+        try:
+            nis = float(d @ np.linalg.solve(S, d))
+        except np.linalg.LinAlgError:
+            nis = float("inf")
+        self.window.add(min(nis, 1e3))
+        if amb > p.integrity_max_ambiguity:
+            return self._done(Verdict(False, f"ambiguous (runner-up {amb:.2f} of the peak)", nis, amb,
+                                      quality.usable), "ambiguous")
+        agrees = nis <= chi2_quantile(1.0 - p.integrity_alpha, 2)
+        st = self.state
+        st.agree_run = st.agree_run + 1 if agrees else 0
+        if agrees:
+            st.last_agree_t = t
+        if self.window.failing():
+            st.trust = "suspect"
+            s, th = self.window.statistic()
+            return self._done(Verdict(False, f"inconsistent with GNSS+odometry over {self.window.n} keyframes "
+                                             f"(NIS {s:.0f} > {th:.0f})", nis, amb, quality.usable), "inconsistent")
+        if st.trust != "trusted":
+            if st.agree_run < p.integrity_probation_keyframes:
+                return self._done(Verdict(False, f"on probation ({st.agree_run} of "
+                                                 f"{p.integrity_probation_keyframes} agreeing keyframes)",
+                                          nis, amb, quality.usable), "probation")
+            st.trust = "trusted"
+        return self._done(Verdict(True, "used", nis, amb, quality.usable), "passed")
+
+    def _done(self, v: Verdict, key: str) -> Verdict:
+        self._count(key)
+        self.last = v
+        return v
+
+    def camera_holds(self, t: float) -> bool:
+        """A trusted camera that agreed with the fix within ``integrity_hold_s``: GNSS that disagrees
+        with it is the one to doubt (do not re-anchor the filter onto it)."""
+        st = self.state
+        return (st.trust == "trusted" and st.last_agree_t is not None
+                and t - st.last_agree_t <= self.p.integrity_hold_s)
+
+    def describe(self) -> str:
+        """One line for /diagnostics: ``camera: trusted``, ``camera: degraded (night, 12 % usable ground)``."""
+        v = self.last
+        if v is None:
+            return "camera: no keyframe yet"
+        if v.use:
+            return f"camera: {self.state.trust}"
+        return f"camera: degraded ({v.reason})"

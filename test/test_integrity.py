@@ -1,0 +1,90 @@
+"""The camera integrity monitor (core.integrity): each question it asks, on volumes and views made to answer it."""
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from geoloc_ros.core.integrity import (CameraIntegrity, GroundQuality, InnovationWindow, chi2_quantile,
+                                       ground_quality, volume_ambiguity)
+from geoloc_ros.core.measurement import PoseVolume
+
+P = SimpleNamespace(integrity_window=5, integrity_alpha=0.01, integrity_min_usable_ground=0.15,
+                    integrity_exclude_m=3.0, integrity_max_ambiguity=0.5, integrity_probation_keyframes=3,
+                    integrity_hold_s=10.0)
+OK = GroundQuality(0.6, 100.0, 30.0, "ok")
+
+
+def volume(peaks, res=0.5, half=10.0, sharp=0.6):
+    """A (1, Ny, Nx) log-likelihood volume with Gaussian bumps at ``peaks`` [(x, y, height)]."""
+    xs = np.arange(-half, half + 1e-9, res)
+    ys = xs[::-1].copy()
+    X, Y = np.meshgrid(xs, ys)
+    L = np.full(X.shape, -20.0)
+    for x, y, h in peaks:
+        L = np.maximum(L, h - ((X - x) ** 2 + (Y - y) ** 2) / (2 * sharp ** 2))
+    return PoseVolume(xs, ys, np.array([0.0]), L[None])
+
+
+@pytest.mark.parametrize("dof", [2, 10, 40])
+def test_chi2_quantile_matches_known_values(dof):
+    exact = {2: 9.2103, 10: 23.2093, 40: 63.6907}[dof]  # chi-square 0.99 quantiles
+    assert chi2_quantile(0.99, dof) == pytest.approx(exact, rel=0.02)
+
+
+def test_a_dark_or_flat_view_is_not_usable_and_says_why():
+    rng = np.random.default_rng(0)
+    lit = 90 + 40 * rng.random((80, 60, 1)) * np.ones(3)
+    valid = np.ones((80, 60))
+    good = ground_quality(lit, valid)
+    dark = ground_quality(lit * 0.08, valid)
+    fog = ground_quality(np.full((80, 60, 3), 120.0) + rng.normal(0, 0.3, (80, 60, 3)), valid)
+    blind = ground_quality(lit, np.zeros((80, 60)))
+    assert good.usable > 0.8 and good.why == "ok"
+    assert dark.usable < 0.1 and dark.why == "dark"
+    assert fog.usable <= 0.5 and fog.why == "low contrast"
+    assert blind.usable == 0.0
+
+
+def test_ambiguity_is_the_runner_up_likelihood_ratio_outside_the_exclusion_radius():
+    single = volume([(0.0, 0.0, 0.0)])
+    twin = volume([(0.0, 0.0, 0.0), (6.0, 0.0, -0.1)])
+    assert volume_ambiguity(single, 3.0) == 0.0  # a peak's own shoulder is no runner-up
+    assert volume_ambiguity(volume([(0.0, 0.0, 0.0)], sharp=3.0), 3.0) == 0.0
+    assert volume_ambiguity(twin, 3.0) == pytest.approx(math.exp(-0.1), rel=1e-6)
+    assert volume_ambiguity(twin, 8.0) < 1e-6  # the twin lies inside the exclusion radius
+
+
+def test_the_window_test_fails_on_a_persistent_offset_but_not_on_one_outlier():
+    w = InnovationWindow(5, 0.01)
+    for nis in (1, 2, 15, 1, 1):
+        w.add(nis)
+    assert not w.failing()  # one outlier of 15 among small ones (threshold ~23.2)
+    for nis in (9, 9, 9, 9, 9):
+        w.add(nis)
+    assert w.failing()  # each below the single-sample gate (9.2), together far beyond
+
+
+def test_probation_then_trust_then_suspect_and_the_camera_holds_only_while_trusted_and_recent():
+    ci = CameraIntegrity(P)
+    prior = np.array([0.0, 0.0]), np.eye(2) * 1.0
+    v = [ci.assess(t, OK, volume([(0.2, 0.1, 0.0)]), *prior) for t in range(3)]
+    assert [x.use for x in v] == [False, False, True] and "probation" in v[0].reason
+    assert ci.camera_holds(2.0) and not ci.camera_holds(20.0)
+    # the camera now sits 4 m off the prior, keyframe after keyframe
+    verdicts = [ci.assess(3 + k, OK, volume([(4.0, 0.0, 0.0)]), *prior) for k in range(5)]
+    assert not verdicts[-1].use and "inconsistent" in verdicts[-1].reason
+    assert ci.state.trust == "suspect" and not ci.camera_holds(8.0)
+    ci.reset()
+    assert ci.state.trust == "probation" and not ci.assess(9, OK, volume([(0.0, 0.0, 0.0)]), *prior).use
+
+
+def test_cannot_see_and_ambiguous_are_dropped_with_their_reason():
+    ci = CameraIntegrity(P)
+    prior = np.array([0.0, 0.0]), np.eye(2)
+    night = ci.assess(0.0, GroundQuality(0.05, 10.0, 3.0, "dark"), volume([(0, 0, 0)]), *prior)
+    assert not night.use and night.reason == "cannot see (dark, 5 % usable ground)"
+    amb = ci.assess(1.0, OK, volume([(0, 0, 0), (6, 0, 0)]), *prior)
+    assert not amb.use and amb.reason.startswith("ambiguous (runner-up 1.00")
+    assert ci.describe().startswith("camera: degraded (ambiguous")
+    assert ci.state.counts == {"cannot_see": 1, "ambiguous": 1}

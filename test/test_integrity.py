@@ -5,8 +5,14 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from geoloc_ros.core.integrity import (CameraIntegrity, GroundQuality, InnovationWindow, chi2_quantile,
-                                       ground_quality, volume_ambiguity)
+from geoloc_ros.core.integrity import (
+    CameraIntegrity,
+    GroundQuality,
+    InnovationWindow,
+    chi2_quantile,
+    ground_quality,
+    volume_ambiguity,
+)
 from geoloc_ros.core.measurement import PoseVolume
 
 P = SimpleNamespace(integrity_window=5, integrity_alpha=0.01, integrity_min_usable_ground=0.15,

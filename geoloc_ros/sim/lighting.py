@@ -35,7 +35,7 @@ def lit_appearance(app, time_of_day: str, weather: str, rng: np.random.Generator
     if time_of_day == "dusk":
         el = float(rng.uniform(3.0, 8.0))
         az = float(rng.choice([rng.uniform(235.0, 295.0), rng.uniform(65.0, 125.0)]))
-        app = replace(app, sun_elevation_deg=el, sun_azimuth_deg=az, sun_rgb=(1.0, 0.68, 0.42), ambient=0.3,
+        app = replace(app, sun_elevation_deg=el, sun_azimuth_deg=az, sun_rgb=(1.0, 0.76, 0.52), ambient=0.3,
                       brightness=max(0.2, round(app.brightness * 0.55, 4)), haze_m=min(app.haze_m, 600.0))
     elif time_of_day == "night":
         # unlit: ambient 1 and no direct sun, the night light multiplies the albedo (``night_light``)

@@ -81,16 +81,20 @@ class DriveTime:
             frac[fin & (depth > r.max_range_m)] = 1.0
             img += frac[..., None] * (sky_rgb[0] - old)[None, None, :]
         if self.night:
-            theta = yaw + bearing
-            D = np.where(fin, depth, np.float32(0.0))
-            hx = np.float32(x) + np.cos(theta).astype(np.float32)[None, :] * D
-            hy = np.float32(y) + np.sin(theta).astype(np.float32)[None, :] * D
-            hz = np.float32(cam.mount_height_m) - (vcs / cam.fy).astype(np.float32)[:, None] * D * \
-                np.cos(bearing).astype(np.float32)[None, :]
+            import cv2
+
+            # the light is smooth: computed on every other row and column, interpolated back
+            bs, vs, ds = bearing[::2], vcs[::2], depth[::2, ::2]
+            D = np.where(np.isfinite(ds), ds, np.float32(0.0))
+            hx = np.float32(x) + np.cos(yaw + bs).astype(np.float32)[None, :] * D
+            hy = np.float32(y) + np.sin(yaw + bs).astype(np.float32)[None, :] * D
+            hz = np.float32(cam.mount_height_m) - (vs / cam.fy).astype(np.float32)[:, None] * D * \
+                np.cos(bs).astype(np.float32)[None, :]
             # beams light nothing above 3 m: rows more than 0.2 fy above the horizon see that height only
             # within 6 m, where the beams ramp in
-            r0 = int(np.searchsorted(vcs, -0.2 * cam.fy))
-            L.night_light(img, hx, hy, hz, depth, (x, y, yaw), self.lights, self._placed, r0)
+            r0 = int(np.searchsorted(vs, -0.2 * cam.fy))
+            light = L.night_light(hx, hy, hz, ds, (x, y, yaw), self.lights, self._placed, r0)
+            img *= cv2.resize(light, (img.shape[1], img.shape[0]), interpolation=cv2.INTER_LINEAR)
         if sky_rgb is not None:
             np.copyto(img, sky_rgb[:, None, :], where=sky[..., None])
         if self.night:

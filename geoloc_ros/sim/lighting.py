@@ -139,9 +139,9 @@ def beam(hx, hy, hz, lx: float, ly: float, lyaw: float, intensity: float = 1.1) 
     return E * np.clip(np.float32(1.0) - (hz - np.float32(1.3)) * np.float32(0.6), 0.0, 1.0)
 
 
-def night_light(img, hx, hy, hz, depth, pose, lights: StreetLights, vehicles, r0: int = 0) -> None:
-    """Multiply the unlit level image by the night light, in place (sky pixels too: the caller paints
-    the sky afterwards). ``pose`` the ego (x, y, yaw); ``vehicles`` [(i, x, y, yaw)] of the stamped
+def night_light(hx, hy, hz, depth, pose, lights: StreetLights, vehicles, r0: int = 0) -> np.ndarray:
+    """The night light [H, W, 3] that multiplies the unlit level image (sky pixels too: the caller
+    paints the sky afterwards). ``pose`` the ego (x, y, yaw); ``vehicles`` [(i, x, y, yaw)] of the stamped
     vehicles; hx, hy, hz [H, W] float32 (world x, y and height above the ground of each pixel); beams
     only from row ``r0`` down (rows above see nothing below 3 m further than a few metres)."""
     x, y, yaw = pose
@@ -161,7 +161,7 @@ def night_light(img, hx, hy, hz, depth, pose, lights: StreetLights, vehicles, r0
     light = head[..., None] * np.array([1.0, 0.98, 0.92], np.float32)
     light += street[..., None] * lights.rgb
     light += NIGHT_AMBIENT
-    img *= light
+    return light
 
 
 def glows(img, depth, bearing, vcs, fx: float, fy: float, cam: Tuple[float, float, float, float],

@@ -11,7 +11,8 @@ different (noisy, shared) machines can be compared.
 A second table renders the drive-time conditions (``sim.conditions``) at 512x288 with the sensor
 model along a simulated drive (frames at time t, traffic around the ego car): ``ms_per_frame`` and
 ``vs_plain``, the frame time divided by that of the same renderer without conditions, measured in
-the same run on the same frames, interleaved (the target: traffic + night + rain <= 1.5).
+the same run on the same frames, interleaved, each the fastest of 3 renders (the target: traffic +
+night + rain <= 1.5).
 """
 from __future__ import annotations
 
@@ -103,9 +104,12 @@ def conditions_rows(world, seed: int, n_frames: int):
         for j, r in enumerate(renderers):
             if k == 0:
                 r.render(*pose, t=float(t))  # warm-up
-            t0 = time.perf_counter()
-            r.render(*pose, t=float(t))
-            spent[j] += time.perf_counter() - t0
+            best = np.inf
+            for _ in range(3):  # the fastest of 3: other work on a shared machine only ever adds time
+                t0 = time.perf_counter()
+                r.render(*pose, t=float(t))
+                best = min(best, time.perf_counter() - t0)
+            spent[j] += best
     ms = spent / n_frames * 1e3
     return [{"conditions": name, "prepare_s": round(p, 2), "ms_per_frame": round(m, 1), "vs_plain": round(m / ms[0], 2)}
             for (name, _), p, m in zip(cases, prep, ms)]

@@ -43,6 +43,18 @@ class DriveTime:
         self.traffic = Traffic(world, c.traffic, stream_rng(self.seed, "traffic"), ego) if c.traffic else None
         self._road = None
         self._placed = []
+        self._windows = None
+        self.lit_window_share = float(rng_l.uniform(0.2, 0.45)) if self.night else 0.0
+
+    def windows(self, mask, window, building, storey, column) -> None:
+        """From the renderer's building shading: the window pixels of this frame (lit ones glow at night)."""
+        if not self.night or not window.any():
+            return
+        key = (building.astype(np.int64) * 7919 + storey.astype(np.int64) * 104729 + column.astype(np.int64) * 1299709
+               + self.seed) % 1000
+        lit = window & (key < 1000 * self.lit_window_share)
+        rows, cols = np.nonzero(mask)
+        self._windows = (rows[lit], cols[lit], (key[lit] % 7).astype(np.float32))
 
     def prepare(self, r) -> None:
         """Road changes and wet surfaces into the renderer's raster copies (never the world's)."""
@@ -56,7 +68,7 @@ class DriveTime:
 
     # ---- per frame ------------------------------------------------------------------------
     def enter(self, r, x: float, y: float, yaw: float, t: float | None):
-        self._placed = []
+        self._placed, self._windows = [], None
         if self.traffic is None:
             return None
         sun = None if self.night else r._sun
@@ -81,16 +93,24 @@ class DriveTime:
             frac[fin & (depth > r.max_range_m)] = 1.0
             img += frac[..., None] * (sky_rgb[0] - old)[None, None, :]
         if self.night:
-            theta = yaw + bearing
-            D = np.where(fin, depth, np.float32(0.0))
-            hx = np.float32(x) + np.cos(theta).astype(np.float32)[None, :] * D
-            hy = np.float32(y) + np.sin(theta).astype(np.float32)[None, :] * D
-            hz = np.float32(cam.mount_height_m) - (vcs / cam.fy).astype(np.float32)[:, None] * D * \
-                np.cos(bearing).astype(np.float32)[None, :]
+            import cv2
+
+            # the light is smooth: computed on every other row and column, interpolated back
+            bs, vs, ds = bearing[::2], vcs[::2], depth[::2, ::2]
+            D = np.where(np.isfinite(ds), ds, np.float32(0.0))
+            hx = np.float32(x) + np.cos(yaw + bs).astype(np.float32)[None, :] * D
+            hy = np.float32(y) + np.sin(yaw + bs).astype(np.float32)[None, :] * D
+            hz = np.float32(cam.mount_height_m) - (vs / cam.fy).astype(np.float32)[:, None] * D * \
+                np.cos(bs).astype(np.float32)[None, :]
             # beams light nothing above 3 m: rows more than 0.2 fy above the horizon see that height only
             # within 6 m, where the beams ramp in
-            r0 = int(np.searchsorted(vcs, -0.2 * cam.fy))
-            L.night_light(img, hx, hy, hz, depth, (x, y, yaw), self.lights, self._placed, r0)
+            r0 = int(np.searchsorted(vs, -0.2 * cam.fy))
+            light = L.night_light(hx, hy, hz, ds, (x, y, yaw), self.lights, self._placed, r0)
+            img *= cv2.resize(light, (img.shape[1], img.shape[0]), interpolation=cv2.INTER_LINEAR)
+            if self._windows is not None:  # lit windows: warm, some brighter than others
+                wr, wc, tone = self._windows
+                img[wr, wc] += (np.float32(0.55) + np.float32(0.08) * tone)[:, None] * L.WINDOW_RGB
+                self._windows = None
         if sky_rgb is not None:
             np.copyto(img, sky_rgb[:, None, :], where=sky[..., None])
         if self.night:
@@ -138,6 +158,7 @@ class DriveTime:
                      "lighting": dict(self._light)}
         if self.lights is not None:
             out["lighting"]["street_lights"] = self.lights.realisation()
+            out["lighting"]["lit_window_share"] = round(self.lit_window_share, 3)
         w: Dict = {"kind": self.cond.weather}
         if self.visibility_m is not None:
             w["visibility_m"] = round(self.visibility_m, 2)

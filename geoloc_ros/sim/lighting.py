@@ -7,8 +7,9 @@
   beams (a cone 3-40 m ahead, asymmetric towards the kerb, falling off with distance), street
   lights every 30-50 m along every road (pools of light: ``StreetLights``, an irradiance raster
   at 1 m made once per drive), the head lights of vehicles that face the light's receiver (their
-  own beams, up to ``MAX_BEAMS``); then lamp glows (street lamp heads, head and tail lights of
-  the stamped vehicles, where not occluded). The camera exposes ``NIGHT_GAIN`` x longer, adds
+  own beams, up to ``MAX_BEAMS``), computed at half resolution and interpolated; then lit windows
+  (a share drawn per drive, chosen per building, storey and window) and lamp glows (street lamp
+  heads, head and tail lights of the stamped vehicles, where not occluded). The camera exposes ``NIGHT_GAIN`` x longer, adds
   gain noise before the sensor's auto exposure amplifies it, and the longer exposure blurs along
   the direction of travel (``motion_blur``: speed x exposure, radial from the image centre, by
   each pixel's depth).
@@ -27,6 +28,7 @@ NIGHT_GAIN = 2.0  # the camera's longest exposure x highest gain at night (the a
 NIGHT_NOISE_DN = 1.5  # gain noise (1 sigma, DN, before the gain)
 MAX_BEAMS = 3
 LAMP_HEIGHT_M = 8.0
+WINDOW_RGB = np.array([120.0, 95.0, 60.0], np.float32)  # a lit window at night (before the camera's gain)
 
 
 def lit_appearance(app, time_of_day: str, weather: str, rng: np.random.Generator):
@@ -35,7 +37,7 @@ def lit_appearance(app, time_of_day: str, weather: str, rng: np.random.Generator
     if time_of_day == "dusk":
         el = float(rng.uniform(3.0, 8.0))
         az = float(rng.choice([rng.uniform(235.0, 295.0), rng.uniform(65.0, 125.0)]))
-        app = replace(app, sun_elevation_deg=el, sun_azimuth_deg=az, sun_rgb=(1.0, 0.68, 0.42), ambient=0.3,
+        app = replace(app, sun_elevation_deg=el, sun_azimuth_deg=az, sun_rgb=(1.0, 0.76, 0.52), ambient=0.3,
                       brightness=max(0.2, round(app.brightness * 0.55, 4)), haze_m=min(app.haze_m, 600.0))
     elif time_of_day == "night":
         # unlit: ambient 1 and no direct sun, the night light multiplies the albedo (``night_light``)
@@ -123,7 +125,7 @@ class StreetLights:
                 "kind": "sodium" if self.sodium else "led", "height_m": LAMP_HEIGHT_M}
 
 
-def beam(hx, hy, hz, lx: float, ly: float, lyaw: float, intensity: float = 1.1) -> np.ndarray:
+def beam(hx, hy, hz, lx: float, ly: float, lyaw: float, intensity: float = 0.9) -> np.ndarray:
     """Low-beam irradiance at points (hx, hy, height hz) from a car at (lx, ly) heading ``lyaw``: a cone
     about +-18 deg (wider towards the right kerb), ramping in over 1.5-5 m, falling off with distance and
     cut off 35-48 m ahead; none above 3 m. float32 throughout (it runs on every lit pixel)."""
@@ -132,16 +134,16 @@ def beam(hx, hy, hz, lx: float, ly: float, lyaw: float, intensity: float = 1.1) 
     a = rx * c + ry * s
     lat = ry * c - rx * s
     q = lat / np.maximum(a, np.float32(0.1))  # tan of the angle off the axis
-    q = q / np.where(q < 0, np.float32(0.45), np.float32(0.33))
+    q = q / np.where(q < 0, np.float32(0.4), np.float32(0.32))
     E = np.exp(np.float32(-0.5) * q * q) * np.float32(intensity) / (np.float32(1.0) + (a * np.float32(0.05)) ** 2)
     E *= np.clip((a - np.float32(1.5)) / np.float32(3.5), 0.0, 1.0)
     E *= np.clip((np.float32(48.0) - a) / np.float32(13.0), 0.0, 1.0)
     return E * np.clip(np.float32(1.0) - (hz - np.float32(1.3)) * np.float32(0.6), 0.0, 1.0)
 
 
-def night_light(img, hx, hy, hz, depth, pose, lights: StreetLights, vehicles, r0: int = 0) -> None:
-    """Multiply the unlit level image by the night light, in place (sky pixels too: the caller paints
-    the sky afterwards). ``pose`` the ego (x, y, yaw); ``vehicles`` [(i, x, y, yaw)] of the stamped
+def night_light(hx, hy, hz, depth, pose, lights: StreetLights, vehicles, r0: int = 0) -> np.ndarray:
+    """The night light [H, W, 3] that multiplies the unlit level image (sky pixels too: the caller
+    paints the sky afterwards). ``pose`` the ego (x, y, yaw); ``vehicles`` [(i, x, y, yaw)] of the stamped
     vehicles; hx, hy, hz [H, W] float32 (world x, y and height above the ground of each pixel); beams
     only from row ``r0`` down (rows above see nothing below 3 m further than a few metres)."""
     x, y, yaw = pose
@@ -157,11 +159,11 @@ def night_light(img, hx, hy, hz, depth, pose, lights: StreetLights, vehicles, r0
             facing.append((d, vx, vy, vyaw))
     for d, vx, vy, vyaw in sorted(facing)[:MAX_BEAMS]:
         m = depth < d + 2.0
-        head[r0:][m] += beam(hx[m], hy[m], hz[m], vx, vy, vyaw, 0.9)
+        head[r0:][m] += beam(hx[m], hy[m], hz[m], vx, vy, vyaw, 0.7)
     light = head[..., None] * np.array([1.0, 0.98, 0.92], np.float32)
     light += street[..., None] * lights.rgb
     light += NIGHT_AMBIENT
-    img *= light
+    return light
 
 
 def glows(img, depth, bearing, vcs, fx: float, fy: float, cam: Tuple[float, float, float, float],

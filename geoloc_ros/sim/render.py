@@ -565,6 +565,8 @@ class GroundRenderer:
         col[hpix < 0.4] *= 0.75
         img[mask] = col
         dist[mask] = t
+        if self._scene is not None:  # lit windows at night: which window of which storey of which building
+            self._scene.windows(mask, window, i, np.floor(hpix / fh), np.floor((along + 100.0 * ws) / ws))
 
     def _shade_vegetation_and_cars(self, img, dist, mask, osem, orow, ocol, vc, cosb, x, y, dx, dy, above) -> None:
         cam = self.camera

@@ -102,9 +102,9 @@ class Feeder:
         import rclpy
         from diagnostic_msgs.msg import DiagnosticArray
         from geometry_msgs.msg import PoseWithCovarianceStamped
+        from nav_msgs.msg import Odometry
         from rclpy.qos import QoSProfile, qos_profile_sensor_data
         from sensor_msgs.msg import CameraInfo, Image, NavSatFix
-        from nav_msgs.msg import Odometry
 
         from geoloc_ros.bag import read_bag
 

@@ -13,7 +13,6 @@ lifecycle:=true starts geoloc_lifecycle_node (a managed node); with autostart:=t
 launch file configures it and, once configured, activates it; with autostart:=false a lifecycle
 manager (nav2_lifecycle_manager with node_names: [geoloc_node]) or `ros2 lifecycle set` does.
 """
-from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, EmitEvent, OpaqueFunction, RegisterEventHandler
 from launch.events import matches_action
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
@@ -22,6 +21,8 @@ from launch_ros.event_handlers import OnStateTransition
 from launch_ros.events.lifecycle import ChangeState
 from launch_ros.substitutions import FindPackageShare
 from lifecycle_msgs.msg import Transition
+
+from launch import LaunchDescription
 
 BACKENDS = ["", "auto", "tensorrt", "onnxruntime", "torch"]
 

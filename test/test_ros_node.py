@@ -22,10 +22,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _shared import DRIVE_S, ros_domain
 
 from geoloc_ros.evaluation.live import isolated_env, stop_process, wait_for
-
-from _shared import DRIVE_S, ros_domain
 
 pytest.importorskip("rclpy", reason="rclpy not installed (pip install .[ros])")
 pytest.importorskip("sensor_msgs.msg", reason="ROS 2 messages not installed (pip install .[ros])")
@@ -181,8 +180,8 @@ def _frame(drive_dir: Path):
 
 
 def test_corrected_fix_error_is_well_below_raw_gnss_error(recorded_drive, drive_dir):
-    from geoloc_ros.core import msgconv
     from geoloc_ros.bag import read_bag
+    from geoloc_ros.core import msgconv
 
     frame = _frame(drive_dir)
     fixes = [r for r in recorded_drive["rows"] if r["topic"] == "fix"]
@@ -686,7 +685,7 @@ def test_unset_index_path_and_bad_parameters_are_rejected_at_start(tmp_path):
     code, text = _start_fails(tmp_path, {"backend": "cuda", "image_queue_size": 0})
     assert code == 2, text
     for needle in ("'backend' must be one of auto, tensorrt, onnxruntime, torch", "'image_queue_size' must be in",
-                   "'index_path' is required"):
+                   "set 'orthophoto' (metric matching"):
         assert needle in text, text
     code, text = _start_fails(tmp_path, {"index_path": "/x"}, ["-p", "odom_topc:=/odom"])
     assert code == 2 and "unknown parameter 'odom_topc' (did you mean odom_topic" in text, text

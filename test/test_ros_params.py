@@ -32,11 +32,13 @@ def yaml_params():
     return flat(doc["geoloc_node"]["ros__parameters"])
 
 
-def test_defaults_validate_once_index_path_is_given_and_index_path_is_required():
+def test_an_index_alone_or_an_orthophoto_alone_validates_and_neither_is_a_clear_error():
     s = P.validate({"index_path": "/data/index"})
     assert s.index_path == "/data/index" and s.backend == "auto" and s.image_queue_size == 2
     assert type(s.localizer).__name__ == "LocalizerConfig"
-    with pytest.raises(InvalidArgument, match="index_path' is required"):
+    s = P.validate({"orthophoto": "/data/ortho.tif"})
+    assert s.orthophoto == "/data/ortho.tif" and s.index_path == ""
+    with pytest.raises(InvalidArgument, match="set 'orthophoto' .* and/or 'index_path'"):
         P.validate({})
 
 
@@ -264,7 +266,7 @@ def test_foxglove_layout_parses_and_names_only_topics_the_node_publishes():
     for kind in ("DiagnosticSummary", "DiagnosticStatusPanel"):
         assert kinds[kind]["topicToRender"] == "/diagnostics", kind
     assert kinds["DiagnosticStatusPanel"]["selectedName"] == f"{P.NODE_NAME}: localization"  # the node's status name
-    assert f'f"{{self.get_name()}}: localization"' in node_src
+    assert 'f"{self.get_name()}: localization"' in node_src
 
     def leaves(node):
         return [node] if isinstance(node, str) else leaves(node["first"]) + leaves(node["second"])

@@ -47,12 +47,13 @@ Models
 * GNSS (``update_gnss``): gated by the Mahalanobis distance of the fix to the predicted
   measurement distribution (particle spread of position + bias, plus the white noise). Multipath
   jumps (15-40 m, not in the reported covariance) fail the gate and are counted, not used.
-* Camera (``update_camera``): one interface for both camera measurements (``core.measurement``):
-  each particle reads the measurement's likelihood factor at its own (x, y, yaw). Retrieval gives
-  a similarity map over tile positions (softmax with a temperature mixed with a uniform floor,
-  interpolated between tiles); metric matching a log-likelihood volume over (x, y, heading) in a
-  window around the prior (temperature calibrated on validation drives, trilinear). Particles
-  outside what was scored get 1, i.e. no information. A gate (retrieval: peak prominence,
+* Camera (``update_camera``): one interface for both camera measurements (``core.measurement``),
+  each carrying its own update. Retrieval gives a similarity map over tile positions (softmax with
+  a temperature mixed with a uniform floor, interpolated between tiles) that weights each particle
+  at its own (x, y, yaw) (``update_factor``); metric matching a log-likelihood volume over (x, y,
+  heading) in a window around the prior (temperature calibrated on validation drives), a Bayes
+  update on the volume's grid that redraws the particles (``update_volume``). Particles outside
+  what was scored get 1, i.e. no information. A gate (retrieval: peak prominence,
   entropy, ambiguity between distant peaks; metric: probability mass near the peak) rejects
   measurements that would not carry information, and one that would wipe out almost all of a
   credible prior is rejected as inconsistent.
@@ -380,18 +381,17 @@ class PoseFilter:
         d = _wrap(self.yaw - yaw)
         self._reweight(-0.5 * (d / std) ** 2)
 
-    def grid_factor(self, tile_xy: np.ndarray, lik: np.ndarray, spacing: float) -> np.ndarray:
-        """``core.measurement.grid_factor`` at the particles."""
-        return grid_factor(self.x, self.y, tile_xy, lik, spacing)
-
     def update_camera(self, meas, check_consistency: bool = True) -> Tuple[bool, float]:
-        """Weight by a camera measurement's factor at each particle (``core.measurement``; evaluate
-        it first). Returns (used, ess_ratio after). With ``check_consistency`` a measurement that
-        leaves fewer than ``match_min_ess_ratio`` of the effective particles is rejected (weights
-        unchanged). A likelihood volume goes through ``update_volume`` instead."""
-        if getattr(meas, "kind", "") == "metric":
-            return self.update_volume(meas, check_consistency)
-        fac = meas.factor(self.x, self.y, self.yaw)
+        """A camera measurement (``core.measurement``; evaluate it first): each kind carries its own
+        update (``meas.update(self, check_consistency)``): retrieval's similarity map weights the
+        particles (``update_factor``), metric matching's volume is a Bayes update on its own grid
+        (``update_volume``). Returns (used, ess ratio or evidence)."""
+        return meas.update(self, check_consistency)
+
+    def update_factor(self, fac: np.ndarray, check_consistency: bool = True) -> Tuple[bool, float]:
+        """Weight each particle by ``fac`` (a measurement's factor at the particles). Returns (used,
+        ess_ratio after). With ``check_consistency`` a measurement that leaves fewer than
+        ``match_min_ess_ratio`` of the effective particles is rejected (weights unchanged)."""
         w = self.w * fac
         tot = float(w.sum())
         if not tot > 0:

@@ -41,22 +41,20 @@ import traceback
 from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 import numpy as np
-
 import rclpy
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 
 from ..core import msgconv
-from ..core.errors import GeolocError, InvalidArgument
-from ..core.images import compressed_msg_to_rgb, image_msg_to_rgb, rgb_to_image_fields
-from ..core.msgconv import MessageDropped
+from ..core.errors import GeolocError
+from ..core.images import rgb_to_image_fields
 from ..core.rates import InputMonitor
+from ..runtime import InputRouter, build_localizer, load_measurements, mount_from_param
 from . import params as P
 
 log = logging.getLogger(__name__)
 
 STATUS_LEVEL = {"tracking": 0, "initialising": 0, "degraded": 1, "lost": 2}  # DiagnosticStatus levels
-TIME_BACKWARDS_EPS_S = 1e-3
 
 
 def _get(obj: Any, name: str, default: Any = None) -> Any:
@@ -109,6 +107,7 @@ class EventQueue:
         self._cond = threading.Condition()
         self.image_cap, self.other_cap = int(image_cap), int(other_cap)
         self.n_images = 0
+        self.puts = 0  # items ever put (the worker's ``applied`` catches up with it)
         self._on_drop = on_drop
 
     def put(self, kind: str, item: Any) -> None:
@@ -130,6 +129,7 @@ class EventQueue:
                         dropped = f"{k}.queue_full"
                         break
             self._dq.append((kind, item))
+            self.puts += 1
             self._cond.notify()
         if dropped:
             self._on_drop(dropped)
@@ -203,13 +203,6 @@ class _LogBridge(logging.Handler):
             pass
 
 
-def grid_to_enu_cov(cov_xy: np.ndarray, convergence_deg: float) -> np.ndarray:
-    """2x2 covariance on the UTM grid axes -> true east/north axes (rotate by the grid convergence)."""
-    g = math.radians(convergence_deg)
-    R = np.array([[math.cos(g), math.sin(g)], [-math.sin(g), math.cos(g)]])
-    return R @ np.asarray(cov_xy, float) @ R.T
-
-
 class GeolocMixin:
     """The node's work, for a plain rclpy Node (``GeolocNode``) and a managed one
     (``lifecycle.GeolocLifecycleNode``): the steps are the lifecycle's.
@@ -241,8 +234,12 @@ class GeolocMixin:
             localizer = self._load()
         self.loc = localizer
         self.frame = localizer.frame
-        self._static_tfs: List[Any] = []  # /tf_static transforms seen (camera mounting)
-        self._last_info = None  # the camera_info last given to the Localizer
+        # the one way from a message to the Localizer (runtime.InputRouter): the callbacks convert,
+        # the worker applies; the replay goes through the same object's methods
+        self.router = InputRouter(localizer, camera_mount=mount_from_param(s.camera_mount), base_frame=s.base_frame,
+                                  publish_on_fix=s.publish_on_fix, drops=self.drops, events=self.events)
+        self.router.on_reset.append(self._on_reset)
+        self.applied = 0  # inputs the worker has given to the Localizer
         self.index = self.index or getattr(localizer, "index", None)
         self._bridge = _LogBridge(self.get_logger())
         logging.getLogger("geoloc_ros").addHandler(self._bridge)
@@ -259,11 +256,9 @@ class GeolocMixin:
         self._lat_ms: Deque[float] = collections.deque(maxlen=200)  # receipt -> publish (wall)
         self._stamp_lat_ms: Deque[float] = collections.deque(maxlen=200)  # node clock now - image stamp
         self._compute_ms: Deque[float] = collections.deque(maxlen=200)
-        self._last_t: Dict[str, float] = {}
         self._last_est = None
         self._last_status = "initialising"
         self._last_reasons: List[str] = []
-        self._last_raw_fix: Optional[Any] = None  # (FixSample, altitude, var_u, service)
         self._gnss_xy: Deque[Tuple[float, float]] = collections.deque(maxlen=30)
         self._path_xy: Deque[Tuple[float, float]] = collections.deque(maxlen=300)
         self._drops_at_last_diag: Dict[str, int] = {}
@@ -286,43 +281,16 @@ class GeolocMixin:
 
     # ------------------------------------------------------------------ setup
     def _load(self):
-        from pathlib import Path
-
+        """The Localizer on the configured orthophoto and/or tile index (``runtime.load_measurements``)."""
         s = self.settings
-        from ..pipeline import Localizer
-
         t0 = time.perf_counter()
-        matcher = None
-        if s.orthophoto:
-            op = Path(s.orthophoto).expanduser()
-            if not op.exists():
-                raise InvalidArgument(f"orthophoto {op} does not exist; set it to the GeoTIFF (or XYZ folder) of the "
-                                      f"area, or to '' for retrieval only")
-        ip = Path(s.index_path).expanduser() if s.index_path else None
-        if ip is None and not s.orthophoto:
-            raise InvalidArgument("set orthophoto (metric matching) and/or index_path (a tile index built with "
-                                  "`geoloc index build`)")
-        if ip is not None:
-            if not ip.exists():
-                raise InvalidArgument(f"index_path {ip} does not exist; build a tile index with `geoloc index build` "
-                                      f"and set index_path to its folder")
-            from ..index import TileIndex
-            from ..inference import load_encoder
-
-            self.encoder = load_encoder(s.model, backend=s.backend, device=s.device,
-                                        threads=s.encoder_threads or None, engines_dir=s.engines_dir or None)
-            self.index = TileIndex.open(ip, expect_model=self.encoder.identity, memory_budget_mb=s.memory_budget_mb)
-        if s.orthophoto:
-            from ..metric import open_matcher
-
-            matcher = open_matcher(Path(s.orthophoto).expanduser(), s.localizer,
-                                   frame=self.index.frame if self.index is not None else None,
-                                   features=s.metric_features, memory_budget_mb=s.memory_budget_mb)
-        loc = Localizer(self.encoder, self.index, s.localizer, matcher=matcher)
-        self.get_logger().info(f"loaded {'metric matcher' if matcher is not None else ''}"
-                               f"{' and ' if matcher is not None and self.index is not None else ''}"
-                               f"{'encoder and index' if self.index is not None else ''} in "
-                               f"{time.perf_counter() - t0:.1f} s")
+        m = load_measurements(s.localizer, orthophoto=s.orthophoto or None, index_path=s.index_path or None,
+                              model=s.model, backend=s.backend, device=s.device, threads=s.encoder_threads or None,
+                              engines_dir=s.engines_dir or None, features=s.metric_features,
+                              memory_budget_mb=s.memory_budget_mb)
+        self.encoder, self.index = m.encoder, m.index
+        loc = build_localizer(s.localizer, m)
+        self.get_logger().info(f"loaded {m.describe()} in {time.perf_counter() - t0:.1f} s")
         return loc
 
     @property
@@ -334,18 +302,6 @@ class GeolocMixin:
         if base.endswith("/compressed"):
             base = base[:-len("/compressed")]
         return base.rsplit("/", 1)[0] + "/camera_info"
-
-    def _camera_model(self, info):
-        """CameraModel from a camera_info sample and the mounting (/tf_static if it connects, else the
-        camera_mount parameter)."""
-        from ..metric.bev import CameraModel, mount_from_transforms
-
-        s = self.settings
-        mount = mount_from_transforms(self._static_tfs, s.base_frame, info.frame_id) if self._static_tfs else None
-        if mount is None:
-            x, y, z, r, p, w = (float(v) for v in s.camera_mount)
-            mount = CameraModel.mount_from_rpy(x, y, z, math.radians(r), math.radians(p), math.radians(w))
-        return CameraModel.from_camera_info(info.width, info.height, info.K, info.D).with_mount(*mount)
 
     @property
     def image_topic(self) -> str:
@@ -449,95 +405,39 @@ class GeolocMixin:
 
     # ------------------------------------------------------------------ callbacks (executor thread)
     def _on_image(self, msg) -> None:
-        self._enqueue_image(msg, image_msg_to_rgb, "image")
-
-    def _on_compressed(self, msg) -> None:
-        self._enqueue_image(msg, compressed_msg_to_rgb, "image")
-
-    def _enqueue_image(self, msg, convert, kind: str) -> None:
-        recv = time.monotonic()
         self._on_input("image", msg)
-        try:
-            t = msgconv.header_time(msg)
-            img = convert(msg)
-        except MessageDropped as exc:
-            self.drops.add(f"image.{exc.reason}", str(exc))
-            return
-        except Exception as exc:  # anything else a broken message can do
-            self.drops.add("image.conversion_error", f"{type(exc).__name__}: {exc}")
-            return
-        if not math.isfinite(t) or t <= 0.0:
-            self.drops.add("image.bad_stamp", f"header stamp {t!r} is not a time")
-            return
-        self.queue.put("image", (t, img, recv))
-        self.count["images_converted"] += 1
+        item = self.router.convert("image", msg)
+        if item is not None:
+            self.queue.put("image", item)
+            self.count["images_converted"] += 1
+
+    _on_compressed = _on_image
 
     def _on_fix(self, msg) -> None:
         self._on_input("fix", msg)
-        try:
-            sample, reason = msgconv.navsatfix_check(msg)
-            alt = float(msg.altitude)
-            cov = list(msg.position_covariance)
-            var_u = float(cov[8]) if int(msg.position_covariance_type) > 0 and math.isfinite(float(cov[8])) \
-                and float(cov[8]) > 0 else None
-            service = int(msg.status.service)
-        except Exception as exc:
-            self.drops.add("fix.conversion_error", f"{type(exc).__name__}: {exc}")
-            return
-        if not math.isfinite(sample.t) or sample.t <= 0.0:
-            self.drops.add("fix.bad_stamp", f"header stamp {sample.t!r} is not a time")
-            return
-        if reason == "no_fix":  # the receiver says so: an event, not bad input
-            self.events.add("fix.no_fix", "GNSS reports no fix; continuing on camera/odometry", level="info")
-        elif reason != "ok":  # bad input: the Localizer is told there is no usable fix (ok=False)
-            self.drops.add(f"fix.{reason}", f"GNSS fix not usable ({reason}); continuing on camera/odometry")
-        elif msgconv.navsatfix_cov_invalid(msg):  # used, with the default sigma instead of its covariance
-            self.events.add("fix.covariance_invalid", f"GNSS covariance (type {int(msg.position_covariance_type)}) "
-                            f"has NaN, negative or zero variances: the default sigma "
-                            f"{self.settings.localizer.gnss_default_sigma_m:g} m is used instead")
-        self.queue.put("fix", (sample, alt, var_u, service))
-
-    def _converted(self, kind: str, convert, msg):
-        """``convert(msg)``, or None with the drop counted (its own reason, else conversion_error)."""
-        try:
-            return convert(msg)
-        except MessageDropped as exc:
-            self.drops.add(f"{kind}.{exc.reason}", str(exc))
-        except Exception as exc:  # anything else a broken message can do
-            self.drops.add(f"{kind}.conversion_error", f"{type(exc).__name__}: {exc}")
-        return None
-
-    def _on_camera_info(self, msg) -> None:
-        info = self._converted("camera_info", msgconv.camera_info, msg)
-        if info is None:
-            return
-        info = info._replace(t=0.0)
-        if info != self._last_info:  # camera_info repeats with every frame: queue changes only
-            self._last_info = info
-            self.queue.put("camera_info", info)
-
-    def _on_tf_static(self, msg) -> None:
-        tfs = self._converted("tf_static", msgconv.transforms, msg)
-        if tfs is not None:
-            self.queue.put("tf_static", tfs)
+        self._enqueue("fix", msg)
 
     def _on_odom(self, msg) -> None:
         self._on_input("odom", msg)
-        sample = self._converted("odom", msgconv.odometry, msg)
-        if sample is not None:
-            self.queue.put("odom", sample)
+        self._enqueue("odom", msg)
+
+    def _on_camera_info(self, msg) -> None:
+        self._enqueue("camera_info", msg)  # None (nothing queued) while it repeats unchanged
+
+    def _on_tf_static(self, msg) -> None:
+        self._enqueue("tf_static", msg)
+
+    def _enqueue(self, kind: str, msg) -> None:
+        item = self.router.convert(kind, msg)
+        if item is not None:
+            self.queue.put(kind, item)
 
     # ------------------------------------------------------------------ worker thread
-    def _check_time(self, stream: str, t: float) -> None:
-        last = self._last_t.get(stream)
-        self._last_t[stream] = t
-        if last is not None and t < last - TIME_BACKWARDS_EPS_S:
-            self.events.add("time_backwards", f"{stream} stamp went back {last - t:.3f} s (bag loop or clock "
-                           f"reset): the localizer resets", level="info")
-            self._path_xy.clear()
-            self._gnss_xy.clear()
-            self._path_msg.poses = []
-            self._last_t = {stream: t}
+    def _on_reset(self, why: str) -> None:
+        """Time went backwards (router): the drawn path and GNSS trail start again."""
+        self._path_xy.clear()
+        self._gnss_xy.clear()
+        self._path_msg.poses = []
 
     def _work(self) -> None:
         while not self._stop.is_set():
@@ -546,60 +446,38 @@ class GeolocMixin:
                 continue
             kind, item = ev
             try:
-                if kind == "image":
-                    self._process_image(*item)
-                elif kind == "fix":
-                    self._process_fix(*item)
-                elif kind == "odom":
-                    self._check_time("odom", item.t)
-                    self.loc.on_odom(*item)
-                elif kind == "tf_static":
-                    self._static_tfs.extend(item)
-                    if self._last_info is not None:
-                        self.loc.set_camera(self._camera_model(self._last_info))
-                elif kind == "camera_info":
-                    self.loc.set_camera(self._camera_model(item))
+                self._process(kind, item)
             except Exception as exc:  # never let one message kill the worker
                 try:
                     self.drops.add(f"{kind}.processing_error", f"{type(exc).__name__}: {exc}\n"
                                    + "".join(traceback.format_exc(limit=6)), level="error")
                 except Exception:
                     pass
+            finally:
+                self.applied += 1
 
-    def _process_fix(self, sample, alt, var_u, service) -> None:
-        self._check_time("fix", sample.t)
-        self._last_raw_fix = (sample, alt, var_u, service)
-        if sample.ok:
-            if self.index is not None and hasattr(self.index, "covers") and not self.index.covers(sample.lat, sample.lon):
-                self.events.add("fix.outside_index", f"GNSS fix ({sample.lat:.6f}, {sample.lon:.6f}) is outside the "
-                               f"tile index coverage: camera matching cannot help there", level="warning")
-            try:
-                x, y = self.frame.from_latlon(sample.lat, sample.lon)
-                self._gnss_xy.append((float(x), float(y)))
-            except Exception:
-                pass
-        self.loc.on_fix(sample.t, sample.lat, sample.lon, sample.cov_en, sample.ok)
-        if self.settings.publish_on_fix:
-            est = self.loc.estimate(sample.t)
-            if est is not None:
-                self._publish_estimate(est, keyframe=False)
-
-    def _process_image(self, t: float, img: np.ndarray, recv: float) -> None:
-        self._check_time("image", t)
-        self.count["images_processed"] += 1
-        est = self.loc.on_image(t, img)
+    def _process(self, kind: str, item) -> None:
+        """One input through the router to the Localizer, and what it gives published."""
+        if kind == "image":
+            self.count["images_processed"] += 1
+        est = self.router.apply(kind, item)
+        if kind == "fix" and item.sample.ok:
+            x, y = self.frame.from_latlon(item.sample.lat, item.sample.lon)
+            self._gnss_xy.append((float(x), float(y)))
         if est is None:
             return
+        self._publish_estimate(est, keyframe=bool(est.keyframe))
+        if kind == "image":
+            self._keyframe_stats(est, item)
+
+    def _keyframe_stats(self, est, item) -> None:
         self.rate_keyframe.tick()
-        cm = _get(est, "compute_ms")
-        self._publish_estimate(est, keyframe=True)
         now = self.get_clock().now().nanoseconds * 1e-9
         with self._stats_lock:
-            if cm is not None:
-                self._compute_ms.append(float(cm))
-            self._lat_ms.append((time.monotonic() - recv) * 1e3)
-            if now > 0 and abs(now - t) < 3600.0:  # stamps from another clock (a bag without use_sim_time): skip
-                self._stamp_lat_ms.append((now - t) * 1e3)
+            self._compute_ms.append(float(est.compute_ms))
+            self._lat_ms.append((time.monotonic() - item.recv) * 1e3)
+            if now > 0 and abs(now - item.t) < 3600.0:  # stamps from another clock (a bag without use_sim_time): skip
+                self._stamp_lat_ms.append((now - item.t) * 1e3)
 
     # ------------------------------------------------------------------ publishing
     def _stamp(self, msg_header, t: float, frame_id: str) -> None:
@@ -608,7 +486,7 @@ class GeolocMixin:
 
     def _publish_estimate(self, est, keyframe: bool) -> None:
         from geometry_msgs.msg import PoseStamped, PoseWithCovarianceStamped
-        from sensor_msgs.msg import NavSatFix, NavSatStatus
+        from sensor_msgs.msg import NavSatFix
 
         s = self.settings
         t = float(_get(est, "t"))
@@ -621,34 +499,26 @@ class GeolocMixin:
             self.drops.add("estimate.nonfinite", "the localizer returned a non-finite estimate; not published")
             return
 
-        fix = NavSatFix()
+        raw = self.router.last_fix
+        f = msgconv.fix_fields(est.lat, est.lon, cov[:2, :2], self.loc.grid_convergence_deg(x, y),
+                               ok=msgconv.estimate_status_ok(status),
+                               altitude=raw.altitude if raw is not None else float("nan"),
+                               var_up=raw.var_up if raw is not None else None,
+                               service=raw.service if raw is not None else None)
+        fix = NavSatFix(latitude=f["latitude"], longitude=f["longitude"], altitude=f["altitude"],
+                        position_covariance=f["position_covariance"],
+                        position_covariance_type=f["position_covariance_type"])
         self._stamp(fix.header, t, s.base_frame)
-        fix.latitude, fix.longitude = float(_get(est, "lat")), float(_get(est, "lon"))
-        raw = self._last_raw_fix
-        alt = raw[1] if raw is not None and math.isfinite(raw[1]) else float("nan")
-        var_u = raw[2] if raw is not None and raw[2] is not None else 100.0
-        fix.altitude = alt
-        fix.status.status = NavSatStatus.STATUS_FIX if status in ("tracking", "degraded") else NavSatStatus.STATUS_NO_FIX
-        fix.status.service = raw[3] if raw is not None and raw[3] else NavSatStatus.SERVICE_GPS
-        c2 = grid_to_enu_cov(cov[:2, :2], self.frame.grid_convergence_deg(x, y))
-        c3 = np.zeros((3, 3))
-        c3[:2, :2] = c2
-        c3[2, 2] = var_u
-        fix.position_covariance = [float(v) for v in c3.reshape(-1)]
-        fix.position_covariance_type = NavSatFix.COVARIANCE_TYPE_KNOWN
+        fix.status.status, fix.status.service = f["status"], f["service"]
         self.pub_fix.publish(fix)
 
+        p = msgconv.pose_fields(x, y, yaw, cov)
         pose = PoseWithCovarianceStamped()
         self._stamp(pose.header, t, s.map_frame)
-        pose.pose.pose.position.x, pose.pose.pose.position.y = x, y
-        q = msgconv.yaw_to_quat(yaw)
-        o = pose.pose.pose.orientation
-        o.x, o.y, o.z, o.w = q
-        c = cov.copy()
-        if not math.isfinite(c[2, 2]):
-            c[2, :] = c[:, 2] = 0.0
-            c[2, 2] = 1e6
-        pose.pose.covariance = [float(v) for v in msgconv.pose_cov6(c)]
+        pp = pose.pose.pose
+        pp.position.x, pp.position.y, pp.position.z = p["position"]
+        pp.orientation.x, pp.orientation.y, pp.orientation.z, pp.orientation.w = p["orientation"]
+        pose.pose.covariance = p["covariance"]
         self.pub_pose.publish(pose)
         self.rate_pub.tick()
 
@@ -734,8 +604,8 @@ class GeolocMixin:
                 cands = (np.asarray(_get(cand, "x", []), float).reshape(-1),
                          np.asarray(_get(cand, "y", []), float).reshape(-1),
                          np.asarray(_get(cand, "score", _get(cand, "scores", [])), float).reshape(-1))
-            raw = self._last_raw_fix
-            gcov = raw[0].cov_en if raw is not None and raw[0].ok else None
+            raw = self.router.last_fix
+            gcov = raw.sample.cov_en if raw is not None and raw.sample.ok else None
             conf = _get(est, "confidence")
             text = (f"{status} conf {float(conf):.2f} " if conf is not None else f"{status} ") + \
                 f"t {float(_get(est, 't')):.1f} " + ", ".join(self._last_reasons)

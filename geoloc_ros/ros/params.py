@@ -281,9 +281,10 @@ def validate(overrides: Dict[str, Any], specs: Optional[Sequence[ParamSpec]] = N
             problems.append(f"parameter '{name}' {err}")
         else:
             values[name] = v
-    if "index_path" in by_name and not str(values.get("index_path", "")).strip():
-        problems.append("parameter 'index_path' is required: a tile index folder built with `geoloc index build` "
-                        "for the same model")
+    if "index_path" in by_name and "orthophoto" in by_name and not str(values.get("index_path", "")).strip() \
+            and not str(values.get("orthophoto", "")).strip():
+        problems.append("set 'orthophoto' (metric matching: a GeoTIFF or XYZ folder of the area) and/or 'index_path' "
+                        "(retrieval: a tile index folder built with `geoloc index build` for the same model)")
     loc = None
     if not problems and build_localizer and any(n.startswith(LOCALIZER_PREFIX) for n in by_name):
         try:

@@ -26,12 +26,12 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any, ClassVar, Dict, List, Mapping, Optional
 
 import numpy as np
 
-from .core.config import check_keys
+from .core.config import check_keys, params_of
 from .core.errors import InvalidArgument
 from .core.filter import STATUSES, FilterParams, MatchEval, PoseTracker, TrackState, _f
 from .core.geo import yaw_to_heading_deg
@@ -53,13 +53,14 @@ class LocalizerConfig(FilterParams, MetricParams):
     declare it as a parameter (``localizer.<name>``). Unknown keys in ``from_dict`` are an error."""
 
     _owner: ClassVar[str] = "localizer"
+    _group: ClassVar[str] = "localizer"  # camera use and keyframes; retrieval's and metric's own fields say so
 
     use_camera: bool = _f(True, "use camera matches; false gives the GNSS + odometry baseline (same filter)")
     map_registration_sigma_m: float = _f(0.5, "absolute accuracy of the orthophoto's registration (m, 1-sigma per "
                                          "axis): added to the published covariance while metric matches hold the "
                                          "estimate on the map. Set it from your orthophoto's metadata (often 0.5-2 m); "
                                          "0.5 kept the truth inside the 95 % ellipse 98 % of the time on the "
-                                         "simulator's validation drives (0.7: 100 %)", 0.0, 100.0)
+                                         "simulator's validation drives (0.7: 100 %)", 0.0, 100.0, group="metric")
     camera_measurement: str = _f("auto", "the camera's measurement while a prior exists: metric (BEV matched "
                                  "against the orthophoto over x, y, heading; needs a metric matcher), retrieval "
                                  "(tile index similarity map), or auto (metric when a matcher is given)",
@@ -68,20 +69,28 @@ class LocalizerConfig(FilterParams, MetricParams):
     keyframe_interval_s: float = _f(0.5, "one keyframe per this time when there is no odometry (s)", 0.01, 60.0)
     keyframe_max_gap_s: float = _f(5.0, "a longer gap between keyframes breaks the sequence (buffer cleared) (s)",
                                    0.1, 3600.0)
-    seq_len: int = _f(7, "keyframes fused per descriptor (T; clamped to the model's max_frames)", 1, 64)
-    min_seq_len: int = _f(3, "fewest keyframes before matching starts", 1, 64)
-    search_sigma_k: float = _f(3.0, "search radius = this many position sigmas of the prior ...", 0.5, 20.0)
-    search_radius_min_m: float = _f(24.0, "... clamped to at least this (m)", 1.0, 10000.0)
-    search_radius_max_m: float = _f(80.0, "... and at most this (m)", 1.0, 100000.0)
+    seq_len: int = _f(7, "keyframes fused per descriptor (T; clamped to the model's max_frames)", 1, 64,
+                      group="retrieval")
+    min_seq_len: int = _f(3, "fewest keyframes before matching starts", 1, 64, group="retrieval")
+    search_sigma_k: float = _f(3.0, "search radius = this many position sigmas of the prior ...", 0.5, 20.0,
+                               group="retrieval")
+    search_radius_min_m: float = _f(24.0, "... clamped to at least this (m)", 1.0, 10000.0, group="retrieval")
+    search_radius_max_m: float = _f(80.0, "... and at most this (m)", 1.0, 100000.0, group="retrieval")
     heading_tol_deg: float = _f(0.0, "heading bins within this of the filter heading are searched (deg); 0: the "
-                                "index default (180 / K)", 0.0, 180.0)
-    match_max_yaw_std_deg: float = _f(20.0, "no matching while the heading sigma is above this (deg)", 1.0, 180.0)
-    candidates_k: int = _f(10, "top-k candidates reported with each estimate", 0, 1000)
-    relocalise: bool = _f(True, "relocalise globally (whole index) when lost and no GNSS gives a prior")
-    relocalise_after_s: float = _f(30.0, "... after this long without an accepted GNSS fix (s)", 0.0, 86400.0)
-    relocalise_k: int = _f(20, "candidates of the global search that seed the relocalised particle cloud", 1, 10000)
-    relocalise_pos_std_m: float = _f(8.0, "position sigma around each relocalisation candidate (m)", 0.1, 1000.0)
-    relocalise_yaw_std_deg: float = _f(25.0, "heading sigma around each candidate's heading bin (deg)", 0.1, 180.0)
+                                "index default (180 / K)", 0.0, 180.0, group="retrieval")
+    match_max_yaw_std_deg: float = _f(20.0, "no matching while the heading sigma is above this (deg)", 1.0, 180.0,
+                                      group="retrieval")
+    candidates_k: int = _f(10, "top-k candidates reported with each estimate", 0, 1000, group="retrieval")
+    relocalise: bool = _f(True, "relocalise globally (whole index) when lost and no GNSS gives a prior",
+                          group="retrieval")
+    relocalise_after_s: float = _f(30.0, "... after this long without an accepted GNSS fix (s)", 0.0, 86400.0,
+                                   group="retrieval")
+    relocalise_k: int = _f(20, "candidates of the global search that seed the relocalised particle cloud", 1, 10000,
+                           group="retrieval")
+    relocalise_pos_std_m: float = _f(8.0, "position sigma around each relocalisation candidate (m)", 0.1, 1000.0,
+                                     group="retrieval")
+    relocalise_yaw_std_deg: float = _f(25.0, "heading sigma around each candidate's heading bin (deg)", 0.1, 180.0,
+                                       group="retrieval")
 
     def __post_init__(self):
         super().__post_init__()
@@ -106,13 +115,11 @@ class LocalizerConfig(FilterParams, MetricParams):
 
     @classmethod
     def describe(cls) -> List[Dict[str, Any]]:
-        """Machine-readable table: name, default, type, help, range per field."""
-        out = []
-        for f in fields(cls):
-            md = f.metadata or {}
-            out.append({"name": f.name, "default": f.default, "type": type(f.default).__name__,
-                        "help": md.get("help", ""), "range": md.get("range")})
-        return out
+        """Machine-readable table: name, default, type, help, range, choices, group per field (the
+        schema's ``core.config.params_of``, as the ROS parameters and config/geoloc.yaml)."""
+        return [{"name": p.name, "default": p.default, "type": p.kind.__name__, "help": p.description,
+                 "range": None if p.lo is None and p.hi is None else (p.lo, p.hi), "choices": p.choices,
+                 "group": p.group} for p in params_of(cls)]
 
 
 @dataclass

@@ -295,3 +295,31 @@ def test_ros_doc_says_what_the_node_publishes_on_tf_and_documents_every_paramete
         assert key.replace("input.<in>", "") in doc, key
     for needle in ("geoloc_lifecycle_node", "configure fail", "input_reliability", "ROS_DOMAIN_ID", "1-101"):
         assert needle in doc, needle
+
+
+def test_the_shipped_yaml_is_the_one_generated_from_the_schema():
+    """config/geoloc.yaml is ``yaml_text()``: after a schema change, `python -m geoloc_ros.ros.params
+    config/geoloc.yaml` rewrites it."""
+    assert YAML.read_text() == P.yaml_text()
+
+
+def test_one_validator_for_the_dataclasses_and_the_ros_parameters():
+    from geoloc_ros.core.config import params_of
+    from geoloc_ros.pipeline import LocalizerConfig
+
+    spec = next(p for p in params_of(LocalizerConfig) if p.name == "num_particles")
+    assert spec.group == "filter" and spec.check(5)[1] == "must be in [100, 100000], got 5"
+    with pytest.raises(InvalidArgument, match=r"localizer.num_particles must be in \[100, 100000\], got 5"):
+        LocalizerConfig(num_particles=5)
+    with pytest.raises(InvalidArgument, match=r"'localizer.num_particles' must be in \[100, 100000\], got 5"):
+        P.validate({"orthophoto": "/o.tif", "localizer.num_particles": 5})
+    groups = {p.group for p in P.all_params()}
+    assert groups == {"node", "localizer", "filter", "metric", "retrieval"}
+
+
+def test_the_localizer_block_of_the_parameters_file_is_a_valid_config_file(tmp_path):
+    """`geoloc eval replay --config config/geoloc.yaml` reads its localizer: block."""
+    from geoloc_ros.evaluation.replay import load_localizer_config
+
+    cfg, overrides = load_localizer_config(YAML)
+    assert len(overrides) == len(P.localizer_params()) and cfg.num_particles == 1000

@@ -62,13 +62,13 @@ Everything is deterministic for a given seed and the same sequence of calls.
 """
 from __future__ import annotations
 
-import dataclasses
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar, Dict, Optional, Tuple
 
 import numpy as np
 
+from .config import param, validate_fields  # noqa: F401 (validate_fields re-exported)
 from .errors import InvalidArgument
 from .measurement import MatchEval, TileSimilarity, grid_factor, match_likelihood  # noqa: F401 (re-exported)
 
@@ -79,43 +79,7 @@ def _wrap(a):
     return (np.asarray(a) + math.pi) % TWO_PI - math.pi
 
 
-def _f(default, help_, lo=None, hi=None, **extra):
-    """A dataclass field with a machine-readable description and inclusive range."""
-    md: Dict[str, Any] = {"help": help_}
-    if lo is not None or hi is not None:
-        md["range"] = (lo, hi)
-    md.update(extra)
-    return field(default=default, metadata=md)
-
-
-def validate_fields(obj, owner: str) -> None:
-    """Check every dataclass field of ``obj`` against its metadata (type of the default, range,
-    choices); raise InvalidArgument naming the field and what it accepts."""
-    for f in dataclasses.fields(obj):
-        v = getattr(obj, f.name)
-        d = f.default
-        md = f.metadata or {}
-        if isinstance(d, bool):
-            if not isinstance(v, bool):
-                raise InvalidArgument(f"{owner}.{f.name} must be true or false, got {v!r}")
-            continue
-        if isinstance(d, int):
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-                raise InvalidArgument(f"{owner}.{f.name} must be an integer, got {v!r}")
-        elif isinstance(d, float):
-            if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not math.isfinite(v):
-                raise InvalidArgument(f"{owner}.{f.name} must be a finite number, got {v!r}")
-        elif isinstance(d, str):
-            if not isinstance(v, str):
-                raise InvalidArgument(f"{owner}.{f.name} must be a string, got {v!r}")
-        rng = md.get("range")
-        if rng is not None and isinstance(d, (int, float)):
-            lo, hi = rng
-            if (lo is not None and v < lo) or (hi is not None and v > hi):
-                raise InvalidArgument(f"{owner}.{f.name} must be in [{lo}, {hi}], got {v!r}  ({md.get('help', '')})")
-        ch = md.get("choices")
-        if ch is not None and v not in ch:
-            raise InvalidArgument(f"{owner}.{f.name} must be one of {', '.join(map(str, ch))}, got {v!r}")
+_f = param  # the schema's field definer (core.config), by its short local name
 
 
 @dataclass(frozen=True)
@@ -123,6 +87,7 @@ class FilterParams:
     """Parameters of ``PoseFilter`` (``pipeline.LocalizerConfig`` extends this class)."""
 
     _owner: ClassVar[str] = "filter"  # prefix in error messages
+    _group: ClassVar[str] = "filter"  # the schema's group of these fields (core.config)
 
     seed: int = _f(0, "seed of the filter's random generator (same inputs + same seed = same output)", 0, 2 ** 31 - 1)
     num_particles: int = _f(1000, "particles of the pose filter (cost is linear; ~1 ms per update at 1000)",
@@ -153,34 +118,34 @@ class FilterParams:
     no_odom_yaw_noise: float = _f(0.5, "yaw random walk without odometry (rad per sqrt(s))", 0.001, 10.0)
     # camera match likelihood and gate
     match_temperature: float = _f(0.3, "softmax temperature over cosine similarity scores (wider = softer "
-                                  "likelihood)", 1e-4, 10.0)
+                                  "likelihood)", 1e-4, 10.0, group="retrieval")
     match_uniform_floor: float = _f(0.5, "weight of the uniform floor mixed into the match likelihood (0..1; "
-                                    "bounds how much one match can move the estimate)", 0.0, 1.0)
-    match_min_tiles: int = _f(9, "fewest scored positions for a usable similarity map", 2, 100000)
+                                    "bounds how much one match can move the estimate)", 0.0, 1.0, group="retrieval")
+    match_min_tiles: int = _f(9, "fewest scored positions for a usable similarity map", 2, 100000, group="retrieval")
     match_min_peak_z: float = _f(3.5, "gate: best score must exceed the map median by this many robust sigmas",
-                                 0.0, 100.0)
+                                 0.0, 100.0, group="retrieval")
     match_min_confidence: float = _f(0.0, "gate: 1 - normalised entropy of the match likelihood must reach this",
-                                     0.0, 1.0)
+                                     0.0, 1.0, group="retrieval")
     match_ambiguity_radius_m: float = _f(15.0, "gate: a second peak farther than this from the best ... (m)",
-                                         0.0, 10000.0)
+                                         0.0, 10000.0, group="retrieval")
     match_min_score_gap: float = _f(0.01, "... must score at least this much lower than the best (cosine)",
-                                    0.0, 2.0)
+                                    0.0, 2.0, group="retrieval")
     match_min_ess_ratio: float = _f(0.05, "a match that would leave fewer than this fraction of effective "
-                                    "particles of a credible prior is rejected as inconsistent", 0.0, 1.0)
+                                    "particles of a credible prior is rejected as inconsistent", 0.0, 1.0, group="retrieval")
     volume_temperature: float = _f(0.08, "metric matching: softmax temperature over the cosine score volume "
                                    "(geoloc eval calibrate on validation drives of training town 9 with the survey "
                                    "gap: 0.03/0.04/0.06/0.08 kept the map-frame truth inside the 95 % ellipse "
-                                   "81/85/91/95 % of the time)", 1e-4, 10.0)
+                                   "81/85/91/95 % of the time)", 1e-4, 10.0, group="metric")
     volume_uniform_floor: float = _f(0.05, "metric matching: weight of the uniform floor mixed into the volume's "
-                                     "likelihood (bounds how much one keyframe can move the estimate)", 0.0, 1.0)
+                                     "likelihood (bounds how much one keyframe can move the estimate)", 0.0, 1.0, group="metric")
     volume_min_peak_mass: float = _f(0.0, "metric gate: probability within volume_peak_radius_m and "
-                                     "volume_peak_yaw_deg of the volume's peak must reach this", 0.0, 1.0)
-    volume_peak_radius_m: float = _f(2.0, "... radius around the peak for that mass (m)", 0.1, 100.0)
-    volume_peak_yaw_deg: float = _f(2.0, "... and heading tolerance (deg)", 0.1, 180.0)
+                                     "volume_peak_yaw_deg of the volume's peak must reach this", 0.0, 1.0, group="metric")
+    volume_peak_radius_m: float = _f(2.0, "... radius around the peak for that mass (m)", 0.1, 100.0, group="metric")
+    volume_peak_yaw_deg: float = _f(2.0, "... and heading tolerance (deg)", 0.1, 180.0, group="metric")
     volume_min_evidence: float = _f(0.1, "metric consistency: a volume whose evidence E_prior[factor] (1 = no "
                                     "information, > 1 agrees with the prior) is below this is rejected as "
                                     "inconsistent; 2 x volume_uniform_floor: 'camera wrong' is then likelier than "
-                                    "'camera right'", 0.0, 100.0)
+                                    "'camera right'", 0.0, 100.0, group="metric")
     resample_jitter: float = _f(0.1, "after resampling, particles are jittered by this fraction of the cloud's "
                                 "spread (regularised particle filter)", 0.0, 1.0)
     # output and status

@@ -203,7 +203,9 @@ def _config_dict(cfg) -> Dict[str, Any]:
 
 
 def load_localizer_config(path: Optional[Path]):
-    """LocalizerConfig from a YAML (or JSON) file of overrides -> (config, overrides dict)."""
+    """LocalizerConfig from a YAML (or JSON) file of overrides -> (config, overrides dict). The file
+    is the fields themselves, or a ``localizer:`` block as its only key, or a node parameters file
+    (config/geoloc.yaml: its ``<node>: ros__parameters: localizer:`` block)."""
     from ..pipeline import LocalizerConfig
 
     if path is None:
@@ -217,31 +219,26 @@ def load_localizer_config(path: Optional[Path]):
         d = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise InvalidArgument(f"--config {path} is not valid YAML: {exc}") from exc
-    if isinstance(d, dict) and "localizer" in d and isinstance(d["localizer"], dict) and len(d) == 1:
-        d = d["localizer"]
+    if isinstance(d, dict) and len(d) == 1:
+        (only,) = d.values()
+        if isinstance(only, dict) and isinstance(only.get("ros__parameters"), dict):  # a ROS parameters file
+            d = only["ros__parameters"].get("localizer") or {}
+        elif "localizer" in d and isinstance(d["localizer"], dict):
+            d = d["localizer"]
     if not isinstance(d, dict):
         raise InvalidArgument(f"--config {path} must be a mapping of LocalizerConfig fields to values")
     return make_config(d, source=str(path)), d
 
 
 def make_config(overrides: Dict[str, Any], source: str = "config"):
+    """LocalizerConfig from a mapping of its fields (unknown keys, types and ranges checked)."""
     from ..pipeline import LocalizerConfig
 
-    if hasattr(LocalizerConfig, "from_dict"):
-        try:
-            return LocalizerConfig.from_dict(dict(overrides))
-        except GeolocError:
-            raise
-        except (TypeError, ValueError, KeyError) as exc:
-            raise InvalidArgument(f"{source}: {exc}") from exc
-    names = {f.name for f in dataclasses.fields(LocalizerConfig)}
-    unknown = sorted(set(overrides) - names)
-    if unknown:
-        raise InvalidArgument(f"{source}: unknown LocalizerConfig key(s) {', '.join(unknown)}; valid: "
-                              f"{', '.join(sorted(names))}")
     try:
-        return LocalizerConfig(**overrides)
-    except (TypeError, ValueError) as exc:
+        return LocalizerConfig.from_dict(dict(overrides))
+    except GeolocError:
+        raise
+    except (TypeError, ValueError, KeyError) as exc:
         raise InvalidArgument(f"{source}: {exc}") from exc
 
 

@@ -33,177 +33,30 @@ from __future__ import annotations
 
 import collections
 import logging
-import math
 import sys
 import threading
 import time
 import traceback
 from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
-import numpy as np
 import rclpy
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 
 from ..core import msgconv
 from ..core.errors import GeolocError
-from ..core.images import rgb_to_image_fields
 from ..core.rates import InputMonitor
 from ..runtime import InputRouter, build_localizer, load_measurements, mount_from_param
 from . import params as P
+from .diagnostics import STATUS_LEVEL, DiagnosticsMixin, _flatten  # noqa: F401 (re-exported)
+from .plumbing import DropCounter, EventQueue, RateMeter, _LogBridge  # noqa: F401 (re-exported)
+from .publishing import PublishingMixin
 
 log = logging.getLogger(__name__)
 
-STATUS_LEVEL = {"tracking": 0, "initialising": 0, "degraded": 1, "lost": 2}  # DiagnosticStatus levels
 
 
-def _get(obj: Any, name: str, default: Any = None) -> Any:
-    """Attribute or key (Estimate fields may be attributes; candidates may be a dict or an object)."""
-    if obj is None:
-        return default
-    if isinstance(obj, dict):
-        return obj.get(name, default)
-    return getattr(obj, name, default)
-
-
-class DropCounter:
-    """Thread-safe counters by reason, with one throttled log line per reason."""
-
-    def __init__(self, logger, throttle_s: float):
-        self._lock = threading.Lock()
-        self.counts: Dict[str, int] = collections.Counter()
-        self._last_log: Dict[str, float] = {}
-        self._logger = logger
-        self.throttle_s = throttle_s
-
-    def add(self, key: str, message: str = "", level: str = "warning") -> None:
-        with self._lock:
-            self.counts[key] += 1
-            n = self.counts[key]
-            now = time.monotonic()
-            last = self._last_log.get(key)
-            if last is not None and now - last < self.throttle_s:
-                return
-            self._last_log[key] = now
-        text = f"{key} (#{n}){': ' + message if message else ''}"
-        # one call site per severity: rclpy refuses a call site whose severity changes between calls
-        if level == "error":
-            self._logger.error(text)
-        elif level == "info":
-            self._logger.info(text)
-        else:
-            self._logger.warning(text)
-
-    def snapshot(self) -> Dict[str, int]:
-        with self._lock:
-            return dict(self.counts)
-
-
-class EventQueue:
-    """FIFO of input events; images are capped (drop-oldest image), other events capped separately."""
-
-    def __init__(self, image_cap: int, other_cap: int, on_drop: Callable[[str], None]):
-        self._dq: Deque[Tuple[str, Any]] = collections.deque()
-        self._cond = threading.Condition()
-        self.image_cap, self.other_cap = int(image_cap), int(other_cap)
-        self.n_images = 0
-        self.puts = 0  # items ever put (the worker's ``applied`` catches up with it)
-        self._on_drop = on_drop
-
-    def put(self, kind: str, item: Any) -> None:
-        dropped = None
-        with self._cond:
-            if kind == "image":
-                if self.n_images >= self.image_cap:
-                    for i, (k, _) in enumerate(self._dq):
-                        if k == "image":
-                            del self._dq[i]
-                            self.n_images -= 1
-                            dropped = "image.queue_full"
-                            break
-                self.n_images += 1
-            elif len(self._dq) - self.n_images >= self.other_cap:
-                for i, (k, _) in enumerate(self._dq):
-                    if k != "image":
-                        del self._dq[i]
-                        dropped = f"{k}.queue_full"
-                        break
-            self._dq.append((kind, item))
-            self.puts += 1
-            self._cond.notify()
-        if dropped:
-            self._on_drop(dropped)
-
-    def get(self, timeout: float) -> Optional[Tuple[str, Any]]:
-        with self._cond:
-            if not self._dq:
-                self._cond.wait(timeout)
-            if not self._dq:
-                return None
-            kind, item = self._dq.popleft()
-            if kind == "image":
-                self.n_images -= 1
-            return kind, item
-
-    def __len__(self) -> int:
-        return len(self._dq)
-
-    def clear(self) -> None:
-        with self._cond:
-            self._dq.clear()
-            self.n_images = 0
-
-
-class RateMeter:
-    """Events per second over a sliding window (monotonic wall time)."""
-
-    def __init__(self, window_s: float = 5.0):
-        self.window_s = window_s
-        self._t: Deque[float] = collections.deque()
-        self._lock = threading.Lock()
-        self.total = 0
-        self.last = None
-
-    def tick(self) -> None:
-        now = time.monotonic()
-        with self._lock:
-            self._t.append(now)
-            self.total += 1
-            self.last = now
-
-    def rate(self) -> float:
-        now = time.monotonic()
-        with self._lock:
-            while self._t and now - self._t[0] > self.window_s:
-                self._t.popleft()
-            if len(self._t) < 2:
-                return 0.0
-            return (len(self._t) - 1) / max(now - self._t[0], 1e-6)
-
-
-class _LogBridge(logging.Handler):
-    """Python logging of the core (``geoloc_ros.*``) -> the node's ROS logger."""
-
-    def __init__(self, ros_logger):
-        super().__init__()
-        self.ros_logger = ros_logger
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            msg = f"[{record.name}] {record.getMessage()}"
-            if record.levelno >= logging.ERROR:
-                self.ros_logger.error(msg)
-            elif record.levelno >= logging.WARNING:
-                self.ros_logger.warning(msg)
-            elif record.levelno >= logging.INFO:
-                self.ros_logger.info(msg)
-            else:
-                self.ros_logger.debug(msg)
-        except Exception:  # logging must never take the node down
-            pass
-
-
-class GeolocMixin:
+class GeolocMixin(PublishingMixin, DiagnosticsMixin):
     """The node's work, for a plain rclpy Node (``GeolocNode``) and a managed one
     (``lifecycle.GeolocLifecycleNode``): the steps are the lifecycle's.
 
@@ -307,31 +160,6 @@ class GeolocMixin:
     def image_topic(self) -> str:
         t = self.settings.image_topic
         return t.rstrip("/") + "/compressed" if self.settings.compressed and not t.endswith("/compressed") else t
-
-    def _make_publishers(self, create_publisher) -> None:
-        from diagnostic_msgs.msg import DiagnosticArray
-        from geometry_msgs.msg import PoseWithCovarianceStamped
-        from nav_msgs.msg import Path
-        from sensor_msgs.msg import Image, NavSatFix
-        from visualization_msgs.msg import MarkerArray
-
-        s = self.settings
-        rel = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE,
-                         durability=DurabilityPolicy.VOLATILE)
-        one = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
-                         durability=DurabilityPolicy.VOLATILE)
-        best = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.BEST_EFFORT,
-                          durability=DurabilityPolicy.VOLATILE)
-        self.pub_fix = create_publisher(NavSatFix, "geoloc/fix", rel)
-        self.pub_pose = create_publisher(PoseWithCovarianceStamped, "geoloc/pose", rel)
-        self.pub_path = create_publisher(Path, "geoloc/path", one)
-        self.pub_markers = create_publisher(MarkerArray, "geoloc/candidates", one)
-        self.pub_debug = create_publisher(Image, "geoloc/debug_image", best) if s.publish_debug_image else None
-        self.pub_diag = create_publisher(DiagnosticArray, "/diagnostics", rel)
-        self._pubs = [p for p in (self.pub_fix, self.pub_pose, self.pub_path, self.pub_markers, self.pub_debug,
-                                  self.pub_diag) if p is not None]
-        self._path_msg = Path()
-        self._path_msg.header.frame_id = s.map_frame
 
     def input_qos(self) -> QoSProfile:
         """SENSOR_DATA (best effort, depth 5) or the same reliable (``input_reliability``)."""
@@ -479,256 +307,6 @@ class GeolocMixin:
             if now > 0 and abs(now - item.t) < 3600.0:  # stamps from another clock (a bag without use_sim_time): skip
                 self._stamp_lat_ms.append((now - item.t) * 1e3)
 
-    # ------------------------------------------------------------------ publishing
-    def _stamp(self, msg_header, t: float, frame_id: str) -> None:
-        msg_header.stamp.sec, msg_header.stamp.nanosec = msgconv.sec_to_stamp_parts(t)
-        msg_header.frame_id = frame_id
-
-    def _publish_estimate(self, est, keyframe: bool) -> None:
-        from geometry_msgs.msg import PoseStamped, PoseWithCovarianceStamped
-        from sensor_msgs.msg import NavSatFix
-
-        s = self.settings
-        t = float(_get(est, "t"))
-        x, y, yaw = float(_get(est, "x")), float(_get(est, "y")), float(_get(est, "yaw", 0.0) or 0.0)
-        cov = np.asarray(_get(est, "cov"), float).reshape(3, 3)
-        status = str(_get(est, "status", "tracking"))
-        self._last_est, self._last_status = est, status
-        self._last_reasons = list(_get(est, "reasons", []) or [])
-        if not (math.isfinite(x) and math.isfinite(y) and np.all(np.isfinite(cov[:2, :2]))):
-            self.drops.add("estimate.nonfinite", "the localizer returned a non-finite estimate; not published")
-            return
-
-        raw = self.router.last_fix
-        f = msgconv.fix_fields(est.lat, est.lon, cov[:2, :2], self.loc.grid_convergence_deg(x, y),
-                               ok=msgconv.estimate_status_ok(status),
-                               altitude=raw.altitude if raw is not None else float("nan"),
-                               var_up=raw.var_up if raw is not None else None,
-                               service=raw.service if raw is not None else None)
-        fix = NavSatFix(latitude=f["latitude"], longitude=f["longitude"], altitude=f["altitude"],
-                        position_covariance=f["position_covariance"],
-                        position_covariance_type=f["position_covariance_type"])
-        self._stamp(fix.header, t, s.base_frame)
-        fix.status.status, fix.status.service = f["status"], f["service"]
-        self.pub_fix.publish(fix)
-
-        p = msgconv.pose_fields(x, y, yaw, cov)
-        pose = PoseWithCovarianceStamped()
-        self._stamp(pose.header, t, s.map_frame)
-        pp = pose.pose.pose
-        pp.position.x, pp.position.y, pp.position.z = p["position"]
-        pp.orientation.x, pp.orientation.y, pp.orientation.z, pp.orientation.w = p["orientation"]
-        pose.pose.covariance = p["covariance"]
-        self.pub_pose.publish(pose)
-        self.rate_pub.tick()
-
-        ps = PoseStamped()
-        ps.header = pose.header
-        ps.pose = pose.pose.pose
-        self._path_msg.poses.append(ps)
-        if len(self._path_msg.poses) > s.path_max_poses:
-            del self._path_msg.poses[: len(self._path_msg.poses) - s.path_max_poses]
-        self._path_msg.header.stamp = pose.header.stamp
-        self.pub_path.publish(self._path_msg)
-        self._path_xy.append((x, y))
-        if keyframe:
-            self._publish_markers(est, pose.header)
-            if self.pub_debug is not None and self.pub_debug.get_subscription_count() > 0:
-                self._publish_debug(est, pose.header, x, y, yaw, cov, status)
-
-    def _publish_markers(self, est, header) -> None:
-        from visualization_msgs.msg import Marker, MarkerArray
-
-        k = self.settings.markers_top_k
-        cand = _get(est, "candidates")
-        arr = MarkerArray()
-        clear = Marker()
-        clear.header = header
-        clear.action = Marker.DELETEALL
-        arr.markers.append(clear)
-        if cand is not None and k > 0:
-            xs = np.asarray(_get(cand, "x", []), float).reshape(-1)[:k]
-            ys = np.asarray(_get(cand, "y", []), float).reshape(-1)[:k]
-            sc = np.asarray(_get(cand, "score", _get(cand, "scores", [])), float).reshape(-1)[:k]
-            ok = np.isfinite(xs) & np.isfinite(ys)
-            if ok.any():
-                lo, hi = (float(np.nanmin(sc[ok])), float(np.nanmax(sc[ok]))) if sc.size == xs.size else (0.0, 1.0)
-                for i in np.flatnonzero(ok):
-                    m = Marker()
-                    m.header = header
-                    m.ns, m.id = "candidates", int(i)
-                    m.type, m.action = Marker.SPHERE, Marker.ADD
-                    m.pose.position.x, m.pose.position.y, m.pose.position.z = float(xs[i]), float(ys[i]), 0.5
-                    m.pose.orientation.w = 1.0
-                    m.scale.x = m.scale.y = m.scale.z = 4.0 if i == 0 else 2.5
-                    v = (float(sc[i]) - lo) / (hi - lo) if sc.size == xs.size and hi > lo else 1.0
-                    m.color.r, m.color.g, m.color.b, m.color.a = 1.0, float(v), float(1.0 - v), 0.8
-                    arr.markers.append(m)
-        self.pub_markers.publish(arr)
-
-    def _debug_renderer(self):
-        if self._debug is None:
-            from .debug_image import DebugRenderer
-
-            s = self.settings
-            ortho = s.debug_orthophoto or None
-            if ortho is None and self.index is not None:
-                man = getattr(self.index, "manifest", {}) or {}
-                img = man.get("imagery") if isinstance(man.get("imagery"), dict) else {}
-                ortho = img.get("path") if img.get("kind", "geotiff") == "geotiff" else None  # XYZ: not drawn
-                if ortho is not None:
-                    from pathlib import Path
-
-                    ortho = Path(ortho)
-                    if not ortho.is_absolute():
-                        ortho = Path(s.index_path) / ortho
-                    if not ortho.is_file():
-                        ortho = None
-            cell = float(getattr(self.index, "spacing_m", 5.0) or 5.0)
-            self._debug = DebugRenderer(self.frame, ortho, s.debug_image_size_px, s.debug_crop_m, cell_m=cell)
-        return self._debug
-
-    def _publish_debug(self, est, header, x, y, yaw, cov, status) -> None:
-        from sensor_msgs.msg import Image
-
-        try:
-            sm = _get(est, "sim_map")
-            sim = None
-            if sm is not None:
-                sim = (_get(sm, "x"), _get(sm, "y"), _get(sm, "score", _get(sm, "scores")))
-                if any(v is None for v in sim):
-                    sim = None
-            cand = _get(est, "candidates")
-            cands = None
-            if cand is not None:
-                cands = (np.asarray(_get(cand, "x", []), float).reshape(-1),
-                         np.asarray(_get(cand, "y", []), float).reshape(-1),
-                         np.asarray(_get(cand, "score", _get(cand, "scores", [])), float).reshape(-1))
-            raw = self.router.last_fix
-            gcov = raw.sample.cov_en if raw is not None and raw.sample.ok else None
-            conf = _get(est, "confidence")
-            text = (f"{status} conf {float(conf):.2f} " if conf is not None else f"{status} ") + \
-                f"t {float(_get(est, 't')):.1f} " + ", ".join(self._last_reasons)
-            pic = self._debug_renderer().render(
-                centre=(x, y), estimate={"x": x, "y": y, "yaw": yaw, "cov": cov, "status": status}, sim_map=sim,
-                candidates=cands, gnss=list(self._gnss_xy), gnss_cov=gcov, path=list(self._path_xy), text=text)
-            f = rgb_to_image_fields(pic)
-            msg = Image(height=f["height"], width=f["width"], encoding=f["encoding"], is_bigendian=0, step=f["step"])
-            msg.data = f["data"]
-            msg.header = header
-            self.pub_debug.publish(msg)
-        except Exception as exc:
-            self.drops.add("debug_image.error", f"{type(exc).__name__}: {exc}")
-
-    # ------------------------------------------------------------------ diagnostics
-    def _backend_name(self) -> str:
-        enc = self.encoder if self.encoder is not None else getattr(self.loc, "encoder", None)
-        return str(getattr(enc, "backend", "?"))
-
-    def _index_stats(self) -> Dict[str, Any]:
-        try:
-            return dict(self.index.stats()) if self.index is not None else {}
-        except Exception:
-            return {}
-
-    def diagnostics_status(self):
-        """(level, message, [(key, value)]) of the current state; also used by tests."""
-        s = self.settings
-        now = time.monotonic()
-        drops = self.drops.snapshot()
-        new = {k: v - self._drops_at_last_diag.get(k, 0) for k, v in drops.items()
-               if v > self._drops_at_last_diag.get(k, 0)}
-        self._drops_at_last_diag = drops
-        level, msgs = STATUS_LEVEL.get(self._last_status, 1), [self._last_status]
-        if self._last_reasons:
-            msgs[0] += f" ({', '.join(self._last_reasons)})"
-        if self._worker is None or not self._worker.is_alive():
-            level, msgs = 2, ["worker thread stopped"] + msgs
-        for k in ("image", "fix"):
-            last = self.rate_in[k].last
-            if last is None:
-                level = max(level, 1)
-                msgs.append(f"no {k} received yet")
-            elif now - last > s.stale_input_s:
-                level = max(level, 1)
-                msgs.append(f"no {k} for {now - last:.1f} s")
-        if new:
-            level = max(level, 1)
-            msgs.append("dropped " + ", ".join(f"{v} {k}" for k, v in sorted(new.items())))
-        events = self.events.snapshot()
-        new_ev = {k: v - self._events_at_last_diag.get(k, 0) for k, v in events.items()
-                  if v > self._events_at_last_diag.get(k, 0)}
-        self._events_at_last_diag = events
-        if new_ev.get("fix.outside_index"):
-            level = max(level, 1)
-            msgs.append(f"{new_ev['fix.outside_index']} fix.outside_index (GNSS outside the tile index)")
-        if new_ev.get("time_backwards"):
-            msgs.append(f"time went backwards {new_ev['time_backwards']}x: reset")
-        if new_ev.get("fix.covariance_invalid"):
-            level = max(level, 1)
-            msgs.append(f"{new_ev['fix.covariance_invalid']} fix.covariance_invalid (default sigma used)")
-        input_warnings, input_values = self.inputs.report()
-        if input_warnings:
-            level = max(level, 1)
-            msgs += input_warnings
-
-        def pct(d, q):
-            with self._stats_lock:
-                a = np.asarray(list(d), float)
-            return f"{np.percentile(a, q):.1f}" if a.size else "nan"
-
-        ist = self._index_stats()
-        values = [
-            ("status", self._last_status), ("reasons", ", ".join(self._last_reasons)),
-            ("backend", self._backend_name()), ("model", s.model), ("index_path", s.index_path),
-            ("index.shards_loaded", str(ist.get("shards_loaded", "?"))),
-            ("index.shards_total", str(ist.get("shards_total", "?"))),
-            ("index.tiles_loaded", str(ist.get("tiles_loaded", "?"))),
-            ("index.memory_mb", str(ist.get("memory_mb", "?"))),
-            ("rate.image_in_hz", f"{self.rate_in['image'].rate():.2f}"),
-            ("rate.fix_in_hz", f"{self.rate_in['fix'].rate():.2f}"),
-            ("rate.odom_in_hz", f"{self.rate_in['odom'].rate():.2f}"),
-            ("rate.keyframes_hz", f"{self.rate_keyframe.rate():.2f}"),
-            ("rate.published_hz", f"{self.rate_pub.rate():.2f}"),
-            ("count.images_in", str(self.rate_in["image"].total)), ("count.fixes_in", str(self.rate_in["fix"].total)),
-            ("count.keyframes", str(self.rate_keyframe.total)), ("count.published", str(self.rate_pub.total)),
-            ("count.images_converted", str(self.count["images_converted"])),
-            ("count.images_processed", str(self.count["images_processed"])),
-            ("latency.receipt_to_publish_p50_ms", pct(self._lat_ms, 50)),
-            ("latency.receipt_to_publish_p95_ms", pct(self._lat_ms, 95)),
-            ("latency.stamp_to_publish_p50_ms", pct(self._stamp_lat_ms, 50)),
-            ("latency.compute_p50_ms", pct(self._compute_ms, 50)),
-            ("queue.depth", str(len(self.queue))), ("queue.images", str(self.queue.n_images)),
-            ("drops.total", str(sum(drops.values()))),
-        ]
-        values += input_values
-        values += [(f"drops.{k}", str(v)) for k, v in sorted(drops.items())]
-        values += [(f"events.{k}", str(v)) for k, v in sorted(events.items())]
-        try:
-            st = self.loc.stats()
-            values += [(f"localizer.{k}", str(v)) for k, v in sorted(_flatten(st).items())]
-        except Exception as exc:
-            values.append(("localizer.stats_error", str(exc)))
-        return level, "; ".join(msgs), values
-
-    def _publish_diagnostics(self) -> None:
-        from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-
-        try:
-            level, message, values = self.diagnostics_status()
-        except Exception as exc:
-            level, message, values = 2, f"diagnostics failed: {exc}", []
-        arr = DiagnosticArray()
-        arr.header.stamp = self.get_clock().now().to_msg()
-        st = DiagnosticStatus()
-        st.level = bytes([level]) if isinstance(DiagnosticStatus().level, bytes) else level
-        st.name = f"{self.get_name()}: localization"
-        st.message = message
-        st.hardware_id = "geoloc"
-        st.values = [KeyValue(key=k, value=str(v)) for k, v in values]
-        arr.status = [st]
-        self.pub_diag.publish(arr)
-
     # ------------------------------------------------------------------ shutdown
     def stop(self) -> None:
         """Stop the worker thread (after the current message) and the log bridge."""
@@ -754,16 +332,6 @@ class GeolocNode(GeolocMixin, Node):
         self._configure(localizer)
         self._activate()
         self.get_logger().info(f"geoloc_node ready: {self._ready_line()}")
-
-
-def _flatten(d: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
-    out: Dict[str, Any] = {}
-    for k, v in (d or {}).items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 def _init_without_signal_handlers(args: List[str]) -> None:

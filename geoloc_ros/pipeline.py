@@ -33,11 +33,12 @@ import numpy as np
 
 from .core.config import check_keys, params_of
 from .core.errors import InvalidArgument
-from .core.filter import STATUSES, FilterParams, MatchEval, PoseTracker, TrackState, _f
+from .core.filter import FilterParams, MatchEval, _f
 from .core.geo import yaw_to_heading_deg
 from .core.keyframes import KeyframeBuffer
 from .core.measurement import PoseVolume
 from .core.msgconv import enu_to_grid_cov
+from .core.tracker import STATUSES, PoseTracker, TrackState
 from .metric.config import MetricParams, check_metric
 
 log = logging.getLogger(__name__)

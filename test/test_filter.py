@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from geoloc_ros.core.errors import InvalidArgument
-from geoloc_ros.core.filter import FilterParams, PoseTracker, match_likelihood
+from geoloc_ros.core.filter import FilterParams, match_likelihood
+from geoloc_ros.core.tracker import PoseTracker
 from geoloc_ros.sim import drive as D
 
 

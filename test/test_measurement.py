@@ -7,8 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from geoloc_ros.core.filter import FilterParams, PoseTracker
+from geoloc_ros.core.filter import FilterParams
 from geoloc_ros.core.measurement import PoseVolume, TileSimilarity, match_likelihood
+from geoloc_ros.core.tracker import PoseTracker
 
 
 def gauss_volume(cx, cy, cyaw, *, centre=(0.0, 0.0, 0.0), half_m=10.0, res=0.5, yaw_half_deg=6.0,

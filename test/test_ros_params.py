@@ -231,7 +231,7 @@ def test_rviz_config_shows_the_node_outputs_with_matching_qos():
         d = by_topic[topic]
         assert d["Class"] == f"rviz_default_plugins/{cls}" and d["Enabled"] is True, topic
         assert d["Topic"]["Reliability Policy"] == rel, topic
-    node_src = (ROOT / "geoloc_ros" / "ros" / "node.py").read_text()
+    node_src = "".join((ROOT / "geoloc_ros" / "ros" / f).read_text() for f in ("node.py", "publishing.py", "diagnostics.py"))
     for topic in ("geoloc/debug_image", "geoloc/pose", "geoloc/path", "geoloc/candidates"):
         assert f'"{topic}"' in node_src
 
@@ -240,7 +240,7 @@ def test_foxglove_layout_parses_and_names_only_topics_the_node_publishes():
     import json
 
     layout = json.loads((ROOT / "foxglove" / "geoloc.json").read_text())
-    node_src = (ROOT / "geoloc_ros" / "ros" / "node.py").read_text()
+    node_src = "".join((ROOT / "geoloc_ros" / "ros" / f).read_text() for f in ("node.py", "publishing.py", "diagnostics.py"))
     published = {"/" + t.lstrip("/") for t in re.findall(r'create_publisher\(\w+, "([^"]+)"', node_src)}
     assert {"/geoloc/fix", "/geoloc/pose", "/geoloc/path", "/geoloc/debug_image", "/diagnostics"} <= published
 

@@ -54,6 +54,9 @@ def test_node_callbacks_and_the_replay_give_the_same_estimates_at_the_same_stamp
         _, loc2 = _metric_localizer(small_world_dir)
         node = GeolocNode(localizer=loc2, context=ctx, parameter_overrides=[
             Parameter("orthophoto", value=str(small_world_dir / "orthophoto.tif")),
+            # without tf2_msgs the node refuses metric matching without a mounting; the bag's /tf_static
+            # (fed to the callbacks below) still wins over it, as in the replay
+            Parameter("camera_mount", value=[0.0, 0.0, 1.5, 0.0, 5.0, 0.0]),
             Parameter("compressed", value=res.topics["image"].endswith("/compressed")),
             Parameter("image_queue_size", value=1000), Parameter("input_queue_size", value=100000),
             Parameter("publish_debug_image", value=False)])
@@ -138,3 +141,43 @@ def test_time_going_backwards_is_an_event_and_runs_the_reset_hooks(small_world_d
         r.apply("fix", FixInput(FixSample(t, float(lat), float(lon), np.eye(2), True), 0.0, None, 1))
     assert r.events.counts.get("time_backwards") == 1, r.events.counts
     assert len(resets) == 1 and "fix stamp went back 5.99" in resets[0]
+
+
+def test_the_mounting_read_from_a_bag_is_the_one_the_router_builds(small_world_dir, drive_dir):
+    """``camera_mount`` from the bag's /tf_static (what the live run passes to a node without tf2_msgs)
+    gives the same camera model as /tf_static itself."""
+    from geoloc_ros.evaluation.live import mount_param_from_bag
+    from geoloc_ros.runtime import InputRouter, mount_from_param
+
+    _, loc = _metric_localizer(small_world_dir)
+    mount = mount_param_from_bag(drive_dir / "bag")
+    assert mount is not None and len(mount) == 6
+    msgs = {}
+    for role, msg in _bag_messages(drive_dir / "bag", {"/camera/camera_info": "camera_info", "/tf_static": "tf_static"}):
+        msgs.setdefault(role, msg)
+    by_tf = InputRouter(loc)
+    by_tf.feed("tf_static", msgs["tf_static"])
+    by_tf.feed("camera_info", msgs["camera_info"])
+    by_param = InputRouter(loc, camera_mount=mount_from_param(mount))
+    by_param.feed("camera_info", msgs["camera_info"])
+    assert by_param.mount_source == "camera_mount"
+    np.testing.assert_allclose(by_param.camera.R_base_opt, by_tf.camera.R_base_opt, atol=1e-6)
+    np.testing.assert_allclose(by_param.camera.t_base_opt, by_tf.camera.t_base_opt, atol=1e-6)
+
+
+def test_the_node_queue_keeps_stamp_order_across_callback_groups_and_drops_the_oldest_frame():
+    """Two callback groups may enqueue a little out of stamp order: an event goes before waiting events
+    of later stamps; a full image queue drops its oldest frame, counted."""
+    from geoloc_ros.ros.plumbing import EventQueue
+
+    dropped = []
+    q = EventQueue(2, 10, dropped.append)
+    q.put("image", "frame@1.05", 1.05)
+    q.put("fix", "fix@1.00", 1.00)  # its callback ran a moment after the image's
+    q.put("odom", "odom@?", None)  # no stamp: arrival order
+    q.put("image", "frame@1.10", 1.10)
+    q.put("image", "frame@1.20", 1.20)
+    out = []
+    while (g := q.get(0.01)) is not None:
+        out.append(g[1])
+    assert out == ["fix@1.00", "odom@?", "frame@1.10", "frame@1.20"] and dropped == ["image.queue_full"]

@@ -82,13 +82,14 @@ class Param:
             if not isinstance(value, str):
                 return value, f"must be a string, got {value!r}"
         elif kind is list:
+            if value is None and not self.default:  # an empty list in a ROS parameters file reads as unset
+                value = []
             if not isinstance(value, (list, tuple)):
                 return value, f"must be a list like {list(self.default)!r}, got {value!r}"
-            value = list(value)
-            if self.default and isinstance(self.default[0], float):
-                if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
-                    return value, f"must be a list of numbers, got {value!r}"
-                value = [float(v) for v in value]
+            value = list(value)  # the schema's lists are lists of numbers
+            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value):
+                return value, f"must be a list of finite numbers, got {value!r}"
+            value = [float(v) for v in value]
         if self.choices and value not in self.choices:
             return value, f"must be one of {', '.join(self.choices)}, got {value!r}"
         if kind in (int, float) and ((self.lo is not None and value < self.lo) or

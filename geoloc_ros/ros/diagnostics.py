@@ -59,7 +59,8 @@ class DiagnosticsMixin:
         if new_ev.get("fix.covariance_invalid"):
             level = max(level, 1)
             msgs.append(f"{new_ev['fix.covariance_invalid']} fix.covariance_invalid (default sigma used)")
-        input_warnings, input_values = self.inputs.report()
+        with self._inputs_lock:
+            input_warnings, input_values = self.inputs.report()
         if input_warnings:
             level = max(level, 1)
             msgs += input_warnings

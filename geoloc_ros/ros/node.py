@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import math
 import sys
 import threading
 import time
@@ -44,7 +45,7 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 
 from ..core import msgconv
-from ..core.errors import GeolocError
+from ..core.errors import GeolocError, InvalidArgument
 from ..core.rates import InputMonitor
 from ..runtime import InputRouter, build_localizer, load_measurements, mount_from_param
 from . import params as P
@@ -117,6 +118,7 @@ class GeolocMixin(PublishingMixin, DiagnosticsMixin):
         self._drops_at_last_diag: Dict[str, int] = {}
         self._events_at_last_diag: Dict[str, int] = {}
         self._stats_lock = threading.Lock()
+        self._inputs_lock = threading.Lock()
         self._worker_error: Optional[str] = None
         self._debug = None
         self._make_publishers(create_publisher or self.create_publisher)
@@ -126,10 +128,15 @@ class GeolocMixin(PublishingMixin, DiagnosticsMixin):
 
     def _ready_line(self) -> str:
         s = self.settings
-        return (f"model {s.model} ({self._backend_name()}), index {s.index_path} "
-                f"({self._index_stats().get('tiles_loaded', '?')} tiles loaded), camera {self.image_topic} "
+        parts = []
+        if getattr(self.loc, "matcher", None) is not None:
+            parts.append(f"metric matching on {s.orthophoto or 'the given matcher'} ({s.metric_features})")
+        if self.index is not None:
+            parts.append(f"retrieval: model {s.model} ({self._backend_name()}), index {s.index_path} "
+                         f"({self._index_stats().get('tiles_loaded', '?')} tiles loaded)")
+        return (f"{' and '.join(parts) or 'no camera measurement'}, camera {self.image_topic} "
                 f"({'compressed' if s.compressed else 'raw'}), fix {s.fix_topic}, odom {s.odom_topic or 'none'} "
-                f"({s.input_reliability}); map frame {s.map_frame} = index datum {self.frame.crs} origin "
+                f"({s.input_reliability}); map frame {s.map_frame} = datum {self.frame.crs} origin "
                 f"({self.frame.origin_e:.0f} E, {self.frame.origin_n:.0f} N)")
 
     # ------------------------------------------------------------------ setup
@@ -161,39 +168,68 @@ class GeolocMixin(PublishingMixin, DiagnosticsMixin):
         t = self.settings.image_topic
         return t.rstrip("/") + "/compressed" if self.settings.compressed and not t.endswith("/compressed") else t
 
-    def input_qos(self) -> QoSProfile:
-        """SENSOR_DATA (best effort, depth 5) or the same reliable (``input_reliability``)."""
-        if self.settings.input_reliability == "reliable":
-            return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=qos_profile_sensor_data.depth,
-                              reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
-        return qos_profile_sensor_data
+    def input_qos(self, rate_hz: float = 0.0, unknown_depth: int = 5) -> QoSProfile:
+        """SENSOR_DATA-like (best effort) or reliable (``input_reliability``), volatile, with a depth
+        that holds ``input_depth_s`` of the stream at ``rate_hz`` (its expected rate; unknown (0):
+        ``unknown_depth``), at least SENSOR_DATA's 5."""
+        s = self.settings
+        depth = max(qos_profile_sensor_data.depth, int(math.ceil(rate_hz * s.input_depth_s)) if rate_hz > 0
+                    else unknown_depth)
+        rel = ReliabilityPolicy.RELIABLE if s.input_reliability == "reliable" else ReliabilityPolicy.BEST_EFFORT
+        return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth, reliability=rel,
+                          durability=DurabilityPolicy.VOLATILE)
 
     def _activate(self) -> None:
-        """Subscriptions and the diagnostics timer."""
+        """Subscriptions and the diagnostics timer. Small, frequent messages (fix, odometry,
+        camera_info, /tf_static) have their own callback group, so a MultiThreadedExecutor takes
+        them off DDS whatever the image callbacks cost; image callbacks only enqueue. Metric
+        matching without a way to know the camera mounting (no tf2_msgs for /tf_static and no
+        ``camera_mount``) refuses to activate with one line saying what to set."""
         from nav_msgs.msg import Odometry
+        from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
         from sensor_msgs.msg import CompressedImage, Image, NavSatFix
 
         s = self.settings
-        qos = self.input_qos()
-        if s.compressed:
-            self._subs.append(self.create_subscription(CompressedImage, self.image_topic, self._on_compressed, qos))
-        else:
-            self._subs.append(self.create_subscription(Image, self.image_topic, self._on_image, qos))
-        self._subs.append(self.create_subscription(NavSatFix, s.fix_topic, self._on_fix, qos))
-        if s.odom_topic:
-            self._subs.append(self.create_subscription(Odometry, s.odom_topic, self._on_odom, qos))
-        if getattr(self.loc, "matcher", None) is not None:
-            from sensor_msgs.msg import CameraInfo
-
-            self._subs.append(self.create_subscription(CameraInfo, self.camera_info_topic, self._on_camera_info, qos))
+        metric = getattr(self.loc, "matcher", None) is not None
+        TFMessage = None
+        if metric:
             try:  # tf2_msgs comes with a ROS install, not with the pip wheels (then: camera_mount)
                 from tf2_msgs.msg import TFMessage
+            except ImportError:
+                if not s.camera_mount:
+                    raise InvalidArgument("metric matching needs the camera mounting and /tf_static cannot be read "
+                                          "(no tf2_msgs): set camera_mount:=[x, y, z, roll, pitch, yaw] (m, deg; "
+                                          f"camera_link in {s.base_frame})") from None
+        self._cb_small = MutuallyExclusiveCallbackGroup()
+        self._cb_image = MutuallyExclusiveCallbackGroup()
+        small = dict(callback_group=self._cb_small)
+        if s.compressed:
+            self._subs.append(self.create_subscription(CompressedImage, self.image_topic, self._on_image,
+                                                       self.input_qos(s.expected_image_hz, 2),
+                                                       callback_group=self._cb_image))
+        else:
+            self._subs.append(self.create_subscription(Image, self.image_topic, self._on_image,
+                                                       self.input_qos(s.expected_image_hz, 2),
+                                                       callback_group=self._cb_image))
+        self._subs.append(self.create_subscription(NavSatFix, s.fix_topic, self._on_fix,
+                                                   self.input_qos(s.expected_fix_hz, 50), **small))
+        if s.odom_topic:
+            self._subs.append(self.create_subscription(Odometry, s.odom_topic, self._on_odom,
+                                                       self.input_qos(s.expected_odom_hz, 200), **small))
+        if metric:
+            from sensor_msgs.msg import CameraInfo
 
+            self._subs.append(self.create_subscription(CameraInfo, self.camera_info_topic, self._on_camera_info,
+                                                       self.input_qos(s.expected_image_hz, 10), **small))
+            if TFMessage is not None:
                 latched = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.RELIABLE,
                                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
-                self._subs.append(self.create_subscription(TFMessage, "/tf_static", self._on_tf_static, latched))
-            except ImportError:
-                self.get_logger().info("no tf2_msgs: the camera mounting comes from the camera_mount parameter")
+                self._subs.append(self.create_subscription(TFMessage, "/tf_static", self._on_tf_static, latched,
+                                                           **small))
+            mount = (f"camera_mount {list(s.camera_mount)} unless /tf_static connects {s.base_frame} to the "
+                     f"camera" if s.camera_mount else f"/tf_static {s.base_frame} -> the camera_info frame")
+            self.get_logger().info(f"camera mounting: {mount}" + ("" if TFMessage is not None else
+                                                                   " (no tf2_msgs: /tf_static not read)"))
         # steady clock: diagnostics keep coming while a bag is paused or over (use_sim_time, no /clock)
         from rclpy.clock import Clock, ClockType
 
@@ -222,32 +258,31 @@ class GeolocMixin(PublishingMixin, DiagnosticsMixin):
         self.encoder = self.index = self.loc = None
         self._debug = None
 
-    def _on_input(self, kind: str, msg) -> None:
-        """Every message that reaches a callback: counted by its stamp (expected vs received)."""
+    def _on_input(self, kind: str, msg) -> float:
+        """Every message that reaches a callback: counted by its stamp (expected vs received). The
+        two callback groups may run at once: the monitor is shared under a lock."""
         self.rate_in[kind].tick()
         try:
             t = msgconv.header_time(msg)
         except Exception:
             t = float("nan")
-        self.inputs.tick(kind, t)
+        with self._inputs_lock:
+            self.inputs.tick(kind, t)
+        return t
 
     # ------------------------------------------------------------------ callbacks (executor thread)
     def _on_image(self, msg) -> None:
-        self._on_input("image", msg)
-        item = self.router.convert("image", msg)
-        if item is not None:
-            self.queue.put("image", item)
-            self.count["images_converted"] += 1
+        """Counted and queued as it came (drop-oldest): the worker converts it."""
+        t = self._on_input("image", msg)
+        self.queue.put("image", (msg, time.monotonic()), stamp=t)
 
     _on_compressed = _on_image
 
     def _on_fix(self, msg) -> None:
-        self._on_input("fix", msg)
-        self._enqueue("fix", msg)
+        self._enqueue("fix", msg, self._on_input("fix", msg))
 
     def _on_odom(self, msg) -> None:
-        self._on_input("odom", msg)
-        self._enqueue("odom", msg)
+        self._enqueue("odom", msg, self._on_input("odom", msg))
 
     def _on_camera_info(self, msg) -> None:
         self._enqueue("camera_info", msg)  # None (nothing queued) while it repeats unchanged
@@ -255,10 +290,10 @@ class GeolocMixin(PublishingMixin, DiagnosticsMixin):
     def _on_tf_static(self, msg) -> None:
         self._enqueue("tf_static", msg)
 
-    def _enqueue(self, kind: str, msg) -> None:
+    def _enqueue(self, kind: str, msg, stamp: Optional[float] = None) -> None:
         item = self.router.convert(kind, msg)
         if item is not None:
-            self.queue.put(kind, item)
+            self.queue.put(kind, item, stamp=stamp if stamp is not None and math.isfinite(stamp) else None)
 
     # ------------------------------------------------------------------ worker thread
     def _on_reset(self, why: str) -> None:
@@ -287,6 +322,12 @@ class GeolocMixin(PublishingMixin, DiagnosticsMixin):
     def _process(self, kind: str, item) -> None:
         """One input through the router to the Localizer, and what it gives published."""
         if kind == "image":
+            msg, recv = item
+            item = self.router.convert("image", msg)
+            if item is None:
+                return
+            item = item._replace(recv=recv)
+            self.count["images_converted"] += 1
             self.count["images_processed"] += 1
         est = self.router.apply(kind, item)
         if kind == "fix" and item.sample.ok:
@@ -375,10 +416,14 @@ def run(make_node: Callable[[], Node], name: str, argv: Optional[List[str]] = No
         print(f"{name}: error: could not start: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
         code = 1
     if node is not None:
-        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
 
         ext = getattr(__import__("rclpy.executors", fromlist=["x"]), "ExternalShutdownException", KeyboardInterrupt)
-        executor = SingleThreadedExecutor()
+        # executor_threads 1 (default): one thread takes every message in arrival order, image callbacks
+        # only enqueue (measured: no fix or odometry lost, bench/bench_node.py); > 1: the image group, the
+        # small messages' group and the timers run side by side (the queue keeps them in stamp order)
+        threads = int(getattr(node, "settings", None).executor_threads) if getattr(node, "settings", None) else 1
+        executor = SingleThreadedExecutor() if threads <= 1 else MultiThreadedExecutor(num_threads=threads)
         executor.add_node(node)
         try:
             while rclpy.ok():  # a bounded wait: Python sees Ctrl-C only between waits (no timer while inactive)

@@ -75,12 +75,19 @@ NODE_PARAMS: List[ParamSpec] = [
     P("metric_features", "gradient", "metric matching feature extractor", choices=("gradient", "learned")),
     P("camera_info_topic", "", "sensor_msgs/CameraInfo of the camera (K, D); empty: IMAGE_TOPIC's sibling "
       "camera_info"),
-    P("camera_mount", [0.0, 0.0, 1.8, 0.0, 0.0, 0.0], "camera_link pose in base_frame: x, y, z (m), roll, pitch, "
-      "yaw (deg; pitch > 0 looks down), used when /tf_static does not connect base_frame to the camera_info "
-      "frame (with the pip ROS wheels there is no tf2_msgs: always this)"),
+    P("camera_mount", [], "camera_link pose in base_frame: [x, y, z, roll, pitch, yaw] (m, deg; pitch > 0 looks "
+      "down), used when /tf_static does not connect base_frame to the camera_info frame; empty: never guessed, "
+      "metric matching waits for /tf_static, and without tf2_msgs (the pip ROS wheels) the node refuses to "
+      "activate until it is set"),
     P("memory_budget_mb", 512, "memory the tile index may use for loaded shards (MB)", 16, 1048576),
     P("image_queue_size", 2, "camera frames waiting for the worker; when full the oldest is dropped "
       "(counted as drops.image.queue_full)", 1, 1000),
+    P("input_depth_s", 1.0, "depth of the fix, odometry and camera_info subscriptions as seconds of their expected "
+      "rate (expected_*_hz; unknown: 50 fixes, 200 odometry messages), so a busy moment loses none", 0.1, 60.0),
+    P("executor_threads", 1, "executor threads: 1 takes every message on one thread in arrival order (image "
+      "callbacks only enqueue; measured best here, docs/ros.md); > 1: a MultiThreadedExecutor running the "
+      "image callbacks, the small messages' callback group (fix, odometry, camera_info, /tf_static) and the "
+      "timers side by side", 1, 16),
     P("input_queue_size", 2000, "GNSS/odometry messages waiting for the worker (oldest dropped when full)",
       10, 1000000),
     P("publish_on_fix", True, "also publish the filter estimate at each GNSS fix, between camera keyframes"),
@@ -172,6 +179,9 @@ def validate(overrides: Dict[str, Any], specs: Optional[Sequence[ParamSpec]] = N
         problems.append("set 'orthophoto' (metric matching: a GeoTIFF or XYZ folder of the area) and/or 'index_path' "
                         "(retrieval: a tile index folder built with `geoloc index build` for the same model)")
     loc = None
+    mount = values.get("camera_mount")
+    if "camera_mount" in by_name and mount and len(mount) != 6:
+        problems.append(f"parameter 'camera_mount' must be empty or six numbers x, y, z, roll, pitch, yaw, got {mount!r}")
     if not problems and build_localizer and any(n.startswith(LOCALIZER_PREFIX) for n in by_name):
         try:
             loc = _build_localizer_config(values)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import math
 import threading
 import time
 from typing import Any, Callable, Deque, Dict, Optional, Tuple
@@ -43,22 +44,24 @@ class DropCounter:
 
 
 class EventQueue:
-    """FIFO of input events; images are capped (drop-oldest image), other events capped separately."""
+    """Input events in arrival order; images are capped (drop-oldest image), other events capped
+    separately. With a ``stamp``, an event goes before the waiting events of later stamps: callbacks
+    of two callback groups (a multi-threaded executor) may enqueue a little out of stamp order."""
 
     def __init__(self, image_cap: int, other_cap: int, on_drop: Callable[[str], None]):
-        self._dq: Deque[Tuple[str, Any]] = collections.deque()
+        self._dq: Deque[Tuple[str, Any, float]] = collections.deque()
         self._cond = threading.Condition()
         self.image_cap, self.other_cap = int(image_cap), int(other_cap)
         self.n_images = 0
         self.puts = 0  # items ever put (the worker's ``applied`` catches up with it)
         self._on_drop = on_drop
 
-    def put(self, kind: str, item: Any) -> None:
+    def put(self, kind: str, item: Any, stamp: Optional[float] = None) -> None:
         dropped = None
         with self._cond:
             if kind == "image":
                 if self.n_images >= self.image_cap:
-                    for i, (k, _) in enumerate(self._dq):
+                    for i, (k, _, _) in enumerate(self._dq):
                         if k == "image":
                             del self._dq[i]
                             self.n_images -= 1
@@ -66,12 +69,16 @@ class EventQueue:
                             break
                 self.n_images += 1
             elif len(self._dq) - self.n_images >= self.other_cap:
-                for i, (k, _) in enumerate(self._dq):
+                for i, (k, _, _) in enumerate(self._dq):
                     if k != "image":
                         del self._dq[i]
                         dropped = f"{k}.queue_full"
                         break
-            self._dq.append((kind, item))
+            s = -math.inf if stamp is None else float(stamp)
+            pos = len(self._dq)
+            while stamp is not None and pos > 0 and self._dq[pos - 1][2] > s:
+                pos -= 1
+            self._dq.insert(pos, (kind, item, s))
             self.puts += 1
             self._cond.notify()
         if dropped:
@@ -83,7 +90,7 @@ class EventQueue:
                 self._cond.wait(timeout)
             if not self._dq:
                 return None
-            kind, item = self._dq.popleft()
+            kind, item, _ = self._dq.popleft()
             if kind == "image":
                 self.n_images -= 1
             return kind, item

@@ -16,8 +16,8 @@ Above ``pipeline`` and ``metric``, below ``ros`` and ``evaluation`` (docs/archit
 from __future__ import annotations
 
 from .build import Measurements, build_baseline, build_localizer, load_measurements
-from .camera import camera_model, mount_from_param
+from .camera import camera_model, mount_from_param, mount_to_param
 from .router import Counter, FixInput, ImageInput, InputRouter
 
 __all__ = ["Measurements", "build_localizer", "build_baseline", "load_measurements", "camera_model",
-           "mount_from_param", "Counter", "FixInput", "ImageInput", "InputRouter"]
+           "mount_from_param", "mount_to_param", "Counter", "FixInput", "ImageInput", "InputRouter"]

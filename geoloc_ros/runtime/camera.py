@@ -39,3 +39,14 @@ def camera_model(info, static_tfs: List[Any], camera_mount, base_frame: str):
                               f"given: set camera_mount (x, y, z, roll, pitch, yaw of the camera in {base_frame}; "
                               f"node parameter camera_mount, replay --camera-mount)")
     return CameraModel.from_camera_info(info.width, info.height, info.K, info.D).with_mount(*mount), source
+
+
+def mount_to_param(R_base_opt, t_base_opt) -> List[float]:
+    """The inverse of ``mount_from_param``: (R, t) of the optical frame in base_link -> ``[x, y, z, roll,
+    pitch, yaw]`` (m, deg) of camera_link, what ``camera_mount`` takes."""
+    from ..metric.bev import R_LINK_OPTICAL
+
+    R = np.asarray(R_base_opt, float).reshape(3, 3) @ R_LINK_OPTICAL.T
+    pitch = math.asin(max(-1.0, min(1.0, -R[2, 0])))
+    roll, yaw = math.atan2(R[2, 1], R[2, 2]), math.atan2(R[1, 0], R[0, 0])
+    return [float(v) for v in t_base_opt] + [math.degrees(roll), math.degrees(pitch), math.degrees(yaw)]

@@ -7,11 +7,12 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 EXTRAS ?= dev,ros
 
-.PHONY: help venv demo test bench docs-images clean
+.PHONY: help venv demo lint test bench docs-images clean
 
 help:
 	@echo "make demo   - synthesize the default world and a drive, and run the pipeline on it"
-	@echo "make test   - run the test suite"
+	@echo "make lint   - ruff (pyflakes, import order, line length: ruff.toml)"
+	@echo "make test   - lint, then run the test suite"
 	@echo "make bench  - run the benchmarks (tables + JSON in bench/results/)"
 	@echo "make docs-images - regenerate the pictures in docs/img/"
 
@@ -39,7 +40,10 @@ demo: venv
 # two workers (pytest-xdist) on the 2-core CI machine; `make test TEST_JOBS=0` runs in one process
 TEST_JOBS ?= 2
 
-test: venv
+lint: venv
+	$(BIN)/ruff check .
+
+test: lint
 	$(BIN)/python -m pytest -n $(TEST_JOBS) --dist loadscope --no-loadscope-reorder
 
 bench: venv

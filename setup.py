@@ -75,6 +75,7 @@ setup(
             *EXPORT, *ORT,
             "ray>=2.9",
             "psutil>=5.9",
+            "ruff>=0.15",  # `make lint` (ruff.toml), run by `make test`
         ],
     },
     zip_safe=True,

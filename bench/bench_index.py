@@ -93,8 +93,8 @@ def bench_build(tmp: Path, n_side: int):
 
 def synthetic_index(out: Path, N: int, rng, global_index: str):
     from geoloc_ros.core.geo import LocalFrame
-    from geoloc_ros.index.build import write_index_files
     from geoloc_ros.core.manifest import write_json_atomic
+    from geoloc_ros.index.build import write_index_files
 
     frame = LocalFrame.at(44.4759, -73.2121)
     P = N // K
@@ -216,7 +216,7 @@ def bench_search(tmp: Path, N: int, rng, nq: int = 200):
     rows.append({"part": "memory", "N": N, "method": "TileIndex loaded (all shards + global)",
                  "rss_growth_MB": round(rss_mb() - rss0, 1), "shards_MB": st["memory_mb"],
                  "global_MB": st["global_memory_mb"]})
-    del idx, flat, X
+    idx = flat = X = None  # free them (a `del` would leave the timing lambdas above a deleted name)
     gc.collect()
     shutil.rmtree(out, ignore_errors=True)
     return rows

@@ -198,7 +198,6 @@ def main(argv=None):
     args = ap.parse_args(argv)
 
     from geoloc_ros.metric.features import make_extractor
-
     from geoloc_ros.sim.world import World
 
     world = ensure_world(args.world, args.world_seed, args.size_m)

@@ -1,38 +1,44 @@
 """The Localizer: camera keyframes + GNSS + odometry -> corrected pose with covariance and status.
 
-Pure Python (numpy + the encoder and index objects it is given); no rclpy, no wall clock: time
-comes in with every call as a stamp in seconds. The ROS node and the bag replay both drive it::
+Pure Python (numpy + the matcher, encoder and index objects it is given); no rclpy, no wall clock:
+time comes in with every call as a stamp in seconds. The ROS node and the bag replay both drive it
+through ``runtime.InputRouter`` and build it with ``runtime.build_localizer``::
 
-    from geoloc_ros.pipeline import Localizer, LocalizerConfig
-    loc = Localizer(encoder, index, LocalizerConfig(...))
+    loc = build_localizer(LocalizerConfig(...), load_measurements(cfg, orthophoto=...))
     loc.on_fix(t, lat, lon, cov_en, ok)          # NavSatFix
     loc.on_odom(t, x, y, yaw, vx, wz, pose_cov)  # nav_msgs/Odometry (any drifting odom frame)
     est = loc.on_image(t, rgb)                   # Estimate at keyframes, else None
     loc.estimate(t)                              # current state between keyframes
 
-Per keyframe (one per ``keyframe_spacing_m`` of odometry, or per ``keyframe_interval_s``):
-encode the new frame only (features are cached in ``core.keyframes.KeyframeBuffer``), fuse the
-last T cached features, search the index near the filter's prior (radius from its covariance,
-clamped to [search_radius_min_m, search_radius_max_m]; heading bins around the filter heading),
-and update the filter (``core.filter``) with the whole similarity map (``k=None``) through the
-confidence gate. See docs/localizer.md.
+Per keyframe (one per ``keyframe_spacing_m`` of odometry, or per ``keyframe_interval_s``), the
+camera's measurement while there is a prior is metric matching when a matcher is given: the
+keyframe's bird's-eye view, mosaicked with the previous ones by odometry, scored against the
+orthophoto over (x, y, heading) around the filter's prior (``metric``), the volume then updates
+the filter (``core.filter``, ``core.measurement.PoseVolume``). Without an orthophoto the
+measurement is retrieval: the last T keyframe features fused and searched in the tile index near
+the prior (radius from its covariance, clamped to [search_radius_min_m, search_radius_max_m];
+heading bins around the filter heading), the whole similarity map updating the filter through the
+confidence gate. Beside metric matching, retrieval only relocalises without a prior. See
+docs/localizer.md.
 """
 from __future__ import annotations
 
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any, ClassVar, Dict, List, Mapping, Optional
 
 import numpy as np
 
-from .core.config import check_keys
+from .core.config import check_keys, params_of
 from .core.errors import InvalidArgument
-from .core.filter import STATUSES, FilterParams, MatchEval, PoseTracker, TrackState, _f
+from .core.filter import FilterParams, MatchEval, _f
 from .core.geo import yaw_to_heading_deg
 from .core.keyframes import KeyframeBuffer
 from .core.measurement import PoseVolume
+from .core.msgconv import enu_to_grid_cov
+from .core.tracker import STATUSES, PoseTracker, TrackState
 from .metric.config import MetricParams, check_metric
 
 log = logging.getLogger(__name__)
@@ -48,13 +54,14 @@ class LocalizerConfig(FilterParams, MetricParams):
     declare it as a parameter (``localizer.<name>``). Unknown keys in ``from_dict`` are an error."""
 
     _owner: ClassVar[str] = "localizer"
+    _group: ClassVar[str] = "localizer"  # camera use and keyframes; retrieval's and metric's own fields say so
 
     use_camera: bool = _f(True, "use camera matches; false gives the GNSS + odometry baseline (same filter)")
     map_registration_sigma_m: float = _f(0.5, "absolute accuracy of the orthophoto's registration (m, 1-sigma per "
                                          "axis): added to the published covariance while metric matches hold the "
                                          "estimate on the map. Set it from your orthophoto's metadata (often 0.5-2 m); "
                                          "0.5 kept the truth inside the 95 % ellipse 98 % of the time on the "
-                                         "simulator's validation drives (0.7: 100 %)", 0.0, 100.0)
+                                         "simulator's validation drives (0.7: 100 %)", 0.0, 100.0, group="metric")
     camera_measurement: str = _f("auto", "the camera's measurement while a prior exists: metric (BEV matched "
                                  "against the orthophoto over x, y, heading; needs a metric matcher), retrieval "
                                  "(tile index similarity map), or auto (metric when a matcher is given)",
@@ -63,20 +70,28 @@ class LocalizerConfig(FilterParams, MetricParams):
     keyframe_interval_s: float = _f(0.5, "one keyframe per this time when there is no odometry (s)", 0.01, 60.0)
     keyframe_max_gap_s: float = _f(5.0, "a longer gap between keyframes breaks the sequence (buffer cleared) (s)",
                                    0.1, 3600.0)
-    seq_len: int = _f(7, "keyframes fused per descriptor (T; clamped to the model's max_frames)", 1, 64)
-    min_seq_len: int = _f(3, "fewest keyframes before matching starts", 1, 64)
-    search_sigma_k: float = _f(3.0, "search radius = this many position sigmas of the prior ...", 0.5, 20.0)
-    search_radius_min_m: float = _f(24.0, "... clamped to at least this (m)", 1.0, 10000.0)
-    search_radius_max_m: float = _f(80.0, "... and at most this (m)", 1.0, 100000.0)
+    seq_len: int = _f(7, "keyframes fused per descriptor (T; clamped to the model's max_frames)", 1, 64,
+                      group="retrieval")
+    min_seq_len: int = _f(3, "fewest keyframes before matching starts", 1, 64, group="retrieval")
+    search_sigma_k: float = _f(3.0, "search radius = this many position sigmas of the prior ...", 0.5, 20.0,
+                               group="retrieval")
+    search_radius_min_m: float = _f(24.0, "... clamped to at least this (m)", 1.0, 10000.0, group="retrieval")
+    search_radius_max_m: float = _f(80.0, "... and at most this (m)", 1.0, 100000.0, group="retrieval")
     heading_tol_deg: float = _f(0.0, "heading bins within this of the filter heading are searched (deg); 0: the "
-                                "index default (180 / K)", 0.0, 180.0)
-    match_max_yaw_std_deg: float = _f(20.0, "no matching while the heading sigma is above this (deg)", 1.0, 180.0)
-    candidates_k: int = _f(10, "top-k candidates reported with each estimate", 0, 1000)
-    relocalise: bool = _f(True, "relocalise globally (whole index) when lost and no GNSS gives a prior")
-    relocalise_after_s: float = _f(30.0, "... after this long without an accepted GNSS fix (s)", 0.0, 86400.0)
-    relocalise_k: int = _f(20, "candidates of the global search that seed the relocalised particle cloud", 1, 10000)
-    relocalise_pos_std_m: float = _f(8.0, "position sigma around each relocalisation candidate (m)", 0.1, 1000.0)
-    relocalise_yaw_std_deg: float = _f(25.0, "heading sigma around each candidate's heading bin (deg)", 0.1, 180.0)
+                                "index default (180 / K)", 0.0, 180.0, group="retrieval")
+    match_max_yaw_std_deg: float = _f(20.0, "no matching while the heading sigma is above this (deg)", 1.0, 180.0,
+                                      group="retrieval")
+    candidates_k: int = _f(10, "top-k candidates reported with each estimate", 0, 1000, group="retrieval")
+    relocalise: bool = _f(True, "relocalise globally (whole index) when lost and no GNSS gives a prior",
+                          group="retrieval")
+    relocalise_after_s: float = _f(30.0, "... after this long without an accepted GNSS fix (s)", 0.0, 86400.0,
+                                   group="retrieval")
+    relocalise_k: int = _f(20, "candidates of the global search that seed the relocalised particle cloud", 1, 10000,
+                           group="retrieval")
+    relocalise_pos_std_m: float = _f(8.0, "position sigma around each relocalisation candidate (m)", 0.1, 1000.0,
+                                     group="retrieval")
+    relocalise_yaw_std_deg: float = _f(25.0, "heading sigma around each candidate's heading bin (deg)", 0.1, 180.0,
+                                       group="retrieval")
 
     def __post_init__(self):
         super().__post_init__()
@@ -101,13 +116,11 @@ class LocalizerConfig(FilterParams, MetricParams):
 
     @classmethod
     def describe(cls) -> List[Dict[str, Any]]:
-        """Machine-readable table: name, default, type, help, range per field."""
-        out = []
-        for f in fields(cls):
-            md = f.metadata or {}
-            out.append({"name": f.name, "default": f.default, "type": type(f.default).__name__,
-                        "help": md.get("help", ""), "range": md.get("range")})
-        return out
+        """Machine-readable table: name, default, type, help, range, choices, group per field (the
+        schema's ``core.config.params_of``, as the ROS parameters and config/geoloc.yaml)."""
+        return [{"name": p.name, "default": p.default, "type": p.kind.__name__, "help": p.description,
+                 "range": None if p.lo is None and p.hi is None else (p.lo, p.hi), "choices": p.choices,
+                 "group": p.group} for p in params_of(cls)]
 
 
 @dataclass
@@ -170,11 +183,18 @@ class Estimate:
         return float(math.sqrt(max(np.linalg.eigvalsh(np.asarray(self.cov)[:2, :2])[-1], 0.0)))
 
 
-def _enu_to_grid_cov(cov_en: np.ndarray, convergence_deg: float) -> np.ndarray:
-    """2x2 covariance on true east/north axes -> UTM grid axes (inverse of the node's grid_to_enu_cov)."""
-    g = math.radians(convergence_deg)
-    R = np.array([[math.cos(g), -math.sin(g)], [math.sin(g), math.cos(g)]])
-    return R @ cov_en @ R.T
+@dataclass
+class _Measured:
+    """What a keyframe's camera measurement gave: the gate's evaluation (None: nothing measured),
+    why, the retrieval candidates and similarity map or the metric result (debug, evaluation), and
+    whether it waited for a prior (then retrieval may relocalise)."""
+
+    reason: str = ""
+    ev: Optional[MatchEval] = None
+    candidates: Optional[Candidates] = None
+    sim_map: Optional[SimilarityMap] = None
+    metric: Any = None
+    no_prior: bool = False
 
 
 class Localizer:
@@ -191,12 +211,12 @@ class Localizer:
         mode = c.camera_measurement
         if mode == "auto":
             mode = "metric" if matcher is not None else "retrieval"
-        self.metric = c.use_camera and mode == "metric"
-        if self.metric and matcher is None:
+        self.metric_matching = c.use_camera and mode == "metric"
+        if self.metric_matching and matcher is None:
             raise InvalidArgument("camera_measurement=metric needs a metric matcher (geoloc_ros.metric: the "
                                   "orthophoto); pass matcher=..., or set camera_measurement=retrieval, or "
                                   "use_camera=False for the GNSS + odometry baseline")
-        if c.use_camera and not self.metric and (encoder is None or index is None):
+        if c.use_camera and not self.metric_matching and (encoder is None or index is None):
             raise InvalidArgument("use_camera=True needs an encoder and a tile index; pass both, or set "
                                   "use_camera=False for the GNSS + odometry baseline")
         if encoder is not None and index is not None and int(encoder.dim) != int(index.dim):
@@ -204,7 +224,7 @@ class Localizer:
                                   f"rebuild the index with this model (geoloc index build)")
         self.encoder = encoder
         self.index = index
-        self.matcher = matcher if self.metric else None
+        self.matcher = matcher if self.metric_matching else None
         # retrieval runs where it is configured, and for global relocalisation beside metric matching
         self.retrieval = c.use_camera and encoder is not None and index is not None
         if index is not None:
@@ -224,7 +244,6 @@ class Localizer:
         self._counts: Dict[str, Any] = {}
         self._clear_counts()
         self._covered: Optional[bool] = None  # was the prior inside the index at the last keyframe
-        self._last_match: Optional[MatchEval] = None
         self._odom_jumps_seen = 0
 
     def set_camera(self, camera) -> None:
@@ -246,7 +265,9 @@ class Localizer:
         self._bump("drops", key)
         log.debug("dropped %s: %s", key, msg)
 
-    def _conv(self, x: float, y: float) -> float:
+    def grid_convergence_deg(self, x: float, y: float) -> float:
+        """Grid convergence (deg) of the map frame at (x, y), cached per square kilometre: the one
+        the Localizer, the node and the replay rotate headings and covariances by."""
         key = (round(x / 1000.0), round(y / 1000.0))
         v = self._conv_cache.get(key)
         if v is None:
@@ -293,7 +314,7 @@ class Localizer:
                 self._drop("fix.bad_covariance", f"GNSS covariance {C.tolist()} is not positive definite; using "
                            f"gnss_default_sigma_m")
             else:
-                R = _enu_to_grid_cov(C, self._conv(x, y))
+                R = enu_to_grid_cov(C, self.grid_convergence_deg(x, y))
         self.tracker.on_fix(t, np.array([x, y]), R, True)
 
     def on_odom(self, t: float, x: float, y: float, yaw: float, vx: float = 0.0, wz: float = 0.0,
@@ -310,16 +331,15 @@ class Localizer:
             self._drop("odom.jump", "odometry jumped faster than odom_max_speed_mps; re-anchored")
 
     def on_image(self, t: float, image: np.ndarray) -> Optional["Estimate"]:
-        """A camera frame (uint8 RGB HxWx3). Returns an Estimate if it became a keyframe."""
+        """A camera frame (uint8 RGB HxWx3). Returns an Estimate if it became a keyframe.
+
+        The steps (as amcl's laserReceived): keyframe? -> features for retrieval when it will run ->
+        predict -> the camera measurement (metric: camera model? -> prior? -> measure -> update;
+        retrieval: prior? -> search -> update) -> the estimate to publish."""
         t = float(t)
         self._check_time(t)
-        c = self.config
-        img = np.asarray(image) if image is not None else None
-        if img is None or img.ndim != 3 or img.shape[2] != 3 or img.shape[0] < 8 or img.shape[1] < 8:
-            self._drop("image.bad_shape", f"expected an RGB image HxWx3, got {None if img is None else img.shape}")
-            return None
-        if img.dtype != np.uint8:
-            self._drop("image.bad_dtype", f"expected uint8 RGB, got {img.dtype}")
+        img = self._checked_image(image)
+        if img is None:
             return None
         self._counts["frames"] += 1
         tr = self.tracker
@@ -327,54 +347,74 @@ class Localizer:
         if not self.keyframes.is_keyframe(t, odom_dist):
             return None
         t0 = time.perf_counter()
-        encode = self.retrieval and not self.metric
-        if encode and self._prior_outside_index(t):
-            # no tile can be matched here: save the encoder pass, and restart the sequence so a
-            # later descriptor does not mix frames from before and after the gap
-            encode = False
-            self.keyframes.clear()
-        if self.retrieval and self.metric:
-            # retrieval only relocalises here: encode while there is no credible prior
-            st = tr.state(t)
-            encode = st is None or st.status == "lost"
-        feat = self.encoder.frame_features(img[None])[0] if encode else None
+        feat = self._retrieval_features(t, img)
         self.keyframes.add(t, feat, odom_dist)
         self._counts["keyframes"] += 1
         tr.predict(t)
-        cands = sim = metric = None
-        ev: Optional[MatchEval] = None
-        reason = ""
-        if not c.use_camera:
-            reason = "camera disabled"
-        elif self.metric:
-            metric, ev, reason = self._match_metric(t, img)
-            if ev is None and encode and reason.startswith("no prior"):
-                cands, sim, ev, reason = self._match(t)
-        elif not encode:
-            reason = "outside tile index coverage"
-        else:
-            cands, sim, ev, reason = self._match(t)
-        est = self._make_estimate(t, keyframe=True, candidates=cands, sim_map=sim, ev=ev, match_reason=reason)
+        got = self._measure(t, img, encoded=feat is not None)
+        est = self._make_estimate(t, keyframe=True, candidates=got.candidates, sim_map=got.sim_map, ev=got.ev,
+                                  match_reason=got.reason)
         ms = (time.perf_counter() - t0) * 1e3
         self._counts["compute_ms_total"] += ms
         if est is not None:
             est.compute_ms = ms
-            est.metric = metric
+            est.metric = got.metric
             self._counts["status"][est.status] += 1
         return est
 
+    def _checked_image(self, image) -> Optional[np.ndarray]:
+        """The frame as an array, or None (counted) when it is not uint8 RGB of at least 8x8."""
+        img = np.asarray(image) if image is not None else None
+        if img is None or img.ndim != 3 or img.shape[2] != 3 or img.shape[0] < 8 or img.shape[1] < 8:
+            self._drop("image.bad_shape", f"expected an RGB image HxWx3, got {None if img is None else img.shape}")
+            return None
+        if img.dtype != np.uint8:
+            self._drop("image.bad_dtype", f"expected uint8 RGB, got {img.dtype}")
+            return None
+        return img
+
+    def _retrieval_features(self, t: float, img: np.ndarray) -> Optional[np.ndarray]:
+        """The keyframe's retrieval features when retrieval will use them: as the camera measurement
+        (while the prior is inside the index), or beside metric matching to relocalise (while there
+        is no credible prior). None saves the encoder pass."""
+        if not self.retrieval:
+            return None
+        if self.metric_matching:
+            st = self.tracker.state(t)
+            if not (st is None or st.status == "lost"):
+                return None
+        elif self._prior_outside_index(t):
+            # no tile can be matched here: restart the sequence so that a later descriptor does not
+            # mix frames from before and after the gap
+            self.keyframes.clear()
+            return None
+        return self.encoder.frame_features(img[None])[0]
+
+    def _measure(self, t: float, img: np.ndarray, encoded: bool) -> "_Measured":
+        """The camera measurement of this keyframe and the filter update (``_Measured``)."""
+        if not self.config.use_camera:
+            return _Measured(reason="camera disabled")
+        if self.metric_matching:
+            got = self._match_metric(t, img)
+            if got.no_prior and encoded:
+                return self._match_retrieval(t)  # no prior: retrieval may relocalise
+            return got
+        if not encoded:
+            return _Measured(reason="outside tile index coverage")
+        return self._match_retrieval(t)
+
     # ------------------------------------------------------------------ metric matching
-    def _match_metric(self, t: float, img: np.ndarray):
-        """Add the keyframe to the matcher's sequence, score the volume around the prior and update
-        the filter. Returns (MetricResult | None, MatchEval | None, reason)."""
+    def _match_metric(self, t: float, img: np.ndarray) -> "_Measured":
+        """Metric matching: camera model? -> the keyframe into the matcher's sequence -> prior? ->
+        the volume scored around the prior -> the filter updated with it (``PoseVolume``)."""
         c, tr, m = self.config, self.tracker, self.matcher
         if m.camera is None:
             self._bump("match_skipped", "no camera model")
-            return None, None, "no camera model (waiting for camera_info)"
+            return _Measured(reason="no camera model (waiting for camera_info)")
         if (img.shape[1], img.shape[0]) != (m.camera.width, m.camera.height):
             self._drop("image.size_mismatch", f"image {img.shape[1]}x{img.shape[0]} does not match camera_info "
                        f"{m.camera.width}x{m.camera.height}")
-            return None, None, "image size differs from camera_info"
+            return _Measured(reason="image size differs from camera_info")
         if tr.counters["odom_jumps"] != self._odom_jumps_seen:  # odometry frame jumped: poses do not chain
             self._odom_jumps_seen = tr.counters["odom_jumps"]
             m.clear()
@@ -383,10 +423,10 @@ class Localizer:
         st = tr.state(t)
         if st is None or st.status == "lost":
             self._bump("match_skipped", "no prior")
-            return None, None, "no prior (waiting for GNSS)"
+            return _Measured(reason="no prior (waiting for GNSS)", no_prior=True)
         if st.yaw_std_deg > c.match_max_yaw_std_deg:
             self._bump("match_skipped", "heading unknown")
-            return None, None, f"heading unknown (sigma {st.yaw_std_deg:.0f} deg)"
+            return _Measured(reason=f"heading unknown (sigma {st.yaw_std_deg:.0f} deg)")
         x, y, yaw = (float(v) for v in st.mean)
         self._counts["matches_attempted"] += 1
         res = m.match(x, y, yaw, st.pos_std_m, math.radians(st.yaw_std_deg))
@@ -399,13 +439,11 @@ class Localizer:
             self._covered = False
             self._counts["outside_coverage"] += 1
             self._bump("match_skipped", "outside aerial map coverage")
-            return res, None, "outside aerial map coverage"
+            return _Measured(reason="outside aerial map coverage", metric=res)
         self._covered = True
-        meas = PoseVolume(vol.xs, vol.ys, vol.yaws, vol.scores / c.volume_temperature)
-        res.measurement = meas
-        ev = tr.on_camera(t, meas)
-        self._last_match = ev
-        return res, ev, ev.reason
+        res.measurement = PoseVolume(vol.xs, vol.ys, vol.yaws, vol.scores / c.volume_temperature)
+        ev = tr.on_camera(t, res.measurement)
+        return _Measured(ev=ev, reason=ev.reason, metric=res)
 
     # ------------------------------------------------------------------ matching
     def _prior_outside_index(self, t: float) -> bool:
@@ -421,13 +459,14 @@ class Localizer:
         self._bump("match_skipped", "outside tile index coverage")
         return True
 
-    def _match(self, t: float):
-        """Search near the prior and update the filter. Returns (candidates, sim_map, MatchEval, reason)."""
+    def _match_retrieval(self, t: float) -> "_Measured":
+        """Retrieval: sequence long enough? -> prior? (else relocalise when due) -> the tile index
+        searched near the prior -> the filter updated with the similarity map (``TileSimilarity``)."""
         c, tr, idx = self.config, self.tracker, self.index
         feats, _ = self.keyframes.sequence(self.T)
         if len(feats) < c.min_seq_len:
             self._bump("match_skipped", "warming up")
-            return None, None, None, f"warming up ({len(feats)}/{c.min_seq_len} keyframes)"
+            return _Measured(reason=f"warming up ({len(feats)}/{c.min_seq_len} keyframes)")
         st = tr.state(t)
         no_prior = st is None or (st.status == "lost" and (
             tr.t_fix_ok is None or t - tr.t_fix_ok > c.relocalise_after_s))
@@ -437,19 +476,19 @@ class Localizer:
             if c.relocalise and since >= c.relocalise_after_s:
                 return self._relocalise(t, feats)
             self._bump("match_skipped", "no prior")
-            return None, None, None, "no prior (waiting for GNSS)"
+            return _Measured(reason="no prior (waiting for GNSS)", no_prior=True)
         if st.yaw_std_deg > c.match_max_yaw_std_deg:
             self._bump("match_skipped", "heading unknown")
-            return None, None, None, f"heading unknown (sigma {st.yaw_std_deg:.0f} deg)"
+            return _Measured(reason=f"heading unknown (sigma {st.yaw_std_deg:.0f} deg)")
         x, y, yaw = (float(v) for v in st.mean)
         lat, lon = (float(v) for v in self.frame.to_latlon(x, y))
         if hasattr(idx, "covers") and not idx.covers(lat, lon):
             self._covered = False
             self._counts["outside_coverage"] += 1
             self._bump("match_skipped", "outside tile index coverage")
-            return None, None, None, "outside tile index coverage"
+            return _Measured(reason="outside tile index coverage")
         radius = float(np.clip(c.search_sigma_k * st.pos_std_m, c.search_radius_min_m, c.search_radius_max_m))
-        heading = float(yaw_to_heading_deg(yaw)) + self._conv(x, y)
+        heading = float(yaw_to_heading_deg(yaw)) + self.grid_convergence_deg(x, y)
         desc = self.encoder.fuse(feats[None])[0]
         self._counts["matches_attempted"] += 1
         res = idx.search(desc, k=None, near=(lat, lon), radius_m=radius, heading_deg=heading % 360.0,
@@ -461,7 +500,7 @@ class Localizer:
             self._covered = False
             self._counts["outside_coverage"] += 1
             self._bump("match_skipped", "outside tile index coverage")
-            return None, None, None, "outside tile index coverage (no tiles within the search radius)"
+            return _Measured(reason="outside tile index coverage (no tiles within the search radius)")
         self._covered = True
         tx = np.asarray(res.x, float).reshape(-1)[ok]
         ty = np.asarray(res.y, float).reshape(-1)[ok]
@@ -474,10 +513,10 @@ class Localizer:
                            lon=np.asarray(res.lon, float).reshape(-1)[ok][top], x=tx[top], y=ty[top], score=sc[top],
                            heading_deg=th[top])
         ev = tr.on_match(t, np.stack([tx, ty], axis=1), sc, float(idx.spacing_m))
-        self._last_match = ev
-        return cands, sim, ev, ev.reason
+        return _Measured(ev=ev, reason=ev.reason, candidates=cands, sim_map=sim)
 
-    def _relocalise(self, t: float, feats: np.ndarray):
+    def _relocalise(self, t: float, feats: np.ndarray) -> "_Measured":
+        """The whole index searched; its best candidates seed the particle cloud."""
         c, idx = self.config, self.index
         desc = self.encoder.fuse(feats[None])[0]
         self._counts["matches_attempted"] += 1
@@ -487,17 +526,17 @@ class Localizer:
         ok = (ids >= 0) & np.isfinite(sc)
         if not ok.any():
             self._bump("match_skipped", "relocalisation found nothing")
-            return None, None, None, "relocalisation: the global search returned nothing"
+            return _Measured(reason="relocalisation: the global search returned nothing")
         tx = np.asarray(res.x, float).reshape(-1)[ok]
         ty = np.asarray(res.y, float).reshape(-1)[ok]
         th = np.asarray(res.heading_deg, float).reshape(-1)[ok]
-        conv = self._conv(float(tx[0]), float(ty[0]))
+        conv = self.grid_convergence_deg(float(tx[0]), float(ty[0]))
         yaw = np.radians(90.0 - (th - conv))
         self.tracker.relocalise(t, np.stack([tx, ty], axis=1), yaw, sc[ok], c.relocalise_pos_std_m,
                                 math.radians(c.relocalise_yaw_std_deg))
         cands = Candidates(lat=np.asarray(res.lat, float).reshape(-1)[ok], lon=np.asarray(res.lon, float).reshape(-1)[ok],
                            x=tx, y=ty, score=sc[ok], heading_deg=th)
-        return cands, None, None, f"relocalised globally from {int(ok.sum())} candidates"
+        return _Measured(reason=f"relocalised globally from {int(ok.sum())} candidates", candidates=cands)
 
     # ------------------------------------------------------------------ outputs
     def _make_estimate(self, t: Optional[float], *, keyframe: bool = False, candidates=None, sim_map=None,
@@ -509,13 +548,13 @@ class Localizer:
         lat, lon = (float(v) for v in self.frame.to_latlon(x, y))
         status, reasons = st.status, list(st.reasons)
         if self.config.use_camera and self._covered is False:
-            reasons.append(("outside aerial map coverage" if self.metric else "outside tile index coverage")
+            reasons.append(("outside aerial map coverage" if self.metric_matching else "outside tile index coverage")
                            + " (camera matching off)")
             if status == "tracking":
                 status = "degraded"
-        heading = (float(yaw_to_heading_deg(yaw)) + self._conv(x, y)) % 360.0
+        heading = (float(yaw_to_heading_deg(yaw)) + self.grid_convergence_deg(x, y)) % 360.0
         cov = np.array(st.cov, float)
-        if self.metric and self.tracker.last_match_t is not None:
+        if self.metric_matching and self.tracker.last_match_t is not None:
             # metric matches put the filter on the orthophoto, whose own registration error they cannot
             # see: the published covariance adds it, fading as GNSS takes over without matches
             fade = math.exp(-max(0.0, float(st.t) - self.tracker.last_match_t) / self.config.gnss_bias_tau_s)
@@ -544,7 +583,6 @@ class Localizer:
         if self.matcher is not None:
             self.matcher.clear()
         self._covered = None
-        self._last_match = None
 
     def stats(self) -> Dict[str, Any]:
         """Counters: frames, keyframes, matches (used, rejected by reason, skipped by reason), drops by

@@ -1,6 +1,8 @@
 """Launch geoloc_node with its parameters file.
 
     ros2 launch geoloc_ros geoloc.launch.py index_path:=/data/index
+    ros2 launch geoloc_ros geoloc.launch.py orthophoto:=/data/ortho.tif \
+        camera_mount:="[1.5, 0.0, 1.7, 0.0, 8.0, 0.0]"      # metric matching alone; mounting without /tf_static
     ros2 launch geoloc_ros geoloc.launch.py params_file:=/my/geoloc.yaml use_sim_time:=true namespace:=car1 \
         backend:=tensorrt model:=/opt/geoloc/engines/seqgeo_lite_orin
 
@@ -13,7 +15,6 @@ lifecycle:=true starts geoloc_lifecycle_node (a managed node); with autostart:=t
 launch file configures it and, once configured, activates it; with autostart:=false a lifecycle
 manager (nav2_lifecycle_manager with node_names: [geoloc_node]) or `ros2 lifecycle set` does.
 """
-from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, EmitEvent, OpaqueFunction, RegisterEventHandler
 from launch.events import matches_action
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
@@ -23,6 +24,8 @@ from launch_ros.events.lifecycle import ChangeState
 from launch_ros.substitutions import FindPackageShare
 from lifecycle_msgs.msg import Transition
 
+from launch import LaunchDescription
+
 BACKENDS = ["", "auto", "tensorrt", "onnxruntime", "torch"]
 
 
@@ -31,10 +34,13 @@ def _node(context, *args, **kwargs):
         return LaunchConfiguration(name).perform(context).strip()
 
     overrides = {"use_sim_time": arg("use_sim_time").lower() in ("true", "1", "yes")}
-    for name in ("backend", "model", "index_path", "image_topic", "fix_topic", "odom_topic"):
+    for name in ("backend", "model", "index_path", "orthophoto", "image_topic", "fix_topic", "odom_topic"):
         value = arg(name)
         if value:
             overrides[name] = value
+    mount = arg("camera_mount")
+    if mount:  # "[x, y, z, roll, pitch, yaw]" or "x,y,z,roll,pitch,yaw"
+        overrides["camera_mount"] = [float(v) for v in mount.strip("[]").split(",")]
     common = dict(name="geoloc_node", namespace=arg("namespace"), parameters=[arg("params_file"), overrides],
                   output="screen", emulate_tty=True)
     if arg("lifecycle").lower() not in ("true", "1", "yes"):
@@ -68,6 +74,11 @@ def generate_launch_description():
         DeclareLaunchArgument("model", default_value="",
                               description="preset, checkpoint .pt or engines/NAME/ folder; empty: params_file"),
         DeclareLaunchArgument("index_path", default_value="", description="tile index folder; empty: params_file"),
+        DeclareLaunchArgument("orthophoto", default_value="",
+                              description="orthophoto for metric matching (alone, or with index_path); empty: params_file"),
+        DeclareLaunchArgument("camera_mount", default_value="",
+                              description="[x, y, z, roll, pitch, yaw] of camera_link in base_link (m, deg) when "
+                                          "/tf_static cannot give it; empty: params_file"),
         DeclareLaunchArgument("image_topic", default_value="", description="camera topic; empty: params_file"),
         DeclareLaunchArgument("fix_topic", default_value="", description="GNSS NavSatFix topic; empty: params_file"),
         DeclareLaunchArgument("odom_topic", default_value="", description="odometry topic; empty: params_file"),

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 
 import pytest
-
 from _shared import DRIVE_S, made_once
 
 # pytest-xdist (`make test` runs two workers): one BLAS/OpenMP thread per worker and per process it

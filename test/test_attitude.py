@@ -6,18 +6,16 @@ import math
 
 import numpy as np
 import pytest
+from _geometry import crossing, quat_matrix
 
-from geoloc_ros.core.camera import PinholeCamera
 from geoloc_ros.bag import read_bag
+from geoloc_ros.core.camera import PinholeCamera
 from geoloc_ros.core.images import msg_to_rgb
-from geoloc_ros.sim.bag import (TOPIC_CAMERA_INFO, TOPIC_IMAGE, TOPIC_IMU, TOPIC_TF_STATIC, read_truth_csv, stamp_ns,
-                                write_drive)
+from geoloc_ros.sim.bag import TOPIC_CAMERA_INFO, TOPIC_IMAGE, TOPIC_IMU, TOPIC_TF_STATIC, read_truth_csv, stamp_ns, write_drive
 from geoloc_ros.sim.drive import GRAVITY, DriveConfig, ImuModel, rotation_rpy, simulate_drive
 from geoloc_ros.sim.render import Appearance, GroundRenderer, SensorModel
 from geoloc_ros.sim.terrain import Terrain
 from geoloc_ros.sim.world import Buildings, Sem, make_toy_world
-
-from _geometry import crossing, quat_matrix
 
 STRIPE_M = 4.0  # albedo steps DARK <-> BRIGHT at every x = 4 k metres
 # one long diagonal wave: grades up to 6 %, so the car pitches and rolls on every road of the toy town

@@ -6,8 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from geoloc_ros.bag import (BagSource, BagWriter, TopicSpec, bag_topics, header, read_bag, read_positions,
-                            stamp_ordered, typestore)
+from geoloc_ros.bag import BagSource, BagWriter, TopicSpec, bag_topics, header, read_bag, read_positions, stamp_ordered, typestore
 from geoloc_ros.core.errors import InvalidArgument
 
 T0 = 1_700_000_000 * 10 ** 9

@@ -16,8 +16,15 @@ cv2 = pytest.importorskip("cv2")
 from geoloc_ros.core.errors import IncompatibleArtifact  # noqa: E402
 from geoloc_ros.metric.bev import BevGrid  # noqa: E402
 from geoloc_ros.metric.correlate import match_bev  # noqa: E402
-from geoloc_ros.models.bevmatch import (BevMatchConfig, BevMatchModel, load_bevmatch, save_bevmatch,  # noqa: E402
-                                        torch_match_bev, volume_nll, volume_target)
+from geoloc_ros.models.bevmatch import (  # noqa: E402
+    BevMatchConfig,
+    BevMatchModel,
+    load_bevmatch,
+    save_bevmatch,
+    torch_match_bev,
+    volume_nll,
+    volume_target,
+)
 
 TINY = BevMatchConfig(channels=4, width=4, width_low=4)
 

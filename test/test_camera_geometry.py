@@ -6,15 +6,14 @@ import math
 
 import numpy as np
 import pytest
+from _geometry import crossing, quat_matrix
 
-from geoloc_ros.core.camera import PinholeCamera
 from geoloc_ros.bag import read_bag
+from geoloc_ros.core.camera import PinholeCamera
 from geoloc_ros.sim.bag import TOPIC_CAMERA_INFO, TOPIC_TF_STATIC, write_drive
 from geoloc_ros.sim.drive import DriveConfig, simulate_drive
 from geoloc_ros.sim.render import Appearance, GroundRenderer
 from geoloc_ros.sim.world import Buildings, Sem, make_toy_world
-
-from _geometry import crossing, quat_matrix
 
 CAM = PinholeCamera(width=256, height=128, hfov_deg=90.0)
 DARK, BRIGHT = 60, 200

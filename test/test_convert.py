@@ -12,8 +12,14 @@ from PIL import Image
 from geoloc_ros.cli import main as cli_main
 from geoloc_ros.core.camera import PinholeCamera
 from geoloc_ros.core.dataset import read_manifest, read_split
-from geoloc_ros.data.convert import (bearing_deg, equirect_to_pinhole, heading_up_tile, parse_vigor_panorama_name,
-                                     parse_vigor_satellite_name, seqgeo_frames)
+from geoloc_ros.data.convert import (
+    bearing_deg,
+    equirect_to_pinhole,
+    heading_up_tile,
+    parse_vigor_panorama_name,
+    parse_vigor_satellite_name,
+    seqgeo_frames,
+)
 
 RED, BLUE, GREEN = (230, 20, 20), (20, 20, 230), (20, 200, 20)
 

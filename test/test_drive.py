@@ -10,18 +10,45 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from geoloc_ros.bag import bag_topics, read_bag
 from geoloc_ros.cli import main as cli_main
 from geoloc_ros.core.camera import PinholeCamera
 from geoloc_ros.core.errors import InvalidArgument
 from geoloc_ros.core.geo import wrap_angle
-from geoloc_ros.bag import bag_topics, read_bag
 from geoloc_ros.core.images import msg_to_rgb
-from geoloc_ros.sim.bag import (EPOCH_NS, OPTICAL_QUAT, TOPIC_CAMERA_INFO, TOPIC_COMPRESSED, TOPIC_FIX,
-                                TOPIC_FIX_TRUTH, TOPIC_IMAGE, TOPIC_IMU, TOPIC_ODOM, TOPIC_TF, TOPIC_TF_STATIC,
-                                read_truth_csv, stamp_ns, write_drive)
-from geoloc_ros.sim.drive import (GNSS_MULTIPATH, GNSS_NOMINAL, GNSS_OUTAGE, STATUS_NO_FIX, DriveConfig, GnssModel,
-                                  OdometryModel, Trajectory, lane_offset, odometry_drift, plan_route, simulate_drive,
-                                  simulate_gnss, simulate_odometry, stream_rng)
+from geoloc_ros.sim.bag import (
+    EPOCH_NS,
+    OPTICAL_QUAT,
+    TOPIC_CAMERA_INFO,
+    TOPIC_COMPRESSED,
+    TOPIC_FIX,
+    TOPIC_FIX_TRUTH,
+    TOPIC_IMAGE,
+    TOPIC_IMU,
+    TOPIC_ODOM,
+    TOPIC_TF,
+    TOPIC_TF_STATIC,
+    read_truth_csv,
+    stamp_ns,
+    write_drive,
+)
+from geoloc_ros.sim.drive import (
+    GNSS_MULTIPATH,
+    GNSS_NOMINAL,
+    GNSS_OUTAGE,
+    STATUS_NO_FIX,
+    DriveConfig,
+    GnssModel,
+    OdometryModel,
+    Trajectory,
+    lane_offset,
+    odometry_drift,
+    plan_route,
+    simulate_drive,
+    simulate_gnss,
+    simulate_odometry,
+    stream_rng,
+)
 from geoloc_ros.sim.world import Sem, make_toy_world
 
 ROAD_SURFACE = (Sem.ROAD, Sem.MARKING, Sem.MARKING_YELLOW)

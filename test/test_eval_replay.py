@@ -9,10 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _shared import copy_bag
 
 from geoloc_ros.core.errors import InvalidArgument, OutputExists
-
-from _shared import copy_bag
 
 DRIVE_S = 6.0  # the first seconds of conftest's shared drive
 
@@ -116,8 +115,8 @@ def test_sqlite3_and_mcap_inputs_give_identical_results(mcap_result, drives, enc
 
 
 def test_cli_writes_the_run_directory_and_refuses_to_overwrite(drives, index_dir, tmp_path, capsys):
-    from geoloc_ros.evaluation.replay import read_estimates_csv
     from geoloc_ros.bag import read_bag
+    from geoloc_ros.evaluation.replay import read_estimates_csv
     from geoloc_ros.tools import eval_compare, eval_replay
 
     argv = [str(drives["mcap"] / "bag"), "--index", str(index_dir), "--model", "seqgeo_lite", "--backend", "torch",

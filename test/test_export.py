@@ -43,7 +43,8 @@ def test_export_folder_has_three_graphs_and_a_checked_manifest(export_dir):
     ck = json.loads(default_checkpoint().with_suffix(".json").read_text())
     assert m["format"] == "geoloc-onnx-export" and m["format_version"] == 1
     assert m["model"] == {"preset": ck["preset"], "fingerprint": ck["fingerprint"], "dim": ck["dim"]}
-    assert ModelConfig.from_dict(m["config"]) == ModelConfig.from_dict(ck["config"]) and m["precision"] == "fp32" and m["opset"] == 18
+    assert ModelConfig.from_dict(m["config"]) == ModelConfig.from_dict(ck["config"])
+    assert m["precision"] == "fp32" and m["opset"] == 18
     assert sorted(p.name for p in export_dir.iterdir()) == sorted([g["file"] for g in GRAPHS.values()]
                                                                    + ["manifest.json"])
     for key, g in m["graphs"].items():
@@ -254,7 +255,8 @@ def test_parity_inputs_from_a_bag_or_a_dataset_feed_the_parity_check(export_dir,
     from geoloc_ros.core.errors import InvalidArgument
     from geoloc_ros.inference.onnx_export import parity_check
     from geoloc_ros.inference.parity_inputs import ParityInputs, load_parity_inputs
-    from geoloc_ros.tools.export_parity_inputs import main as save_main, read_parity_source
+    from geoloc_ros.tools.export_parity_inputs import main as save_main
+    from geoloc_ros.tools.export_parity_inputs import read_parity_source
 
     bag = read_parity_source(small_drive)  # every 5th camera image; tiles of the shipped fixture
     assert [int(f[0, 0, 0]) for f in bag.frames] == [0, 5, 10, 15, 20, 25, 30, 35]

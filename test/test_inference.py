@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from _export_fixture import shared_export
 
 from geoloc_ros.core.errors import IncompatibleArtifact, InvalidArgument
@@ -39,9 +38,9 @@ def export_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def frames_and_tiles():
     pytest.importorskip("torch")
-    from geoloc_ros.sim.samples import synthetic_inputs
     from geoloc_ros.models.config import ModelConfig
     from geoloc_ros.models.crossview import default_checkpoint
+    from geoloc_ros.sim.samples import synthetic_inputs
 
     cfg = ModelConfig.from_dict(json.loads(default_checkpoint().with_suffix(".json").read_text())["config"])
     return synthetic_inputs(cfg, n_frames=8, n_tiles=3, seed=5)

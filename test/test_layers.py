@@ -32,9 +32,10 @@ ALLOWED: Dict[str, Set[str]] = {
     "inference": {"core", "models"},  # never sim (parity inputs come from the caller) nor tools
     "pipeline": {"core", "metric"},
     "training": {"core", "models", "metric", "sim", "inference"},
-    "evaluation": {"core", "bag", "sim", "index", "inference", "metric", "pipeline"},
-    "ros": {"core", "index", "inference", "metric", "pipeline"},  # the node only: never evaluation nor sim
-    "tools": {"core", "bag", "sim", "data", "index", "metric", "models", "inference", "pipeline", "training",
+    "evaluation": {"core", "bag", "sim", "index", "inference", "metric", "pipeline", "runtime"},
+    "runtime": {"core", "index", "inference", "metric", "pipeline"},  # the one way in: node, replay, demo
+    "ros": {"core", "index", "inference", "metric", "pipeline", "runtime"},  # the node only: never evaluation nor sim
+    "tools": {"core", "bag", "sim", "data", "index", "metric", "models", "inference", "pipeline", "runtime", "training",
               "evaluation", "ros"},
     "cli": {"core", "tools"},
 }

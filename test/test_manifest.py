@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 
 from geoloc_ros.core.errors import IncompatibleArtifact, InvalidArgument, OutputExists
-from geoloc_ros.core.manifest import (check_manifest, check_same_model, model_identity, read_manifest,
-                                      write_json_atomic)
+from geoloc_ros.core.manifest import check_manifest, check_same_model, model_identity, read_manifest, write_json_atomic
 from geoloc_ros.core.outputs import check_output_dir, check_output_file, prepare_output_dir
 
 CKPT = {"format": "geoloc-checkpoint", "preset": "seqgeo_lite", "fingerprint": "ab" * 32, "dim": 512}

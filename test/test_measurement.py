@@ -7,8 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from geoloc_ros.core.filter import FilterParams, PoseFilter, PoseTracker
+from geoloc_ros.core.filter import FilterParams
 from geoloc_ros.core.measurement import PoseVolume, TileSimilarity, match_likelihood
+from geoloc_ros.core.tracker import PoseTracker
 
 
 def gauss_volume(cx, cy, cyaw, *, centre=(0.0, 0.0, 0.0), half_m=10.0, res=0.5, yaw_half_deg=6.0,
@@ -148,11 +149,6 @@ def test_tile_similarity_factors_equal_the_old_grid_factor():
     fac = ts.factor(px, py, rng.uniform(-math.pi, math.pi, 3000))
     np.testing.assert_allclose(fac, _old_grid_factor(px, py, xy, ev.lik, 4.0), rtol=0, atol=1e-12)
     assert (fac == 1.0).any() and (fac != 1.0).any()  # both inside and outside were exercised
-    # and through the filter
-    f = PoseFilter(FilterParams(num_particles=3000))
-    f.init_gnss(np.array([100.0, -50.0]), np.eye(2) * 400.0)
-    f.x, f.y = px, py
-    np.testing.assert_allclose(f.grid_factor(xy, ev.lik, 4.0), fac, rtol=0, atol=1e-12)
 
 
 # ---- the filter: synthetic volumes through PoseTracker.on_camera ---------------------------------

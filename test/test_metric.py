@@ -713,7 +713,7 @@ def _localizer(world, aerial, cam, matcher_camera=True, **cfg):
 def test_localizer_with_metric_matching_beats_a_biased_gnss(tex_world, tex_aerial):
     cam = PinholeCamera(256, 128, 90.0, 1.8)
     loc = _localizer(tex_world, tex_aerial, cam)
-    assert loc.metric and loc.frame == tex_world.frame
+    assert loc.metric_matching and loc.frame == tex_world.frame
     rows = _drive(loc, tex_world, cam)
     st = loc.stats()
     assert st["matches_used"] >= 5, st

@@ -52,9 +52,10 @@ HEAVY = ('torch', 'rclpy', 'rasterio', 'faiss', 'onnxruntime', 'tensorrt', 'ray'
 BLOCKED = f"import sys\nfor m in {HEAVY!r}:\n    sys.modules[m] = None\n"
 # the layers that must import without the heavy libraries (they import them inside functions/backends)
 LIGHT = ["geoloc_ros.cli", "geoloc_ros.pipeline", "geoloc_ros.index", "geoloc_ros.inference",
-         "geoloc_ros.evaluation", "geoloc_ros.bag"] + [f"geoloc_ros.metric.{p.stem}" for p in sorted((ROOT / "geoloc_ros/metric").glob("*.py"))
-                                     if p.stem not in ("__init__", "learned")] + [f"geoloc_ros.core.{p.stem}" for p in sorted((ROOT / "geoloc_ros/core").glob("*.py"))
-                                     if p.stem != "__init__"]
+         "geoloc_ros.evaluation", "geoloc_ros.bag", "geoloc_ros.runtime"] + \
+    [f"geoloc_ros.metric.{p.stem}" for p in sorted((ROOT / "geoloc_ros/metric").glob("*.py"))
+     if p.stem not in ("__init__", "learned")] + \
+    [f"geoloc_ros.core.{p.stem}" for p in sorted((ROOT / "geoloc_ros/core").glob("*.py")) if p.stem != "__init__"]
 
 
 def test_core_and_cli_import_without_heavy_dependencies():

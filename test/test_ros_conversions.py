@@ -10,8 +10,16 @@ import numpy as np
 import pytest
 
 from geoloc_ros.core import msgconv
-from geoloc_ros.core.images import (ENCODINGS, ImageDropped, compressed_msg_to_rgb, compressed_to_rgb,
-                                    image_msg_to_rgb, image_to_rgb, msg_to_rgb, rgb_to_image_fields)
+from geoloc_ros.core.images import (
+    ENCODINGS,
+    ImageDropped,
+    compressed_msg_to_rgb,
+    compressed_to_rgb,
+    image_msg_to_rgb,
+    image_to_rgb,
+    msg_to_rgb,
+    rgb_to_image_fields,
+)
 from geoloc_ros.core.msgconv import MessageDropped
 
 

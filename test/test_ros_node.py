@@ -22,10 +22,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _shared import DRIVE_S, ros_domain
 
 from geoloc_ros.evaluation.live import isolated_env, stop_process, wait_for
-
-from _shared import DRIVE_S, ros_domain
 
 pytest.importorskip("rclpy", reason="rclpy not installed (pip install .[ros])")
 pytest.importorskip("sensor_msgs.msg", reason="ROS 2 messages not installed (pip install .[ros])")
@@ -181,8 +180,8 @@ def _frame(drive_dir: Path):
 
 
 def test_corrected_fix_error_is_well_below_raw_gnss_error(recorded_drive, drive_dir):
-    from geoloc_ros.core import msgconv
     from geoloc_ros.bag import read_bag
+    from geoloc_ros.core import msgconv
 
     frame = _frame(drive_dir)
     fixes = [r for r in recorded_drive["rows"] if r["topic"] == "fix"]
@@ -617,7 +616,7 @@ def test_lifecycle_node_follows_its_transitions_over_dds_and_is_silent_while_ina
             assert probe.pub_fix.get_subscription_count() == 0 and probe.pub_img.get_subscription_count() == 0
 
         assert probe.lifecycle("configure") is True and probe.lifecycle() == "inactive"
-        assert "configured: model seqgeo_lite (torch)" in log.read_text()
+        assert "configured: retrieval: model seqgeo_lite (torch)" in log.read_text()
         silent_while_fed(t0 + 100)
         assert sum(probe.outputs.values()) == 0
 
@@ -686,7 +685,7 @@ def test_unset_index_path_and_bad_parameters_are_rejected_at_start(tmp_path):
     code, text = _start_fails(tmp_path, {"backend": "cuda", "image_queue_size": 0})
     assert code == 2, text
     for needle in ("'backend' must be one of auto, tensorrt, onnxruntime, torch", "'image_queue_size' must be in",
-                   "'index_path' is required"):
+                   "set 'orthophoto' (metric matching"):
         assert needle in text, text
     code, text = _start_fails(tmp_path, {"index_path": "/x"}, ["-p", "odom_topc:=/odom"])
     assert code == 2 and "unknown parameter 'odom_topc' (did you mean odom_topic" in text, text
@@ -768,3 +767,31 @@ def test_play_refuses_unknown_topics_and_missing_bags(drive_dir, tmp_path):
         play([str(tmp_path / "nothing")])
     with pytest.raises(InvalidArgument, match="topics not in"):
         play([str(drive_dir), "--topics", "/no/such/topic"])
+
+
+def test_metric_matching_without_a_way_to_know_the_mounting_refuses_to_start_with_one_line(small_world_dir, tmp_path):
+    """An orthophoto alone is a valid configuration, but the camera mounting is never guessed: with no
+    tf2_msgs (/tf_static unreadable) and no camera_mount the node exits 2 saying what to set; with
+    camera_mount it starts on the orthophoto alone (no index, no model loaded) and logs the mounting."""
+    pytest.importorskip("rclpy")
+    try:
+        import tf2_msgs.msg  # noqa: F401
+        has_tf2 = True
+    except ImportError:
+        has_tf2 = False
+    ortho = str(small_world_dir / "orthophoto.tif")
+    if not has_tf2:
+        code, text = _start_fails(tmp_path, {"orthophoto": ortho})
+        assert code == 2, text
+        assert "set camera_mount:=[x, y, z, roll, pitch, yaw]" in text and "Traceback" not in text, text
+    env = ros_env(tmp_path)
+    params = write_params(tmp_path / "ok.yaml", orthophoto=ortho, camera_mount=[0.0, 0.0, 1.5, 0.0, 5.0, 0.0])
+    log = tmp_path / "node.log"
+    with open(log, "w") as f:
+        proc = subprocess.Popen(node_cmd(params), env=env, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: "geoloc_node ready" in log.read_text(), 120.0, "geoloc_node ready", proc, log)
+    finally:
+        text = _clean_stop(proc, log)
+    assert "loaded metric matching on" in text and "and retrieval on" not in text, text
+    assert "camera mounting: camera_mount [0.0, 0.0, 1.5, 0.0, 5.0, 0.0]" in text, text

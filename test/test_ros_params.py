@@ -32,11 +32,13 @@ def yaml_params():
     return flat(doc["geoloc_node"]["ros__parameters"])
 
 
-def test_defaults_validate_once_index_path_is_given_and_index_path_is_required():
+def test_an_index_alone_or_an_orthophoto_alone_validates_and_neither_is_a_clear_error():
     s = P.validate({"index_path": "/data/index"})
     assert s.index_path == "/data/index" and s.backend == "auto" and s.image_queue_size == 2
     assert type(s.localizer).__name__ == "LocalizerConfig"
-    with pytest.raises(InvalidArgument, match="index_path' is required"):
+    s = P.validate({"orthophoto": "/data/ortho.tif"})
+    assert s.orthophoto == "/data/ortho.tif" and s.index_path == ""
+    with pytest.raises(InvalidArgument, match="set 'orthophoto' .* and/or 'index_path'"):
         P.validate({})
 
 
@@ -229,7 +231,7 @@ def test_rviz_config_shows_the_node_outputs_with_matching_qos():
         d = by_topic[topic]
         assert d["Class"] == f"rviz_default_plugins/{cls}" and d["Enabled"] is True, topic
         assert d["Topic"]["Reliability Policy"] == rel, topic
-    node_src = (ROOT / "geoloc_ros" / "ros" / "node.py").read_text()
+    node_src = "".join((ROOT / "geoloc_ros" / "ros" / f).read_text() for f in ("node.py", "publishing.py", "diagnostics.py"))
     for topic in ("geoloc/debug_image", "geoloc/pose", "geoloc/path", "geoloc/candidates"):
         assert f'"{topic}"' in node_src
 
@@ -238,7 +240,7 @@ def test_foxglove_layout_parses_and_names_only_topics_the_node_publishes():
     import json
 
     layout = json.loads((ROOT / "foxglove" / "geoloc.json").read_text())
-    node_src = (ROOT / "geoloc_ros" / "ros" / "node.py").read_text()
+    node_src = "".join((ROOT / "geoloc_ros" / "ros" / f).read_text() for f in ("node.py", "publishing.py", "diagnostics.py"))
     published = {"/" + t.lstrip("/") for t in re.findall(r'create_publisher\(\w+, "([^"]+)"', node_src)}
     assert {"/geoloc/fix", "/geoloc/pose", "/geoloc/path", "/geoloc/debug_image", "/diagnostics"} <= published
 
@@ -264,7 +266,7 @@ def test_foxglove_layout_parses_and_names_only_topics_the_node_publishes():
     for kind in ("DiagnosticSummary", "DiagnosticStatusPanel"):
         assert kinds[kind]["topicToRender"] == "/diagnostics", kind
     assert kinds["DiagnosticStatusPanel"]["selectedName"] == f"{P.NODE_NAME}: localization"  # the node's status name
-    assert f'f"{{self.get_name()}}: localization"' in node_src
+    assert 'f"{self.get_name()}: localization"' in node_src
 
     def leaves(node):
         return [node] if isinstance(node, str) else leaves(node["first"]) + leaves(node["second"])
@@ -293,3 +295,31 @@ def test_ros_doc_says_what_the_node_publishes_on_tf_and_documents_every_paramete
         assert key.replace("input.<in>", "") in doc, key
     for needle in ("geoloc_lifecycle_node", "configure fail", "input_reliability", "ROS_DOMAIN_ID", "1-101"):
         assert needle in doc, needle
+
+
+def test_the_shipped_yaml_is_the_one_generated_from_the_schema():
+    """config/geoloc.yaml is ``yaml_text()``: after a schema change, `python -m geoloc_ros.ros.params
+    config/geoloc.yaml` rewrites it."""
+    assert YAML.read_text() == P.yaml_text()
+
+
+def test_one_validator_for_the_dataclasses_and_the_ros_parameters():
+    from geoloc_ros.core.config import params_of
+    from geoloc_ros.pipeline import LocalizerConfig
+
+    spec = next(p for p in params_of(LocalizerConfig) if p.name == "num_particles")
+    assert spec.group == "filter" and spec.check(5)[1] == "must be in [100, 100000], got 5"
+    with pytest.raises(InvalidArgument, match=r"localizer.num_particles must be in \[100, 100000\], got 5"):
+        LocalizerConfig(num_particles=5)
+    with pytest.raises(InvalidArgument, match=r"'localizer.num_particles' must be in \[100, 100000\], got 5"):
+        P.validate({"orthophoto": "/o.tif", "localizer.num_particles": 5})
+    groups = {p.group for p in P.all_params()}
+    assert groups == {"node", "localizer", "filter", "metric", "retrieval"}
+
+
+def test_the_localizer_block_of_the_parameters_file_is_a_valid_config_file(tmp_path):
+    """`geoloc eval replay --config config/geoloc.yaml` reads its localizer: block."""
+    from geoloc_ros.evaluation.replay import load_localizer_config
+
+    cfg, overrides = load_localizer_config(YAML)
+    assert len(overrides) == len(P.localizer_params()) and cfg.num_particles == 1000

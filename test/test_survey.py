@@ -9,14 +9,13 @@ import math
 import numpy as np
 import pytest
 
+from geoloc_ros.bag import read_bag
 from geoloc_ros.cli import main as cli_main
 from geoloc_ros.core.errors import InvalidArgument
-from geoloc_ros.bag import read_bag
 from geoloc_ros.core.images import msg_to_rgb
 from geoloc_ros.sim.bag import TOPIC_IMAGE
 from geoloc_ros.sim.generate import generate_world, survey_rng
-from geoloc_ros.sim.survey import (SURVEY_PARTS, ParkedCars, SurveyGap, misregistration_displacement,
-                                   survey_orthophoto)
+from geoloc_ros.sim.survey import SURVEY_PARTS, ParkedCars, SurveyGap, misregistration_displacement, survey_orthophoto
 from geoloc_ros.sim.world import Sem, World, make_toy_world
 
 # sha256 of the orthophoto array and of the camera images of `geoloc sim world --seed 11 --size-m 300` and

@@ -16,8 +16,7 @@ covariance as published): ``evaluation.replay.read_track`` puts them in the map 
 """
 from __future__ import annotations
 
-from .reader import (FIX_TYPE, POSE_TYPE, BagSource, Positions, bag_topics, read_bag, read_positions, stamp_ordered,
-                     storage_of)
+from .reader import FIX_TYPE, POSE_TYPE, BagSource, Positions, bag_topics, read_bag, read_positions, stamp_ordered, storage_of
 from .types import header, typestore
 from .writer import BAG_VERSION, BagWriter, TopicSpec
 

@@ -4,6 +4,7 @@ A camera measurement says how likely each particle's pose (x, y, yaw) is given t
 
     ev = meas.evaluate(params)          # MatchEval: gate decision, reason, confidence, peak
     fac = meas.factor(x, y, yaw)        # [N] likelihood factor per particle (1 = no information)
+    used, score = meas.update(f, check) # its own update of the particle filter f
 
 * ``TileSimilarity``: retrieval's similarity map over aerial tile positions (``match_likelihood``:
   softmax with a temperature mixed with a uniform floor, read at a particle by bilinear
@@ -143,6 +144,10 @@ class TileSimilarity:
             raise RuntimeError("evaluate() the measurement before reading its factor")
         return grid_factor(x, y, self.xy, self._ev.lik, self.spacing)
 
+    def update(self, f, check_consistency: bool = True):
+        """Its update of the particle filter ``f`` (``core.filter.PoseFilter``): weights by the factor."""
+        return f.update_factor(self.factor(f.x, f.y, f.yaw), check_consistency)
+
 
 @dataclass
 class PoseVolume:
@@ -204,6 +209,11 @@ class PoseVolume:
         ok = conf >= p.volume_min_peak_mass
         return MatchEval(ok, "used" if ok else "flat likelihood volume", conf, np.ones(0), float("nan"), -1,
                          (x, y, yaw))
+
+    def update(self, f, check_consistency: bool = True):
+        """Its update of the particle filter ``f`` (``core.filter.PoseFilter``): a Bayes update on the
+        volume's grid, the particles redrawn from the posterior (``update_volume``)."""
+        return f.update_volume(self, check_consistency)
 
     def cell_factor(self) -> np.ndarray:
         """(1 - floor) * L / mean(L) + floor on every cell [R, Ny, Nx] (mean 1: no information)."""

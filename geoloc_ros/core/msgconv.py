@@ -213,3 +213,62 @@ def transforms(msg) -> List[Tuple[str, str, Tuple[float, float, float], Tuple[fl
         out.append((str(ts.header.frame_id).lstrip("/"), str(ts.child_frame_id).lstrip("/"),
                     (float(tr.x), float(tr.y), float(tr.z)), (float(q.x), float(q.y), float(q.z), float(q.w))))
     return out
+
+
+# ---------------------------------------------------------------------------------------
+# the other way: an estimate -> the fields of the published messages (the node publishes them,
+# the replay's estimate export writes them to a bag: one definition for both)
+
+def grid_to_enu_cov(cov_xy: np.ndarray, convergence_deg: float) -> np.ndarray:
+    """2x2 covariance on the UTM grid axes -> true east/north axes (rotated by the grid convergence)."""
+    g = math.radians(convergence_deg)
+    R = np.array([[math.cos(g), math.sin(g)], [-math.sin(g), math.cos(g)]])
+    return R @ np.asarray(cov_xy, float) @ R.T
+
+
+def enu_to_grid_cov(cov_en: np.ndarray, convergence_deg: float) -> np.ndarray:
+    """2x2 covariance on true east/north axes -> UTM grid axes (the inverse of ``grid_to_enu_cov``)."""
+    g = math.radians(convergence_deg)
+    R = np.array([[math.cos(g), -math.sin(g)], [math.sin(g), math.cos(g)]])
+    return R @ np.asarray(cov_en, float) @ R.T
+
+
+SERVICE_GPS = 1
+UP_VARIANCE_DEFAULT = 100.0  # m^2: the published fix's vertical variance when the GNSS gave none
+
+
+def fix_fields(lat: float, lon: float, cov_xy: Optional[np.ndarray], convergence_deg: float, *, ok: bool,
+               altitude: float = float("nan"), var_up: Optional[float] = None,
+               service: Optional[int] = None) -> dict:
+    """Fields of the NavSatFix published for an estimate: latitude, longitude, altitude, status,
+    service, position_covariance (9, true east/north/up; KNOWN) or zeros with UNKNOWN when the
+    grid covariance ``cov_xy`` (2x2) is not finite."""
+    cov9 = np.zeros(9)
+    ctype = COVARIANCE_TYPE_UNKNOWN
+    if cov_xy is not None and np.all(np.isfinite(np.asarray(cov_xy, float))):
+        cov9.reshape(3, 3)[:2, :2] = grid_to_enu_cov(cov_xy, convergence_deg)
+        cov9[8] = float(var_up) if var_up is not None else UP_VARIANCE_DEFAULT
+        ctype = COVARIANCE_TYPE_KNOWN
+    return {"latitude": float(lat), "longitude": float(lon), "altitude": float(altitude),
+            "status": STATUS_FIX if ok else STATUS_NO_FIX, "service": int(service or SERVICE_GPS),
+            "position_covariance": [float(v) for v in cov9], "position_covariance_type": ctype}
+
+
+def pose_fields(x: float, y: float, yaw: float, cov3: np.ndarray) -> dict:
+    """Fields of the PoseWithCovariance published for an estimate: position (x, y, 0), orientation
+    (x, y, z, w; yaw 0 when unknown), covariance (36; an unknown yaw variance is 1e6 and uncorrelated)."""
+    c = np.array(cov3, float).reshape(3, 3)
+    if not math.isfinite(c[2, 2]):
+        c[2, :] = c[:, 2] = 0.0
+        c[2, 2] = 1e6
+    bad = ~np.isfinite(c)
+    c[bad] = 0.0
+    c[np.diag(np.diag(bad))] = 1e6
+    q = yaw_to_quat(float(yaw) if math.isfinite(float(yaw)) else 0.0)
+    return {"position": (float(x), float(y), 0.0), "orientation": q,
+            "covariance": [float(v) for v in pose_cov6(c)]}
+
+
+def estimate_status_ok(status: str) -> bool:
+    """Whether a published estimate of this status is a fix (NavSatStatus FIX) or not (NO_FIX)."""
+    return str(status) in ("fix", "tracking", "degraded")

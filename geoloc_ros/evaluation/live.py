@@ -22,7 +22,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from ..core.errors import GeolocError, InvalidArgument
 
@@ -98,6 +98,30 @@ def wait_for(pred, timeout: float, what: str, proc: Optional[subprocess.Popen] =
     raise NodeRunFailed(f"timed out after {timeout:.0f} s waiting for {what}" + (":\n" + _tail(log) if log else ""))
 
 
+def mount_param_from_bag(bag: Path, base_frame: str = "base_link") -> Optional[List[float]]:
+    """``camera_mount`` ([x, y, z, roll, pitch, yaw], m and deg) from a bag's /tf_static and its
+    camera_info frame, or None when the bag does not give both."""
+    from ..bag import BagSource
+    from ..core import msgconv
+    from ..metric.bev import mount_from_transforms
+    from ..runtime import mount_to_param
+
+    src = BagSource(Path(bag))
+    info_topics = [t for t, (typ, _) in src.topics.items() if typ == "sensor_msgs/msg/CameraInfo"]
+    if "/tf_static" not in src.topics or not info_topics:
+        return None
+    tfs, frame = [], None
+    for topic, _, msg in src.messages(["/tf_static", info_topics[0]]):
+        if topic == "/tf_static":
+            tfs.extend(msgconv.transforms(msg))
+        elif frame is None:
+            frame = str(msg.header.frame_id)
+        if tfs and frame is not None:
+            break
+    mount = mount_from_transforms(tfs, base_frame, frame) if tfs and frame else None
+    return None if mount is None else [round(v, 6) for v in mount_to_param(*mount)]
+
+
 def run_node_on_bag(bag: Path, index_dir: Path, out: Path, *, model: str = "seqgeo_lite", backend: str = "auto",
                     rate: float = 1.0, ready_timeout_s: float = 300.0, drain_timeout_s: float = 600.0,
                     extra_params: Optional[Dict] = None) -> Path:
@@ -121,6 +145,11 @@ def run_node_on_bag(bag: Path, index_dir: Path, out: Path, *, model: str = "seqg
           f"bridge, ros2 topic echo): export ROS_DOMAIN_ID={domain}", flush=True)
     params = {"index_path": str(Path(index_dir).resolve()), "model": str(model), "backend": backend,
               "use_sim_time": True, "image_queue_size": 1000, "stale_input_s": 600.0, **(extra_params or {})}
+    if params.get("orthophoto") and not params.get("camera_mount"):
+        # the mounting the bag's /tf_static records (the pip install has no tf2_msgs to read it live)
+        mount = mount_param_from_bag(bag, params.get("base_frame", "base_link"))
+        if mount is not None:
+            params["camera_mount"] = mount
     pfile = out / "params.yaml"
     pfile.write_text(yaml.safe_dump({"geoloc_node": {"ros__parameters": params}}))
     node_log, play_log = out / "node.log", out / "play.log"

@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from ..core.config import param as _f
+from ..core.config import validate_fields
 from ..core.errors import InvalidArgument
-from ..core.filter import _f, validate_fields
 
 FUSIONS = ("attention", "mean", "single")
 
@@ -14,6 +15,7 @@ FUSIONS = ("attention", "mean", "single")
 @dataclass(frozen=True)
 class MetricParams:
     _owner: ClassVar[str] = "metric"
+    _group: ClassVar[str] = "metric"
 
     metric_res_m: float = _f(0.5, "metric matching: BEV and aerial resolution (m per pixel)", 0.1, 2.0)
     metric_bev_x_min_m: float = _f(3.0, "BEV starts this far ahead of base_link (m)", 0.0, 50.0)

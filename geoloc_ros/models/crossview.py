@@ -27,7 +27,6 @@ from .efficientnet import IMAGENET_MEAN, IMAGENET_STD, EfficientNetLite0, block_
 from .temporal import MeanFusion, TemporalFusion
 
 
-
 def perspective_grid(cfg: ModelConfig) -> torch.Tensor:
     """grid_sample grid [1, H, W, 2] that renders a heading-up tile (side ``tile_m``, vehicle at the
     centre, heading up) as the forward pinhole camera of ``cfg`` would see a flat ground."""

@@ -54,7 +54,12 @@ class GeolocLifecycleNode(GeolocMixin, LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: State) -> TransitionCallbackReturn:
-        self._activate()
+        try:
+            self._activate()
+        except GeolocError as exc:  # e.g. metric matching with no way to know the camera mounting
+            self.get_logger().error(f"activate failed: {exc}")
+            self._deactivate()
+            return TransitionCallbackReturn.FAILURE
         self.get_logger().info("active: subscribed, publishing")
         return super().on_activate(state)
 

@@ -40,177 +40,24 @@ import time
 import traceback
 from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
-import numpy as np
-
 import rclpy
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 
 from ..core import msgconv
 from ..core.errors import GeolocError, InvalidArgument
-from ..core.images import compressed_msg_to_rgb, image_msg_to_rgb, rgb_to_image_fields
-from ..core.msgconv import MessageDropped
 from ..core.rates import InputMonitor
+from ..runtime import InputRouter, build_localizer, load_measurements, mount_from_param
 from . import params as P
+from .diagnostics import STATUS_LEVEL, DiagnosticsMixin, _flatten  # noqa: F401 (re-exported)
+from .plumbing import DropCounter, EventQueue, RateMeter, _LogBridge  # noqa: F401 (re-exported)
+from .publishing import PublishingMixin
 
 log = logging.getLogger(__name__)
 
-STATUS_LEVEL = {"tracking": 0, "initialising": 0, "degraded": 1, "lost": 2}  # DiagnosticStatus levels
-TIME_BACKWARDS_EPS_S = 1e-3
 
 
-def _get(obj: Any, name: str, default: Any = None) -> Any:
-    """Attribute or key (Estimate fields may be attributes; candidates may be a dict or an object)."""
-    if obj is None:
-        return default
-    if isinstance(obj, dict):
-        return obj.get(name, default)
-    return getattr(obj, name, default)
-
-
-class DropCounter:
-    """Thread-safe counters by reason, with one throttled log line per reason."""
-
-    def __init__(self, logger, throttle_s: float):
-        self._lock = threading.Lock()
-        self.counts: Dict[str, int] = collections.Counter()
-        self._last_log: Dict[str, float] = {}
-        self._logger = logger
-        self.throttle_s = throttle_s
-
-    def add(self, key: str, message: str = "", level: str = "warning") -> None:
-        with self._lock:
-            self.counts[key] += 1
-            n = self.counts[key]
-            now = time.monotonic()
-            last = self._last_log.get(key)
-            if last is not None and now - last < self.throttle_s:
-                return
-            self._last_log[key] = now
-        text = f"{key} (#{n}){': ' + message if message else ''}"
-        # one call site per severity: rclpy refuses a call site whose severity changes between calls
-        if level == "error":
-            self._logger.error(text)
-        elif level == "info":
-            self._logger.info(text)
-        else:
-            self._logger.warning(text)
-
-    def snapshot(self) -> Dict[str, int]:
-        with self._lock:
-            return dict(self.counts)
-
-
-class EventQueue:
-    """FIFO of input events; images are capped (drop-oldest image), other events capped separately."""
-
-    def __init__(self, image_cap: int, other_cap: int, on_drop: Callable[[str], None]):
-        self._dq: Deque[Tuple[str, Any]] = collections.deque()
-        self._cond = threading.Condition()
-        self.image_cap, self.other_cap = int(image_cap), int(other_cap)
-        self.n_images = 0
-        self._on_drop = on_drop
-
-    def put(self, kind: str, item: Any) -> None:
-        dropped = None
-        with self._cond:
-            if kind == "image":
-                if self.n_images >= self.image_cap:
-                    for i, (k, _) in enumerate(self._dq):
-                        if k == "image":
-                            del self._dq[i]
-                            self.n_images -= 1
-                            dropped = "image.queue_full"
-                            break
-                self.n_images += 1
-            elif len(self._dq) - self.n_images >= self.other_cap:
-                for i, (k, _) in enumerate(self._dq):
-                    if k != "image":
-                        del self._dq[i]
-                        dropped = f"{k}.queue_full"
-                        break
-            self._dq.append((kind, item))
-            self._cond.notify()
-        if dropped:
-            self._on_drop(dropped)
-
-    def get(self, timeout: float) -> Optional[Tuple[str, Any]]:
-        with self._cond:
-            if not self._dq:
-                self._cond.wait(timeout)
-            if not self._dq:
-                return None
-            kind, item = self._dq.popleft()
-            if kind == "image":
-                self.n_images -= 1
-            return kind, item
-
-    def __len__(self) -> int:
-        return len(self._dq)
-
-    def clear(self) -> None:
-        with self._cond:
-            self._dq.clear()
-            self.n_images = 0
-
-
-class RateMeter:
-    """Events per second over a sliding window (monotonic wall time)."""
-
-    def __init__(self, window_s: float = 5.0):
-        self.window_s = window_s
-        self._t: Deque[float] = collections.deque()
-        self._lock = threading.Lock()
-        self.total = 0
-        self.last = None
-
-    def tick(self) -> None:
-        now = time.monotonic()
-        with self._lock:
-            self._t.append(now)
-            self.total += 1
-            self.last = now
-
-    def rate(self) -> float:
-        now = time.monotonic()
-        with self._lock:
-            while self._t and now - self._t[0] > self.window_s:
-                self._t.popleft()
-            if len(self._t) < 2:
-                return 0.0
-            return (len(self._t) - 1) / max(now - self._t[0], 1e-6)
-
-
-class _LogBridge(logging.Handler):
-    """Python logging of the core (``geoloc_ros.*``) -> the node's ROS logger."""
-
-    def __init__(self, ros_logger):
-        super().__init__()
-        self.ros_logger = ros_logger
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            msg = f"[{record.name}] {record.getMessage()}"
-            if record.levelno >= logging.ERROR:
-                self.ros_logger.error(msg)
-            elif record.levelno >= logging.WARNING:
-                self.ros_logger.warning(msg)
-            elif record.levelno >= logging.INFO:
-                self.ros_logger.info(msg)
-            else:
-                self.ros_logger.debug(msg)
-        except Exception:  # logging must never take the node down
-            pass
-
-
-def grid_to_enu_cov(cov_xy: np.ndarray, convergence_deg: float) -> np.ndarray:
-    """2x2 covariance on the UTM grid axes -> true east/north axes (rotate by the grid convergence)."""
-    g = math.radians(convergence_deg)
-    R = np.array([[math.cos(g), math.sin(g)], [-math.sin(g), math.cos(g)]])
-    return R @ np.asarray(cov_xy, float) @ R.T
-
-
-class GeolocMixin:
+class GeolocMixin(PublishingMixin, DiagnosticsMixin):
     """The node's work, for a plain rclpy Node (``GeolocNode``) and a managed one
     (``lifecycle.GeolocLifecycleNode``): the steps are the lifecycle's.
 
@@ -241,8 +88,12 @@ class GeolocMixin:
             localizer = self._load()
         self.loc = localizer
         self.frame = localizer.frame
-        self._static_tfs: List[Any] = []  # /tf_static transforms seen (camera mounting)
-        self._last_info = None  # the camera_info last given to the Localizer
+        # the one way from a message to the Localizer (runtime.InputRouter): the callbacks convert,
+        # the worker applies; the replay goes through the same object's methods
+        self.router = InputRouter(localizer, camera_mount=mount_from_param(s.camera_mount), base_frame=s.base_frame,
+                                  publish_on_fix=s.publish_on_fix, drops=self.drops, events=self.events)
+        self.router.on_reset.append(self._on_reset)
+        self.applied = 0  # inputs the worker has given to the Localizer
         self.index = self.index or getattr(localizer, "index", None)
         self._bridge = _LogBridge(self.get_logger())
         logging.getLogger("geoloc_ros").addHandler(self._bridge)
@@ -259,16 +110,15 @@ class GeolocMixin:
         self._lat_ms: Deque[float] = collections.deque(maxlen=200)  # receipt -> publish (wall)
         self._stamp_lat_ms: Deque[float] = collections.deque(maxlen=200)  # node clock now - image stamp
         self._compute_ms: Deque[float] = collections.deque(maxlen=200)
-        self._last_t: Dict[str, float] = {}
         self._last_est = None
         self._last_status = "initialising"
         self._last_reasons: List[str] = []
-        self._last_raw_fix: Optional[Any] = None  # (FixSample, altitude, var_u, service)
         self._gnss_xy: Deque[Tuple[float, float]] = collections.deque(maxlen=30)
         self._path_xy: Deque[Tuple[float, float]] = collections.deque(maxlen=300)
         self._drops_at_last_diag: Dict[str, int] = {}
         self._events_at_last_diag: Dict[str, int] = {}
         self._stats_lock = threading.Lock()
+        self._inputs_lock = threading.Lock()
         self._worker_error: Optional[str] = None
         self._debug = None
         self._make_publishers(create_publisher or self.create_publisher)
@@ -278,51 +128,29 @@ class GeolocMixin:
 
     def _ready_line(self) -> str:
         s = self.settings
-        return (f"model {s.model} ({self._backend_name()}), index {s.index_path} "
-                f"({self._index_stats().get('tiles_loaded', '?')} tiles loaded), camera {self.image_topic} "
+        parts = []
+        if getattr(self.loc, "matcher", None) is not None:
+            parts.append(f"metric matching on {s.orthophoto or 'the given matcher'} ({s.metric_features})")
+        if self.index is not None:
+            parts.append(f"retrieval: model {s.model} ({self._backend_name()}), index {s.index_path} "
+                         f"({self._index_stats().get('tiles_loaded', '?')} tiles loaded)")
+        return (f"{' and '.join(parts) or 'no camera measurement'}, camera {self.image_topic} "
                 f"({'compressed' if s.compressed else 'raw'}), fix {s.fix_topic}, odom {s.odom_topic or 'none'} "
-                f"({s.input_reliability}); map frame {s.map_frame} = index datum {self.frame.crs} origin "
+                f"({s.input_reliability}); map frame {s.map_frame} = datum {self.frame.crs} origin "
                 f"({self.frame.origin_e:.0f} E, {self.frame.origin_n:.0f} N)")
 
     # ------------------------------------------------------------------ setup
     def _load(self):
-        from pathlib import Path
-
+        """The Localizer on the configured orthophoto and/or tile index (``runtime.load_measurements``)."""
         s = self.settings
-        from ..pipeline import Localizer
-
         t0 = time.perf_counter()
-        matcher = None
-        if s.orthophoto:
-            op = Path(s.orthophoto).expanduser()
-            if not op.exists():
-                raise InvalidArgument(f"orthophoto {op} does not exist; set it to the GeoTIFF (or XYZ folder) of the "
-                                      f"area, or to '' for retrieval only")
-        ip = Path(s.index_path).expanduser() if s.index_path else None
-        if ip is None and not s.orthophoto:
-            raise InvalidArgument("set orthophoto (metric matching) and/or index_path (a tile index built with "
-                                  "`geoloc index build`)")
-        if ip is not None:
-            if not ip.exists():
-                raise InvalidArgument(f"index_path {ip} does not exist; build a tile index with `geoloc index build` "
-                                      f"and set index_path to its folder")
-            from ..index import TileIndex
-            from ..inference import load_encoder
-
-            self.encoder = load_encoder(s.model, backend=s.backend, device=s.device,
-                                        threads=s.encoder_threads or None, engines_dir=s.engines_dir or None)
-            self.index = TileIndex.open(ip, expect_model=self.encoder.identity, memory_budget_mb=s.memory_budget_mb)
-        if s.orthophoto:
-            from ..metric import open_matcher
-
-            matcher = open_matcher(Path(s.orthophoto).expanduser(), s.localizer,
-                                   frame=self.index.frame if self.index is not None else None,
-                                   features=s.metric_features, memory_budget_mb=s.memory_budget_mb)
-        loc = Localizer(self.encoder, self.index, s.localizer, matcher=matcher)
-        self.get_logger().info(f"loaded {'metric matcher' if matcher is not None else ''}"
-                               f"{' and ' if matcher is not None and self.index is not None else ''}"
-                               f"{'encoder and index' if self.index is not None else ''} in "
-                               f"{time.perf_counter() - t0:.1f} s")
+        m = load_measurements(s.localizer, orthophoto=s.orthophoto or None, index_path=s.index_path or None,
+                              model=s.model, backend=s.backend, device=s.device, threads=s.encoder_threads or None,
+                              engines_dir=s.engines_dir or None, features=s.metric_features,
+                              memory_budget_mb=s.memory_budget_mb)
+        self.encoder, self.index = m.encoder, m.index
+        loc = build_localizer(s.localizer, m)
+        self.get_logger().info(f"loaded {m.describe()} in {time.perf_counter() - t0:.1f} s")
         return loc
 
     @property
@@ -335,81 +163,73 @@ class GeolocMixin:
             base = base[:-len("/compressed")]
         return base.rsplit("/", 1)[0] + "/camera_info"
 
-    def _camera_model(self, info):
-        """CameraModel from a camera_info sample and the mounting (/tf_static if it connects, else the
-        camera_mount parameter)."""
-        from ..metric.bev import CameraModel, mount_from_transforms
-
-        s = self.settings
-        mount = mount_from_transforms(self._static_tfs, s.base_frame, info.frame_id) if self._static_tfs else None
-        if mount is None:
-            x, y, z, r, p, w = (float(v) for v in s.camera_mount)
-            mount = CameraModel.mount_from_rpy(x, y, z, math.radians(r), math.radians(p), math.radians(w))
-        return CameraModel.from_camera_info(info.width, info.height, info.K, info.D).with_mount(*mount)
-
     @property
     def image_topic(self) -> str:
         t = self.settings.image_topic
         return t.rstrip("/") + "/compressed" if self.settings.compressed and not t.endswith("/compressed") else t
 
-    def _make_publishers(self, create_publisher) -> None:
-        from diagnostic_msgs.msg import DiagnosticArray
-        from geometry_msgs.msg import PoseWithCovarianceStamped
-        from nav_msgs.msg import Path
-        from sensor_msgs.msg import Image, NavSatFix
-        from visualization_msgs.msg import MarkerArray
-
+    def input_qos(self, rate_hz: float = 0.0, unknown_depth: int = 5) -> QoSProfile:
+        """SENSOR_DATA-like (best effort) or reliable (``input_reliability``), volatile, with a depth
+        that holds ``input_depth_s`` of the stream at ``rate_hz`` (its expected rate; unknown (0):
+        ``unknown_depth``), at least SENSOR_DATA's 5."""
         s = self.settings
-        rel = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE,
-                         durability=DurabilityPolicy.VOLATILE)
-        one = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
-                         durability=DurabilityPolicy.VOLATILE)
-        best = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.BEST_EFFORT,
+        depth = max(qos_profile_sensor_data.depth, int(math.ceil(rate_hz * s.input_depth_s)) if rate_hz > 0
+                    else unknown_depth)
+        rel = ReliabilityPolicy.RELIABLE if s.input_reliability == "reliable" else ReliabilityPolicy.BEST_EFFORT
+        return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth, reliability=rel,
                           durability=DurabilityPolicy.VOLATILE)
-        self.pub_fix = create_publisher(NavSatFix, "geoloc/fix", rel)
-        self.pub_pose = create_publisher(PoseWithCovarianceStamped, "geoloc/pose", rel)
-        self.pub_path = create_publisher(Path, "geoloc/path", one)
-        self.pub_markers = create_publisher(MarkerArray, "geoloc/candidates", one)
-        self.pub_debug = create_publisher(Image, "geoloc/debug_image", best) if s.publish_debug_image else None
-        self.pub_diag = create_publisher(DiagnosticArray, "/diagnostics", rel)
-        self._pubs = [p for p in (self.pub_fix, self.pub_pose, self.pub_path, self.pub_markers, self.pub_debug,
-                                  self.pub_diag) if p is not None]
-        self._path_msg = Path()
-        self._path_msg.header.frame_id = s.map_frame
-
-    def input_qos(self) -> QoSProfile:
-        """SENSOR_DATA (best effort, depth 5) or the same reliable (``input_reliability``)."""
-        if self.settings.input_reliability == "reliable":
-            return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=qos_profile_sensor_data.depth,
-                              reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
-        return qos_profile_sensor_data
 
     def _activate(self) -> None:
-        """Subscriptions and the diagnostics timer."""
+        """Subscriptions and the diagnostics timer. Small, frequent messages (fix, odometry,
+        camera_info, /tf_static) have their own callback group, so a MultiThreadedExecutor takes
+        them off DDS whatever the image callbacks cost; image callbacks only enqueue. Metric
+        matching without a way to know the camera mounting (no tf2_msgs for /tf_static and no
+        ``camera_mount``) refuses to activate with one line saying what to set."""
         from nav_msgs.msg import Odometry
+        from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
         from sensor_msgs.msg import CompressedImage, Image, NavSatFix
 
         s = self.settings
-        qos = self.input_qos()
-        if s.compressed:
-            self._subs.append(self.create_subscription(CompressedImage, self.image_topic, self._on_compressed, qos))
-        else:
-            self._subs.append(self.create_subscription(Image, self.image_topic, self._on_image, qos))
-        self._subs.append(self.create_subscription(NavSatFix, s.fix_topic, self._on_fix, qos))
-        if s.odom_topic:
-            self._subs.append(self.create_subscription(Odometry, s.odom_topic, self._on_odom, qos))
-        if getattr(self.loc, "matcher", None) is not None:
-            from sensor_msgs.msg import CameraInfo
-
-            self._subs.append(self.create_subscription(CameraInfo, self.camera_info_topic, self._on_camera_info, qos))
+        metric = getattr(self.loc, "matcher", None) is not None
+        TFMessage = None
+        if metric:
             try:  # tf2_msgs comes with a ROS install, not with the pip wheels (then: camera_mount)
                 from tf2_msgs.msg import TFMessage
+            except ImportError:
+                if not s.camera_mount:
+                    raise InvalidArgument("metric matching needs the camera mounting and /tf_static cannot be read "
+                                          "(no tf2_msgs): set camera_mount:=[x, y, z, roll, pitch, yaw] (m, deg; "
+                                          f"camera_link in {s.base_frame})") from None
+        self._cb_small = MutuallyExclusiveCallbackGroup()
+        self._cb_image = MutuallyExclusiveCallbackGroup()
+        small = dict(callback_group=self._cb_small)
+        if s.compressed:
+            self._subs.append(self.create_subscription(CompressedImage, self.image_topic, self._on_image,
+                                                       self.input_qos(s.expected_image_hz, 2),
+                                                       callback_group=self._cb_image))
+        else:
+            self._subs.append(self.create_subscription(Image, self.image_topic, self._on_image,
+                                                       self.input_qos(s.expected_image_hz, 2),
+                                                       callback_group=self._cb_image))
+        self._subs.append(self.create_subscription(NavSatFix, s.fix_topic, self._on_fix,
+                                                   self.input_qos(s.expected_fix_hz, 50), **small))
+        if s.odom_topic:
+            self._subs.append(self.create_subscription(Odometry, s.odom_topic, self._on_odom,
+                                                       self.input_qos(s.expected_odom_hz, 200), **small))
+        if metric:
+            from sensor_msgs.msg import CameraInfo
 
+            self._subs.append(self.create_subscription(CameraInfo, self.camera_info_topic, self._on_camera_info,
+                                                       self.input_qos(s.expected_image_hz, 10), **small))
+            if TFMessage is not None:
                 latched = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.RELIABLE,
                                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
-                self._subs.append(self.create_subscription(TFMessage, "/tf_static", self._on_tf_static, latched))
-            except ImportError:
-                self.get_logger().info("no tf2_msgs: the camera mounting comes from the camera_mount parameter")
+                self._subs.append(self.create_subscription(TFMessage, "/tf_static", self._on_tf_static, latched,
+                                                           **small))
+            mount = (f"camera_mount {list(s.camera_mount)} unless /tf_static connects {s.base_frame} to the "
+                     f"camera" if s.camera_mount else f"/tf_static {s.base_frame} -> the camera_info frame")
+            self.get_logger().info(f"camera mounting: {mount}" + ("" if TFMessage is not None else
+                                                                   " (no tf2_msgs: /tf_static not read)"))
         # steady clock: diagnostics keep coming while a bag is paused or over (use_sim_time, no /clock)
         from rclpy.clock import Clock, ClockType
 
@@ -438,106 +258,49 @@ class GeolocMixin:
         self.encoder = self.index = self.loc = None
         self._debug = None
 
-    def _on_input(self, kind: str, msg) -> None:
-        """Every message that reaches a callback: counted by its stamp (expected vs received)."""
+    def _on_input(self, kind: str, msg) -> float:
+        """Every message that reaches a callback: counted by its stamp (expected vs received). The
+        two callback groups may run at once: the monitor is shared under a lock."""
         self.rate_in[kind].tick()
         try:
             t = msgconv.header_time(msg)
         except Exception:
             t = float("nan")
-        self.inputs.tick(kind, t)
+        with self._inputs_lock:
+            self.inputs.tick(kind, t)
+        return t
 
     # ------------------------------------------------------------------ callbacks (executor thread)
     def _on_image(self, msg) -> None:
-        self._enqueue_image(msg, image_msg_to_rgb, "image")
+        """Counted and queued as it came (drop-oldest): the worker converts it."""
+        t = self._on_input("image", msg)
+        self.queue.put("image", (msg, time.monotonic()), stamp=t)
 
-    def _on_compressed(self, msg) -> None:
-        self._enqueue_image(msg, compressed_msg_to_rgb, "image")
-
-    def _enqueue_image(self, msg, convert, kind: str) -> None:
-        recv = time.monotonic()
-        self._on_input("image", msg)
-        try:
-            t = msgconv.header_time(msg)
-            img = convert(msg)
-        except MessageDropped as exc:
-            self.drops.add(f"image.{exc.reason}", str(exc))
-            return
-        except Exception as exc:  # anything else a broken message can do
-            self.drops.add("image.conversion_error", f"{type(exc).__name__}: {exc}")
-            return
-        if not math.isfinite(t) or t <= 0.0:
-            self.drops.add("image.bad_stamp", f"header stamp {t!r} is not a time")
-            return
-        self.queue.put("image", (t, img, recv))
-        self.count["images_converted"] += 1
+    _on_compressed = _on_image
 
     def _on_fix(self, msg) -> None:
-        self._on_input("fix", msg)
-        try:
-            sample, reason = msgconv.navsatfix_check(msg)
-            alt = float(msg.altitude)
-            cov = list(msg.position_covariance)
-            var_u = float(cov[8]) if int(msg.position_covariance_type) > 0 and math.isfinite(float(cov[8])) \
-                and float(cov[8]) > 0 else None
-            service = int(msg.status.service)
-        except Exception as exc:
-            self.drops.add("fix.conversion_error", f"{type(exc).__name__}: {exc}")
-            return
-        if not math.isfinite(sample.t) or sample.t <= 0.0:
-            self.drops.add("fix.bad_stamp", f"header stamp {sample.t!r} is not a time")
-            return
-        if reason == "no_fix":  # the receiver says so: an event, not bad input
-            self.events.add("fix.no_fix", "GNSS reports no fix; continuing on camera/odometry", level="info")
-        elif reason != "ok":  # bad input: the Localizer is told there is no usable fix (ok=False)
-            self.drops.add(f"fix.{reason}", f"GNSS fix not usable ({reason}); continuing on camera/odometry")
-        elif msgconv.navsatfix_cov_invalid(msg):  # used, with the default sigma instead of its covariance
-            self.events.add("fix.covariance_invalid", f"GNSS covariance (type {int(msg.position_covariance_type)}) "
-                            f"has NaN, negative or zero variances: the default sigma "
-                            f"{self.settings.localizer.gnss_default_sigma_m:g} m is used instead")
-        self.queue.put("fix", (sample, alt, var_u, service))
-
-    def _converted(self, kind: str, convert, msg):
-        """``convert(msg)``, or None with the drop counted (its own reason, else conversion_error)."""
-        try:
-            return convert(msg)
-        except MessageDropped as exc:
-            self.drops.add(f"{kind}.{exc.reason}", str(exc))
-        except Exception as exc:  # anything else a broken message can do
-            self.drops.add(f"{kind}.conversion_error", f"{type(exc).__name__}: {exc}")
-        return None
-
-    def _on_camera_info(self, msg) -> None:
-        info = self._converted("camera_info", msgconv.camera_info, msg)
-        if info is None:
-            return
-        info = info._replace(t=0.0)
-        if info != self._last_info:  # camera_info repeats with every frame: queue changes only
-            self._last_info = info
-            self.queue.put("camera_info", info)
-
-    def _on_tf_static(self, msg) -> None:
-        tfs = self._converted("tf_static", msgconv.transforms, msg)
-        if tfs is not None:
-            self.queue.put("tf_static", tfs)
+        self._enqueue("fix", msg, self._on_input("fix", msg))
 
     def _on_odom(self, msg) -> None:
-        self._on_input("odom", msg)
-        sample = self._converted("odom", msgconv.odometry, msg)
-        if sample is not None:
-            self.queue.put("odom", sample)
+        self._enqueue("odom", msg, self._on_input("odom", msg))
+
+    def _on_camera_info(self, msg) -> None:
+        self._enqueue("camera_info", msg)  # None (nothing queued) while it repeats unchanged
+
+    def _on_tf_static(self, msg) -> None:
+        self._enqueue("tf_static", msg)
+
+    def _enqueue(self, kind: str, msg, stamp: Optional[float] = None) -> None:
+        item = self.router.convert(kind, msg)
+        if item is not None:
+            self.queue.put(kind, item, stamp=stamp if stamp is not None and math.isfinite(stamp) else None)
 
     # ------------------------------------------------------------------ worker thread
-    def _check_time(self, stream: str, t: float) -> None:
-        last = self._last_t.get(stream)
-        self._last_t[stream] = t
-        if last is not None and t < last - TIME_BACKWARDS_EPS_S:
-            self.events.add("time_backwards", f"{stream} stamp went back {last - t:.3f} s (bag loop or clock "
-                           f"reset): the localizer resets", level="info")
-            self._path_xy.clear()
-            self._gnss_xy.clear()
-            self._path_msg.poses = []
-            self._last_t = {stream: t}
+    def _on_reset(self, why: str) -> None:
+        """Time went backwards (router): the drawn path and GNSS trail start again."""
+        self._path_xy.clear()
+        self._gnss_xy.clear()
+        self._path_msg.poses = []
 
     def _work(self) -> None:
         while not self._stop.is_set():
@@ -546,318 +309,44 @@ class GeolocMixin:
                 continue
             kind, item = ev
             try:
-                if kind == "image":
-                    self._process_image(*item)
-                elif kind == "fix":
-                    self._process_fix(*item)
-                elif kind == "odom":
-                    self._check_time("odom", item.t)
-                    self.loc.on_odom(*item)
-                elif kind == "tf_static":
-                    self._static_tfs.extend(item)
-                    if self._last_info is not None:
-                        self.loc.set_camera(self._camera_model(self._last_info))
-                elif kind == "camera_info":
-                    self.loc.set_camera(self._camera_model(item))
+                self._process(kind, item)
             except Exception as exc:  # never let one message kill the worker
                 try:
                     self.drops.add(f"{kind}.processing_error", f"{type(exc).__name__}: {exc}\n"
                                    + "".join(traceback.format_exc(limit=6)), level="error")
                 except Exception:
                     pass
+            finally:
+                self.applied += 1
 
-    def _process_fix(self, sample, alt, var_u, service) -> None:
-        self._check_time("fix", sample.t)
-        self._last_raw_fix = (sample, alt, var_u, service)
-        if sample.ok:
-            if self.index is not None and hasattr(self.index, "covers") and not self.index.covers(sample.lat, sample.lon):
-                self.events.add("fix.outside_index", f"GNSS fix ({sample.lat:.6f}, {sample.lon:.6f}) is outside the "
-                               f"tile index coverage: camera matching cannot help there", level="warning")
-            try:
-                x, y = self.frame.from_latlon(sample.lat, sample.lon)
-                self._gnss_xy.append((float(x), float(y)))
-            except Exception:
-                pass
-        self.loc.on_fix(sample.t, sample.lat, sample.lon, sample.cov_en, sample.ok)
-        if self.settings.publish_on_fix:
-            est = self.loc.estimate(sample.t)
-            if est is not None:
-                self._publish_estimate(est, keyframe=False)
-
-    def _process_image(self, t: float, img: np.ndarray, recv: float) -> None:
-        self._check_time("image", t)
-        self.count["images_processed"] += 1
-        est = self.loc.on_image(t, img)
+    def _process(self, kind: str, item) -> None:
+        """One input through the router to the Localizer, and what it gives published."""
+        if kind == "image":
+            msg, recv = item
+            item = self.router.convert("image", msg)
+            if item is None:
+                return
+            item = item._replace(recv=recv)
+            self.count["images_converted"] += 1
+            self.count["images_processed"] += 1
+        est = self.router.apply(kind, item)
+        if kind == "fix" and item.sample.ok:
+            x, y = self.frame.from_latlon(item.sample.lat, item.sample.lon)
+            self._gnss_xy.append((float(x), float(y)))
         if est is None:
             return
+        self._publish_estimate(est, keyframe=bool(est.keyframe))
+        if kind == "image":
+            self._keyframe_stats(est, item)
+
+    def _keyframe_stats(self, est, item) -> None:
         self.rate_keyframe.tick()
-        cm = _get(est, "compute_ms")
-        self._publish_estimate(est, keyframe=True)
         now = self.get_clock().now().nanoseconds * 1e-9
         with self._stats_lock:
-            if cm is not None:
-                self._compute_ms.append(float(cm))
-            self._lat_ms.append((time.monotonic() - recv) * 1e3)
-            if now > 0 and abs(now - t) < 3600.0:  # stamps from another clock (a bag without use_sim_time): skip
-                self._stamp_lat_ms.append((now - t) * 1e3)
-
-    # ------------------------------------------------------------------ publishing
-    def _stamp(self, msg_header, t: float, frame_id: str) -> None:
-        msg_header.stamp.sec, msg_header.stamp.nanosec = msgconv.sec_to_stamp_parts(t)
-        msg_header.frame_id = frame_id
-
-    def _publish_estimate(self, est, keyframe: bool) -> None:
-        from geometry_msgs.msg import PoseStamped, PoseWithCovarianceStamped
-        from sensor_msgs.msg import NavSatFix, NavSatStatus
-
-        s = self.settings
-        t = float(_get(est, "t"))
-        x, y, yaw = float(_get(est, "x")), float(_get(est, "y")), float(_get(est, "yaw", 0.0) or 0.0)
-        cov = np.asarray(_get(est, "cov"), float).reshape(3, 3)
-        status = str(_get(est, "status", "tracking"))
-        self._last_est, self._last_status = est, status
-        self._last_reasons = list(_get(est, "reasons", []) or [])
-        if not (math.isfinite(x) and math.isfinite(y) and np.all(np.isfinite(cov[:2, :2]))):
-            self.drops.add("estimate.nonfinite", "the localizer returned a non-finite estimate; not published")
-            return
-
-        fix = NavSatFix()
-        self._stamp(fix.header, t, s.base_frame)
-        fix.latitude, fix.longitude = float(_get(est, "lat")), float(_get(est, "lon"))
-        raw = self._last_raw_fix
-        alt = raw[1] if raw is not None and math.isfinite(raw[1]) else float("nan")
-        var_u = raw[2] if raw is not None and raw[2] is not None else 100.0
-        fix.altitude = alt
-        fix.status.status = NavSatStatus.STATUS_FIX if status in ("tracking", "degraded") else NavSatStatus.STATUS_NO_FIX
-        fix.status.service = raw[3] if raw is not None and raw[3] else NavSatStatus.SERVICE_GPS
-        c2 = grid_to_enu_cov(cov[:2, :2], self.frame.grid_convergence_deg(x, y))
-        c3 = np.zeros((3, 3))
-        c3[:2, :2] = c2
-        c3[2, 2] = var_u
-        fix.position_covariance = [float(v) for v in c3.reshape(-1)]
-        fix.position_covariance_type = NavSatFix.COVARIANCE_TYPE_KNOWN
-        self.pub_fix.publish(fix)
-
-        pose = PoseWithCovarianceStamped()
-        self._stamp(pose.header, t, s.map_frame)
-        pose.pose.pose.position.x, pose.pose.pose.position.y = x, y
-        q = msgconv.yaw_to_quat(yaw)
-        o = pose.pose.pose.orientation
-        o.x, o.y, o.z, o.w = q
-        c = cov.copy()
-        if not math.isfinite(c[2, 2]):
-            c[2, :] = c[:, 2] = 0.0
-            c[2, 2] = 1e6
-        pose.pose.covariance = [float(v) for v in msgconv.pose_cov6(c)]
-        self.pub_pose.publish(pose)
-        self.rate_pub.tick()
-
-        ps = PoseStamped()
-        ps.header = pose.header
-        ps.pose = pose.pose.pose
-        self._path_msg.poses.append(ps)
-        if len(self._path_msg.poses) > s.path_max_poses:
-            del self._path_msg.poses[: len(self._path_msg.poses) - s.path_max_poses]
-        self._path_msg.header.stamp = pose.header.stamp
-        self.pub_path.publish(self._path_msg)
-        self._path_xy.append((x, y))
-        if keyframe:
-            self._publish_markers(est, pose.header)
-            if self.pub_debug is not None and self.pub_debug.get_subscription_count() > 0:
-                self._publish_debug(est, pose.header, x, y, yaw, cov, status)
-
-    def _publish_markers(self, est, header) -> None:
-        from visualization_msgs.msg import Marker, MarkerArray
-
-        k = self.settings.markers_top_k
-        cand = _get(est, "candidates")
-        arr = MarkerArray()
-        clear = Marker()
-        clear.header = header
-        clear.action = Marker.DELETEALL
-        arr.markers.append(clear)
-        if cand is not None and k > 0:
-            xs = np.asarray(_get(cand, "x", []), float).reshape(-1)[:k]
-            ys = np.asarray(_get(cand, "y", []), float).reshape(-1)[:k]
-            sc = np.asarray(_get(cand, "score", _get(cand, "scores", [])), float).reshape(-1)[:k]
-            ok = np.isfinite(xs) & np.isfinite(ys)
-            if ok.any():
-                lo, hi = (float(np.nanmin(sc[ok])), float(np.nanmax(sc[ok]))) if sc.size == xs.size else (0.0, 1.0)
-                for i in np.flatnonzero(ok):
-                    m = Marker()
-                    m.header = header
-                    m.ns, m.id = "candidates", int(i)
-                    m.type, m.action = Marker.SPHERE, Marker.ADD
-                    m.pose.position.x, m.pose.position.y, m.pose.position.z = float(xs[i]), float(ys[i]), 0.5
-                    m.pose.orientation.w = 1.0
-                    m.scale.x = m.scale.y = m.scale.z = 4.0 if i == 0 else 2.5
-                    v = (float(sc[i]) - lo) / (hi - lo) if sc.size == xs.size and hi > lo else 1.0
-                    m.color.r, m.color.g, m.color.b, m.color.a = 1.0, float(v), float(1.0 - v), 0.8
-                    arr.markers.append(m)
-        self.pub_markers.publish(arr)
-
-    def _debug_renderer(self):
-        if self._debug is None:
-            from .debug_image import DebugRenderer
-
-            s = self.settings
-            ortho = s.debug_orthophoto or None
-            if ortho is None and self.index is not None:
-                man = getattr(self.index, "manifest", {}) or {}
-                img = man.get("imagery") if isinstance(man.get("imagery"), dict) else {}
-                ortho = img.get("path") if img.get("kind", "geotiff") == "geotiff" else None  # XYZ: not drawn
-                if ortho is not None:
-                    from pathlib import Path
-
-                    ortho = Path(ortho)
-                    if not ortho.is_absolute():
-                        ortho = Path(s.index_path) / ortho
-                    if not ortho.is_file():
-                        ortho = None
-            cell = float(getattr(self.index, "spacing_m", 5.0) or 5.0)
-            self._debug = DebugRenderer(self.frame, ortho, s.debug_image_size_px, s.debug_crop_m, cell_m=cell)
-        return self._debug
-
-    def _publish_debug(self, est, header, x, y, yaw, cov, status) -> None:
-        from sensor_msgs.msg import Image
-
-        try:
-            sm = _get(est, "sim_map")
-            sim = None
-            if sm is not None:
-                sim = (_get(sm, "x"), _get(sm, "y"), _get(sm, "score", _get(sm, "scores")))
-                if any(v is None for v in sim):
-                    sim = None
-            cand = _get(est, "candidates")
-            cands = None
-            if cand is not None:
-                cands = (np.asarray(_get(cand, "x", []), float).reshape(-1),
-                         np.asarray(_get(cand, "y", []), float).reshape(-1),
-                         np.asarray(_get(cand, "score", _get(cand, "scores", [])), float).reshape(-1))
-            raw = self._last_raw_fix
-            gcov = raw[0].cov_en if raw is not None and raw[0].ok else None
-            conf = _get(est, "confidence")
-            text = (f"{status} conf {float(conf):.2f} " if conf is not None else f"{status} ") + \
-                f"t {float(_get(est, 't')):.1f} " + ", ".join(self._last_reasons)
-            pic = self._debug_renderer().render(
-                centre=(x, y), estimate={"x": x, "y": y, "yaw": yaw, "cov": cov, "status": status}, sim_map=sim,
-                candidates=cands, gnss=list(self._gnss_xy), gnss_cov=gcov, path=list(self._path_xy), text=text)
-            f = rgb_to_image_fields(pic)
-            msg = Image(height=f["height"], width=f["width"], encoding=f["encoding"], is_bigendian=0, step=f["step"])
-            msg.data = f["data"]
-            msg.header = header
-            self.pub_debug.publish(msg)
-        except Exception as exc:
-            self.drops.add("debug_image.error", f"{type(exc).__name__}: {exc}")
-
-    # ------------------------------------------------------------------ diagnostics
-    def _backend_name(self) -> str:
-        enc = self.encoder if self.encoder is not None else getattr(self.loc, "encoder", None)
-        return str(getattr(enc, "backend", "?"))
-
-    def _index_stats(self) -> Dict[str, Any]:
-        try:
-            return dict(self.index.stats()) if self.index is not None else {}
-        except Exception:
-            return {}
-
-    def diagnostics_status(self):
-        """(level, message, [(key, value)]) of the current state; also used by tests."""
-        s = self.settings
-        now = time.monotonic()
-        drops = self.drops.snapshot()
-        new = {k: v - self._drops_at_last_diag.get(k, 0) for k, v in drops.items()
-               if v > self._drops_at_last_diag.get(k, 0)}
-        self._drops_at_last_diag = drops
-        level, msgs = STATUS_LEVEL.get(self._last_status, 1), [self._last_status]
-        if self._last_reasons:
-            msgs[0] += f" ({', '.join(self._last_reasons)})"
-        if self._worker is None or not self._worker.is_alive():
-            level, msgs = 2, ["worker thread stopped"] + msgs
-        for k in ("image", "fix"):
-            last = self.rate_in[k].last
-            if last is None:
-                level = max(level, 1)
-                msgs.append(f"no {k} received yet")
-            elif now - last > s.stale_input_s:
-                level = max(level, 1)
-                msgs.append(f"no {k} for {now - last:.1f} s")
-        if new:
-            level = max(level, 1)
-            msgs.append("dropped " + ", ".join(f"{v} {k}" for k, v in sorted(new.items())))
-        events = self.events.snapshot()
-        new_ev = {k: v - self._events_at_last_diag.get(k, 0) for k, v in events.items()
-                  if v > self._events_at_last_diag.get(k, 0)}
-        self._events_at_last_diag = events
-        if new_ev.get("fix.outside_index"):
-            level = max(level, 1)
-            msgs.append(f"{new_ev['fix.outside_index']} fix.outside_index (GNSS outside the tile index)")
-        if new_ev.get("time_backwards"):
-            msgs.append(f"time went backwards {new_ev['time_backwards']}x: reset")
-        if new_ev.get("fix.covariance_invalid"):
-            level = max(level, 1)
-            msgs.append(f"{new_ev['fix.covariance_invalid']} fix.covariance_invalid (default sigma used)")
-        input_warnings, input_values = self.inputs.report()
-        if input_warnings:
-            level = max(level, 1)
-            msgs += input_warnings
-
-        def pct(d, q):
-            with self._stats_lock:
-                a = np.asarray(list(d), float)
-            return f"{np.percentile(a, q):.1f}" if a.size else "nan"
-
-        ist = self._index_stats()
-        values = [
-            ("status", self._last_status), ("reasons", ", ".join(self._last_reasons)),
-            ("backend", self._backend_name()), ("model", s.model), ("index_path", s.index_path),
-            ("index.shards_loaded", str(ist.get("shards_loaded", "?"))),
-            ("index.shards_total", str(ist.get("shards_total", "?"))),
-            ("index.tiles_loaded", str(ist.get("tiles_loaded", "?"))),
-            ("index.memory_mb", str(ist.get("memory_mb", "?"))),
-            ("rate.image_in_hz", f"{self.rate_in['image'].rate():.2f}"),
-            ("rate.fix_in_hz", f"{self.rate_in['fix'].rate():.2f}"),
-            ("rate.odom_in_hz", f"{self.rate_in['odom'].rate():.2f}"),
-            ("rate.keyframes_hz", f"{self.rate_keyframe.rate():.2f}"),
-            ("rate.published_hz", f"{self.rate_pub.rate():.2f}"),
-            ("count.images_in", str(self.rate_in["image"].total)), ("count.fixes_in", str(self.rate_in["fix"].total)),
-            ("count.keyframes", str(self.rate_keyframe.total)), ("count.published", str(self.rate_pub.total)),
-            ("count.images_converted", str(self.count["images_converted"])),
-            ("count.images_processed", str(self.count["images_processed"])),
-            ("latency.receipt_to_publish_p50_ms", pct(self._lat_ms, 50)),
-            ("latency.receipt_to_publish_p95_ms", pct(self._lat_ms, 95)),
-            ("latency.stamp_to_publish_p50_ms", pct(self._stamp_lat_ms, 50)),
-            ("latency.compute_p50_ms", pct(self._compute_ms, 50)),
-            ("queue.depth", str(len(self.queue))), ("queue.images", str(self.queue.n_images)),
-            ("drops.total", str(sum(drops.values()))),
-        ]
-        values += input_values
-        values += [(f"drops.{k}", str(v)) for k, v in sorted(drops.items())]
-        values += [(f"events.{k}", str(v)) for k, v in sorted(events.items())]
-        try:
-            st = self.loc.stats()
-            values += [(f"localizer.{k}", str(v)) for k, v in sorted(_flatten(st).items())]
-        except Exception as exc:
-            values.append(("localizer.stats_error", str(exc)))
-        return level, "; ".join(msgs), values
-
-    def _publish_diagnostics(self) -> None:
-        from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-
-        try:
-            level, message, values = self.diagnostics_status()
-        except Exception as exc:
-            level, message, values = 2, f"diagnostics failed: {exc}", []
-        arr = DiagnosticArray()
-        arr.header.stamp = self.get_clock().now().to_msg()
-        st = DiagnosticStatus()
-        st.level = bytes([level]) if isinstance(DiagnosticStatus().level, bytes) else level
-        st.name = f"{self.get_name()}: localization"
-        st.message = message
-        st.hardware_id = "geoloc"
-        st.values = [KeyValue(key=k, value=str(v)) for k, v in values]
-        arr.status = [st]
-        self.pub_diag.publish(arr)
+            self._compute_ms.append(float(est.compute_ms))
+            self._lat_ms.append((time.monotonic() - item.recv) * 1e3)
+            if now > 0 and abs(now - item.t) < 3600.0:  # stamps from another clock (a bag without use_sim_time): skip
+                self._stamp_lat_ms.append((now - item.t) * 1e3)
 
     # ------------------------------------------------------------------ shutdown
     def stop(self) -> None:
@@ -884,16 +373,6 @@ class GeolocNode(GeolocMixin, Node):
         self._configure(localizer)
         self._activate()
         self.get_logger().info(f"geoloc_node ready: {self._ready_line()}")
-
-
-def _flatten(d: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
-    out: Dict[str, Any] = {}
-    for k, v in (d or {}).items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 def _init_without_signal_handlers(args: List[str]) -> None:
@@ -937,10 +416,14 @@ def run(make_node: Callable[[], Node], name: str, argv: Optional[List[str]] = No
         print(f"{name}: error: could not start: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
         code = 1
     if node is not None:
-        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
 
         ext = getattr(__import__("rclpy.executors", fromlist=["x"]), "ExternalShutdownException", KeyboardInterrupt)
-        executor = SingleThreadedExecutor()
+        # executor_threads 1 (default): one thread takes every message in arrival order, image callbacks
+        # only enqueue (measured: no fix or odometry lost, bench/bench_node.py); > 1: the image group, the
+        # small messages' group and the timers run side by side (the queue keeps them in stamp order)
+        threads = int(getattr(node, "settings", None).executor_threads) if getattr(node, "settings", None) else 1
+        executor = SingleThreadedExecutor() if threads <= 1 else MultiThreadedExecutor(num_threads=threads)
         executor.add_node(node)
         try:
             while rclpy.ok():  # a bounded wait: Python sees Ctrl-C only between waits (no timer while inactive)

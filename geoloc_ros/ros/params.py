@@ -1,26 +1,27 @@
-"""Parameters of ``geoloc_node``: one table, validated before anything loads.
+"""Parameters of ``geoloc_node``: the one schema (``core.config``) as ROS parameters and as
+config/geoloc.yaml, validated before anything loads.
 
-Two groups:
+* node parameters (``NODE_PARAMS``, group ``node``): topics, model, backend, index, orthophoto,
+  camera, queues, frames, outputs, diagnostics;
+* ``localizer.<field>``: one per field of ``pipeline.LocalizerConfig`` (``core.config.params_of``:
+  default and type, help, range or choices, group: localizer, filter, metric, retrieval).
 
-* node parameters (``NODE_PARAMS``): topics, model, backend, index, queues, frames, outputs;
-* ``localizer.<field>``: one per field of ``pipeline.LocalizerConfig``, derived from the
-  dataclass (default, type; description and range from the field ``metadata``: ``help`` or
-  ``description``, ``range=(lo, hi)`` or ``min``/``max``, ``choices``).
-
-``validate(values)`` is ROS-free (unit-testable): unknown names, wrong types, values out of range
-or not among the choices are all reported together in one ``InvalidArgument`` that names each
-parameter and what it accepts. ``declare(node)`` reads the node's overrides (``--ros-args -p``,
+``validate(values)`` is ROS-free (unit-testable): each value goes through ``Param.check`` (the one
+validator, the config dataclasses use it too); unknown names, wrong types, values out of range or
+not among the choices are all reported together in one ``InvalidArgument`` that names each
+parameter and what it accepts. ``yaml_text()`` is config/geoloc.yaml.
+``declare(node)`` reads the node's overrides (``--ros-args -p``,
 ``--params-file``), validates them with ``validate``, then declares every parameter with a
 ``ParameterDescriptor`` (description, ``FloatingPointRange``/``IntegerRange``, read-only: they are
 read once at start) holding the validated value. Works with rclpy from ROS 2 Humble onwards.
 """
 from __future__ import annotations
 
-import dataclasses
-import math
+import textwrap
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence
 
+from ..core.config import GROUPS, Param, params_of
 from ..core.errors import InvalidArgument
 
 NODE_NAME = "geoloc_node"
@@ -31,41 +32,14 @@ ALLOWED_FOREIGN_PREFIXES = ("qos_overrides.",)
 LOCALIZER_PREFIX = "localizer."
 
 
-@dataclass(frozen=True)
-class ParamSpec:
-    name: str
-    default: Any  # bool | int | float | str | list
-    description: str
-    lo: Optional[float] = None  # inclusive bounds for numbers
-    hi: Optional[float] = None
-    choices: Optional[Tuple[str, ...]] = None
-
-    @property
-    def kind(self) -> type:
-        d = self.default
-        if isinstance(d, bool):
-            return bool
-        if isinstance(d, int):
-            return int
-        if isinstance(d, float):
-            return float
-        if isinstance(d, str):
-            return str
-        if isinstance(d, (list, tuple)):
-            return list
-        raise TypeError(f"parameter {self.name}: unsupported default {d!r}")
-
-    def constraint_text(self) -> str:
-        if self.choices:
-            return "one of " + ", ".join(self.choices)
-        if self.lo is not None or self.hi is not None:
-            lo = "-inf" if self.lo is None else f"{self.lo:g}"
-            hi = "inf" if self.hi is None else f"{self.hi:g}"
-            return f"{self.kind.__name__} in [{lo}, {hi}]"
-        return self.kind.__name__
+ParamSpec = Param  # the schema's one parameter description (core.config)
 
 
-P = ParamSpec
+def P(name, default, description, lo=None, hi=None, choices=None) -> Param:
+    return Param(name, default, description, None if lo is None else float(lo), None if hi is None else float(hi),
+                 tuple(choices) if choices else None, "node")
+
+
 NODE_PARAMS: List[ParamSpec] = [
     P("image_topic", "/camera/image_raw", "camera topic (sensor_msgs/Image; with compressed:=true the node "
       "subscribes IMAGE_TOPIC/compressed, image_transport naming)"),
@@ -101,12 +75,19 @@ NODE_PARAMS: List[ParamSpec] = [
     P("metric_features", "gradient", "metric matching feature extractor", choices=("gradient", "learned")),
     P("camera_info_topic", "", "sensor_msgs/CameraInfo of the camera (K, D); empty: IMAGE_TOPIC's sibling "
       "camera_info"),
-    P("camera_mount", [0.0, 0.0, 1.8, 0.0, 0.0, 0.0], "camera_link pose in base_frame: x, y, z (m), roll, pitch, "
-      "yaw (deg; pitch > 0 looks down), used when /tf_static does not connect base_frame to the camera_info "
-      "frame (with the pip ROS wheels there is no tf2_msgs: always this)"),
+    P("camera_mount", [], "camera_link pose in base_frame: [x, y, z, roll, pitch, yaw] (m, deg; pitch > 0 looks "
+      "down), used when /tf_static does not connect base_frame to the camera_info frame; empty: never guessed, "
+      "metric matching waits for /tf_static, and without tf2_msgs (the pip ROS wheels) the node refuses to "
+      "activate until it is set"),
     P("memory_budget_mb", 512, "memory the tile index may use for loaded shards (MB)", 16, 1048576),
     P("image_queue_size", 2, "camera frames waiting for the worker; when full the oldest is dropped "
       "(counted as drops.image.queue_full)", 1, 1000),
+    P("input_depth_s", 1.0, "depth of the fix, odometry and camera_info subscriptions as seconds of their expected "
+      "rate (expected_*_hz; unknown: 50 fixes, 200 odometry messages), so a busy moment loses none", 0.1, 60.0),
+    P("executor_threads", 1, "executor threads: 1 takes every message on one thread in arrival order (image "
+      "callbacks only enqueue; measured best here, docs/ros.md); > 1: a MultiThreadedExecutor running the "
+      "image callbacks, the small messages' callback group (fix, odometry, camera_info, /tf_static) and the "
+      "timers side by side", 1, 16),
     P("input_queue_size", 2000, "GNSS/odometry messages waiting for the worker (oldest dropped when full)",
       10, 1000000),
     P("publish_on_fix", True, "also publish the filter estimate at each GNSS fix, between camera keyframes"),
@@ -129,86 +110,15 @@ NODE_PARAMS: List[ParamSpec] = [
 del P
 
 
-def _field_specs(cls, prefix: str) -> List[ParamSpec]:
-    """ParamSpecs for the fields of a (possibly nested) config dataclass."""
-    out: List[ParamSpec] = []
-    for f in dataclasses.fields(cls):
-        if f.name.startswith("_") or not f.init:
-            continue
-        if f.default is not dataclasses.MISSING:
-            default = f.default
-        elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
-            default = f.default_factory()  # type: ignore[misc]
-        else:
-            continue
-        name = prefix + f.name
-        md = dict(f.metadata or {})
-        if dataclasses.is_dataclass(default):
-            out.extend(_field_specs(type(default), name + "."))
-            continue
-        if default is None:  # ROS parameters have no None: skipped (the dataclass default applies)
-            continue
-        if isinstance(default, tuple):
-            default = list(default)
-        if isinstance(default, list) and not default:
-            continue  # an empty list has no ROS type
-        desc = str(md.get("help") or md.get("description") or md.get("doc") or f"LocalizerConfig.{f.name}")
-        rng = md.get("range")
-        lo, hi = (rng if rng is not None else (md.get("min"), md.get("max")))
-        choices = md.get("choices")
-        out.append(ParamSpec(name, default, desc, None if lo is None else float(lo), None if hi is None else float(hi),
-                             tuple(str(c) for c in choices) if choices else None))
-    return out
-
-
-def localizer_params() -> List[ParamSpec]:
+def localizer_params() -> List[Param]:
+    """``localizer.<field>`` for every field of ``pipeline.LocalizerConfig`` (core.config.params_of)."""
     from ..pipeline import LocalizerConfig
 
-    return _field_specs(LocalizerConfig, LOCALIZER_PREFIX)
+    return params_of(LocalizerConfig, LOCALIZER_PREFIX)
 
 
 def all_params() -> List[ParamSpec]:
     return NODE_PARAMS + localizer_params()
-
-
-def _coerce(spec: ParamSpec, value: Any) -> Tuple[Any, Optional[str]]:
-    """(value converted to the spec's type, problem or None)."""
-    kind = spec.kind
-    if hasattr(value, "tolist"):
-        value = value.tolist()
-    elif hasattr(value, "typecode"):  # array.array from rclpy
-        value = list(value)
-    if kind is bool:
-        if isinstance(value, bool):
-            return value, None
-        return value, f"must be true or false, got {value!r}"
-    if kind is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            return value, f"must be an integer, got {value!r}"
-    elif kind is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            return value, f"must be a number, got {value!r}"
-        value = float(value)
-        if not math.isfinite(value):
-            return value, f"must be finite, got {value!r}"
-    elif kind is str:
-        if not isinstance(value, str):
-            return value, f"must be a string, got {value!r}"
-    elif kind is list:
-        if not isinstance(value, (list, tuple)):
-            return value, f"must be a list like {spec.default!r}, got {value!r}"
-        value = list(value)
-        if isinstance(spec.default[0], float):
-            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
-                return value, f"must be a list of numbers, got {value!r}"
-            value = [float(v) for v in value]
-    if spec.choices and value not in spec.choices:
-        return value, f"must be one of {', '.join(spec.choices)}, got {value!r}"
-    if kind in (int, float):
-        if (spec.lo is not None and value < spec.lo) or (spec.hi is not None and value > spec.hi):
-            return value, f"must be in [{spec.lo:g}, {spec.hi:g}], got {value!r}" if spec.lo is not None and \
-                spec.hi is not None else f"out of range ({spec.constraint_text()}), got {value!r}"
-    return value, None
 
 
 def is_foreign(name: str) -> bool:
@@ -233,25 +143,8 @@ class Settings:
 def _build_localizer_config(values: Dict[str, Any]):
     from ..pipeline import LocalizerConfig
 
-    def nested(cls, prefix):
-        kw = {}
-        for f in dataclasses.fields(cls):
-            if not f.init:
-                continue
-            name = prefix + f.name
-            default = None
-            if f.default is not dataclasses.MISSING:
-                default = f.default
-            elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
-                default = f.default_factory()  # type: ignore[misc]
-            if dataclasses.is_dataclass(default):
-                kw[f.name] = nested(type(default), name + ".")
-            elif name in values:
-                v = values[name]
-                kw[f.name] = tuple(v) if isinstance(default, tuple) else v
-        return cls(**kw)
-
-    return nested(LocalizerConfig, LOCALIZER_PREFIX)
+    n = len(LOCALIZER_PREFIX)
+    return LocalizerConfig.from_dict({k[n:]: v for k, v in values.items() if k.startswith(LOCALIZER_PREFIX)})
 
 
 def validate(overrides: Dict[str, Any], specs: Optional[Sequence[ParamSpec]] = None,
@@ -276,15 +169,19 @@ def validate(overrides: Dict[str, Any], specs: Optional[Sequence[ParamSpec]] = N
             hint = f" (did you mean {', '.join(close)}?)" if close else ""
             problems.append(f"unknown parameter '{name}'{hint}")
             continue
-        v, err = _coerce(spec, value)
+        v, err = spec.check(value)
         if err:
             problems.append(f"parameter '{name}' {err}")
         else:
             values[name] = v
-    if "index_path" in by_name and not str(values.get("index_path", "")).strip():
-        problems.append("parameter 'index_path' is required: a tile index folder built with `geoloc index build` "
-                        "for the same model")
+    if "index_path" in by_name and "orthophoto" in by_name and not str(values.get("index_path", "")).strip() \
+            and not str(values.get("orthophoto", "")).strip():
+        problems.append("set 'orthophoto' (metric matching: a GeoTIFF or XYZ folder of the area) and/or 'index_path' "
+                        "(retrieval: a tile index folder built with `geoloc index build` for the same model)")
     loc = None
+    mount = values.get("camera_mount")
+    if "camera_mount" in by_name and mount and len(mount) != 6:
+        problems.append(f"parameter 'camera_mount' must be empty or six numbers x, y, z, roll, pitch, yaw, got {mount!r}")
     if not problems and build_localizer and any(n.startswith(LOCALIZER_PREFIX) for n in by_name):
         try:
             loc = _build_localizer_config(values)
@@ -330,50 +227,65 @@ def declare(node, specs: Optional[Sequence[ParamSpec]] = None) -> Settings:
     return settings
 
 
-def yaml_defaults(specs: Optional[Sequence[ParamSpec]] = None) -> str:
-    """The parameters file text with every parameter at its default (config/geoloc.yaml is this plus edits)."""
+GROUP_TITLES = {
+    "node": "node: topics, model and index, camera, queues, outputs, diagnostics",
+    "localizer": "localizer: camera use and keyframes (pipeline.LocalizerConfig)",
+    "filter": "filter: the particle filter, GNSS and odometry models, statuses (core.filter.FilterParams)",
+    "metric": "metric matching: BEV, windows, fusion, its likelihood and gate (metric.config.MetricParams)",
+    "retrieval": "retrieval: sequence, search, likelihood, gate, relocalisation",
+}
+YAML_HEADER = """\
+# Parameters of geoloc_node (ros2 run geoloc_ros geoloc_node --ros-args --params-file config/geoloc.yaml).
+# Generated from the one schema (core.config: each field's help, range and group), every parameter at
+# its default: `python -m geoloc_ros.ros.params config/geoloc.yaml` rewrites it; test_ros_params checks it.
+# Unknown names, wrong types and out-of-range values stop the node with a message naming each one.
+# The localizer: block is also a valid `--config` file of `geoloc eval replay` / `eval calibrate`.
+"""
+
+
+def yaml_value(v: Any) -> str:
     import json
 
-    specs = list(all_params() if specs is None else specs)
-    lines = [f"{NODE_NAME}:", "  ros__parameters:"]
-    for s in specs:
-        lines.append(f"    # {s.description} ({s.constraint_text()})")
-        v = s.default
-        txt = ("true" if v else "false") if isinstance(v, bool) else json.dumps(v)
-        lines.append(f"    {s.name}: {txt}")
-    return "\n".join(lines) + "\n"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        r = repr(v)
+        return r if ("e" not in r and "inf" not in r) else f"{v:.10f}".rstrip("0")
+    return json.dumps(v)
 
 
-def localizer_yaml_block(indent: int = 4) -> str:
-    """The ``localizer:`` block of config/geoloc.yaml: every LocalizerConfig field, default, help, range."""
-    import json
-
+def _yaml_block(specs: Sequence[Param], indent: int, strip: str = "") -> List[str]:
     pad = " " * indent
-    lines = [f"{pad}localizer:"]
-    for s in localizer_params():
-        lines.append(f"{pad}  # {s.description} ({s.constraint_text()})")
-        v = s.default
-        if isinstance(v, bool):
-            txt = "true" if v else "false"
-        elif isinstance(v, float):
-            txt = repr(v) if ("e" not in repr(v) and "inf" not in repr(v)) else f"{v:.10f}".rstrip("0")
-        else:
-            txt = json.dumps(v)
-        lines.append(f"{pad}  {s.name[len(LOCALIZER_PREFIX):]}: {txt}")
-    return "\n".join(lines) + "\n"
+    lines: List[str] = []
+    for g in GROUPS:
+        group = [s for s in specs if s.group == g]
+        if not group:
+            continue
+        lines.append(f"{pad}# ---- {GROUP_TITLES.get(g, g)}")
+        for s in group:
+            lines += textwrap.wrap(f"{s.description} ({s.constraint_text()})", 116 - indent,
+                                   initial_indent=f"{pad}# ", subsequent_indent=f"{pad}#   ")
+            lines.append(f"{pad}{s.name[len(strip):]}: {yaml_value(s.default)}")
+        lines.append("")
+    return lines
 
 
-def update_yaml(path) -> None:
-    """Rewrite the ``localizer:`` block at the end of a parameters file (after LocalizerConfig changes):
-    ``python -m geoloc_ros.ros.params config/geoloc.yaml``."""
+def yaml_text() -> str:
+    """config/geoloc.yaml: every parameter at its default, by group, each with its help and range."""
+    lines = [YAML_HEADER.rstrip("\n"), f"{NODE_NAME}:", "  ros__parameters:"]
+    lines += _yaml_block(NODE_PARAMS, 4)
+    lines.append("    localizer:")
+    lines += _yaml_block(localizer_params(), 6, LOCALIZER_PREFIX)
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def write_yaml(path) -> None:
+    """Rewrite a parameters file with ``yaml_text()`` (after a change of the schema)."""
     from pathlib import Path
 
     path = Path(path)
-    text = path.read_text()
-    marker = "\n    localizer:\n"
-    head = text.split(marker)[0].rstrip("\n") + "\n"
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(head + localizer_yaml_block())
+    tmp.write_text(yaml_text())
     tmp.replace(path)
 
 
@@ -381,5 +293,5 @@ if __name__ == "__main__":
     import sys
 
     if len(sys.argv) != 2:
-        sys.exit("usage: python -m geoloc_ros.ros.params config/geoloc.yaml  (rewrites its localizer: block)")
-    update_yaml(sys.argv[1])
+        sys.exit("usage: python -m geoloc_ros.ros.params config/geoloc.yaml  (rewrites it from the schema)")
+    write_yaml(sys.argv[1])

@@ -129,17 +129,14 @@ def run_demo(args: argparse.Namespace) -> Path:
 
     from ..evaluation.replay import load_run, replay_bag, summary_line, write_run
     from ..evaluation.report import accuracy_rows, text_table
-    from ..index import TileIndex
-
-    from ..metric import open_matcher
     from ..pipeline import LocalizerConfig
+    from ..runtime import load_measurements
 
-    index = TileIndex.open(index_dir, expect_model=encoder.identity)
     cfg = LocalizerConfig()
     # the camera's measurement: metric matching on the orthophoto; retrieval relocalises without a prior
-    matcher = open_matcher(world_dir / "orthophoto.tif", cfg, frame=index.frame)
-    res = replay_bag(drive_dir / "bag", encoder, index, cfg, world_dir=world_dir, config_name="demo",
-                     matcher=matcher)
+    m = load_measurements(cfg, orthophoto=world_dir / "orthophoto.tif", index_path=index_dir, encoder=encoder)
+    res = replay_bag(drive_dir / "bag", m.encoder, m.index, cfg, world_dir=world_dir, config_name="demo",
+                     matcher=m.matcher)
     run_dir = write_run(res, data / "runs", command="geoloc demo", force=True)
     steps.end(f"replay: {summary_line(res)}")
     doc = load_run(run_dir)
@@ -190,9 +187,9 @@ def _roads_near_track(world_dir: Path, drive_dir: Path, within_m: float):
     """Road centre lines (lon, lat) of the world, cut to the parts within ``within_m`` of any GNSS fix."""
     import numpy as np
 
+    from ..bag import read_bag
     from ..core.errors import InvalidArgument
     from ..core.geo import LocalFrame
-    from ..bag import read_bag
     from ..sim.bag import TOPIC_FIX
 
     fixes = [(m.latitude, m.longitude) for _, _, m in read_bag(drive_dir / "bag", [TOPIC_FIX])

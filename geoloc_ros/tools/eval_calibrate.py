@@ -6,7 +6,8 @@ away. Each candidate T replays every validation bag through the Localizer; the c
 smallest whose truth-inside-95 %-ellipse share, pooled over the bags, reaches ``--target``
 (default 93 %): the sharpest honest one. The truth is taken as the map shows it where the world
 records a misregistration, and the orthophoto's registration sigma is left out of the covariance
-for this (``map_registration_sigma_m`` is a property of the orthophoto, not of the camera). Writes a YAML of LocalizerConfig overrides to use with
+for this (``map_registration_sigma_m`` is a property of the orthophoto, not of the camera). Writes a YAML of
+LocalizerConfig overrides to use with
 ``geoloc eval replay --config`` or the node's ``localizer.volume_temperature``. Validation drives
 must come from towns that are not used for the final (held-out) numbers: a drive in a held-out town of
 the evaluation protocol (bench/heldout.yaml) is refused.
@@ -45,8 +46,8 @@ def run_eval_calibrate(args: argparse.Namespace) -> Path:
 
     from ..core.bagpath import resolve_bag
     from ..core.outputs import check_output_file
-    from ..evaluation.replay import world_frame, find_world_dir, load_localizer_config, replay_bag
-    from ..metric import open_matcher
+    from ..evaluation.replay import find_world_dir, load_localizer_config, replay_bag, world_frame
+    from ..runtime import load_measurements
 
     check_output_file(args.out, args.force)
     from ..core.errors import InvalidArgument
@@ -69,8 +70,8 @@ def run_eval_calibrate(args: argparse.Namespace) -> Path:
         inside, n, med = 0.0, 0, []
         for b in args.bags:
             bag, wd = resolve_bag(b), worlds[b]
-            m = open_matcher(wd / "orthophoto.tif", cfg, frame=world_frame(wd), features=args.features)
-            res = replay_bag(bag, None, None, cfg, matcher=m, progress=False)
+            m = load_measurements(cfg, orthophoto=wd / "orthophoto.tif", frame=world_frame(wd), features=args.features)
+            res = replay_bag(bag, None, None, cfg, matcher=m.matcher, progress=False)
             c = res.metrics["methods"]["corrected"]
             mf = ((res.metrics.get("map_frame") or {}).get("methods") or {}).get("corrected")
             cov = (mf or c).get("covariance") or {}

@@ -59,10 +59,8 @@ def run_sim_drive(args: argparse.Namespace) -> Path:
     from ..core.camera import PinholeCamera
     from ..core.errors import InvalidArgument
     from ..sim.bag import TOPIC_IMAGE, write_drive
-    from ..sim.drive import DriveConfig, simulate_drive, stream_rng
+    from ..sim.drive import AttitudeModel, DriveConfig, simulate_drive, stream_rng
     from ..sim.world import World
-
-    from ..sim.drive import AttitudeModel
 
     cfg = DriveConfig(duration_s=args.duration_s, camera_hz=args.camera_hz, gnss_hz=args.gnss_hz,
                       odom_hz=args.odom_hz, seed=args.seed, gnss_seed=args.gnss_seed, compressed=args.compressed, storage=args.storage,

@@ -35,8 +35,15 @@ import torch
 from ..core.errors import InvalidArgument, OutputExists
 from ..metric.bev import BevGrid
 from ..metric.correlate import canvas_for
-from ..models.bevmatch import (BevMatchConfig, BevMatchModel, load_bevmatch, save_bevmatch, torch_match_bev,
-                               volume_nll, volume_target)
+from ..models.bevmatch import (
+    BevMatchConfig,
+    BevMatchModel,
+    load_bevmatch,
+    save_bevmatch,
+    torch_match_bev,
+    volume_nll,
+    volume_target,
+)
 from .metric_data import Sample, list_samples, load_sample, read_sample_index
 
 log = logging.getLogger(__name__)

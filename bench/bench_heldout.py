@@ -66,8 +66,7 @@ def _memo_render(renderer, key):
 def make_drive(data: Path, world_dir: Path, scenario: str, seed: int, duration_s: float) -> Path:
     from geoloc_ros.core.camera import PinholeCamera
     from geoloc_ros.sim.bag import write_drive
-    from geoloc_ros.sim.drive import (GNSS_OUTAGE, STATUS_NO_FIX, DriveConfig, GnssModel, simulate_drive,
-                                      stream_rng)
+    from geoloc_ros.sim.drive import GNSS_OUTAGE, STATUS_NO_FIX, DriveConfig, GnssModel, simulate_drive, stream_rng
     from geoloc_ros.sim.render import Appearance, GroundRenderer, SensorModel
     from geoloc_ros.sim.world import World
 

@@ -47,8 +47,9 @@ def _geoloc(*args: str) -> None:
 
 # ---------------------------------------------------------------- part 1: the toy road
 def toy_rows(n_kf: int = 40):
-    from test_metric import FLAT_LIGHT, camera_model, textured_toy_world, write_world_ortho
     import tempfile
+
+    from test_metric import FLAT_LIGHT, camera_model, textured_toy_world, write_world_ortho
 
     from geoloc_ros.core.camera import PinholeCamera
     from geoloc_ros.metric.aerial import AerialMap

@@ -11,18 +11,31 @@ import math
 
 import numpy as np
 import pytest
+from _geometry import quat_matrix
 
 from geoloc_ros.bag import read_bag
 from geoloc_ros.core.camera import PinholeCamera
 from geoloc_ros.core.errors import InvalidArgument
-from geoloc_ros.sim.bag import (TOPIC_CAMERA_INFO, TOPIC_FIX, TOPIC_TF_STATIC, TRUTH_COLUMNS, read_drive_manifest,
-                                read_truth_csv, write_drive)
+from geoloc_ros.sim.bag import (
+    TOPIC_CAMERA_INFO,
+    TOPIC_FIX,
+    TOPIC_TF_STATIC,
+    TRUTH_COLUMNS,
+    read_drive_manifest,
+    read_truth_csv,
+    write_drive,
+)
 from geoloc_ros.sim.conditions import PRESETS, CalibError, Conditions
-from geoloc_ros.sim.drive import (GNSS_MULTIPATH, GNSS_OUTAGE, DriveConfig, GnssModel, simulate_drive,
-                                  simulate_odometry, stream_rng)
+from geoloc_ros.sim.drive import (
+    GNSS_MULTIPATH,
+    GNSS_OUTAGE,
+    DriveConfig,
+    GnssModel,
+    simulate_drive,
+    simulate_odometry,
+    stream_rng,
+)
 from geoloc_ros.sim.sensors import GNSS_BIAS_EPISODE, GNSS_QUALITIES, conditions_of, raw_error_median
-
-from _geometry import quat_matrix
 
 CAM = PinholeCamera(width=64, height=32, hfov_deg=90.0)
 

@@ -33,8 +33,15 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..core.camera import PinholeCamera
-from ..core.dataset import (DATASET_FORMAT, DATASET_FORMAT_VERSION, KEYFRAME_COLUMNS, SPLITS, SequenceRecord,
-                            write_rows, write_split)
+from ..core.dataset import (
+    DATASET_FORMAT,
+    DATASET_FORMAT_VERSION,
+    KEYFRAME_COLUMNS,
+    SPLITS,
+    SequenceRecord,
+    write_rows,
+    write_split,
+)
 from ..core.errors import InvalidArgument
 from ..core.geo import wrap_angle, yaw_to_heading_deg
 from ..core.outputs import prepare_output_dir
@@ -142,8 +149,8 @@ def export_dataset(out: Path, worlds: List[Tuple[str, World]], heldout: List[Tup
     from tqdm import tqdm
 
     from .drive import plan_route, rotation_rpy, terrain_attitude
-    from .sensors import draw_load_pitch
     from .render import Appearance, GroundRenderer, SensorModel
+    from .sensors import draw_load_pitch
     from .terrain import Terrain
 
     if not worlds and not heldout:

@@ -1134,8 +1134,15 @@ def simulate_drive(world, config: DriveConfig, conditions=None) -> DriveSim:
     changes the sensors (``sim.sensors``): GNSS environment and over-confidence, a fixed wheel scale
     error with slip, the static load pitch of the body. The camera side is ``sim.render``'s."""
     from .conditions import Conditions
-    from .sensors import (SensorRealisation, apply_gnss_environment, apply_overconfidence, draw_load_pitch,
-                          gnss_quality, raw_error_median, wheel_slip)
+    from .sensors import (
+        SensorRealisation,
+        apply_gnss_environment,
+        apply_overconfidence,
+        draw_load_pitch,
+        gnss_quality,
+        raw_error_median,
+        wheel_slip,
+    )
 
     cfg = config
     cond = Conditions() if conditions is None else conditions

@@ -92,7 +92,6 @@ def apply_road_changes(world, sem: np.ndarray, albedo: np.ndarray, height: np.nd
         hw = float(roads.edge_width[e]) / 2.0
         for (x, y, yaw, _) in _stations(roads, e, _STATION_M, _STATION_M / 2):
             segs.append((e, x, y, yaw, hw))
-    n_total, chosen, kinds = 0, [], []
     painted = []
     for (e, x, y, yaw, hw) in segs:
         b = _box(shape, world, x, y, _STATION_M / 2, hw, yaw)

@@ -63,7 +63,8 @@ def run_sim_drive(args: argparse.Namespace) -> Path:
     from ..sim.world import World
 
     cfg = DriveConfig(duration_s=args.duration_s, camera_hz=args.camera_hz, gnss_hz=args.gnss_hz,
-                      odom_hz=args.odom_hz, seed=args.seed, gnss_seed=args.gnss_seed, compressed=args.compressed, storage=args.storage,
+                      odom_hz=args.odom_hz, seed=args.seed, gnss_seed=args.gnss_seed, compressed=args.compressed,
+                      storage=args.storage,
                       attitude=AttitudeModel(suspension=not args.no_suspension))
     camera = PinholeCamera(width=args.width, height=args.height, hfov_deg=args.hfov_deg,
                            distortion=tuple(args.distortion) if args.distortion else (0.0,) * 5)

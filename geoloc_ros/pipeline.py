@@ -35,11 +35,13 @@ from .core.config import check_keys, params_of
 from .core.errors import InvalidArgument
 from .core.filter import FilterParams, MatchEval, _f
 from .core.geo import yaw_to_heading_deg
+from .core.integrity import CameraIntegrity, IntegrityParams, ground_quality
 from .core.keyframes import KeyframeBuffer
 from .core.measurement import PoseVolume
 from .core.msgconv import enu_to_grid_cov
 from .core.tracker import STATUSES, PoseTracker, TrackState
 from .metric.config import MetricParams, check_metric
+from .metric.selfcal import SelfCalParams, check_selfcal
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +49,10 @@ __all__ = ["Localizer", "LocalizerConfig", "Estimate", "Candidates", "Similarity
 
 
 @dataclass(frozen=True)
-class LocalizerConfig(FilterParams, MetricParams):
+class LocalizerConfig(FilterParams, MetricParams, SelfCalParams, IntegrityParams):
     """Every tunable of the Localizer. The filter's fields come from ``core.filter.FilterParams``,
-    metric matching's from ``metric.config.MetricParams``;
+    metric matching's from ``metric.config.MetricParams``, the camera's self-calibration from
+    ``metric.selfcal.SelfCalParams``, the camera integrity monitor from ``core.integrity.IntegrityParams``;
     each field's ``metadata`` has ``help`` and (numbers) an inclusive ``range`` so the ROS node can
     declare it as a parameter (``localizer.<name>``). Unknown keys in ``from_dict`` are an error."""
 
@@ -96,6 +99,7 @@ class LocalizerConfig(FilterParams, MetricParams):
     def __post_init__(self):
         super().__post_init__()
         check_metric(self)
+        check_selfcal(self)
         if self.search_radius_min_m > self.search_radius_max_m:
             raise InvalidArgument(f"localizer.search_radius_min_m ({self.search_radius_min_m}) must not exceed "
                                   f"search_radius_max_m ({self.search_radius_max_m})")
@@ -245,6 +249,10 @@ class Localizer:
         self._clear_counts()
         self._covered: Optional[bool] = None  # was the prior inside the index at the last keyframe
         self._odom_jumps_seen = 0
+        self.integrity = CameraIntegrity(c) if self.metric_matching and c.camera_integrity else None
+        self._epoch_seen = self.tracker.epoch
+        if self.integrity is not None:
+            self.tracker.camera_holds = self.integrity.camera_holds
 
     def set_camera(self, camera) -> None:
         """The camera model (``metric.bev.CameraModel``: camera_info K/D and the mounting). Metric
@@ -329,6 +337,9 @@ class Localizer:
             return
         if not self.tracker.on_odom(t, float(x), float(y), float(yaw)):
             self._drop("odom.jump", "odometry jumped faster than odom_max_speed_mps; re-anchored")
+        cal = getattr(self.matcher, "selfcal", None)
+        if cal is not None and math.isfinite(float(vx)):
+            cal.on_odom(t, float(vx))  # the dynamic pitch of braking and accelerating
 
     def on_image(self, t: float, image: np.ndarray) -> Optional["Estimate"]:
         """A camera frame (uint8 RGB HxWx3). Returns an Estimate if it became a keyframe.
@@ -430,6 +441,7 @@ class Localizer:
         x, y, yaw = (float(v) for v in st.mean)
         self._counts["matches_attempted"] += 1
         res = m.match(x, y, yaw, st.pos_std_m, math.radians(st.yaw_std_deg))
+        self._save_selfcal()
         vol = res.volume
         # near the edge of the imagery the unscored cells would read as "unlikely" and drag the
         # estimate inwards: match only where the prior's own position is scored
@@ -441,8 +453,16 @@ class Localizer:
             self._bump("match_skipped", "outside aerial map coverage")
             return _Measured(reason="outside aerial map coverage", metric=res)
         self._covered = True
-        res.measurement = PoseVolume(vol.xs, vol.ys, vol.yaws, vol.scores / c.volume_temperature)
-        ev = tr.on_camera(t, res.measurement)
+        meas = res.measurement = PoseVolume(vol.xs, vol.ys, vol.yaws, vol.scores / c.volume_temperature)
+        if self.integrity is not None:  # may it move the fix? (core.integrity)
+            if tr.epoch != self._epoch_seen:  # the filter was (re)initialised: the camera starts on probation
+                self._epoch_seen = tr.epoch
+                self.integrity.reset()
+            v = self.integrity.assess(t, ground_quality(res.mosaic, res.weight), meas, st.mean, st.cov)
+            if not v.use:
+                ev = tr.reject_camera(t, meas, v.key, v.reason)
+                return _Measured(ev=ev, reason=v.reason, metric=res)
+        ev = tr.on_camera(t, meas)
         return _Measured(ev=ev, reason=ev.reason, metric=res)
 
     # ------------------------------------------------------------------ matching
@@ -596,8 +616,41 @@ class Localizer:
                 "gnss_no_fix": tc["gnss_no_fix"], "gnss_reanchored": tc["gnss_reanchored"],
                 "gnss_reinit_lost": tc["gnss_reinit_lost"],
                 "gnss_reinit_heading": tc["gnss_reinit_heading"],
-                "gnss_reinit_bias": tc["gnss_reinit_bias"], "odom": tc["odom"], "odom_jumps": tc["odom_jumps"],
+                "gnss_reinit_bias": tc["gnss_reinit_bias"], "gnss_held_by_camera": tc["gnss_held_by_camera"],
+                "odom": tc["odom"], "odom_jumps": tc["odom_jumps"],
                 "relocalisations": tc["relocalisations"], "resets": tc["resets"],
                 "reset_reasons": dict(self.tracker.reset_reasons), "outside_coverage": k["outside_coverage"],
                 "status": dict(k["status"]), "sequence_breaks": self.keyframes.breaks,
-                "compute_ms_mean": k["compute_ms_total"] / max(k["keyframes"], 1)}
+                "compute_ms_mean": k["compute_ms_total"] / max(k["keyframes"], 1),
+                "camera": self.camera_health()}
+
+    def _save_selfcal(self) -> None:
+        """The vehicle's calibration file (``camera_selfcal_file``), rewritten atomically every 20 accepted
+        self-calibration updates."""
+        cal, path = getattr(self.matcher, "selfcal", None), self.config.camera_selfcal_file
+        if cal is None or not path:
+            return
+        n = int(cal.counts["accepted"])
+        if n and n % 20 == 0 and n != getattr(self, "_selfcal_saved_at", -1):
+            self._selfcal_saved_at = n
+            try:
+                cal.save(path)
+            except OSError as exc:
+                log.warning("could not write the camera calibration %s: %s", path, exc)
+
+    def camera_health(self) -> Dict[str, Any]:
+        """What /diagnostics says of the camera: the integrity verdict in words (``camera: trusted`` /
+        ``camera: degraded (night, 12 % usable ground)``) with its counters, and the self-calibrated
+        mounting (estimate and sigma) when self-calibration runs."""
+        out: Dict[str, Any] = {}
+        if self.integrity is not None:
+            out["integrity"] = self.integrity.describe()
+            out["trust"] = self.integrity.state.trust
+            out["verdicts"] = dict(self.integrity.state.counts)
+            q = self.integrity.quality
+            if q is not None:
+                out["usable_ground_pct"] = round(100.0 * q.usable, 1)
+        cal = getattr(self.matcher, "selfcal", None)
+        if cal is not None:
+            out["selfcal"] = cal.diagnostics()
+        return out

@@ -385,7 +385,9 @@ def test_noisy_maps_without_signal_do_not_degrade_the_estimate():
         tr.on_match(t, xy, 0.6 + 0.04 * rng.standard_normal(len(xy)), 4.0)
 
     with_n, without, all_nees, used, offered = [], [], [], 0, 0
-    for seed in range(3):
+    # six drives: with three, the mean moved by 10 % between OpenBLAS kernels (OPENBLAS_CORETYPE=Haswell on
+    # some of our machines: the particle paths differ in the last bits), which is the size of the bound
+    for seed in range(6):
         rows, tr, _, _ = replay(seed, match=noise)
         e, _, nees, _, _ = errors(rows)
         with_n.append(rms(e))

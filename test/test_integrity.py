@@ -93,4 +93,4 @@ def test_cannot_see_and_ambiguous_are_dropped_with_their_reason():
     amb = ci.assess(1.0, OK, volume([(0, 0, 0), (6, 0, 0)]), *prior)
     assert not amb.use and amb.reason.startswith("ambiguous (runner-up 1.00")
     assert ci.describe().startswith("camera: degraded (ambiguous")
-    assert ci.state.counts == {"cannot_see": 1, "ambiguous": 1}
+    assert ci.state.counts == {"cannot see": 1, "ambiguous": 1}

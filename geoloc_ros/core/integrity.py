@@ -25,9 +25,40 @@ import math
 from collections import deque
 from dataclasses import dataclass, field
 from statistics import NormalDist
-from typing import Deque, Dict, Optional, Tuple
+from typing import ClassVar, Deque, Dict, Optional, Tuple
 
 import numpy as np
+
+from .config import param, validate_fields
+
+
+@dataclass(frozen=True)
+class IntegrityParams:
+    """The ``integrity_*`` settings of the camera integrity monitor (``LocalizerConfig`` extends this)."""
+
+    _group: ClassVar[str] = "filter"
+
+    camera_integrity: bool = param(True, "judge every camera measurement before it may move the fix (usable ground, "
+                                   "ambiguity, consistency with GNSS+odometry over a window, probation after a "
+                                   "re-initialisation); false: the filter's own per-sample gates only")
+    integrity_window: int = param(6, "keyframes in the camera's innovation window (its chi-square test)", 2, 100)
+    integrity_alpha: float = param(0.01, "false-alarm probability of the window test and of one keyframe's "
+                                   "agreement test", 1e-6, 0.5)
+    integrity_min_usable_ground: float = param(0.15, "the camera cannot see below this share of usable ground in its "
+                                               "bird's-eye view (lit, unsaturated, textured)", 0.0, 1.0)
+    integrity_exclude_m: float = param(3.0, "a runner-up peak counts when it lies farther than this from the peak (m)",
+                                       0.5, 100.0)
+    integrity_max_ambiguity: float = param(0.5, "drop a volume whose runner-up peak has at least this likelihood ratio "
+                                           "to the peak", 0.0, 1.0)
+    integrity_probation_keyframes: int = param(3, "after a (re)initialisation the camera is used once this many "
+                                               "keyframes in a row agreed with the prior", 0, 100)
+    integrity_hold_s: float = param(10.0, "a trusted camera that agreed within this (s) holds the fix: GNSS that "
+                                    "disagrees does not re-anchor the filter ...", 0.0, 600.0)
+    integrity_hold_max_s: float = param(60.0, "... for at most this long of continuous GNSS disagreement (s)",
+                                        0.0, 3600.0)
+
+    def __post_init__(self):
+        validate_fields(self, "localizer")
 
 
 def chi2_quantile(p: float, dof: int) -> float:
@@ -151,6 +182,7 @@ class InnovationWindow:
 class Verdict:
     use: bool
     reason: str  # "used" or why not, in words for /diagnostics
+    key: str = "passed"  # the counter: passed, cannot see, ambiguous, inconsistent over a window, on probation
     nis: float = float("nan")
     ambiguity: float = float("nan")
     usable: float = float("nan")
@@ -189,9 +221,8 @@ class CameraIntegrity:
         p = self.p
         self.quality = quality
         if quality.usable < p.integrity_min_usable_ground:
-            v = Verdict(False, f"cannot see ({quality.why}, {100 * quality.usable:.0f} % usable ground)",
-                        usable=quality.usable)
-            return self._done(v, "cannot_see")
+            return self._done(Verdict(False, f"cannot see ({quality.why}, {100 * quality.usable:.0f} % usable ground)",
+                                      "cannot see", usable=quality.usable))
         amb = volume_ambiguity(vol, p.integrity_exclude_m)
         x, y, _ = vol.peak()
         d = np.array([x - float(prior_mean[0]), y - float(prior_mean[1])])
@@ -202,8 +233,8 @@ class CameraIntegrity:
             nis = float("inf")
         self.window.add(min(nis, 1e3))
         if amb > p.integrity_max_ambiguity:
-            return self._done(Verdict(False, f"ambiguous (runner-up {amb:.2f} of the peak)", nis, amb,
-                                      quality.usable), "ambiguous")
+            return self._done(Verdict(False, f"ambiguous (runner-up {amb:.2f} of the peak)", "ambiguous", nis, amb,
+                                      quality.usable))
         agrees = nis <= chi2_quantile(1.0 - p.integrity_alpha, 2)
         st = self.state
         st.agree_run = st.agree_run + 1 if agrees else 0
@@ -213,17 +244,17 @@ class CameraIntegrity:
             st.trust = "suspect"
             s, th = self.window.statistic()
             return self._done(Verdict(False, f"inconsistent with GNSS+odometry over {self.window.n} keyframes "
-                                             f"(NIS {s:.0f} > {th:.0f})", nis, amb, quality.usable), "inconsistent")
+                                             f"(NIS {s:.0f} > {th:.0f})", "inconsistent over a window", nis, amb, quality.usable))
         if st.trust != "trusted":
             if st.agree_run < p.integrity_probation_keyframes:
                 return self._done(Verdict(False, f"on probation ({st.agree_run} of "
                                                  f"{p.integrity_probation_keyframes} agreeing keyframes)",
-                                          nis, amb, quality.usable), "probation")
+                                          "on probation", nis, amb, quality.usable))
             st.trust = "trusted"
-        return self._done(Verdict(True, "used", nis, amb, quality.usable), "passed")
+        return self._done(Verdict(True, "used", "passed", nis, amb, quality.usable))
 
-    def _done(self, v: Verdict, key: str) -> Verdict:
-        self._count(key)
+    def _done(self, v: Verdict) -> Verdict:
+        self._count(v.key)
         self.last = v
         return v
 

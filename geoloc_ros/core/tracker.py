@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import numpy as np
 
@@ -51,12 +51,16 @@ class PoseTracker:
         self.counters: Dict[str, Any] = {}
         self._clear_counters()
         self.reset_reasons: Dict[str, int] = {}
+        self.epoch = 0  # +1 whenever the cloud is (re)initialised, re-anchored or reset: the camera's history ends
+        # a camera that holds the fix (core.integrity.CameraIntegrity.camera_holds): GNSS that disagrees
+        # with it does not re-anchor or re-initialise the filter (the Localizer sets it)
+        self.camera_holds: Callable[[float], bool] = lambda t: False
         self._clear_state()
 
     def _clear_counters(self) -> None:
         self.counters = {"gnss_accepted": 0, "gnss_rejected": 0, "gnss_no_fix": 0, "gnss_reanchored": 0, "gnss_reinit_lost": 0,
                          "gnss_reinit_heading": 0, "gnss_reinit_bias": 0,
-                         "relocalisations": 0,
+                         "gnss_held_by_camera": 0, "relocalisations": 0,
                          "odom": 0, "odom_jumps": 0, "matches_used": 0, "matches_rejected": {}, "resets": 0}
 
     def _clear_state(self) -> None:
@@ -79,6 +83,7 @@ class PoseTracker:
         sc = np.asarray(scores, float)
         w = np.exp((sc - sc.max()) / self.p.match_temperature)
         self.f.init_mixture(xy, yaw, w, pos_std, yaw_std)
+        self.epoch += 1
         self.t_filter = t
         if self.odom_last is not None:
             self.odom_anchor = self.odom_last
@@ -88,6 +93,7 @@ class PoseTracker:
     # ------------------------------------------------------------------ time
     def reset(self, reason: str) -> None:
         self.f.reset()
+        self.epoch += 1
         self._clear_state()
         self.counters["resets"] += 1
         self.reset_reasons[reason] = self.reset_reasons.get(reason, 0) + 1
@@ -183,7 +189,7 @@ class PoseTracker:
         if ev[0] <= 1e-6:  # degenerate covariance: floor it rather than divide by zero
             R = R + np.eye(2) * (1e-2 - min(ev[0], 0.0))
         if not self.f.initialised:
-            self.f.init_gnss(z, R)
+            self._init_gnss(z, R)
             self.t_filter = t
             if self.odom_last is not None:
                 self.odom_anchor = self.odom_last
@@ -195,7 +201,7 @@ class PoseTracker:
         cur = self.state(t)
         if cur is not None and (cur.status == "lost" or (self.relocalised and cur.pos_std_m > self.p.degraded_std_m)):
             # a fix is a better prior than a lost cloud or a wide camera-only global guess
-            self.f.init_gnss(z, R)
+            self._init_gnss(z, R)
             self.counters["gnss_reinit_lost"] += 1
             self.relocalised = False
             self.t_fix_ok = t
@@ -208,12 +214,13 @@ class PoseTracker:
             self.counters["gnss_accepted"] += 1
             self.t_fix_ok = t
             self.t_reject_since = None
-            if self.odom_fresh(t) and self.f.bias_implausible(self.p.gnss_gate_chi2):
+            if self.odom_fresh(t) and self.f.bias_implausible(self.p.gnss_gate_chi2) and not self.camera_holds(t):
                 # the per-particle bias states have absorbed a drift of the whole cloud (a heading
                 # or wheel scale learned wrong, all particles alike) beyond what the receiver's bias
                 # can be (its stationary law): every fix still passes the gate, but the estimate
                 # walks away from the GNSS. Start again from this fix (heading searched anew).
-                self.f.init_gnss(z, R)
+                # Not while a consistent camera holds the fix: then the receiver is the one adrift.
+                self._init_gnss(z, R)
                 self.counters["gnss_reinit_bias"] += 1
                 self.fixes = [(t, z[0], z[1])]
                 return "init"
@@ -224,7 +231,7 @@ class PoseTracker:
             # (white noise of a few sigma) would make every later fix look like an outlier until
             # gnss_reset_after_s; a fix that fails the gate now says the young cloud is wrong, so
             # start the heading search again from this fix
-            self.f.init_gnss(z, R)
+            self._init_gnss(z, R)
             self.counters["gnss_reinit_heading"] += 1
             self.t_fix_ok = t
             self.t_reject_since = None
@@ -235,7 +242,11 @@ class PoseTracker:
         if self.t_reject_since is None:
             self.t_reject_since = t
         if t - self.t_reject_since >= self.p.gnss_reset_after_s:
+            if t - self.t_reject_since < getattr(self.p, "integrity_hold_max_s", 0.0) and self.camera_holds(t):
+                self.counters["gnss_held_by_camera"] += 1  # a consistent camera says the receiver is adrift
+                return "rejected"
             self.f.reanchor_gnss(z, R)
+            self.epoch += 1
             self.counters["gnss_reanchored"] += 1
             self.t_reject_since = None
             self.t_fix_ok = t
@@ -243,6 +254,10 @@ class PoseTracker:
             self._after_fix(t, z, R)
             return "reanchored"
         return "rejected"
+
+    def _init_gnss(self, z: np.ndarray, R: np.ndarray) -> None:
+        self.f.init_gnss(z, R)
+        self.epoch += 1
 
     def _after_fix(self, t: float, z: np.ndarray, R: np.ndarray) -> None:
         self.fixes.append((t, float(z[0]), float(z[1])))
@@ -280,6 +295,16 @@ class PoseTracker:
         else:
             mr = self.counters["matches_rejected"]
             mr[ev.reason] = mr.get(ev.reason, 0) + 1
+        return ev
+
+    def reject_camera(self, t: float, meas, key: str, reason: str) -> MatchEval:
+        """A camera measurement the integrity monitor turned down (``core.integrity``): counted under
+        ``key``, the filter untouched; the MatchEval carries its peak and ``reason``."""
+        self.check_time(t)
+        ev = meas.evaluate(self.p)
+        ev.ok, ev.reason = False, reason
+        mr = self.counters["matches_rejected"]
+        mr[key] = mr.get(key, 0) + 1
         return ev
 
     # ------------------------------------------------------------------ output

@@ -20,7 +20,8 @@ def open_matcher(ortho: Union[str, Path], params=None, *, frame=None, features: 
     (default: a LocalFrame at the imagery's centre); ``params``: MetricParams or LocalizerConfig;
     ``features``: extractor name (``features.EXTRACTORS``). The camera model is set later
     (``set_camera``: camera_info + mounting). ``selfcal``: a ``selfcal.MountCalibrator`` (mounting
-    self-calibration) or None."""
+    self-calibration); by default one is made when ``params.camera_selfcal`` is set (loaded from
+    ``params.camera_selfcal_file`` when that exists)."""
     from ..core.geo import LocalFrame
     from ..index.imagery import open_imagery
     from .aerial import AerialMap
@@ -34,4 +35,8 @@ def open_matcher(ortho: Union[str, Path], params=None, *, frame=None, features: 
         lat0, lon0, lat1, lon1 = imagery.bounds_latlon()
         frame = LocalFrame.at(0.5 * (lat0 + lat1), 0.5 * (lon0 + lon1))
     aerial = AerialMap(imagery, frame, params.metric_res_m, memory_budget_mb=memory_budget_mb)
+    if selfcal is None and getattr(params, "camera_selfcal", False):
+        from .selfcal import SelfCalParams, load_or_new
+
+        selfcal = load_or_new(params.camera_selfcal_file or None, SelfCalParams.from_config(params))
     return MetricMatcher(aerial, make_extractor(features, **feature_kw), params, selfcal=selfcal)

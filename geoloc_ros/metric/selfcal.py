@@ -42,7 +42,7 @@ import math
 from collections import deque
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Deque, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, ClassVar, Deque, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -63,6 +63,13 @@ _DEG = math.pi / 180.0
 @dataclass(frozen=True)
 class SelfCalParams:
     """Settings of the mounting self-calibration (angles in degrees, lengths in metres)."""
+
+    _group: ClassVar[str] = "metric"
+
+    camera_selfcal: bool = _f(False, "self-calibrate the camera mounting (pitch, height, roll, yaw) from the matches "
+                              "while driving (metric matching; not with metric_pitch_search_deg)")
+    camera_selfcal_file: str = _f("", "the vehicle's calibration file: loaded at start when it exists, written as the "
+                                  "estimate settles (empty: start from the published mounting, save nothing)")
 
     selfcal_pitch: bool = _f(True, "estimate the static pitch error of the camera")
     selfcal_height: bool = _f(True, "estimate the height error of the camera above the road")
@@ -143,6 +150,9 @@ class SelfCalParams:
 
 def check_selfcal(p) -> None:
     """Cross-field checks (for a config that extends SelfCalParams too)."""
+    if getattr(p, "camera_selfcal", False) and getattr(p, "metric_pitch_search_deg", 0.0) > 0:
+        raise InvalidArgument("localizer.camera_selfcal and metric_pitch_search_deg > 0 both correct the pitch: "
+                              "choose one (set metric_pitch_search_deg to 0)")
     for lo, hi in (("selfcal_probe_min_pitch_deg", "selfcal_probe_max_pitch_deg"),
                    ("selfcal_probe_min_height_m", "selfcal_probe_max_height_m"),
                    ("selfcal_probe_min_roll_deg", "selfcal_probe_max_roll_deg")):

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import sys
 import time
@@ -52,14 +53,48 @@ def make_world(data: Path, town: int, protocol) -> Path:
     return out
 
 
+@functools.lru_cache(maxsize=None)  # once per run: the code that was imported, not what is on disk later
+def sim_fingerprint() -> str:
+    """sha256 of the simulator's sources: a cached drive rendered by another simulator is made again
+    (a stale cache would report numbers of a world the code no longer makes)."""
+    import hashlib
+
+    import geoloc_ros.sim as sim
+
+    h = hashlib.sha256()
+    for f in sorted(Path(sim.__file__).parent.glob("*.py")):
+        h.update(f.name.encode() + f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+@functools.lru_cache(maxsize=None)
+def code_fingerprint() -> str:
+    """sha256 of the localizer's sources (everything but the simulator and the tools): a cached replay
+    made by other code is replayed again."""
+    import hashlib
+
+    import geoloc_ros
+
+    root = Path(geoloc_ros.__file__).parent
+    h = hashlib.sha256()
+    for f in sorted(root.rglob("*.py")):
+        rel = f.relative_to(root).as_posix()
+        if not rel.startswith(("sim/", "tools/", "training/", "models/", "data/", "ros/")):
+            h.update(rel.encode() + f.read_bytes())
+    return h.hexdigest()[:16]
+
+
 def make_drive(data: Path, world_dir: Path, drive) -> Path:
     from geoloc_ros.tools import sim_drive
 
     out = data / drive.name
-    if not (out / "drive.json").is_file():
+    stamp = out / "bench_sim.sha"
+    fp = sim_fingerprint()
+    if not ((out / "drive.json").is_file() and stamp.is_file() and stamp.read_text().strip() == fp):
         sim_drive.main(["--world", str(world_dir), "--out", str(out), "--seed", str(drive.drive_seed),
                         "--gnss-seed", str(drive.gnss_seed), "--conditions", drive.preset,
                         "--duration-s", f"{drive.duration_s:g}", "--force"])
+        stamp.write_text(fp + "\n")
     return out
 
 
@@ -71,10 +106,10 @@ def run_drive(data: Path, drive, protocol, cfg, cfg_key: str, features: str, rer
     wd = make_world(data, drive.town, protocol)
     dd = make_drive(data, wd, drive)
     cache = dd / RESULT
-    if cache.is_file() and not rerun:
+    if cache.is_file() and not rerun and cache.stat().st_mtime > (dd / "bench_sim.sha").stat().st_mtime:
         saved = json.loads(cache.read_text())
         if saved.get("version") == RESULT_VERSION and saved.get("config_key") == cfg_key \
-                and saved.get("features") == features:
+                and saved.get("features") == features and saved.get("code") == code_fingerprint():
             return saved["row"]
     t0 = time.perf_counter()
     matcher = open_matcher(wd / "orthophoto.tif", cfg, frame=world_frame(wd), features=features)
@@ -83,7 +118,7 @@ def run_drive(data: Path, drive, protocol, cfg, cfg_key: str, features: str, rer
            "gnss_seed": drive.gnss_seed, "duration_s": drive.duration_s, "cells": cells(res.metrics),
            "replay_s": time.perf_counter() - t0}
     cache.write_text(json.dumps({"version": RESULT_VERSION, "config_key": cfg_key, "features": features,
-                                 "row": row}, indent=1) + "\n")
+                                 "code": code_fingerprint(), "row": row}, indent=1) + "\n")
     return row
 
 
@@ -245,6 +280,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=Path("data/bench_conditions"), help="cache of towns and drives")
     ap.add_argument("--protocol", type=Path, default=None, help="protocol file (default bench/heldout.yaml)")
+    ap.add_argument("--set", dest="which", choices=("heldout", "validation"), default="heldout",
+                    help="the protocol's held-out drives (the numbers we report) or its validation drives (where "
+                         "defaults are chosen)")
     ap.add_argument("--presets", nargs="+", default=None, help="only these presets")
     ap.add_argument("--towns", type=int, nargs="+", default=None, help="only these held-out towns")
     ap.add_argument("--features", default="gradient", choices=("gradient", "learned"))
@@ -258,9 +296,11 @@ def main(argv=None) -> int:
     from geoloc_ros.evaluation.replay import load_localizer_config
 
     protocol = load_protocol(args.protocol)
+    sim_fingerprint(), code_fingerprint()  # the code this run imports
     cfg, overrides = load_localizer_config(args.config)
     cfg_key = json.dumps(dataclasses.asdict(cfg), sort_keys=True, default=str)
-    drives = [d for d in protocol.drives if (args.presets is None or d.preset in args.presets)
+    pool = protocol.drives if args.which == "heldout" else protocol.validation_drives
+    drives = [d for d in pool if (args.presets is None or d.preset in args.presets)
               and (args.towns is None or d.town in args.towns)]
     args.data.mkdir(parents=True, exist_ok=True)
     rows: List[Dict] = []
@@ -268,7 +308,7 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     from tqdm import tqdm
 
-    for d in tqdm(drives, desc="held-out drives", unit="drive"):
+    for d in tqdm(drives, desc=f"{args.which} drives", unit="drive"):
         cache = args.data / d.name / RESULT
         if args.report_only:
             if cache.is_file():
@@ -290,11 +330,12 @@ def main(argv=None) -> int:
     print("\nper held-out drive:\n" + markdown(rows, "drive"))
     print("\nper preset (median over its drives):\n" + markdown(presets, "preset"))
     worse = [p["preset"] for p in presets if never_worse(p["cells"]) is False]
-    out = write("conditions", rows, args.out, presets=presets, protocol=str(protocol.path), features=args.features,
+    name = "conditions" if args.which == "heldout" else "conditions_validation"
+    out = write(name, rows, args.out, presets=presets, protocol=str(protocol.path), features=args.features,
                 config_overrides=overrides, missing=missing, seconds=time.perf_counter() - t0)
-    png = heat_map(presets, (args.out or RESULTS / "conditions.json").with_suffix(".png"),
-                   f"held-out matrix ({len(rows)} of {len(drives)} drives, {args.features} features)")
-    print(f"bench_conditions: {len(rows)} of {len(drives)} held-out drives"
+    png = heat_map(presets, (args.out or RESULTS / f"{name}.json").with_suffix(".png"),
+                   f"{args.which} matrix ({len(rows)} of {len(drives)} drives, {args.features} features)")
+    print(f"bench_conditions: {len(rows)} of {len(drives)} {args.which} drives"
           + (f" ({len(missing)} missing: rerun to resume)" if missing else "")
           + f"; geoloc worse than GNSS+odometry (median or p95) in {len(worse)} of {len(presets)} presets"
           + (f" ({', '.join(worse)})" if worse else "") + f"; {time.perf_counter() - t0:.0f} s -> {out}, {png}")

@@ -459,9 +459,11 @@ class Localizer:
                 self._epoch_seen = tr.epoch
                 self.integrity.reset()
             v = self.integrity.assess(t, ground_quality(res.mosaic, res.weight), meas, st.mean, st.cov)
-            if not v.use:
-                ev = tr.reject_camera(t, meas, v.key, v.reason)
-                return _Measured(ev=ev, reason=v.reason, metric=res)
+            ev = tr.on_camera(t, meas) if v.use else tr.reject_camera(t, meas, v.key, v.reason)
+            after = tr.state(t)
+            if after is not None:
+                self.integrity.after_update(after.mean)
+            return _Measured(ev=ev, reason=ev.reason, metric=res)
         ev = tr.on_camera(t, meas)
         return _Measured(ev=ev, reason=ev.reason, metric=res)
 

@@ -16,7 +16,7 @@ from geoloc_ros.core.integrity import (
 from geoloc_ros.core.measurement import PoseVolume
 
 P = SimpleNamespace(integrity_window=5, integrity_alpha=0.01, integrity_min_usable_ground=0.15,
-                    integrity_exclude_m=3.0, integrity_max_ambiguity=0.5, integrity_probation_keyframes=3,
+                    integrity_exclude_m=3.0, integrity_max_ambiguity=0.5, integrity_max_jump_m=2.0, integrity_probation_keyframes=3,
                     integrity_hold_s=10.0)
 OK = GroundQuality(0.6, 100.0, 30.0, "ok")
 

@@ -10,7 +10,10 @@ A user forgives "I cannot see"; not a confident wrong fix. Per keyframe the moni
 3. is the camera consistent with GNSS+odometry over a window, not one sample? (``InnovationWindow``:
    the sum of the last N normalised innovation squares against the chi-square quantile of 2N
    degrees of freedom);
-4. after a (re)initialisation the camera is on probation: its measurements count only once K of
+4. do the camera's peaks follow the odometry? (the jump: this keyframe's peak against the previous
+   peak moved by the filter's odometry prediction between them; a camera that sees the road gives a
+   rigid track, one that matches lights, traffic or noise hops by metres, whatever the prior says);
+5. after a (re)initialisation the camera is on probation: its measurements count only once K of
    them in a row agree with the prior and with each other.
 
 It also answers the other way round (``camera_holds``): a camera that has been consistent for a
@@ -50,6 +53,9 @@ class IntegrityParams:
                                        0.5, 100.0)
     integrity_max_ambiguity: float = param(0.5, "drop a volume whose runner-up peak has at least this likelihood ratio "
                                            "to the peak", 0.0, 1.0)
+    integrity_max_jump_m: float = param(2.0, "the camera's peaks must follow the odometry: the median jump over the "
+                                        "window (peak vs the previous peak moved by the filter's prediction) above this "
+                                        "drops the camera (m)", 0.1, 100.0)
     integrity_probation_keyframes: int = param(3, "after a (re)initialisation the camera is used once this many "
                                                "keyframes in a row agreed with the prior", 0, 100)
     integrity_hold_s: float = param(10.0, "a trusted camera that agreed within this (s) holds the fix: GNSS that "
@@ -202,15 +208,32 @@ class CameraIntegrity:
     def __init__(self, p):
         self.p = p
         self.window = InnovationWindow(p.integrity_window, p.integrity_alpha)
+        self.jumps: Deque[float] = deque(maxlen=int(p.integrity_window))
         self.state = IntegrityState()
         self.last: Optional[Verdict] = None
         self.quality: Optional[GroundQuality] = None
+        self._prev: Optional[Tuple[np.ndarray, np.ndarray]] = None  # (last peak, the filter's mean after it)
+        self._peak: Optional[np.ndarray] = None  # this keyframe's peak (None: no volume judged)
 
     def reset(self) -> None:
         """The filter was (re)initialised: the camera starts on probation again."""
         self.window.clear()
+        self.jumps.clear()
+        self._prev = None
         self.state.trust = "probation"
         self.state.agree_run = 0
+
+    def after_update(self, mean) -> None:
+        """The filter's mean after this keyframe's update (used or not): the start of the next jump."""
+        if self.last is not None and self._peak is not None:
+            self._prev = (self._peak, np.asarray(mean, float)[:2].copy())
+
+    def _jump(self, peak: np.ndarray, prior_mean) -> float:
+        """How far this peak lies from the previous one moved by the filter's prediction since then."""
+        if self._prev is None:
+            return float("nan")
+        p0, m0 = self._prev
+        return float(np.hypot(*(peak - (p0 + (np.asarray(prior_mean, float)[:2] - m0)))))
 
     def _count(self, key: str) -> None:
         self.state.counts[key] = self.state.counts.get(key, 0) + 1
@@ -220,11 +243,16 @@ class CameraIntegrity:
         its 2x2 covariance) before the update."""
         p = self.p
         self.quality = quality
+        self._peak = None
         if quality.usable < p.integrity_min_usable_ground:
             return self._done(Verdict(False, f"cannot see ({quality.why}, {100 * quality.usable:.0f} % usable ground)",
                                       "cannot see", usable=quality.usable))
         amb = volume_ambiguity(vol, p.integrity_exclude_m)
         x, y, _ = vol.peak()
+        self._peak = np.array([x, y])
+        jump = self._jump(self._peak, prior_mean)
+        if math.isfinite(jump):
+            self.jumps.append(jump)
         d = np.array([x - float(prior_mean[0]), y - float(prior_mean[1])])
         S = np.asarray(prior_cov, float)[:2, :2] + volume_covariance(vol)
         try:
@@ -235,11 +263,17 @@ class CameraIntegrity:
         if amb > p.integrity_max_ambiguity:
             return self._done(Verdict(False, f"ambiguous (runner-up {amb:.2f} of the peak)", "ambiguous", nis, amb,
                                       quality.usable))
-        agrees = nis <= chi2_quantile(1.0 - p.integrity_alpha, 2)
+        follows = not (math.isfinite(jump) and jump > p.integrity_max_jump_m)
+        agrees = nis <= chi2_quantile(1.0 - p.integrity_alpha, 2) and follows
         st = self.state
         st.agree_run = st.agree_run + 1 if agrees else 0
         if agrees:
             st.last_agree_t = t
+        if len(self.jumps) >= 3 and float(np.median(self.jumps)) > p.integrity_max_jump_m:
+            st.trust = "suspect"
+            return self._done(Verdict(False, f"peaks do not follow the odometry (median jump "
+                                             f"{float(np.median(self.jumps)):.1f} m)", "hopping", nis, amb,
+                                      quality.usable))
         if self.window.failing():
             st.trust = "suspect"
             s, th = self.window.statistic()

@@ -16,15 +16,16 @@ from geoloc_ros.core.integrity import (
 from geoloc_ros.core.measurement import PoseVolume
 
 P = SimpleNamespace(integrity_window=5, integrity_alpha=0.01, integrity_min_usable_ground=0.15,
-                    integrity_exclude_m=3.0, integrity_max_ambiguity=0.5, integrity_max_jump_m=2.0, integrity_probation_keyframes=3,
+                    integrity_exclude_m=3.0, integrity_max_ambiguity=0.5, integrity_max_jump_m=2.0,
+                    integrity_probation_keyframes=3,
                     integrity_hold_s=10.0)
 OK = GroundQuality(0.6, 100.0, 30.0, "ok")
 
 
-def volume(peaks, res=0.5, half=10.0, sharp=0.6):
-    """A (1, Ny, Nx) log-likelihood volume with Gaussian bumps at ``peaks`` [(x, y, height)]."""
-    xs = np.arange(-half, half + 1e-9, res)
-    ys = xs[::-1].copy()
+def volume(peaks, res=0.5, half=10.0, sharp=0.6, cx=0.0):
+    """A (1, Ny, Nx) log-likelihood volume centred on x = ``cx`` with Gaussian bumps at ``peaks`` [(x, y, height)]."""
+    xs = cx + np.arange(-half, half + 1e-9, res)
+    ys = (xs - cx)[::-1].copy()
     X, Y = np.meshgrid(xs, ys)
     L = np.full(X.shape, -20.0)
     for x, y, h in peaks:
@@ -94,3 +95,19 @@ def test_cannot_see_and_ambiguous_are_dropped_with_their_reason():
     assert not amb.use and amb.reason.startswith("ambiguous (runner-up 1.00")
     assert ci.describe().startswith("camera: degraded (ambiguous")
     assert ci.state.counts == {"cannot see": 1, "ambiguous": 1}
+
+
+def test_peaks_that_hop_are_dropped_while_peaks_that_follow_the_odometry_pass():
+    """Each keyframe the filter moves 5 m east; a camera that sees the road follows, one that matches
+    lights or traffic lands somewhere else each time (here: +-3 m across), within the wide prior's gate."""
+    prior_cov = np.eye(2) * 16.0  # a wide prior: every single peak agrees with it
+    for hop, expect in ((0.0, True), (3.0, False)):
+        ci = CameraIntegrity(P)
+        verdicts = []
+        for k in range(8):
+            mean = np.array([5.0 * k, 0.0])
+            y = hop * (1 if k % 2 else -1)
+            verdicts.append(ci.assess(float(k), OK, volume([(mean[0] + 0.3, y, 0.0)], cx=mean[0]), mean, prior_cov))
+            ci.after_update(mean)
+        assert verdicts[-1].use is expect, [v.reason for v in verdicts]
+        assert any(v.key == "hopping" for v in verdicts) is not expect

@@ -96,8 +96,9 @@ class FilterParams:
     gnss_default_sigma_m: float = _f(5.0, "per-axis GNSS sigma (m) used when a fix has no covariance", 0.1, 1000.0)
     gnss_white_fraction: float = _f(0.25, "fraction of the reported GNSS sigma that is white (independent per fix); "
                                     "the rest is a slowly varying bias tracked as a state", 0.05, 1.0)
-    gnss_bias_scale: float = _f(1.2, "stationary variance of the GNSS bias as a multiple of the reported covariance "
-                                "(> 1: more conservative about the bias)", 0.1, 100.0)
+    gnss_bias_scale: float = _f(1.0, "stationary variance of the GNSS bias as a multiple of the reported covariance "
+                                "(> 1: more conservative about the bias); chosen with gnss_bias_tau_s by "
+                                "bench/tune_gnss.py on the validation drives of bench/heldout.yaml", 0.1, 100.0)
     gnss_bias_tau_s: float = _f(20.0, "correlation time of the GNSS bias as the filter models it (s); shorter than "
                                 "a receiver's (~60 s) so an old bias estimate is not kept longer than the "
                                 "odometry (scale, heading drift) can carry it", 1.0, 3600.0)

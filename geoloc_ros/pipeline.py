@@ -458,7 +458,9 @@ class Localizer:
             if tr.epoch != self._epoch_seen:  # the filter was (re)initialised: the camera starts on probation
                 self._epoch_seen = tr.epoch
                 self.integrity.reset()
-            v = self.integrity.assess(t, ground_quality(res.mosaic, res.weight), meas, st.mean, st.cov)
+            fix = tr.last_fix
+            gnss = (fix[1], fix[2]) if fix is not None and 0.0 <= t - fix[0] <= c.gnss_timeout_s else None
+            v = self.integrity.assess(t, ground_quality(res.mosaic, res.weight), meas, st.mean, st.cov, gnss)
             ev = tr.on_camera(t, meas) if v.use else tr.reject_camera(t, meas, v.key, v.reason)
             after = tr.state(t)
             if after is not None:

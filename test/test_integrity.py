@@ -77,7 +77,10 @@ def test_probation_then_trust_then_suspect_and_the_camera_holds_only_while_trust
     prior = np.array([0.0, 0.0]), np.eye(2) * 1.0
     v = [ci.assess(t, OK, volume([(0.2, 0.1, 0.0)]), *prior) for t in range(3)]
     assert [x.use for x in v] == [False, False, True] and "probation" in v[0].reason
-    assert ci.camera_holds(2.0) and not ci.camera_holds(20.0)
+    assert ci.camera_holds(3.0) and not ci.camera_holds(20.0)  # recent agreement only
+    # trusted at t = 2: it holds against a GNSS that began to disagree later, not against one that
+    # already disagreed while the camera was earning its trust
+    assert ci.camera_holds(3.0, disagree_since=2.5) and not ci.camera_holds(3.0, disagree_since=1.0)
     # the camera now sits 4 m off the prior, keyframe after keyframe
     verdicts = [ci.assess(3 + k, OK, volume([(4.0, 0.0, 0.0)]), *prior) for k in range(5)]
     assert not verdicts[-1].use and "inconsistent" in verdicts[-1].reason

@@ -14,7 +14,9 @@ A user forgives "I cannot see"; not a confident wrong fix. Per keyframe the moni
    peak moved by the filter's odometry prediction between them; a camera that sees the road gives a
    rigid track, one that matches lights, traffic or noise hops by metres, whatever the prior says);
 5. after a (re)initialisation the camera is on probation: its measurements count only once K of
-   them in a row agree with the prior and with each other.
+   them in a row agree with the prior, with each other and with the newest GNSS fix (within the
+   receiver's reported covariance, bias included): a camera cannot earn trust on a wrong stretch of
+   road that a wide or wrong prior happens to admit.
 
 It also answers the other way round (``camera_holds``): a camera that has been consistent for a
 while (recent, sharp, agreeing keyframes) must not be abandoned for a GNSS that drifts, so the
@@ -199,6 +201,7 @@ class IntegrityState:
     trust: str = "probation"  # probation | trusted | suspect
     agree_run: int = 0  # keyframes in a row that agreed with the prior
     last_agree_t: Optional[float] = None
+    trusted_since: Optional[float] = None
     counts: Dict[str, int] = field(default_factory=dict)
 
 
@@ -222,6 +225,7 @@ class CameraIntegrity:
         self._prev = None
         self.state.trust = "probation"
         self.state.agree_run = 0
+        self.state.trusted_since = None
 
     def after_update(self, mean) -> None:
         """The filter's mean after this keyframe's update (used or not): the start of the next jump."""
@@ -238,9 +242,10 @@ class CameraIntegrity:
     def _count(self, key: str) -> None:
         self.state.counts[key] = self.state.counts.get(key, 0) + 1
 
-    def assess(self, t: float, quality: GroundQuality, vol, prior_mean, prior_cov) -> Verdict:
+    def assess(self, t: float, quality: GroundQuality, vol, prior_mean, prior_cov, gnss=None) -> Verdict:
         """The verdict on one keyframe's camera measurement given the filter's prior (mean x, y and
-        its 2x2 covariance) before the update."""
+        its 2x2 covariance) before the update, and the newest GNSS fix ``gnss`` = (z [2], R [2x2], the
+        receiver's reported covariance) when one is recent."""
         p = self.p
         self.quality = quality
         self._peak = None
@@ -264,18 +269,27 @@ class CameraIntegrity:
             return self._done(Verdict(False, f"ambiguous (runner-up {amb:.2f} of the peak)", "ambiguous", nis, amb,
                                       quality.usable))
         follows = not (math.isfinite(jump) and jump > p.integrity_max_jump_m)
-        agrees = nis <= chi2_quantile(1.0 - p.integrity_alpha, 2) and follows
+        gate = chi2_quantile(1.0 - p.integrity_alpha, 2)
+        agrees = nis <= gate and follows
+        if gnss is not None and self.state.trust != "trusted":  # earning trust: GNSS must not disagree
+            z, R = np.asarray(gnss[0], float)[:2], np.asarray(gnss[1], float)[:2, :2]
+            dz = self._peak - z
+            Sg = R * (1.0 + float(getattr(p, "gnss_bias_scale", 1.0))) + volume_covariance(vol)
+            try:
+                agrees = agrees and float(dz @ np.linalg.solve(Sg, dz)) <= gate
+            except np.linalg.LinAlgError:
+                pass
         st = self.state
         st.agree_run = st.agree_run + 1 if agrees else 0
         if agrees:
             st.last_agree_t = t
         if len(self.jumps) >= 3 and float(np.median(self.jumps)) > p.integrity_max_jump_m:
-            st.trust = "suspect"
+            st.trust, st.trusted_since = "suspect", None
             return self._done(Verdict(False, f"peaks do not follow the odometry (median jump "
                                              f"{float(np.median(self.jumps)):.1f} m)", "hopping", nis, amb,
                                       quality.usable))
         if self.window.failing():
-            st.trust = "suspect"
+            st.trust, st.trusted_since = "suspect", None
             s, th = self.window.statistic()
             return self._done(Verdict(False, f"inconsistent with GNSS+odometry over {self.window.n} keyframes "
                                              f"(NIS {s:.0f} > {th:.0f})", "inconsistent over a window", nis, amb, quality.usable))
@@ -284,7 +298,7 @@ class CameraIntegrity:
                 return self._done(Verdict(False, f"on probation ({st.agree_run} of "
                                                  f"{p.integrity_probation_keyframes} agreeing keyframes)",
                                           "on probation", nis, amb, quality.usable))
-            st.trust = "trusted"
+            st.trust, st.trusted_since = "trusted", t
         return self._done(Verdict(True, "used", "passed", nis, amb, quality.usable))
 
     def _done(self, v: Verdict) -> Verdict:
@@ -292,12 +306,15 @@ class CameraIntegrity:
         self.last = v
         return v
 
-    def camera_holds(self, t: float) -> bool:
-        """A trusted camera that agreed with the fix within ``integrity_hold_s``: GNSS that disagrees
-        with it is the one to doubt (do not re-anchor the filter onto it)."""
+    def camera_holds(self, t: float, disagree_since: Optional[float] = None) -> bool:
+        """A trusted camera that agreed with the fix within ``integrity_hold_s`` and was trusted BEFORE GNSS
+        began to disagree (``disagree_since``; None: now): the receiver is the one that changed, so it is
+        the one to doubt (do not re-anchor the filter onto it). A camera that became trusted while GNSS
+        already disagreed (a start on a wrong stretch of road, behind a bad receiver) holds nothing."""
         st = self.state
-        return (st.trust == "trusted" and st.last_agree_t is not None
-                and t - st.last_agree_t <= self.p.integrity_hold_s)
+        since = t if disagree_since is None else disagree_since
+        return (st.trust == "trusted" and st.last_agree_t is not None and st.trusted_since is not None
+                and st.trusted_since < since and t - st.last_agree_t <= self.p.integrity_hold_s)
 
     def describe(self) -> str:
         """One line for /diagnostics: ``camera: trusted``, ``camera: degraded (night, 12 % usable ground)``."""

@@ -54,7 +54,7 @@ class PoseTracker:
         self.epoch = 0  # +1 whenever the cloud is (re)initialised, re-anchored or reset: the camera's history ends
         # a camera that holds the fix (core.integrity.CameraIntegrity.camera_holds): GNSS that disagrees
         # with it does not re-anchor or re-initialise the filter (the Localizer sets it)
-        self.camera_holds: Callable[[float], bool] = lambda t: False
+        self.camera_holds: Callable[..., bool] = lambda t, disagree_since=None: False
         self._clear_state()
 
     def _clear_counters(self) -> None:
@@ -75,6 +75,7 @@ class PoseTracker:
         self.fixes: list = []  # recent accepted fixes (t, x, y) for velocity/course without odometry
         self.last_match_t: Optional[float] = None
         self.relocalised = False  # the cloud comes from a global relocalisation, not from GNSS
+        self.last_fix: Optional[Tuple[float, np.ndarray, np.ndarray]] = None  # (t, z, R) of the newest fix
 
     def relocalise(self, t: float, xy: np.ndarray, yaw: np.ndarray, scores: np.ndarray, pos_std: float,
                    yaw_std: float) -> None:
@@ -184,6 +185,7 @@ class PoseTracker:
         z = np.asarray(z, float)
         if R is None or not np.all(np.isfinite(R)):
             R = np.eye(2) * self.p.gnss_default_sigma_m ** 2
+        self.last_fix = (t, z.copy(), np.asarray(R, float).copy())  # every usable fix, accepted or not
         R = 0.5 * (np.asarray(R, float) + np.asarray(R, float).T)
         ev = np.linalg.eigvalsh(R)
         if ev[0] <= 1e-6:  # degenerate covariance: floor it rather than divide by zero
@@ -242,7 +244,8 @@ class PoseTracker:
         if self.t_reject_since is None:
             self.t_reject_since = t
         if t - self.t_reject_since >= self.p.gnss_reset_after_s:
-            if t - self.t_reject_since < getattr(self.p, "integrity_hold_max_s", 0.0) and self.camera_holds(t):
+            if t - self.t_reject_since < getattr(self.p, "integrity_hold_max_s", 0.0) and self.camera_holds(
+                    t, self.t_reject_since):
                 self.counters["gnss_held_by_camera"] += 1  # a consistent camera says the receiver is adrift
                 return "rejected"
             self.f.reanchor_gnss(z, R)

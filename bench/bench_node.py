@@ -104,7 +104,7 @@ class Feeder:
         from diagnostic_msgs.msg import DiagnosticArray
         from geometry_msgs.msg import PoseWithCovarianceStamped
         from nav_msgs.msg import Odometry
-        from rclpy.qos import QoSProfile, qos_profile_sensor_data
+        from rclpy.qos import QoSProfile
         from sensor_msgs.msg import CameraInfo, CompressedImage, Image, Imu, NavSatFix
 
         from geoloc_ros.bag import read_bag
@@ -118,6 +118,8 @@ class Feeder:
         self.compressed = False
         rclpy.init()
         self.node = rclpy.create_node("geoloc_bench_feeder")
+        # reliable writers (a camera driver's default): they match best-effort and reliable subscriptions
+        qos_profile_sensor_data = QoSProfile(depth=5)
         self.pub = {"/camera/image_raw": self.node.create_publisher(Image, "/camera/image_raw", qos_profile_sensor_data),
                     "/gnss/fix": self.node.create_publisher(NavSatFix, "/gnss/fix", QoSProfile(depth=50)),
                     "/odom": self.node.create_publisher(Odometry, "/odom", QoSProfile(depth=50)),

@@ -795,3 +795,26 @@ def test_metric_matching_without_a_way_to_know_the_mounting_refuses_to_start_wit
         text = _clean_stop(proc, log)
     assert "loaded metric matching on" in text and "and retrieval on" not in text, text
     assert "camera mounting: camera_mount [0.0, 0.0, 1.5, 0.0, 5.0, 0.0]" in text, text
+
+
+def test_the_node_stops_on_sigint_even_when_its_parent_blocked_it(index_dir, tmp_path):
+    """A blocked or ignored SIGINT is inherited by a child process (a test runner's worker, a launcher):
+    the node restores it, so Ctrl-C still stops it cleanly (before, it had to be killed)."""
+    import signal
+
+    env = ros_env(tmp_path)
+    params = write_params(tmp_path / "p.yaml", index_path=str(index_dir))
+    log = tmp_path / "node.log"
+
+    def deaf():
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    with open(log, "w") as f:
+        proc = subprocess.Popen(node_cmd(params), env=env, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT,
+                                preexec_fn=deaf)
+    try:
+        wait_for(lambda: "geoloc_node ready" in log.read_text(), 120.0, "geoloc_node ready", proc, log)
+    finally:
+        text = _clean_stop(proc, log)
+    assert "geoloc_node stopped" in text, text

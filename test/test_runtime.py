@@ -181,3 +181,21 @@ def test_the_node_queue_keeps_stamp_order_across_callback_groups_and_drops_the_o
     while (g := q.get(0.01)) is not None:
         out.append(g[1])
     assert out == ["fix@1.00", "odom@?", "frame@1.10", "frame@1.20"] and dropped == ["image.queue_full"]
+
+
+def test_a_message_late_behind_another_stream_is_dropped_not_a_reset(small_world_dir):
+    """A large frame still in transport while newer fixes arrived is older than what the Localizer took:
+    counted as image.late and dropped; only a stream going back by itself resets."""
+    from geoloc_ros.core.msgconv import FixSample
+    from geoloc_ros.runtime import FixInput, ImageInput, InputRouter
+
+    _, loc = _metric_localizer(small_world_dir)
+    r = InputRouter(loc)
+    lat, lon = loc.frame.to_latlon(0.0, 0.0)
+    for t in (10.0, 10.1, 10.2):
+        r.apply("fix", FixInput(FixSample(t, float(lat), float(lon), np.eye(2), True), 0.0, None, 1))
+    frame = np.zeros((64, 64, 3), np.uint8)
+    assert r.apply("image", ImageInput(10.05, frame, 0.0)) is None
+    assert r.drops.counts == {"image.late": 1} and loc.tracker.counters["resets"] == 0
+    r.apply("fix", FixInput(FixSample(9.0, float(lat), float(lon), np.eye(2), True), 0.0, None, 1))
+    assert loc.tracker.counters["resets"] == 1 and r.events.counts == {"time_backwards": 1}

@@ -379,9 +379,15 @@ def _init_without_signal_handlers(args: List[str]) -> None:
     """rclpy.init leaving SIGINT to Python (KeyboardInterrupt) and SIGTERM raising it too, so the
     context stays valid until the node has stopped and logged: rclpy's own handler shuts the
     context down first, and every log line after that fails to reach /rosout with "publisher's
-    context is invalid". SignalHandlerOptions exists from Humble on; without it, the default."""
+    context is invalid". SignalHandlerOptions exists from Humble on; without it, the default.
+    A parent that ignores or blocks SIGINT / SIGTERM (both are inherited by a child process: a test
+    runner's worker, a launcher) must not leave the node deaf to them: they are restored first."""
     import signal
 
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         from rclpy.signals import SignalHandlerOptions
 

@@ -143,8 +143,26 @@ class InputRouter:
     # ------------------------------------------------------------------ stage 2: apply (the Localizer's thread)
     def apply(self, kind: str, item) -> Optional[Any]:
         """Give a converted input to the Localizer; -> the Estimate to publish (a keyframe's, or the
-        estimate at a fix with ``publish_on_fix``), else None."""
+        estimate at a fix with ``publish_on_fix``), else None. A message older than what the
+        Localizer already took from another stream (a large image still in transport while newer
+        fixes arrived) is dropped as ``<kind>.late``: only a stream going back by itself (a bag loop,
+        a clock reset) resets the Localizer."""
+        t = _stamp_of(kind, item)
+        if t is not None and self._late(kind, t):
+            return None
         return getattr(self, f"_apply_{kind}")(item)
+
+    def _late(self, kind: str, t: float) -> bool:
+        eps = self.loc.config.time_backwards_eps_s
+        own = self._last_t.get(kind)
+        if own is not None and t < own - eps:  # the stream itself went back: the reset path
+            return False
+        newest = getattr(getattr(self.loc, "tracker", None), "t_last", None)
+        if newest is None or t >= newest - eps:
+            return False
+        self.drops.add(f"{kind}.late", f"{kind} stamped {newest - t:.3f} s before what the localizer already "
+                                       f"took from another input; dropped (no reset)")
+        return True
 
     def feed(self, kind: str, msg) -> Optional[Any]:
         """``convert`` then ``apply`` (one thread: the replay)."""
@@ -204,6 +222,16 @@ class InputRouter:
                 log.info("camera mounting from %s: %s", source, _mount_text(model))
             self.camera, self.mount_source = model, source
         self.loc.set_camera(model)
+
+
+def _stamp_of(kind: str, item) -> Optional[float]:
+    if kind == "image":
+        return item.t
+    if kind == "fix":
+        return item.sample.t
+    if kind == "odom":
+        return item.t
+    return None  # camera_info, /tf_static: not stamped events of the filter
 
 
 def _mount_text(model) -> str:

@@ -81,19 +81,20 @@ def _parse_frame(text: Optional[str]):
 
 
 def _parse_mount(text: Optional[str]):
-    """"x,y,z,roll,pitch,yaw" (m, deg) -> (R, t) of the optical frame in base_link, or None."""
-    import math
-
+    """"x,y,z,roll,pitch,yaw" (m, deg) -> (R, t) of the optical frame in base_link, or None (the node's
+    ``camera_mount``, through the same ``runtime.mount_from_param``)."""
     from ..core.errors import InvalidArgument
-    from ..metric.bev import CameraModel
+    from ..runtime import mount_from_param
 
     if not text:
         return None
     try:
-        x, y, z, r, p, w = (float(v) for v in text.split(","))
+        values = [float(v) for v in text.split(",")]
     except ValueError:
         raise InvalidArgument(f"--camera-mount must be X,Y,Z,ROLL,PITCH,YAW (m, deg), got {text!r}") from None
-    return CameraModel.mount_from_rpy(x, y, z, math.radians(r), math.radians(p), math.radians(w))
+    if len(values) != 6:
+        raise InvalidArgument(f"--camera-mount must be X,Y,Z,ROLL,PITCH,YAW (m, deg), got {text!r}")
+    return mount_from_param(values)
 
 
 def run_eval_replay(args: argparse.Namespace) -> Path:

@@ -83,6 +83,18 @@ def header_time(msg) -> float:
     return stamp_to_sec(msg.header.stamp)
 
 
+def cdr_header_time(data) -> float:
+    """The header stamp (s) of a serialized message whose first field is a std_msgs/Header (an Image taken
+    off DDS without deserialising it): CDR encapsulation (4 bytes: 0x00 0x01 little endian, 0x00 0x00 big)
+    then int32 sec, uint32 nanosec. NaN when the bytes are too short or the encapsulation is unknown."""
+    b = memoryview(data)
+    if len(b) < 12 or b[0] != 0 or b[1] not in (0, 1):
+        return float("nan")
+    sec = int.from_bytes(b[4:8], "little" if b[1] == 1 else "big", signed=True)
+    nsec = int.from_bytes(b[8:12], "little" if b[1] == 1 else "big", signed=False)
+    return float(sec) + float(nsec) * 1e-9
+
+
 def _cov_en(cov, ctype: int) -> Optional[np.ndarray]:
     """The east/north block of a NavSatFix ENU covariance, or None if unknown or not a covariance."""
     if ctype == COVARIANCE_TYPE_UNKNOWN:

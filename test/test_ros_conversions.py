@@ -310,3 +310,29 @@ def test_stamp_and_covariance_helpers():
     assert msgconv.sec_to_stamp_parts(1700000000.25) == (1700000000, 250_000_000)
     c6 = msgconv.pose_cov6(np.diag([1.0, 2.0, 3.0])).reshape(6, 6)
     assert c6[0, 0] == 1 and c6[1, 1] == 2 and c6[5, 5] == 3 and c6[2, 2] == 1e6
+
+
+def test_the_stamp_of_a_serialized_image_is_read_from_its_cdr_bytes():
+    """The node takes raw Images off DDS serialized and counts them by the stamp in the bytes: the same
+    stamp as the deserialised message, little- or big-endian; garbage gives NaN, never an exception."""
+    import math
+    import struct
+
+    from geoloc_ros.bag import typestore
+
+    ts = typestore()
+    Image, Header, Time = (ts.types[n] for n in ("sensor_msgs/msg/Image", "std_msgs/msg/Header",
+                                                   "builtin_interfaces/msg/Time"))
+    msg = Image(header=Header(stamp=Time(sec=1_700_000_123, nanosec=456_000_000), frame_id="cam"), height=2,
+                width=2, encoding="rgb8", is_bigendian=0, step=6, data=np.zeros(12, np.uint8))
+    data = ts.serialize_cdr(msg, "sensor_msgs/msg/Image")
+    assert msgconv.cdr_header_time(data) == pytest.approx(1_700_000_123.456, abs=1e-6)
+    assert msgconv.cdr_header_time(b"\x00\x00\x00\x00" + struct.pack(">iI", 7, 500_000_000)) == pytest.approx(7.5)
+    for bad in (b"", b"\x00\x01\x00", b"\x07\x07\x00\x00" + bytes(8)):
+        assert math.isnan(msgconv.cdr_header_time(bad))
+    sm = _rclpy_msgs()
+    from rclpy.serialization import serialize_message
+
+    m = sm.Image()
+    m.header.stamp.sec, m.header.stamp.nanosec = 42, 1
+    assert msgconv.cdr_header_time(serialize_message(m)) == pytest.approx(42.000000001)

@@ -199,3 +199,22 @@ def test_a_message_late_behind_another_stream_is_dropped_not_a_reset(small_world
     assert r.drops.counts == {"image.late": 1} and loc.tracker.counters["resets"] == 0
     r.apply("fix", FixInput(FixSample(9.0, float(lat), float(lon), np.eye(2), True), 0.0, None, 1))
     assert loc.tracker.counters["resets"] == 1 and r.events.counts == {"time_backwards": 1}
+
+
+def test_a_fix_outside_the_tile_index_is_an_event_for_retrieval_only(small_world_dir, encoder, index):
+    """With metric matching the index only relocalises, so a fix outside it is no warning; with retrieval as
+    the camera's measurement it is (the camera cannot help there)."""
+    from geoloc_ros.core.msgconv import FixSample
+    from geoloc_ros.pipeline import LocalizerConfig
+    from geoloc_ros.runtime import FixInput, InputRouter, build_localizer, load_measurements
+
+    cfg = LocalizerConfig()
+    lat, lon = index.frame.to_latlon(50_000.0, 50_000.0)  # 70 km away: outside any index of the small town
+    counts = {}
+    for name, ortho in (("metric", small_world_dir / "orthophoto.tif"), ("retrieval", None)):
+        loc = build_localizer(cfg, load_measurements(cfg, orthophoto=ortho, index_path=index.path, encoder=encoder))
+        assert loc.metric_matching is (ortho is not None)
+        r = InputRouter(loc)
+        r.apply("fix", FixInput(FixSample(1.0, float(lat), float(lon), np.eye(2), True), 0.0, None, 1))
+        counts[name] = r.events.counts.get("fix.outside_index", 0)
+    assert counts == {"metric": 0, "retrieval": 1}

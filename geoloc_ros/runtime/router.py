@@ -187,7 +187,9 @@ class InputRouter:
         s = item.sample
         self._check_time("fix", s.t)
         self.last_fix = item
-        if s.ok and self._index is not None and hasattr(self._index, "covers") and not self._index.covers(s.lat, s.lon):
+        # with metric matching the index only relocalises: a fix outside it costs the camera nothing
+        if (s.ok and self._index is not None and hasattr(self._index, "covers") and not self.loc.metric_matching
+                and not self._index.covers(s.lat, s.lon)):
             self.events.add("fix.outside_index", f"GNSS fix ({s.lat:.6f}, {s.lon:.6f}) is outside the tile index "
                             f"coverage: camera matching cannot help there")
         self.loc.on_fix(s.t, s.lat, s.lon, s.cov_en, s.ok)

@@ -113,4 +113,4 @@ def test_peaks_that_hop_are_dropped_while_peaks_that_follow_the_odometry_pass():
             verdicts.append(ci.assess(float(k), OK, volume([(mean[0] + 0.3, y, 0.0)], cx=mean[0]), mean, prior_cov))
             ci.after_update(mean)
         assert verdicts[-1].use is expect, [v.reason for v in verdicts]
-        assert any(v.key == "hopping" for v in verdicts) is not expect
+        assert any(v.key == "peaks hop" for v in verdicts) is not expect

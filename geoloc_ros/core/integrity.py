@@ -190,7 +190,8 @@ class InnovationWindow:
 class Verdict:
     use: bool
     reason: str  # "used" or why not, in words for /diagnostics
-    key: str = "passed"  # the counter: passed, cannot see, ambiguous, inconsistent over a window, on probation
+    key: str = "passed"  # the counter: passed, cannot see, ambiguous, peaks hop, inconsistent over a window,
+    # on probation
     nis: float = float("nan")
     ambiguity: float = float("nan")
     usable: float = float("nan")
@@ -229,7 +230,7 @@ class CameraIntegrity:
 
     def after_update(self, mean) -> None:
         """The filter's mean after this keyframe's update (used or not): the start of the next jump."""
-        if self.last is not None and self._peak is not None:
+        if self._peak is not None:
             self._prev = (self._peak, np.asarray(mean, float)[:2].copy())
 
     def _jump(self, peak: np.ndarray, prior_mean) -> float:
@@ -259,7 +260,8 @@ class CameraIntegrity:
         if math.isfinite(jump):
             self.jumps.append(jump)
         d = np.array([x - float(prior_mean[0]), y - float(prior_mean[1])])
-        S = np.asarray(prior_cov, float)[:2, :2] + volume_covariance(vol)
+        vcov = volume_covariance(vol)
+        S = np.asarray(prior_cov, float)[:2, :2] + vcov
         try:
             nis = float(d @ np.linalg.solve(S, d))
         except np.linalg.LinAlgError:
@@ -274,7 +276,7 @@ class CameraIntegrity:
         if gnss is not None and self.state.trust != "trusted":  # earning trust: GNSS must not disagree
             z, R = np.asarray(gnss[0], float)[:2], np.asarray(gnss[1], float)[:2, :2]
             dz = self._peak - z
-            Sg = R * (1.0 + float(getattr(p, "gnss_bias_scale", 1.0))) + volume_covariance(vol)
+            Sg = R * (1.0 + float(getattr(p, "gnss_bias_scale", 1.0))) + vcov
             try:
                 agrees = agrees and float(dz @ np.linalg.solve(Sg, dz)) <= gate
             except np.linalg.LinAlgError:
@@ -286,7 +288,7 @@ class CameraIntegrity:
         if len(self.jumps) >= 3 and float(np.median(self.jumps)) > p.integrity_max_jump_m:
             st.trust, st.trusted_since = "suspect", None
             return self._done(Verdict(False, f"peaks do not follow the odometry (median jump "
-                                             f"{float(np.median(self.jumps)):.1f} m)", "hopping", nis, amb,
+                                             f"{float(np.median(self.jumps)):.1f} m)", "peaks hop", nis, amb,
                                       quality.usable))
         if self.window.failing():
             st.trust, st.trusted_since = "suspect", None
@@ -317,7 +319,8 @@ class CameraIntegrity:
                 and st.trusted_since < since and t - st.last_agree_t <= self.p.integrity_hold_s)
 
     def describe(self) -> str:
-        """One line for /diagnostics: ``camera: trusted``, ``camera: degraded (night, 12 % usable ground)``."""
+        """One line for /diagnostics: ``camera: trusted``, ``camera: degraded (cannot see (dark, 12 % usable
+        ground))``, ``camera: degraded (ambiguous (runner-up 0.64 of the peak))``."""
         v = self.last
         if v is None:
             return "camera: no keyframe yet"

@@ -92,8 +92,7 @@ class SelfCalParams:
     selfcal_obs_sigma_yaw_deg: float = _f(1.0, "sigma of one yaw observation (deg)", 0.01, 10.0)
     selfcal_process_yaw_deg: float = _f(0.01, "random walk of the yaw error per observation (deg)", 0.0, 1.0)
     selfcal_yaw_baseline_m: float = _f(20.0, "a yaw observation compares the matches' heading with the direction of "
-                                       "their "
-                               "track over at least this much straight driving (m)", 5.0, 500.0)
+                                       "their track over at least this much straight driving (m)", 5.0, 500.0)
     selfcal_yaw_straight_deg: float = _f(1.5, "... during which the odometry heading changed less than this (deg)",
                                          0.1, 10.0)
     selfcal_max_yaw_obs_deg: float = _f(5.0, "a yaw observation larger than this is rejected (deg)", 0.5, 15.0)

@@ -353,7 +353,8 @@ def main(argv=None) -> int:
     out = write(name, rows, args.out, presets=presets, protocol=str(protocol.path), features=args.features,
                 config_overrides=overrides, missing=missing, seconds=time.perf_counter() - t0)
     for doc in args.docs:
-        write_docs_block(doc, presets, rows, f"`python bench/bench_conditions.py` ({args.which} drives, "
+        which = "held-out" if args.which == "heldout" else args.which
+        write_docs_block(doc, presets, rows, f"`python bench/bench_conditions.py` ({which} drives, "
                          f"{args.features} features{', config ' + str(args.config) if args.config else ''})",
                          args.docs_label)
     png = heat_map(presets, (args.out or RESULTS / f"{name}.json").with_suffix(".png"),

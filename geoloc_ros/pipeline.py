@@ -251,6 +251,7 @@ class Localizer:
         self._odom_jumps_seen = 0
         self.integrity = CameraIntegrity(c) if self.metric_matching and c.camera_integrity else None
         self._epoch_seen = self.tracker.epoch
+        self._selfcal_saved_at = -1  # accepted self-calibration updates when the vehicle's file was last written
         if self.integrity is not None:
             self.tracker.camera_holds = self.integrity.camera_holds
 
@@ -635,7 +636,7 @@ class Localizer:
         if cal is None or not path:
             return
         n = int(cal.counts["accepted"])
-        if n and n % 20 == 0 and n != getattr(self, "_selfcal_saved_at", -1):
+        if n and n % 20 == 0 and n != self._selfcal_saved_at:
             self._selfcal_saved_at = n
             try:
                 cal.save(path)

@@ -11,7 +11,7 @@ protocol (``bench/heldout.yaml``) and the training export use.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Dict, Mapping, Tuple
+from typing import Any, Dict, Mapping
 
 from ..core.config import check_keys
 from ..core.errors import InvalidArgument
@@ -41,10 +41,6 @@ class CalibError:
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not (-lim <= float(v) <= lim):
                 raise InvalidArgument(f"calib error {name} must be a number in [-{lim:g}, {lim:g}], got {v!r}")
-
-    @property
-    def is_zero(self) -> bool:
-        return not any((self.pitch_deg, self.yaw_deg, self.roll_deg, self.height_m, self.fx_pct))
 
     @classmethod
     def parse(cls, text: str) -> "CalibError":
@@ -148,6 +144,3 @@ def preset(name: str) -> Conditions:
     except KeyError:
         raise InvalidArgument(f"unknown conditions preset {name!r}; valid: {', '.join(PRESETS)}") from None
 
-
-def calib_tuple(c: CalibError) -> Tuple[float, float, float, float, float]:
-    return (c.pitch_deg, c.yaw_deg, c.roll_deg, c.height_m, c.fx_pct)

@@ -479,7 +479,8 @@ def test_a_long_run_of_rejected_fixes_reanchors_on_gnss():
     (after gnss_reset_after_s) the filter re-anchors on them instead of staying wrong forever."""
     # init_yaw_std_deg=180: the heading counts as known (a standing vehicle never learns it), so
     # the rejected fixes are not taken as a failed heading search (see the test below)
-    p = FilterParams(gnss_reset_after_s=5.0, init_yaw_std_deg=180.0)
+    # gnss_young_s=0: not the young cloud's quicker restart (the test below)
+    p = FilterParams(gnss_reset_after_s=5.0, init_yaw_std_deg=180.0, gnss_young_s=0.0)
     tr = PoseTracker(p)
     tr.on_fix(0.0, np.array([30.0, 0.0]), np.eye(2) * 9, True)
     statuses = []
@@ -493,6 +494,49 @@ def test_a_long_run_of_rejected_fixes_reanchors_on_gnss():
     assert tr.counters["gnss_reanchored"] == 1
     m = tr.state(12.0).mean
     assert math.hypot(m[0], m[1]) < 5.0
+
+
+@pytest.mark.parametrize("young_s", [30.0, 0.0])
+def test_a_young_cloud_whose_heading_is_wrong_restarts_after_a_short_run_of_rejections(young_s):
+    """A young cloud (its heading learned from a few fixes) whose heading turns out wrong: from 4 s the
+    vehicle drives 40 deg left of what the odometry says, the fixes drift away from the prediction
+    at ~9 m/s and are rejected. The young cloud restarts at the GNSS with the heading searched anew
+    after gnss_young_reset_s (counted) and follows; without the rule (gnss_young_s=0) it dead
+    reckons the wrong way until gnss_reset_after_s and re-anchors keeping the wrong heading."""
+    p = FilterParams(seed=0, gnss_young_s=young_s, gnss_young_reset_s=2.0)
+    tr = PoseTracker(p)
+    v, turn, worst_late = 13.0, math.radians(40.0), 0.0
+    for k in range(0, 101):
+        t = 0.2 * k
+        tr.on_odom(t, v * t, 0.0, 0.0)
+        d = v * t if t <= 4.0 else v * 4.0
+        x, y = d + (v * (t - 4.0) * math.cos(turn) if t > 4.0 else 0.0), (v * (t - 4.0) * math.sin(turn) if t > 4.0 else 0.0)
+        tr.on_fix(t, np.array([x, y]), np.eye(2) * 4.0, True)
+        if t >= 12.0:
+            st = tr.state(t)
+            worst_late = max(worst_late, math.hypot(st.mean[0] - x, st.mean[1] - y))
+    if young_s > 0:
+        assert tr.counters["gnss_reinit_young"] >= 1
+        assert worst_late < 6.0, worst_late
+    else:
+        assert tr.counters["gnss_reinit_young"] == 0
+        assert worst_late > 15.0, worst_late
+
+
+def test_a_multipath_step_on_a_young_cloud_is_not_taken_for_a_wrong_heading():
+    """A 25 m multipath step lasting 4 s right after initialisation: the fixes are rejected but do not
+    drift away (a step, not a wrong heading), so the young cloud does not restart on them."""
+    tr = PoseTracker(FilterParams(seed=0, gnss_young_reset_s=2.0))
+    v = 13.0
+    for k in range(0, 76):
+        t = 0.2 * k
+        tr.on_odom(t, v * t, 0.0, 0.0)
+        step = 25.0 if 8.0 <= t < 12.0 else 0.0
+        tr.on_fix(t, np.array([v * t, step]), np.eye(2) * 4.0, True)
+    assert tr.counters["gnss_rejected"] >= 15
+    assert tr.counters["gnss_reinit_young"] == 0
+    st = tr.state(15.0)
+    assert math.hypot(st.mean[0] - v * 15.0, st.mean[1]) < 3.0
 
 
 def test_config_rejects_bad_values_with_the_field_name():

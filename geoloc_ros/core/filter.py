@@ -106,6 +106,11 @@ class FilterParams:
                                "(2 dof; 13.8 = 99.9 %)", 1.0, 1000.0)
     gnss_reset_after_s: float = _f(10.0, "GNSS fixes rejected for this long in a row re-initialise the filter at "
                                    "the GNSS (s); longer than a multipath episode", 1.0, 3600.0)
+    gnss_young_s: float = _f(30.0, "a cloud (re)initialised on GNSS less than this ago is young (s): ...", 0.0, 3600.0)
+    gnss_young_reset_s: float = _f(3.0, "... and fixes rejected this long in a row ...", 0.1, 3600.0)
+    gnss_young_drift_mps: float = _f(2.0, "... that move away from the prediction at least this fast (m/s: a wrong "
+                                     "heading, not a multipath step) start it again with the heading searched anew "
+                                     "(chosen on the validation drives' urban receivers)", 0.0, 1000.0)
     # odometry
     odom_trans_noise: float = _f(0.05, "odometry translation noise (m per sqrt(m) travelled)", 0.0, 10.0)
     odom_scale_sigma: float = _f(0.05, "wheel scale error prior (fraction; each particle carries its own scale)",

@@ -59,7 +59,7 @@ class PoseTracker:
 
     def _clear_counters(self) -> None:
         self.counters = {"gnss_accepted": 0, "gnss_rejected": 0, "gnss_no_fix": 0, "gnss_reanchored": 0, "gnss_reinit_lost": 0,
-                         "gnss_reinit_heading": 0, "gnss_reinit_bias": 0,
+                         "gnss_reinit_heading": 0, "gnss_reinit_bias": 0, "gnss_reinit_young": 0,
                          "gnss_held_by_camera": 0, "relocalisations": 0,
                          "odom": 0, "odom_jumps": 0, "matches_used": 0, "matches_rejected": {}, "resets": 0}
 
@@ -71,6 +71,8 @@ class PoseTracker:
         self.odom_dist = 0.0  # distance travelled according to odometry (for keyframes)
         self.t_fix_ok: Optional[float] = None  # last accepted fix
         self.t_reject_since: Optional[float] = None  # first of the current run of rejected fixes
+        self.t_init: Optional[float] = None  # last (re)initialisation of the cloud on a GNSS fix
+        self.reject_innov: list = []  # (t, dx, dy): innovations of the current run of rejected fixes
         self.t_first_event: Optional[float] = None
         self.fixes: list = []  # recent accepted fixes (t, x, y) for velocity/course without odometry
         self.last_match_t: Optional[float] = None
@@ -185,13 +187,13 @@ class PoseTracker:
         z = np.asarray(z, float)
         if R is None or not np.all(np.isfinite(R)):
             R = np.eye(2) * self.p.gnss_default_sigma_m ** 2
-        self.last_fix = (t, z.copy(), np.asarray(R, float).copy())  # every usable fix, accepted or not
         R = 0.5 * (np.asarray(R, float) + np.asarray(R, float).T)
         ev = np.linalg.eigvalsh(R)
         if ev[0] <= 1e-6:  # degenerate covariance: floor it rather than divide by zero
             R = R + np.eye(2) * (1e-2 - min(ev[0], 0.0))
+        self.last_fix = (t, z.copy(), R.copy())  # every usable fix, accepted or not
         if not self.f.initialised:
-            self._init_gnss(z, R)
+            self._init_gnss(t, z, R)
             self.t_filter = t
             if self.odom_last is not None:
                 self.odom_anchor = self.odom_last
@@ -203,7 +205,7 @@ class PoseTracker:
         cur = self.state(t)
         if cur is not None and (cur.status == "lost" or (self.relocalised and cur.pos_std_m > self.p.degraded_std_m)):
             # a fix is a better prior than a lost cloud or a wide camera-only global guess
-            self._init_gnss(z, R)
+            self._init_gnss(t, z, R)
             self.counters["gnss_reinit_lost"] += 1
             self.relocalised = False
             self.t_fix_ok = t
@@ -222,7 +224,7 @@ class PoseTracker:
                 # can be (its stationary law): every fix still passes the gate, but the estimate
                 # walks away from the GNSS. Start again from this fix (heading searched anew).
                 # Not while a consistent camera holds the fix: then the receiver is the one adrift.
-                self._init_gnss(z, R)
+                self._init_gnss(t, z, R)
                 self.counters["gnss_reinit_bias"] += 1
                 self.fixes = [(t, z[0], z[1])]
                 return "init"
@@ -233,7 +235,7 @@ class PoseTracker:
             # (white noise of a few sigma) would make every later fix look like an outlier until
             # gnss_reset_after_s; a fix that fails the gate now says the young cloud is wrong, so
             # start the heading search again from this fix
-            self._init_gnss(z, R)
+            self._init_gnss(t, z, R)
             self.counters["gnss_reinit_heading"] += 1
             self.t_fix_ok = t
             self.t_reject_since = None
@@ -243,6 +245,24 @@ class PoseTracker:
         self.counters["gnss_rejected"] += 1
         if self.t_reject_since is None:
             self.t_reject_since = t
+            self.reject_innov = []
+        if cur is not None:
+            self.reject_innov.append((t, float(z[0] - cur.mean[0]), float(z[1] - cur.mean[1])))
+        if (self.t_init is not None and t - self.t_init < self.p.gnss_young_s and not self.relocalised
+                and t - self.t_reject_since >= self.p.gnss_young_reset_s and self._innovation_drift() >= self.p.gnss_young_drift_mps
+                and not self.camera_holds(t, self.t_reject_since)):
+            # a young cloud learned its heading from a few fixes; on a poor receiver (multipath bursts)
+            # that heading can be confidently wrong, and dead reckoning along it makes every later fix
+            # an outlier, by more and more (a multipath burst or a bias is a step, not a drift): after
+            # a short run of rejections drifting apart, start again from this fix with the heading
+            # searched anew, rather than wait gnss_reset_after_s and re-anchor keeping the wrong heading
+            self._init_gnss(t, z, R)
+            self.counters["gnss_reinit_young"] += 1
+            self.t_fix_ok = t
+            self.t_reject_since = None
+            self.fixes = [(t, z[0], z[1])]
+            self.counters["gnss_accepted"] += 1
+            return "init"
         if t - self.t_reject_since >= self.p.gnss_reset_after_s:
             if t - self.t_reject_since < getattr(self.p, "integrity_hold_max_s", 0.0) and self.camera_holds(
                     t, self.t_reject_since):
@@ -258,8 +278,21 @@ class PoseTracker:
             return "reanchored"
         return "rejected"
 
-    def _init_gnss(self, z: np.ndarray, R: np.ndarray) -> None:
+    def _innovation_drift(self) -> float:
+        """Speed (m/s) at which the rejected fixes of the current run move away from the prediction:
+        the least-squares slope of their innovation vectors over time (0 with fewer than 3)."""
+        if len(self.reject_innov) < 3:
+            return 0.0
+        a = np.asarray(self.reject_innov, float)
+        tc = a[:, 0] - a[:, 0].mean()
+        den = float(tc @ tc)
+        if den <= 0.0:
+            return 0.0
+        return float(np.hypot(tc @ a[:, 1], tc @ a[:, 2]) / den)
+
+    def _init_gnss(self, t: float, z: np.ndarray, R: np.ndarray) -> None:
         self.f.init_gnss(z, R)
+        self.t_init = t
         self.epoch += 1
 
     def _after_fix(self, t: float, z: np.ndarray, R: np.ndarray) -> None:

@@ -52,7 +52,7 @@ def test_demo_writes_world_drive_previews_and_docs_images(demo_run, capsys):
 
 
 def test_demo_replays_the_drive_and_writes_a_report(demo_run, capsys):
-    runs = list((demo_run / "runs").iterdir())
+    runs = [r for r in (demo_run / "runs").iterdir() if "drive_hard_" not in r.name]
     assert len(runs) == 1
     doc = json.loads((runs[0] / "metrics.json").read_text())
     m = doc["metrics"]["methods"]
@@ -115,7 +115,7 @@ def test_demo_rerun_reuses_cached_outputs_without_touching_them(demo_run, capsys
     capsys.readouterr()
     assert cli.main(["demo", "--data", str(demo_run), "--world-seed", "7", *SMALL, "--node", "no"]) == 0
     out = capsys.readouterr().out
-    assert out.count("(cached)") == 3 and out.strip().splitlines()[-1].startswith("demo:")
+    assert out.count("(cached)") == 4 and out.strip().splitlines()[-1].startswith("demo:")
     assert "median error raw GNSS" in out.strip().splitlines()[-1]
     assert (world_json.stat().st_mtime_ns, bag.stat().st_mtime_ns, index_manifest.stat().st_mtime_ns) == before
 
@@ -156,3 +156,18 @@ def test_preview_errors_are_clear_and_nothing_is_overwritten(demo_run, tmp_path,
                      "--out", str(tmp_path / "b.png")]) == 2
     assert "is not the world of this drive" in capsys.readouterr().err
     assert not os.path.exists(tmp_path / "b.png")
+
+
+def test_demo_replays_a_second_drive_under_hard_conditions_with_the_camera_picture(demo_run):
+    """The --hard drive (dusk, rain, traffic, changed markings, pitch published 2 deg off): made with
+    those conditions, replayed, its camera picture (gate, mask, self-calibration) written and copied."""
+    (hard,) = [r for r in (demo_run / "runs").iterdir() if "drive_hard_" in r.name]
+    (drive,) = [d for d in demo_run.iterdir() if d.name.startswith("drive_hard_")]
+    cond = json.loads((drive / "drive.json").read_text())["conditions"]
+    assert cond["time_of_day"] == "dusk" and cond["weather"] == "rain" and cond["traffic"] == 25
+    assert cond["calib"]["pitch_deg"] == 2.0
+    doc = json.loads((hard / "metrics.json").read_text())
+    assert doc["localizer_stats"]["corrected"]["keyframes"] >= 3
+    assert "integrity" in doc["localizer_stats"]["corrected"]["camera"]
+    for png in (hard / "camera_integrity.png", demo_run / "img" / "demo_hard_camera_integrity.png"):
+        assert np.asarray(Image.open(png)).std() > 10, png

@@ -11,6 +11,7 @@ from geoloc_ros.core.integrity import (
     InnovationWindow,
     chi2_quantile,
     ground_quality,
+    usable_cells,
     volume_ambiguity,
 )
 from geoloc_ros.core.measurement import PoseVolume
@@ -51,6 +52,20 @@ def test_a_dark_or_flat_view_is_not_usable_and_says_why():
     assert dark.usable < 0.1 and dark.why == "dark"
     assert fog.usable <= 0.5 and fog.why == "low contrast"
     assert blind.usable == 0.0
+
+
+def test_the_mask_marks_dark_saturated_and_flat_cells_where_they_are():
+    """usable_cells (the mask the camera picture draws): a dark band, a saturated band (headlight
+    glare) and a flat band in a textured view are marked where they are and nowhere else."""
+    rng = np.random.default_rng(1)
+    img = 90 + 40 * rng.random((60, 60, 1)) * np.ones(3)
+    img[:, :15] *= 0.05  # dark
+    img[:, 15:30] = 255.0  # saturated
+    img[:, 45:] = 120.0  # flat lit asphalt
+    _, lit, textured = usable_cells(img, np.ones((60, 60)))
+    assert not lit[:, :30].any()
+    assert lit[:, 31:].all()
+    assert textured[1:-1, 31:44].mean() > 0.9 and not textured[:, 46:].any()
 
 
 def test_ambiguity_is_the_runner_up_likelihood_ratio_outside_the_exclusion_radius():

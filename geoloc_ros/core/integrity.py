@@ -88,25 +88,32 @@ class GroundQuality:
     why: str
 
 
-def ground_quality(mosaic: np.ndarray, valid: np.ndarray, *, dark: float = 18.0, bright: float = 250.0,
-                   min_contrast: float = 2.0) -> GroundQuality:
-    """Usable share of a BEV mosaic (``MetricResult.mosaic`` [h, w, 3] 0-255 and its valid or weight
-    map [h, w]). A cell is usable when it is valid, its luminance is in (dark, bright) and the local
-    gradient (3x3) exceeds ``min_contrast`` grey levels or the cell lies on uniform lit asphalt next
-    to usable texture (half the share counts untextured lit ground)."""
+def usable_cells(mosaic: np.ndarray, valid: np.ndarray, *, dark: float = 18.0, bright: float = 250.0,
+                 min_contrast: float = 2.0) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The mask the camera matches with, per cell of a BEV mosaic (``MetricResult.mosaic`` [h, w, 3]
+    0-255 and its valid or weight map [h, w]) -> (luminance, lit, textured): lit cells are valid and
+    neither too dark nor saturated (night, glare), textured ones also show a local gradient (3x3)
+    above ``min_contrast`` grey levels (fog and wet glare flatten it)."""
     rgb = np.asarray(mosaic, np.float32)
     ok = np.asarray(valid) > 0
-    n = ok.size
-    if rgb.ndim != 3 or not ok.any():
-        return GroundQuality(0.0, 0.0, 0.0, "no ground in view")
-    lum = rgb.mean(axis=2)
+    lum = rgb.mean(axis=2) if rgb.ndim == 3 else np.zeros(ok.shape, np.float32)
     gy = np.zeros_like(lum)
     gx = np.zeros_like(lum)
     gy[1:-1] = 0.5 * (lum[2:] - lum[:-2])
     gx[:, 1:-1] = 0.5 * (lum[:, 2:] - lum[:, :-2])
-    grad = np.hypot(gx, gy)
     lit = ok & (lum > dark) & (lum < bright)
-    textured = lit & (grad > min_contrast)
+    return lum, lit, lit & (np.hypot(gx, gy) > min_contrast)
+
+
+def ground_quality(mosaic: np.ndarray, valid: np.ndarray, *, dark: float = 18.0, bright: float = 250.0,
+                   min_contrast: float = 2.0) -> GroundQuality:
+    """Usable share of a BEV mosaic (``usable_cells``): a textured lit cell counts fully, an
+    untextured lit one (uniform asphalt next to usable texture) half."""
+    ok = np.asarray(valid) > 0
+    n = ok.size
+    if np.asarray(mosaic).ndim != 3 or not ok.any():
+        return GroundQuality(0.0, 0.0, 0.0, "no ground in view")
+    lum, lit, textured = usable_cells(mosaic, valid, dark=dark, bright=bright, min_contrast=min_contrast)
     usable = (textured.sum() + 0.5 * (lit & ~textured).sum()) / float(n)
     lv = lum[ok]
     mean, contrast = float(lv.mean()), float(lv.std())

@@ -249,7 +249,8 @@ class PoseTracker:
         if cur is not None:
             self.reject_innov.append((t, float(z[0] - cur.mean[0]), float(z[1] - cur.mean[1])))
         if (self.t_init is not None and t - self.t_init < self.p.gnss_young_s and not self.relocalised
-                and t - self.t_reject_since >= self.p.gnss_young_reset_s and self._innovation_drift() >= self.p.gnss_young_drift_mps
+                and t - self.t_reject_since >= self.p.gnss_young_reset_s
+                and self._innovation_drift() >= self.p.gnss_young_drift_mps
                 and not self.camera_holds(t, self.t_reject_since)):
             # a young cloud learned its heading from a few fixes; on a poor receiver (multipath bursts)
             # that heading can be confidently wrong, and dead reckoning along it makes every later fix

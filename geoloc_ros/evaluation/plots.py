@@ -19,7 +19,7 @@ LABELS = {"truth": "truth", "raw": "raw GNSS", "baseline": "GNSS + odometry (no 
 STATUS_COLORS = {"tracking": "#8fd18f", "degraded": "#f5c26b", "lost": "#e8706b", "initialising": "#c9c9c9",
                  "fix": "#8fd18f", "none": "#ffffff"}
 FILES = {"trajectory": "trajectory.png", "error_time": "error_over_time.png", "error_cdf": "error_cdf.png",
-         "metric": "camera_bev.png"}
+         "metric": "camera_bev.png", "camera": "camera_integrity.png"}
 
 
 def _figure(w: float, h: float):
@@ -351,6 +351,100 @@ def plot_metric(res, path: Path, n: int = 3) -> Path:
     return _save(fig, path)
 
 
+_VERDICTS = ("passed", "on probation", "cannot see", "ambiguous", "peaks hop", "inconsistent over a window",
+             "inconsistent with the prior", "not measured")
+
+
+def _published_calib_error(res) -> Optional[Dict[str, float]]:
+    """The drive's published mounting error (drive.json conditions, simulated drives only): what the
+    self-calibration should undo (it estimates truth - published), for the picture."""
+    for d in (Path(res.bag), Path(res.bag).parent):
+        f = d / "drive.json"
+        if f.is_file():
+            calib = (json.loads(f.read_text()).get("conditions") or {}).get("calib")
+            if calib:
+                return {"pitch_deg": -float(calib.get("pitch_deg", 0.0)), "height_m": -float(calib.get("height_m", 0.0))}
+    return None
+
+
+def plot_camera(res, path: Path) -> Path:
+    """The camera at work, per keyframe: the integrity monitor's verdict (used, or why not), the usable
+    ground share, the self-calibration's pitch and height (+- sigma; the published error to undo when
+    the drive records it), and the usable-ground mask on the BEV at a good and at the poorest keyframe."""
+    from ..core.integrity import usable_cells
+
+    track = res.camera_track
+    t0 = res.t_start
+    t = np.array([r["t"] - t0 for r in track])
+    fig = _figure(9.0, 10.0)
+    gs = fig.add_gridspec(5, 2, height_ratios=[1.2, 0.8, 0.8, 0.8, 1.6])
+    ax = fig.add_subplot(gs[0, :])
+    known = [v for v in _VERDICTS if any(r["verdict"] == v for r in track)]
+    known += sorted({r["verdict"] for r in track} - set(known))
+    colours = {"passed": "#1a9850", "on probation": "#91bfdb", "not measured": "#bbbbbb"}
+    for k, v in enumerate(known):
+        sel = np.array([r["verdict"] == v for r in track])
+        n = int(sel.sum())
+        ax.plot(t[sel], np.full(n, k), "|", ms=12, mew=2, color=colours.get(v, "#d73027"),
+                label=f"{v} ({n})")
+    ax.set_yticks(range(len(known)))
+    ax.set_yticklabels(known, fontsize=8)
+    ax.set_ylim(-0.7, len(known) - 0.3)
+    used = sum(r["used"] for r in track)
+    ax.set_title(_title(res, f"the camera gate: {used} of {len(track)} keyframes moved the fix"), fontsize=9)
+    ax.grid(axis="x", alpha=0.3)
+    ax = fig.add_subplot(gs[1, :])
+    us = np.array([r["usable"] for r in track], float)
+    ax.plot(t, 100.0 * us, ".", ms=4, color="#4575b4")
+    thr = res.config.get("integrity_min_usable_ground")
+    if thr is not None:
+        ax.axhline(100.0 * float(thr), color="#d73027", ls="--", lw=1, label="cannot see below")
+        ax.legend(loc="upper right", fontsize=7)
+    ax.set_ylabel("usable ground %", fontsize=8)
+    ax.set_ylim(0, 100)
+    truth = _published_calib_error(res)
+    for row, (key, unit, scale) in enumerate((("pitch_deg", "pitch (deg)", 1.0), ("height_m", "height (m)", 1.0))):
+        ax = fig.add_subplot(gs[2 + row, :])
+        have = [r for r in track if key in r]
+        if have:
+            tt = np.array([r["t"] - t0 for r in have])
+            v = np.array([r[key][0] for r in have]) * scale
+            sd = np.array([r[key][1] for r in have]) * scale
+            ax.fill_between(tt, v - sd, v + sd, color="#fdae61", alpha=0.4, lw=0)
+            ax.plot(tt, v, color="#f46d43", lw=1.5, label="self-calibration +- sigma")
+            if truth is not None:
+                ax.axhline(truth[key], color="#1a9850", ls="--", lw=1.2, label="published error to undo")
+            ax.legend(loc="lower right", fontsize=7)
+        else:
+            ax.text(0.5, 0.5, "self-calibration off", ha="center", va="center", transform=ax.transAxes)
+        ax.set_ylabel(unit, fontsize=8)
+        ax.grid(alpha=0.3)
+    ax.set_xlabel("time (s)", fontsize=8)
+    samples = res.metric_samples
+    if samples:
+        u = []
+        for _, mres, _ in samples:
+            _, lit, tex = usable_cells(mres.mosaic, mres.weight)
+            u.append(float(tex.mean()))
+        for col, i in enumerate((int(np.argmax(u)), int(np.argmin(u)))):
+            ts, mres, _ = samples[i]
+            _, lit, tex = usable_cells(mres.mosaic, mres.weight)
+            img = np.clip(np.asarray(mres.mosaic, np.float32), 0, 255) / 255.0
+            over = img.copy()
+            bad = (np.asarray(mres.weight) > 0) & ~lit
+            over[bad] = 0.4 * over[bad] + 0.6 * np.array([1.0, 0.1, 0.1])
+            flat = lit & ~tex
+            over[flat] = 0.6 * over[flat] + 0.4 * np.array([1.0, 0.8, 0.0])
+            ax = fig.add_subplot(gs[4, col])
+            ax.imshow(np.rot90(over), interpolation="nearest")
+            ax.set_title(f"BEV mask t+{ts - t0:.0f} s: {100 * u[i]:.0f} % textured\n(red: dark/saturated, yellow: "
+                         "flat)", fontsize=8)
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.subplots_adjust(hspace=0.45)
+    return _save(fig, path)
+
+
 def plot_all(res, out_dir: Path) -> Dict[str, str]:
     """Draw every picture that the data allows -> {key: file name} (relative to out_dir)."""
     out_dir = Path(out_dir)
@@ -361,6 +455,8 @@ def plot_all(res, out_dir: Path) -> Dict[str, str]:
         todo += [("error_time", plot_error_time), ("error_cdf", plot_error_cdf)]
     if getattr(res, "metric_samples", None) and getattr(res, "aerial", None) is not None:
         todo.append(("metric", plot_metric))
+    if getattr(res, "camera_track", None):
+        todo.append(("camera", plot_camera))
     for key, fn in todo:
         fn(res, out_dir / FILES[key])
         made[key] = FILES[key]

@@ -330,6 +330,7 @@ class _Feeder:
         self.gt_xy: List[Tuple[float, float]] = []
         self.camera_peaks: List[Tuple[float, float, float, float, bool, float]] = []
         self.metric_samples: List[Any] = []
+        self.camera_track: List[Dict[str, Any]] = []
         self.t_first: Optional[float] = None
         self.t_last: Optional[float] = None
 
@@ -380,10 +381,27 @@ class _Feeder:
         self.logs["raw"].add(sample.t, sample.lat, sample.lon, x, y, float("nan"), c3, "fix")
 
     def _camera_peak(self, est) -> None:
+        if est.keyframe:
+            self._camera_state(est)
         pk = est.camera_peak if est.keyframe else None
         if pk is not None:
             self.camera_peaks.append((est.t, pk[0], pk[1], pk[2], bool(est.match_used), float(est.confidence)))
             self.metric_samples.append((est.t, est.metric, (est.x, est.y, est.yaw)))
+
+    def _camera_state(self, est) -> None:
+        """Per keyframe: the integrity verdict (counter key), usable ground and the self-calibration's
+        estimate (the camera picture: the gate and the calibration at work)."""
+        loc = self.corrected
+        judged = getattr(est.metric, "measurement", None) is not None  # a volume was scored at this keyframe
+        v = getattr(getattr(loc, "integrity", None), "last", None) if judged else None
+        cal = getattr(getattr(loc, "matcher", None), "selfcal", None)
+        row = {"t": float(est.t), "used": bool(est.match_used),
+               "verdict": v.key if v is not None else ("passed" if est.match_used else "not measured"),
+               "usable": float(v.usable) if v is not None else float("nan")}
+        if cal is not None:
+            e = cal.estimate()
+            row.update(pitch_deg=e["pitch_deg"], height_m=e["height_m"])
+        self.camera_track.append(row)
 
     def _call(self, name: str, fn, *a):
         """``fn(*a)`` for the ``name`` localizer, timed; as the node: one bad message must not end the
@@ -541,7 +559,7 @@ def replay_bag(bag, encoder, index, cfg=None, *, gt_topic: Optional[str] = DEFAU
         config=_config_dict(cfg), config_name=config_name, model=ident,
         backend=str(getattr(encoder, "backend", "?")), index_info=index_info, recall_radius_m=radius,
         world_dir=Path(world_dir) if world_dir else find_world_dir(bag), gt_topic=plan.topics["gt"],
-        camera_peaks=feeder.camera_peaks, metric_samples=feeder.metric_samples,
+        camera_peaks=feeder.camera_peaks, metric_samples=feeder.metric_samples, camera_track=feeder.camera_track,
         aerial=matcher.aerial if matcher is not None else None)
     if truth is not None and res.world_dir is not None:
         res.truth_map, res.map_offset = _truth_in_map_frame(truth, res.world_dir, frame)

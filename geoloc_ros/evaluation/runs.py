@@ -117,6 +117,7 @@ class ReplayResult:
     camera_peaks: List[Tuple[float, float, float, float, bool, float]] = field(default_factory=list)
     truth_map: Optional[M.Truth] = None  # the truth displaced by the survey's misregistration (map's own frame)
     metric_samples: List[Any] = field(default_factory=list)  # (t, MetricResult, estimate (x, y, yaw)) per keyframe
+    camera_track: List[Dict[str, Any]] = field(default_factory=list)  # per keyframe: verdict, usable, self-cal
     aerial: Any = None  # the metric matcher's AerialMap (for the pictures)
     map_offset: Optional[Dict[str, float]] = None  # mean / max misregistration along the truth (m)
 

@@ -205,14 +205,8 @@ class PoseTracker:
         cur = self.state(t)
         if cur is not None and (cur.status == "lost" or (self.relocalised and cur.pos_std_m > self.p.degraded_std_m)):
             # a fix is a better prior than a lost cloud or a wide camera-only global guess
-            self._init_gnss(t, z, R)
-            self.counters["gnss_reinit_lost"] += 1
             self.relocalised = False
-            self.t_fix_ok = t
-            self.t_reject_since = None
-            self.fixes = [(t, z[0], z[1])]
-            self.counters["gnss_accepted"] += 1
-            return "init"
+            return self._restart(t, z, R, "gnss_reinit_lost")
         used, _ = self.f.update_gnss(z, R, with_bias=self.odom_fresh(t))
         if used:
             self.counters["gnss_accepted"] += 1
@@ -224,10 +218,7 @@ class PoseTracker:
                 # can be (its stationary law): every fix still passes the gate, but the estimate
                 # walks away from the GNSS. Start again from this fix (heading searched anew).
                 # Not while a consistent camera holds the fix: then the receiver is the one adrift.
-                self._init_gnss(t, z, R)
-                self.counters["gnss_reinit_bias"] += 1
-                self.fixes = [(t, z[0], z[1])]
-                return "init"
+                return self._restart(t, z, R, "gnss_reinit_bias", accepted=False)
             self._after_fix(t, z, R)
             return "accepted"
         if cur is not None and cur.yaw_std_deg > self.p.init_yaw_std_deg and not self.relocalised:
@@ -235,13 +226,7 @@ class PoseTracker:
             # (white noise of a few sigma) would make every later fix look like an outlier until
             # gnss_reset_after_s; a fix that fails the gate now says the young cloud is wrong, so
             # start the heading search again from this fix
-            self._init_gnss(t, z, R)
-            self.counters["gnss_reinit_heading"] += 1
-            self.t_fix_ok = t
-            self.t_reject_since = None
-            self.fixes = [(t, z[0], z[1])]
-            self.counters["gnss_accepted"] += 1
-            return "init"
+            return self._restart(t, z, R, "gnss_reinit_heading")
         self.counters["gnss_rejected"] += 1
         if self.t_reject_since is None:
             self.t_reject_since = t
@@ -257,13 +242,7 @@ class PoseTracker:
             # an outlier, by more and more (a multipath burst or a bias is a step, not a drift): after
             # a short run of rejections drifting apart, start again from this fix with the heading
             # searched anew, rather than wait gnss_reset_after_s and re-anchor keeping the wrong heading
-            self._init_gnss(t, z, R)
-            self.counters["gnss_reinit_young"] += 1
-            self.t_fix_ok = t
-            self.t_reject_since = None
-            self.fixes = [(t, z[0], z[1])]
-            self.counters["gnss_accepted"] += 1
-            return "init"
+            return self._restart(t, z, R, "gnss_reinit_young")
         if t - self.t_reject_since >= self.p.gnss_reset_after_s:
             if t - self.t_reject_since < getattr(self.p, "integrity_hold_max_s", 0.0) and self.camera_holds(
                     t, self.t_reject_since):
@@ -278,6 +257,18 @@ class PoseTracker:
             self._after_fix(t, z, R)
             return "reanchored"
         return "rejected"
+
+    def _restart(self, t: float, z: np.ndarray, R: np.ndarray, counter: str, accepted: bool = True) -> str:
+        """Start the cloud again from fix ``z`` (heading searched anew), counted under ``counter``;
+        ``accepted``: the fix counts as accepted here (not yet counted by the caller)."""
+        self._init_gnss(t, z, R)
+        self.counters[counter] += 1
+        self.t_fix_ok = t
+        self.t_reject_since = None
+        self.fixes = [(t, z[0], z[1])]
+        if accepted:
+            self.counters["gnss_accepted"] += 1
+        return "init"
 
     def _innovation_drift(self) -> float:
         """Speed (m/s) at which the rejected fixes of the current run move away from the prediction:

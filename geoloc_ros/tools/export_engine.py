@@ -29,7 +29,9 @@ def register(sub) -> argparse.ArgumentParser:
                     "engines checked against ONNX Runtime on the export's parity inputs; auto = fp16 when it "
                     "passes, else fp32.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--onnx", type=Path, required=True, help="ONNX export folder (from `geoloc export onnx`)")
+    p.add_argument("--onnx", type=Path, required=True,
+                   help="ONNX export folder: the retrieval encoder's (from `geoloc export onnx`) or the learned "
+                        "metric pair's (engines/bevmatch)")
     p.add_argument("--precision", choices=("auto", "fp32", "fp16", "int8"), default="auto",
                    help="engine precision; auto: fp16 on TensorRT 10, the ONNX's on TensorRT 11")
     p.add_argument("--workspace-mb", type=positive(int, 0, 1 << 20, "--workspace-mb"), default=1024,

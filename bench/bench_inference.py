@@ -8,6 +8,10 @@ Cases (the shipped model, synthetic rendered frames):
   sequence T=1 / T=Tmax  a sequence from scratch (T backbone passes + fusion; offline use)
   fuse T=Tmax            the temporal graph alone
   aerial x16             16 heading-up tiles per call (index building): column per_s = tiles/s
+  pair bev / pair aerial the learned metric pair (``--features learned``), one call each at the TensorRT
+                         profile's opt and max sizes of the default matching geometry (``pair_profiles``):
+                         torch, ONNX Runtime and, where TensorRT and a GPU are present, TensorRT (fp16
+                         when its parity check passes); otherwise a tensorrt row says why it was skipped
 Columns: ``ms`` median latency per call, ``per_s`` calls/s (tiles/s for aerial), ``vs_torch``
 = the best torch ms (over its thread counts) / this ms, measured in the same run (> 1: faster
 than torch eager), so numbers from noisy, shared machines compare. Both backends run with 1
@@ -33,9 +37,19 @@ def main(argv=None):
     ap.add_argument("--export", type=Path, default=Path("engines/seqgeo_lite"),
                     help="ONNX export folder (made from the shipped weights if missing)")
     ap.add_argument("--seconds", type=float, default=1.0, help="measuring time per case and backend")
+    ap.add_argument("--pair-export", type=Path, default=Path("engines/bevmatch"),
+                    help="the learned pair's ONNX export (made from the shipped weights if missing)")
+    ap.add_argument("--only", choices=("all", "encoder", "pair"), default="all", help="which cases to run")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
     import torch
+
+    if args.only == "pair":
+        rows = pair_rows(args)
+        print(table(rows, ["case", "backend", "threads", "ms", "per_s", "vs_torch", "skipped"]))
+        path = write("inference_pair", rows, args.out, pair_export=str(args.pair_export), torch=torch.__version__)
+        print(f"wrote {path}")
+        return rows
 
     from geoloc_ros.inference.artifacts import is_export_dir
     from geoloc_ros.inference.onnx_export import export_onnx
@@ -81,7 +95,9 @@ def main(argv=None):
         for r in case_rows:
             r["vs_torch"] = round(base / r.pop("_dt"), 2)
         rows += case_rows
-    print(table(rows, list(rows[0])))
+    if args.only == "all":
+        rows += pair_rows(args)
+    print(table(rows, ["case", "backend", "threads", "ms", "per_s", "vs_torch", "skipped"]))
     if export_s is not None:
         print(f"export of {args.export}: {export_s} s")
     sizes = {p.name: p.stat().st_size for p in sorted(Path(args.export).glob("*.onnx"))}
@@ -90,6 +106,61 @@ def main(argv=None):
     path = write("inference", rows, args.out, export=str(args.export), export_seconds=export_s, onnx_bytes=sizes,
                  torch=torch.__version__, onnxruntime=onnxruntime.__version__)
     print(f"wrote {path}")
+
+
+def pair_rows(args):
+    """The learned metric pair per backend: one BEV and one aerial window per call, at the
+    TensorRT profile's opt and max sizes; TensorRT only where it can run (else a row saying why)."""
+    import torch
+
+    from geoloc_ros.core.errors import GeolocError
+    from geoloc_ros.metric.learned import LearnedFeatures, pair_profiles
+
+    cores = os.cpu_count() or 1
+    prof = pair_profiles()
+    (bev_opt, bev_max), (a_opt, a_max) = [(v[1][2:], v[2][2:]) for p in prof.values() for v in p.values()]
+    rng = np.random.default_rng(0)
+
+    def bev_case(hw):
+        h, w = hw
+        valid = np.ones((h, w), bool)
+        valid[: h // 3, : w // 4] = False
+        return rng.random((h, w, 3)).astype(np.float32) * 255, valid, rng.random((h, w)).astype(np.float32) * 30
+
+    cases = {}
+    for hw in (bev_opt, bev_max):
+        x = bev_case(hw)
+        cases[f"pair bev {hw[0]}x{hw[1]}"] = lambda fx, x=x: fx.bev(*x)
+    for hw in (a_opt, a_max):
+        a = (rng.random((hw[0], hw[1], 3)) * 255).astype(np.uint8)
+        cases[f"pair aerial {hw[0]}x{hw[1]}"] = lambda fx, a=a: fx.aerial(a)
+    fxs, skipped = [], {}
+    for t in sorted({1, cores}):
+        fxs.append(("torch", t, LearnedFeatures(backend="torch", threads=t)))
+        fxs.append(("onnxruntime", t, LearnedFeatures(backend="onnxruntime", threads=t, export_dir=args.pair_export,
+                                                      export_missing=True)))
+    try:
+        fx = LearnedFeatures(backend="tensorrt", export_dir=args.pair_export)
+        fxs.append(("tensorrt", 0, fx))
+    except (GeolocError, ImportError, OSError, RuntimeError) as exc:
+        skipped["tensorrt"] = f"{type(exc).__name__}: {exc}"
+    rows = []
+    for case, fn in cases.items():
+        case_rows = []
+        for name, nthreads, fx in fxs:
+            if name == "torch":
+                torch.set_num_threads(nthreads)
+            dt = timed(lambda: fn(fx), args.seconds)
+            case_rows.append({"case": case, "backend": name if name != "tensorrt" else f"tensorrt {fx.runner.precision}",
+                              "threads": nthreads or "", "ms": round(dt * 1e3, 2), "per_s": round(1.0 / dt, 1),
+                              "_dt": dt})
+        base = min(r["_dt"] for r in case_rows if r["backend"] == "torch")
+        for r in case_rows:
+            r["vs_torch"] = round(base / r.pop("_dt"), 2)
+        for name, why in skipped.items():
+            case_rows.append({"case": case, "backend": name, "skipped": why.split(" (")[0]})
+        rows += case_rows
+    return rows
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ h, w, H, W are dynamic. Loaders verify every graph's sha256 and refuse a mismatc
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from ..core.errors import IncompatibleArtifact
 from ..core.manifest import model_identity, read_manifest, sha256_file
@@ -20,9 +20,14 @@ EXPORT_FORMAT = "geoloc-bevmatch-onnx"
 EXPORT_FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 GRAPHS: Dict[str, Dict[str, Any]] = {
-    "bev": {"file": "bev_encoder.onnx", "inputs": ["bev"], "outputs": ["features", "weight"]},
-    "aerial": {"file": "aerial_encoder.onnx", "inputs": ["aerial"], "outputs": ["features"]},
+    "bev": {"file": "bev_encoder.onnx", "inputs": ["bev"], "outputs": ["features", "weight"], "channels": 5},
+    "aerial": {"file": "aerial_encoder.onnx", "inputs": ["aerial"], "outputs": ["features"], "channels": 3},
 }
+#: the spatial sizes (h, w) the exporter's parity check runs each graph at (odd and even, BEV- and
+#: window-sized), in this order, all inputs drawn from one generator seeded with PARITY_SEED
+PARITY_SIZES: Dict[str, List[Tuple[int, int]]] = {"bev": [(60, 60), (97, 61), (128, 60)],
+                                                  "aerial": [(125, 125), (213, 200), (64, 90)]}
+PARITY_SEED = 0
 
 
 def export_hint(export_dir: Path, manifest: Optional[Dict[str, Any]] = None) -> str:
@@ -73,3 +78,33 @@ def checkpoint_manifest(checkpoint: Path) -> Dict[str, Any]:
         raise IncompatibleArtifact(f"{side} is not readable JSON ({exc})") from exc
     model_identity(m)
     return m
+
+
+def parity_input(rng, h: int, w: int, graph: str):
+    """One random input of ``graph`` at (h, w), as the exporter's parity check draws it: the BEV
+    with ~70 % valid cells (RGB and range zero elsewhere), the aerial window plain RGB 0..255."""
+    import numpy as np
+
+    if graph != "bev":
+        return (rng.random((1, 3, h, w)) * 255).astype(np.float32)
+    valid = (rng.random((1, 1, h, w)) > 0.3).astype(np.float32)
+    rgb = (rng.random((1, 3, h, w)) * 255).astype(np.float32) * valid
+    rngm = (rng.random((1, 1, h, w)) * 40).astype(np.float32) * valid
+    return np.concatenate([rgb, valid, rngm], axis=1)
+
+
+def parity_inputs(manifest: Optional[Dict[str, Any]] = None) -> Dict[str, List[Any]]:
+    """The export's parity inputs, regenerated (graph -> list of [1, C, h, w] arrays): the sizes
+    and seed the export's manifest records (``parity.checks``, ``parity.seed``), else the defaults.
+    What an engine of the pair is checked against ONNX Runtime on before it is used."""
+    import numpy as np
+
+    parity = (manifest or {}).get("parity") or {}
+    sizes: Dict[str, List[Tuple[int, int]]] = {}
+    for c in parity.get("checks") or []:
+        if c.get("graph") in GRAPHS and isinstance(c.get("size"), list) and len(c["size"]) == 2:
+            sizes.setdefault(c["graph"], []).append((int(c["size"][0]), int(c["size"][1])))
+    if set(sizes) != set(GRAPHS):
+        sizes = {k: list(v) for k, v in PARITY_SIZES.items()}
+    rng = np.random.default_rng(int(parity.get("seed", PARITY_SEED)))
+    return {g: [parity_input(rng, h, w, g) for h, w in sizes[g]] for g in ("bev", "aerial") if g in sizes}

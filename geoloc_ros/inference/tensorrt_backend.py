@@ -21,7 +21,7 @@ import ctypes
 import logging
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -257,21 +257,67 @@ def build_engine(trt, onnx_path: Path, key: ec.EngineKey, plan: ec.PrecisionPlan
     return bytes(serialized)
 
 
+# ---- one engine of any graph: cached, rebuilt with a reason, built on first use -------------------
+
+def obtain_engine(trt, runtime, key: ec.EngineKey, path: Path, plan: ec.PrecisionPlan, onnx_path: Path, *,
+                  build: bool, force_rebuild: bool, workspace_mb: int, timing_cache: Optional[Path],
+                  build_hint: str, calibrator_factory: Optional[Callable[[], Any]] = None,
+                  extra: Optional[Mapping[str, Any]] = None):
+    """The deserialized engine for ``key`` at ``path``: the cached one when its manifest matches
+    (``ec.rebuild_decision``) and TensorRT can deserialize it, else built from ``onnx_path`` and
+    written with its manifest. Returns (engine, the built log line or None when cached). The same
+    for every graph family: the retrieval encoder's graphs and the metric pair's."""
+    decision = ec.Decision(True, "--force rebuild") if force_rebuild else ec.rebuild_decision(key, path)
+    if not decision.rebuild:
+        engine = runtime.deserialize_cuda_engine(path.read_bytes())
+        decision = ec.after_deserialize(engine, path)
+        if not decision.rebuild:
+            return engine, None
+        log.warning(decision.reason)
+    if not build:
+        raise IncompatibleArtifact(f"no usable TensorRT engine for the {key.graph} graph ({decision.reason}); "
+                                   f"build it with `{build_hint}`")
+    log.warning(ec.build_log_line(key, decision.reason))
+    calib = calibrator_factory() if (plan.calibrate and calibrator_factory is not None) else None
+    t0 = time.perf_counter()
+    blob = build_engine(trt, onnx_path, key, plan, workspace_mb=workspace_mb, timing_cache=timing_cache,
+                        calibrator=calib)
+    dt = time.perf_counter() - t0
+    ec.write_engine(path, blob, key, build_seconds=dt,
+                    extra={"onnx": str(onnx_path), "workspace_mb": workspace_mb, "plan": plan.note, **dict(extra or {})})
+    line = ec.built_log_line(key, dt, path)
+    log.info(line)
+    engine = runtime.deserialize_cuda_engine(blob)
+    if engine is None:
+        raise GeolocError(f"TensorRT could not load the engine it just built ({path})")
+    return engine, line
+
+
 # ---- run ---------------------------------------------------------------------------------------
 
 class TrtGraph:
-    """One engine + execution context with fixed, preallocated I/O buffers."""
+    """One engine + execution context with fixed, preallocated I/O buffers (pinned host + device)
+    at the profile's maximum shapes; the outputs' maximum shapes are asked from the engine with
+    every input at its maximum, so any graph (fixed or dynamic spatial size, one or more outputs)
+    runs through this class."""
 
-    def __init__(self, trt, engine, mem, max_shapes: Mapping[str, Sequence[int]], output: str, out_dim: int):
+    def __init__(self, trt, engine, mem, max_shapes: Mapping[str, Sequence[int]], outputs: Sequence[str]):
         self.trt, self.engine, self.mem = trt, engine, mem
         self.context = engine.create_execution_context()
         if self.context is None:
             raise GeolocError("TensorRT could not create an execution context (out of GPU memory?)")
         self.inputs = list(max_shapes)
-        self.output = output
+        self.outputs = list(outputs)
         self.max_batch = int(next(iter(max_shapes.values()))[0])
-        shapes = dict(max_shapes)
-        shapes[output] = (self.max_batch, out_dim)
+        shapes: Dict[str, Tuple[int, ...]] = {n: tuple(int(d) for d in s) for n, s in max_shapes.items()}
+        for name, shape in shapes.items():
+            if not self.context.set_input_shape(name, shape):
+                raise InvalidArgument(f"input {name} shape {shape} is outside the engine's profile")
+        for o in self.outputs:
+            shape = tuple(int(d) for d in self.context.get_tensor_shape(o))
+            if any(d < 0 for d in shape):
+                raise GeolocError(f"TensorRT cannot bound the shape of output {o} ({shape})")
+            shapes[o] = shape
         self.host: Dict[str, np.ndarray] = {}
         self.dev: Dict[str, int] = {}
         for name, shape in shapes.items():
@@ -280,7 +326,7 @@ class TrtGraph:
             self.dev[name] = mem.device(self.host[name].nbytes)
             self.context.set_tensor_address(name, self.dev[name])  # fixed addresses: set once
 
-    def __call__(self, *arrays: np.ndarray) -> np.ndarray:
+    def run(self, *arrays: np.ndarray) -> List[np.ndarray]:
         mem = self.mem
         for name, a in zip(self.inputs, arrays):
             h = self.host[name]
@@ -290,13 +336,65 @@ class TrtGraph:
             mem.h2d(self.dev[name], flat, a.nbytes)
             if not self.context.set_input_shape(name, tuple(a.shape)):
                 raise InvalidArgument(f"input {name} shape {a.shape} is outside the engine's profile")
-        shape = tuple(self.context.get_tensor_shape(self.output))
+        shapes = [tuple(self.context.get_tensor_shape(o)) for o in self.outputs]
         if not self.context.execute_async_v3(mem.stream_handle):
             raise GeolocError("TensorRT execute_async_v3 failed")
-        out = self.host[self.output].reshape(-1)[:int(np.prod(shape))]
-        mem.d2h(out, self.dev[self.output], out.nbytes)
+        outs = []
+        for o, shape in zip(self.outputs, shapes):
+            out = self.host[o].reshape(-1)[:int(np.prod(shape))]
+            mem.d2h(out, self.dev[o], out.nbytes)
+            outs.append((o, out, shape))
         mem.sync()
-        return out.reshape(shape).astype(np.float32, copy=True)
+        return [out.reshape(shape).astype(np.float32, copy=True) for _, out, shape in outs]
+
+    def __call__(self, *arrays: np.ndarray):
+        outs = self.run(*arrays)
+        return outs[0] if len(outs) == 1 else tuple(outs)
+
+
+def parity_report(ref: Mapping[str, Sequence[np.ndarray]], got: Mapping[str, Sequence[np.ndarray]],
+                  tolerance: Mapping[str, float], *, unit_vector_axis: int = 1) -> Dict[str, Any]:
+    """Compare an engine's outputs with ONNX Runtime's on the same inputs (numpy only, so tested
+    everywhere). ``ref``/``got``: output name -> list of arrays (one per parity input).
+    ``tolerance``: "min_cos" (features: the smallest cosine between the two per-cell vectors along
+    ``unit_vector_axis``) and/or "<output>_max_abs" per output. Shapes must agree and all be finite."""
+    out: Dict[str, Any] = {"tolerance": dict(tolerance), "checks": []}
+    passed = True
+    worst_cos = 1.0
+    for name in ref:
+        for i, (r, g) in enumerate(zip(ref[name], got.get(name, []))):
+            r, g = np.asarray(r, np.float64), np.asarray(g, np.float64)
+            c: Dict[str, Any] = {"output": name, "input": i, "shape": list(r.shape)}
+            if r.shape != g.shape or not np.isfinite(g).all():
+                c.update(ok=False, why=f"shape {list(g.shape)} or non-finite values")
+                passed = False
+                out["checks"].append(c)
+                continue
+            c["max_abs"] = float(np.abs(r - g).max()) if r.size else 0.0
+            ok = True
+            lim = tolerance.get(f"{name}_max_abs")
+            if lim is not None:
+                ok &= c["max_abs"] <= lim
+            if "min_cos" in tolerance and name == "features":
+                num = (r * g).sum(axis=unit_vector_axis)
+                nr, ng = np.linalg.norm(r, axis=unit_vector_axis), np.linalg.norm(g, axis=unit_vector_axis)
+                cosv = np.where((nr < 1e-6) & (ng < 1e-6), 1.0, num / np.maximum(nr * ng, 1e-12))  # both zero: agree
+                cos = float(np.min(cosv)) if cosv.size else 1.0
+                c["min_cos"] = cos
+                worst_cos = min(worst_cos, cos)
+                ok &= cos >= tolerance["min_cos"]
+            c["ok"] = bool(ok)
+            passed &= bool(ok)
+            out["checks"].append(c)
+        if len(got.get(name, [])) != len(ref[name]):
+            passed = False
+            out["checks"].append({"output": name, "ok": False, "why": "missing outputs"})
+    out["min_cos"] = worst_cos
+    for name in ref:
+        vals = [c["max_abs"] for c in out["checks"] if c.get("output") == name and "max_abs" in c]
+        out[f"{name}_max_abs"] = max(vals) if vals else None
+    out["passed"] = bool(passed and out["checks"])
+    return out
 
 
 class TensorRTEncoder(Encoder):
@@ -320,46 +418,28 @@ class TensorRTEncoder(Encoder):
         runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
         self.graphs: Dict[str, TrtGraph] = {}
         self.build_log: List[str] = []
-        for g in GRAPHS:
+        for g, spec in ec.GRAPH_FAMILIES["encoder"].items():
             gplan = ec.plan_for_graph(env["trt_version"], precision, manifest["precision"], g,
                                       manifest["graphs"][g].get("precision", manifest["precision"]))
-            key = ec.EngineKey(graph=g, onnx_sha256=manifest["graphs"][g]["sha256"], precision=gplan.precision,
-                               profile=ec.profile_shapes(g, manifest["config"], max_batch=max_batch,
-                                                         opt_frames=opt_frames), **env)
-            path = ec.engine_path(self.engines_dir, g, env["compute_capability"], gplan.precision)
-            decision = ec.Decision(True, "--force rebuild") if force_rebuild else ec.rebuild_decision(key, path)
-            engine = None
-            if not decision.rebuild:
-                engine = runtime.deserialize_cuda_engine(path.read_bytes())
-                decision = ec.after_deserialize(engine, path)
-                if decision.rebuild:
-                    log.warning(decision.reason)
-            if decision.rebuild:
-                if not build:
-                    raise IncompatibleArtifact(f"no usable TensorRT engine for {g} ({decision.reason}); build it with "
-                                               f"`geoloc export engine --onnx {export_dir}`")
-                log.warning(ec.build_log_line(key, decision.reason))
-                calib = None
-                if gplan.calibrate:
-                    if calibration is None:
-                        raise InvalidArgument("INT8 engines need calibration frames")
-                    data = calibration()[g]
-                    calib = _int8_calibrator(trt, self.mem, [{GRAPHS[g]["inputs"][0]: b} for b in data],
-                                             path.with_suffix(".calib"))
-                t0 = time.perf_counter()
-                blob = build_engine(trt, export_dir / GRAPHS[g]["file"], key, gplan, workspace_mb=workspace_mb,
-                                    timing_cache=self.engines_dir / "timing.cache", calibrator=calib)
-                dt = time.perf_counter() - t0
-                ec.write_engine(path, blob, key, build_seconds=dt,
-                                extra={"onnx": str(export_dir / GRAPHS[g]["file"]), "workspace_mb": workspace_mb,
-                                       "plan": gplan.note})
-                self.build_log.append(ec.built_log_line(key, dt, path))
-                log.info(self.build_log[-1])
-                engine = runtime.deserialize_cuda_engine(blob)
-                if engine is None:
-                    raise GeolocError(f"TensorRT could not load the engine it just built ({path})")
+            profile = ec.profile_shapes(g, manifest["config"], max_batch=max_batch, opt_frames=opt_frames)
+            key, path = ec.engine_plan(spec, manifest["graphs"][g]["sha256"], env, gplan, profile, self.engines_dir)
+
+            def calib(g=g, path=path):
+                if calibration is None:
+                    raise InvalidArgument("INT8 engines need calibration frames")
+                data = calibration()[g]
+                return _int8_calibrator(trt, self.mem, [{GRAPHS[g]["inputs"][0]: b} for b in data],
+                                        path.with_suffix(".calib"))
+
+            engine, line = obtain_engine(trt, runtime, key, path, gplan, export_dir / spec.file, build=build,
+                                         force_rebuild=force_rebuild, workspace_mb=workspace_mb,
+                                         timing_cache=self.engines_dir / "timing.cache",
+                                         build_hint=f"geoloc export engine --onnx {export_dir}",
+                                         calibrator_factory=calib)
+            if line:
+                self.build_log.append(line)
             max_shapes = {n: s[2] for n, s in key.profile.items()}
-            self.graphs[g] = TrtGraph(trt, engine, self.mem, max_shapes, GRAPHS[g]["output"], self.dim)
+            self.graphs[g] = TrtGraph(trt, engine, self.mem, max_shapes, spec.outputs)
         self.max_batch = max_batch
         self.detail = f"TensorRT {env['trt_version']}, {env['gpu_name']} {env['compute_capability']}, {self.precision}"
 

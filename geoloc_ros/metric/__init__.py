@@ -39,4 +39,6 @@ def open_matcher(ortho: Union[str, Path], params=None, *, frame=None, features: 
         from .selfcal import SelfCalParams, load_or_new
 
         selfcal = load_or_new(params.camera_selfcal_file or None, SelfCalParams.from_config(params))
+    if features == "learned":  # its TensorRT engines' profile follows the matching geometry
+        feature_kw.setdefault("metric_params", params)
     return MetricMatcher(aerial, make_extractor(features, **feature_kw), params, selfcal=selfcal)

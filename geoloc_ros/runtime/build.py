@@ -33,7 +33,9 @@ class Measurements:
     def describe(self) -> str:
         parts = []
         if self.matcher is not None:
-            parts.append(f"metric matching on {getattr(self.matcher.aerial.imagery, 'path', 'the orthophoto')}")
+            fx = getattr(self.matcher.fx, "describe", None)
+            parts.append(f"metric matching on {getattr(self.matcher.aerial.imagery, 'path', 'the orthophoto')}"
+                         + (f" ({fx()})" if fx else ""))
         if self.index is not None:
             parts.append(f"retrieval on {getattr(self.index, 'path', 'the tile index')}")
         return " and ".join(parts) or "no camera measurement"
@@ -80,6 +82,9 @@ def load_measurements(config, *, orthophoto: Optional[Path] = None, index_path: 
         from ..metric import open_matcher
 
         budget = {} if memory_budget_mb is None else {"memory_budget_mb": memory_budget_mb}
+        if features == "learned":  # the pair takes the same backend choice and engines folder as the encoder
+            budget.update(backend=backend, threads=threads or None,
+                          **({"engines_dir": engines_dir} if engines_dir else {}))
         m.matcher = open_matcher(op, config, frame=m.frame, features=features, **budget)
         m.frame = m.matcher.aerial.frame
     return m

@@ -1,4 +1,6 @@
-"""``geoloc export engine``: TensorRT engines for an ONNX export folder, on the target GPU."""
+"""``geoloc export engine``: TensorRT engines for an ONNX export folder, on the target GPU: the
+retrieval encoder's (``geoloc export onnx``) or the learned metric pair's (``engines/bevmatch``),
+told apart by the folder's manifest."""
 from __future__ import annotations
 
 import argparse
@@ -15,15 +17,21 @@ log = logging.getLogger(__name__)
 def register(sub) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "engine", help="build TensorRT engines from an ONNX export (run on the target, e.g. the Jetson)",
-        description="Build (or reuse) the TensorRT engines of an export folder made by `geoloc export onnx`: one "
-                    "engine per graph for this GPU, TensorRT version and precision, with an optimization profile "
-                    "over batch and T (1..max_frames), a timing cache and a workspace limit. Engines and their "
-                    "manifests are written into the export folder. A cached engine whose key (TensorRT version, "
-                    "GPU, compute capability, precision, ONNX sha256, profile) matches is reused unless --force. "
-                    "TensorRT 10 (JetPack 6): --precision fp16/int8 via builder flags (int8 calibrates on "
-                    "--calibration-drive); TensorRT 11 (JetPack 7): precision comes from the ONNX (export --fp16).",
+        description="Build (or reuse) the TensorRT engines of an export folder: one engine per graph for this GPU, "
+                    "TensorRT version and precision, with an optimization profile, a timing cache and a workspace "
+                    "limit. Engines and their manifests are written into the export folder. A cached engine whose "
+                    "key (TensorRT version, GPU, compute capability, precision, ONNX sha256, profile) matches is "
+                    "reused unless --force. The retrieval encoder's export (`geoloc export onnx`): profile over "
+                    "batch and T (1..max_frames); TensorRT 10 (JetPack 6): --precision fp16/int8 via builder "
+                    "flags (int8 calibrates on --calibration-drive); TensorRT 11 (JetPack 7): precision comes from "
+                    "the ONNX (export --fp16). The learned metric pair's export (engines/bevmatch): profile over "
+                    "the BEV mosaic's and the aerial window's h, w from the matching parameters (--config), the "
+                    "engines checked against ONNX Runtime on the export's parity inputs; auto = fp16 when it "
+                    "passes, else fp32.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--onnx", type=Path, required=True, help="ONNX export folder (from `geoloc export onnx`)")
+    p.add_argument("--onnx", type=Path, required=True,
+                   help="ONNX export folder: the retrieval encoder's (from `geoloc export onnx`) or the learned "
+                        "metric pair's (engines/bevmatch)")
     p.add_argument("--precision", choices=("auto", "fp32", "fp16", "int8"), default="auto",
                    help="engine precision; auto: fp16 on TensorRT 10, the ONNX's on TensorRT 11")
     p.add_argument("--workspace-mb", type=positive(int, 0, 1 << 20, "--workspace-mb"), default=1024,
@@ -34,6 +42,9 @@ def register(sub) -> argparse.ArgumentParser:
     p.add_argument("--calibration-drive", type=Path, default=None,
                    help="drive folder (from `geoloc sim drive`: its bag, truth.csv and world) whose frames and "
                         "aerial tiles at the true poses calibrate INT8")
+    p.add_argument("--config", type=Path, default=None,
+                   help="learned pair only: YAML of LocalizerConfig overrides (or the node's parameters file) whose "
+                        "metric_* geometry sets the engines' h, w profile (default: the defaults)")
     p.add_argument("--force", action="store_true", help="rebuild even when cached engines match")
     p.set_defaults(func=run_export_engine)
     return p
@@ -73,6 +84,10 @@ def run_export_engine(args: argparse.Namespace) -> Path:
     if not onnx_dir.is_dir():
         raise InvalidArgument(f"--onnx {onnx_dir} is not a folder; make one with "
                               f"`geoloc export onnx --checkpoint CKPT --out {onnx_dir}`")
+    if _is_bevmatch_export(onnx_dir):
+        return _pair_engines(args, onnx_dir)
+    if args.config is not None:
+        raise InvalidArgument("--config sets the learned pair's profile; the retrieval encoder's comes from its model")
     manifest = read_export_manifest(onnx_dir, verify=True)
     if args.precision == "int8" and args.calibration_drive is None:
         raise InvalidArgument("--precision int8 needs --calibration-drive DRIVE (real frames to calibrate on)")
@@ -87,6 +102,42 @@ def run_export_engine(args: argparse.Namespace) -> Path:
     built = enc.build_log or ["all engines were cached and match"]
     print(f"TensorRT engines for {onnx_dir} ({enc.detail}) ready in {time.perf_counter() - t0:.0f} s: "
           + "; ".join(built))
+    return onnx_dir
+
+
+def _is_bevmatch_export(onnx_dir: Path) -> bool:
+    import json
+
+    from ..inference.bevmatch_artifacts import EXPORT_FORMAT, MANIFEST_NAME
+
+    try:
+        return json.loads((onnx_dir / MANIFEST_NAME).read_text()).get("format") == EXPORT_FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False  # the encoder's reader reports what is wrong with it
+
+
+def _pair_engines(args: argparse.Namespace, onnx_dir: Path) -> Path:
+    """The learned metric pair's two engines, built (or reused) and parity-checked."""
+    from ..core.errors import InvalidArgument
+    from ..evaluation.replay import load_localizer_config
+    from ..inference.bevmatch_artifacts import read_bevmatch_export
+    from ..inference.tensorrt_backend import import_tensorrt
+    from ..metric.learned import build_pair_engines
+
+    read_bevmatch_export(onnx_dir, verify=True)
+    if args.precision == "int8" or args.calibration_drive is not None:
+        raise InvalidArgument("INT8 (and --calibration-drive) apply to the retrieval encoder only; the learned pair "
+                              "builds fp16 or fp32")
+    cfg, _ = load_localizer_config(args.config)
+    import_tensorrt()  # raises TensorRTUnavailable with install hints
+    t0 = time.perf_counter()
+    runner = build_pair_engines(onnx_dir, precision=args.precision, metric_params=cfg, force_rebuild=args.force,
+                                workspace_mb=args.workspace_mb)
+    built = runner.build_log or ["all engines were cached and match"]
+    par = runner.parity
+    print(f"TensorRT engines of the learned pair {onnx_dir} ({runner.detail}) ready in {time.perf_counter() - t0:.0f} s, "
+          f"parity vs ONNX Runtime passed (smallest feature cosine "
+          f"{min(par['bev']['min_cos'], par['aerial']['min_cos']):.5f}): " + "; ".join(built))
     return onnx_dir
 
 

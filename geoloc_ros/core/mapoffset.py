@@ -72,6 +72,8 @@ class MapOffsetParams:
     map_offset_file: str = _f("", "the offset's sidecar JSON: loaded at start when it exists (refused if made for "
                               "another orthophoto), rewritten atomically while driving; 'auto': "
                               "<orthophoto>.offset.json; empty: learn in memory only")
+    map_offset_save: bool = _f(True, "write the learned offset back to map_offset_file while driving and at the end "
+                               "(false: read it only, as `geoloc eval replay --map-offset` does)")
     map_offset_cell_m: float = _f(250.0, "cell size of the offset field (m)", 20.0, 10000.0)
     map_offset_corr_length_m: float = _f(1000.0, "correlation length of the offset between places (m): a smooth "
                                          "field, what one street learns its neighbours inherit", 10.0, 1e6)
@@ -353,7 +355,7 @@ class MapOffsetEstimator:
                 "sigma_m": round(math.sqrt(var), 3), "independent_samples": round(n, 1),
                 "independent_samples_total": round(self.n_eff_total, 1), "cells": len(self.keys),
                 "prior_sigma_m": self.sigma0, "counts": dict(self.counts),
-                "file": str(self.path) if self.path else ""}
+                "file": str(self.path or self.loaded_from or "")}
 
     # ------------------------------------------------------------------ persistence
     def to_dict(self) -> Dict[str, Any]:
@@ -445,5 +447,24 @@ def sidecar_path(setting: str, orthophoto: Optional[Union[str, Path]]) -> Option
     return Path(setting).expanduser()
 
 
-__all__ = ["MapOffsetParams", "MapOffsetEstimator", "OffsetSample", "ortho_identity", "check_ortho", "sidecar_path",
+def open_map_offset(config, frame, imagery=None) -> Optional[MapOffsetEstimator]:
+    """The Localizer's estimator (None when ``map_offset_estimate`` is off): ``config`` a
+    ``LocalizerConfig`` (these params, the prior ``map_registration_sigma_m`` and the filter's GNSS
+    split), ``imagery`` the orthophoto (``index.imagery``: its identity and path). The sidecar
+    (``map_offset_file``) is loaded when it exists; a sidecar of another orthophoto is refused."""
+    if not getattr(config, "map_offset_estimate", False):
+        return None
+    est = MapOffsetEstimator(config, float(config.map_registration_sigma_m), frame,
+                             white_fraction=float(config.gnss_white_fraction), bias_scale=float(config.gnss_bias_scale),
+                             ortho=ortho_identity(imagery) if imagery is not None else None)
+    path = sidecar_path(config.map_offset_file, getattr(imagery, "path", None))
+    if path is not None:
+        if path.is_file():
+            est.load(path)
+        est.path = path if config.map_offset_save else None
+    return est
+
+
+__all__ = ["open_map_offset",
+           "MapOffsetParams", "MapOffsetEstimator", "OffsetSample", "ortho_identity", "check_ortho", "sidecar_path",
            "MAPOFFSET_FORMAT", "MAPOFFSET_VERSION"]

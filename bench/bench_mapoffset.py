@@ -1,0 +1,228 @@
+"""The orthophoto's learned offset (core.mapoffset) on held-out towns: survey offset size x minutes
+driven -> absolute / map-frame median, p95, truth inside the published 95 % ellipse, and the
+estimated vs the true offset (the true one from the world's survey record: here, in the bench,
+only), with the sidecar carried from one drive to the next; the same drives with the estimator off
+(the constant map_registration_sigma_m) beside them. A picture of the offset estimate converging.
+
+    python bench/bench_mapoffset.py --quick        # town 21, offsets 0.5 / 2 / 4 m, 2 drives of 90 s
+    python bench/bench_mapoffset.py                # towns 21-24, 0 / 0.5 / 2 / 4 m, 4 drives of 150 s
+
+Worlds are `geoloc sim world --seed TOWN --size-m 800 --survey-shift-m S S` (the protocol's world
+otherwise), drives `geoloc sim drive --camera-hz 4` (a lower camera rate keeps it cheap: keyframes
+come every 5 m anyway), all cached under --data. Figures are over the published estimates (every
+fix and keyframe) of usable status. The estimator's settings are its defaults (chosen on nothing
+held-out); `--prior` sets map_registration_sigma_m (the orthophoto's stated accuracy).
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import table, write  # noqa: E402
+
+FIRST_MINUTE_S = 60.0
+
+
+def make_world(data: Path, town: int, shift: float, size_m: float = 800.0) -> Path:
+    from geoloc_ros.tools import sim_world
+
+    out = data / f"world_s{town}_shift{shift:g}"
+    if not (out / "world.json").is_file():
+        argv = ["--out", str(out), "--seed", str(town), "--size-m", f"{size_m:g}", "--force"]
+        argv += ["--survey-shift-m", f"{shift:g}", f"{shift:g}"] if shift > 0 else ["--survey-without", "misregistration"]
+        sim_world.main(argv)
+    return out
+
+
+def make_drive(data: Path, world: Path, town: int, k: int, duration_s: float, camera_hz: float) -> Path:
+    from geoloc_ros.tools import sim_drive
+
+    out = data / f"{world.name}_drive{k}_{duration_s:g}s_{camera_hz:g}hz"
+    if not (out / "drive.json").is_file():
+        sim_drive.main(["--world", str(world), "--out", str(out), "--seed", str(7000 + 100 * town + k),
+                        "--gnss-seed", str(8000 + 100 * town + k), "--duration-s", f"{duration_s:g}",
+                        "--camera-hz", f"{camera_hz:g}", "--force"])
+    return out
+
+
+def _window(track, truth, t0: float, t1: float) -> Dict[str, Optional[float]]:
+    """median, p95 and inside-95 % of the published samples of ``track`` in [t0, t1)."""
+    from geoloc_ros.evaluation import metrics as M
+
+    if truth is None or len(track) == 0:
+        return {}
+    err, dx, dy = M.horizontal_errors(track, truth)
+    sel = (track.t >= t0) & (track.t < t1) & track.usable() & np.isfinite(err)
+    if not sel.any():
+        return {}
+    hon = M.covariance_honesty(dx[sel], dy[sel], track.cov[sel])
+    return {"median": float(np.median(err[sel])), "p95": float(np.percentile(err[sel], 95)),
+            "inside95": hon["inside_95_pct"], "n": int(sel.sum())}
+
+
+def replay(world: Path, drive: Path, cfg) -> Dict:
+    """One drive through the Localizer with ``cfg``: the figures of the whole drive, of its first
+    minute, and the offset estimate against the truth's along the way."""
+    from geoloc_ros.evaluation.replay import replay_bag, world_frame
+    from geoloc_ros.metric import open_matcher
+    from geoloc_ros.sim.survey import misregistration_displacement
+
+    matcher = open_matcher(world / "orthophoto.tif", cfg, frame=world_frame(world))
+    res = replay_bag(drive / "bag", None, None, cfg, matcher=matcher, world_dir=world, progress=False)
+    log_ = res.methods["corrected"]
+    t0, t1 = res.t_start, res.t_end + 1.0
+    absolute = log_.track()
+    ortho = log_.track(ortho=True)
+    tm = res.truth_map if res.truth_map is not None else res.truth
+    out = {"abs": _window(absolute, res.truth, t0, t1), "map": _window(ortho, tm, t0, t1),
+           "abs_first_min": _window(absolute, res.truth, t0, t0 + FIRST_MINUTE_S),
+           "map_first_min": _window(ortho, tm, t0, t0 + FIRST_MINUTE_S), "duration_s": res.duration_s}
+    # the learned offset vs the true one (absolute - map = -misregistration at the truth), per estimate
+    if log_.offset and res.truth is not None:
+        t = np.asarray(log_.t, float)
+        ok = np.array([o is not None for o in log_.offset])
+        tx, ty, valid = res.truth.at(t)
+        sel = ok & valid
+        if sel.any():
+            dx, dy = misregistration_displacement(world, tx[sel], ty[sel])
+            est = np.array([[o["east_m"], o["north_m"], o["sigma_m"]] for o, s in zip(log_.offset, sel) if s])
+            err = np.hypot(est[:, 0] + dx, est[:, 1] + dy)
+            ts = t[sel] - res.t_start
+            out["offset_curve"] = [(float(a), float(b), float(c)) for a, b, c in zip(ts[::20], err[::20], est[::20, 2])]
+            last = ts >= ts[-1] - 30.0
+            out["offset_end"] = {"true_m": float(np.mean(np.hypot(dx, dy)[last])), "error_m": float(np.mean(err[last])),
+                                 "sigma_m": float(np.mean(est[last, 2])),
+                                 "est": [float(np.mean(est[last, 0])), float(np.mean(est[last, 1]))],
+                                 "true": [float(-np.mean(dx[last])), float(-np.mean(dy[last]))]}
+    stats = res.localizer_stats.get("corrected", {})
+    out["map_offset"] = stats.get("map_offset", {})
+    return out
+
+
+def _r(v, nd=2):
+    return "" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.{nd}f}"
+
+
+def run(args) -> Dict:
+    from geoloc_ros.evaluation.replay import make_config
+
+    data = Path(args.data)
+    data.mkdir(parents=True, exist_ok=True)
+    rows: List[Dict] = []
+    curves: Dict[str, List] = {}
+    t_start = time.perf_counter()
+    for town in args.towns:
+        for shift in args.offsets:
+            world = make_world(data, town, shift)
+            drives = [make_drive(data, world, town, k, args.duration_s, args.camera_hz) for k in range(args.drives)]
+            side = data / f"{world.name}_prior{args.prior:g}.offset.json"
+            if side.exists():
+                side.unlink()  # every bench run learns from nothing
+            on = make_config({"map_offset_estimate": True, "map_offset_file": str(side),
+                              "map_registration_sigma_m": args.prior})
+            off = make_config({"map_registration_sigma_m": args.prior})
+            minutes = 0.0
+            curve = []
+            for k, drive in enumerate(drives):
+                t0 = time.perf_counter()
+                a = replay(world, drive, on)
+                b = replay(world, drive, off) if not args.no_off else {}
+                for c in a.get("offset_curve", []):
+                    curve.append((minutes + c[0] / 60.0, c[1], c[2]))
+                minutes += a["duration_s"] / 60.0
+                oe = a.get("offset_end", {})
+                row = {"town": town, "offset_m": shift, "drive": k + 1, "minutes": round(minutes, 1),
+                       "abs_med": _r(a["abs"].get("median")), "abs_p95": _r(a["abs"].get("p95")),
+                       "abs_in95": _r(a["abs"].get("inside95"), 0),
+                       "abs_in95_1st_min": _r(a["abs_first_min"].get("inside95"), 0),
+                       "map_med": _r(a["map"].get("median")), "map_p95": _r(a["map"].get("p95")),
+                       "map_in95": _r(a["map"].get("inside95"), 0),
+                       "off_abs_med": _r(b.get("abs", {}).get("median")),
+                       "off_abs_in95": _r(b.get("abs", {}).get("inside95"), 0),
+                       "off_map_med": _r(b.get("map", {}).get("median")),
+                       "off_map_in95": _r(b.get("map", {}).get("inside95"), 0),
+                       "true_off": _r(oe.get("true_m")), "est_err": _r(oe.get("error_m")),
+                       "est_sigma": _r(oe.get("sigma_m")),
+                       "samples": (a.get("map_offset") or {}).get("counts", {}).get("samples", 0),
+                       "n_indep": (a.get("map_offset") or {}).get("independent_samples_total", 0),
+                       "replay_s": round(time.perf_counter() - t0, 1), "raw": {"on": a, "off": b}}
+                rows.append(row)
+                print(f"town {town} offset {shift:g} m drive {k + 1}: abs {row['abs_med']} m "
+                      f"(in95 {row['abs_in95']} %), map {row['map_med']} m (in95 {row['map_in95']} %); off: abs "
+                      f"{row['off_abs_med']} m (in95 {row['off_abs_in95']} %); offset error {row['est_err']} m "
+                      f"(sigma {row['est_sigma']}, true {row['true_off']})", flush=True)
+            curves[f"town {town}, {shift:g} m"] = curve
+    return {"rows": rows, "curves": curves, "wall_s": time.perf_counter() - t_start}
+
+
+def plot(curves: Dict[str, List], path: Path, prior: float) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for i, (name, c) in enumerate(curves.items()):
+        if not c:
+            continue
+        c = np.asarray(c, float)
+        col = f"C{i % 10}"
+        ax.plot(c[:, 0], c[:, 1], color=col, label=f"{name}: |estimate - truth|")
+        ax.plot(c[:, 0], c[:, 2], color=col, ls="--", lw=1, label=f"{name}: published sigma")
+    ax.set_xlabel("minutes driven (drives in turn, sidecar carried over)")
+    ax.set_ylabel("offset error / sigma (m)")
+    ax.set_title(f"orthophoto offset learned from GNSS (prior sigma {prior:g} m)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+COLUMNS = ["town", "offset_m", "drive", "minutes", "abs_med", "abs_p95", "abs_in95", "abs_in95_1st_min", "map_med",
+           "map_p95", "map_in95", "off_abs_med", "off_abs_in95", "off_map_med", "off_map_in95", "true_off", "est_err",
+           "est_sigma", "n_indep"]
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, default=Path("data/bench_mapoffset"), help="cache of worlds and drives")
+    ap.add_argument("--quick", action="store_true", help="town 21, offsets 0.5/2/4 m, 2 drives of 90 s")
+    ap.add_argument("--towns", type=int, nargs="+", default=[21, 22, 23, 24])
+    ap.add_argument("--offsets", type=float, nargs="+", default=[0.0, 0.5, 2.0, 4.0])
+    ap.add_argument("--drives", type=int, default=4, help="drives per town and offset (the sidecar carried over)")
+    ap.add_argument("--duration-s", type=float, default=150.0)
+    ap.add_argument("--camera-hz", type=float, default=4.0)
+    ap.add_argument("--prior", type=float, default=0.5, help="map_registration_sigma_m (the prior sigma)")
+    ap.add_argument("--no-off", action="store_true", help="skip the estimator-off replays")
+    ap.add_argument("--out", type=Path, default=None, help="JSON (default bench/results/mapoffset.json)")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.towns, args.offsets, args.drives, args.duration_s = [21], [0.5, 2.0, 4.0], 2, 90.0
+    from geoloc_ros.evaluation.protocol import load_protocol
+
+    held = set(load_protocol().heldout_towns)
+    if not set(args.towns) <= held:
+        print(f"note: towns {sorted(set(args.towns) - held)} are not held-out towns", flush=True)
+    got = run(args)
+    print(table(got["rows"], COLUMNS))
+    name = f"mapoffset_prior{args.prior:g}" + ("_quick" if args.quick else "")
+    png = plot(got["curves"], (args.out.parent if args.out else Path(__file__).resolve().parent / "results")
+               / f"{name}.png", args.prior)
+    rows = [{k: v for k, v in r.items() if k != "raw"} for r in got["rows"]]
+    path = write(name, rows, args.out, args={k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+                 raw=[r["raw"] for r in got["rows"]], curves=got["curves"], wall_s=got["wall_s"])
+    print(f"bench mapoffset: {len(rows)} drive replays in {got['wall_s'] / 60:.1f} min -> {path}, {png}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

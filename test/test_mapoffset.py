@@ -149,3 +149,45 @@ def test_sidecar_path_setting(tmp_path):
     assert sidecar_path("", tmp_path / "o.tif") is None
     assert sidecar_path("auto", tmp_path / "o.tif") == tmp_path / "o.tif.offset.json"
     assert sidecar_path(str(tmp_path / "x.json"), None) == tmp_path / "x.json"
+
+
+# ------------------------------------------------------------------- on a real drive (the suite's small town)
+
+def test_map_calibrate_learns_a_sidecar_and_the_replay_publishes_absolute_as_map_plus_offset(
+        drive_dir, small_world_dir, tmp_path, capsys):
+    """`geoloc map calibrate` writes the sidecar (refusing to overwrite without --force); a replay that
+    starts from it (read only) publishes absolute = orthophoto frame + the learned offset."""
+    from geoloc_ros.core.errors import OutputExists
+    from geoloc_ros.evaluation.replay import make_config, replay_bag, world_frame
+    from geoloc_ros.metric import open_matcher
+    from geoloc_ros.tools.map_calibrate import main as map_calibrate
+
+    ortho = small_world_dir / "orthophoto.tif"
+    out = tmp_path / "ortho.offset.json"
+    cfg_yaml = tmp_path / "cfg.yaml"
+    cfg_yaml.write_text("map_registration_sigma_m: 2.0\nmap_offset_sample_interval_s: 0.5\n")
+    assert map_calibrate([str(drive_dir), "--ortho", str(ortho), "--out", str(out), "--config", str(cfg_yaml)]) == out
+    doc = json.loads(out.read_text())
+    assert doc["format"] == "geoloc_map_offset" and doc["cells"] and doc["orthophoto"]["crs"].startswith("EPSG:")
+    assert "map calibrate: 1 drive(s)" in capsys.readouterr().out
+    with pytest.raises(OutputExists):
+        map_calibrate([str(drive_dir), "--ortho", str(ortho), "--out", str(out)])
+    before = out.read_text()
+    cfg = make_config({"map_offset_estimate": True, "map_offset_file": str(out), "map_offset_save": False,
+                       "map_registration_sigma_m": 2.0})
+    matcher = open_matcher(ortho, cfg, frame=world_frame(small_world_dir))
+    res = replay_bag(drive_dir / "bag", None, None, cfg, matcher=matcher, world_dir=small_world_dir, progress=False)
+    assert out.read_text() == before  # read only
+    log_ = res.methods["corrected"]
+    rows = [i for i, o in enumerate(log_.offset) if o is not None]
+    assert len(rows) > 50 and len(log_.ortho_x) == len(log_.t)
+    for i in rows:
+        o = log_.offset[i]
+        assert abs(log_.x[i] - log_.ortho_x[i] - o["east_m"]) < 2e-3 and abs(log_.y[i] - log_.ortho_y[i] - o["north_m"]) < 2e-3
+        # the published covariance holds the orthophoto frame's plus (some of) the offset's
+        assert log_.cov[i][0, 0] >= log_.ortho_cov[i][0, 0] - 1e-9
+    assert any(abs(log_.offset[i]["east_m"]) + abs(log_.offset[i]["north_m"]) > 0.01 for i in rows)  # not the prior
+    assert res.localizer_stats["corrected"]["map_offset"]["file"] == str(out)
+    # the orthophoto frame's track is the one the map-frame figures use
+    a, b = log_.track(), log_.track(ortho=True)
+    assert np.allclose(b.x, log_.ortho_x) and not np.allclose(a.x, b.x)

@@ -17,6 +17,7 @@ Topics (relative names: they follow the node namespace and remappings)::
     in   ODOM_TOPIC  nav_msgs/Odometry (optional)                                       SENSOR_DATA QoS
     out  geoloc/fix          sensor_msgs/NavSatFix (covariance KNOWN)                   reliable, depth 10
     out  geoloc/pose         geometry_msgs/PoseWithCovarianceStamped (map frame)        reliable, depth 10
+    out  geoloc/map_pose     PoseWithCovarianceStamped (orthophoto's own frame)         reliable, depth 10
     out  geoloc/path         nav_msgs/Path (map frame)                                  reliable, depth 1
     out  geoloc/candidates   visualization_msgs/MarkerArray (top-k tiles)               reliable, depth 1
     out  geoloc/debug_image  sensor_msgs/Image rgb8                                     best effort, depth 1
@@ -255,6 +256,8 @@ class GeolocMixin(PublishingMixin, DiagnosticsMixin):
         for pub in self._pubs:
             destroy(pub)
         self._pubs = []
+        if self.loc is not None:
+            self.loc.save_map_offset()  # the orthophoto's learned offset, when a sidecar is configured
         self.encoder = self.index = self.loc = None
         self._debug = None
 

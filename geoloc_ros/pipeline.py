@@ -663,6 +663,8 @@ class Localizer:
         self.keyframes.clear()
         if self.matcher is not None:
             self.matcher.clear()
+        if self.map_offset is not None:
+            self.map_offset.forget_time()  # the orthophoto's offset is kept, the receiver's bias is not
         self._covered = None
 
     def stats(self) -> Dict[str, Any]:

@@ -191,3 +191,18 @@ def test_map_calibrate_learns_a_sidecar_and_the_replay_publishes_absolute_as_map
     # the orthophoto frame's track is the one the map-frame figures use
     a, b = log_.track(), log_.track(ortho=True)
     assert np.allclose(b.x, log_.ortho_x) and not np.allclose(a.x, b.x)
+
+
+def test_time_restarting_forgets_the_bias_and_keeps_the_field():
+    rng = np.random.default_rng(4)
+    est = _est()
+    _drive(est, (1.0, 0.0), 300.0, 2.0, rng, start=1000.0)
+    o, var = est.offset_at(300.0, 0.0)
+    est.on_fix(999.0, np.array([300.0, 0.0]), np.eye(2) * 9.0, (0.0, 0.0, 0.0))
+    est._last_sample_t = 1290.0
+    est.forget_time()
+    o2, var2 = est.offset_at(300.0, 0.0)
+    assert np.allclose(o, o2) and var == var2 and est.bias_t is None
+    # samples from an earlier clock are taken again (not stuck behind the old stamps)
+    est.on_fix(10.0, np.array([301.0, 0.0]), np.eye(2) * 9.0, None)
+    assert est.on_camera(10.0, (300.0, 0.0), 0.0, None, (300.0, 0.0), 0.5) in ("used", "rejected")

@@ -259,7 +259,7 @@ class MapOffsetEstimator:
     # ------------------------------------------------------------------ samples
     def _bias_to(self, t: float, bias_var: float) -> None:
         """Gauss-Markov prediction of the receiver's bias state to ``t``."""
-        if self.bias_t is None or t - self.bias_t > 20.0 * self.p.map_offset_gnss_tau_s:
+        if self.bias_t is None or not 0.0 <= t - self.bias_t <= 20.0 * self.p.map_offset_gnss_tau_s:
             phi = 0.0  # first sample (or a long gap): the bias from its stationary law
         else:
             phi = math.exp(-max(t - self.bias_t, 0.0) / self.p.map_offset_gnss_tau_s)
@@ -317,7 +317,7 @@ class MapOffsetEstimator:
         sample against the nearest earlier accepted fix (moved by the odometry in between). Returns
         what happened ('used', or why not)."""
         t = float(t)
-        if self._last_sample_t is not None and t - self._last_sample_t < self.p.map_offset_sample_interval_s:
+        if self._last_sample_t is not None and 0.0 <= t - self._last_sample_t < self.p.map_offset_sample_interval_s:
             return "interval"
         peak = np.asarray(peak_xy[:2], float)
         # the peak must be where the (map-frame) filter is: a wrong peak that slipped through is not a sample
@@ -343,6 +343,13 @@ class MapOffsetEstimator:
                            bias_var=self.bias_scale * r)
         self._last_sample_t = t
         return "used" if self.observe(smp) else "rejected"
+
+    def forget_time(self) -> None:
+        """Time restarted (a reset of the Localizer, a new bag): the receiver's bias and the recent
+        fixes are forgotten; the field (the map's) is kept."""
+        self._fixes.clear()
+        self._last_sample_t = None
+        self.bias_t = None
 
     # ------------------------------------------------------------------ output
     def diagnostics(self, x: float, y: float) -> Dict[str, Any]:

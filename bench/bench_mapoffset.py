@@ -224,6 +224,7 @@ def plot(curves: Dict[str, List], path: Path, prior: float) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

@@ -18,6 +18,7 @@ held-out); `--prior` sets map_registration_sigma_m (the orthophoto's stated accu
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 import time
@@ -230,6 +231,33 @@ def plot(curves: Dict[str, List], path: Path, prior: float) -> Path:
     return path
 
 
+def _mean(rows: List[Dict], key: str) -> Optional[float]:
+    v = [float(r[key]) for r in rows if r.get(key) not in (None, "")]
+    return float(np.mean(v)) if v else None
+
+
+def markdown(rows: List[Dict], prior: float) -> str:
+    """Mean over towns per survey offset and drive (minutes driven): the docs table."""
+    head = ("| offset (m) | minutes | abs median / p95 (m) | abs in 95 % | abs in 95 % 1st min | map median / p95 (m) "
+            "| map in 95 % | off: abs median (m) | off: abs in 95 % | off: map median (m) | offset error / sigma (m) |")
+    out = [f"prior sigma (`map_registration_sigma_m`) {prior:g} m; towns "
+           f"{', '.join(str(t) for t in sorted({r['town'] for r in rows}))}", "", head, "|" + "---|" * 11]
+    for off in sorted({r["offset_m"] for r in rows}):
+        for d in sorted({r["drive"] for r in rows}):
+            sel = [r for r in rows if r["offset_m"] == off and r["drive"] == d]
+            if not sel:
+                continue
+
+            def f(k, nd=2):
+                v = _mean(sel, k)
+                return "" if v is None else f"{v:.{nd}f}"
+            out.append(f"| {off:g} | {f('minutes', 1)} | {f('abs_med')} / {f('abs_p95')} | {f('abs_in95', 0)} | "
+                       f"{f('abs_in95_1st_min', 0) if d == 1 else ''} | {f('map_med')} / {f('map_p95')} | "
+                       f"{f('map_in95', 0)} | {f('off_abs_med')} | {f('off_abs_in95', 0)} | {f('off_map_med')} | "
+                       f"{f('est_err')} / {f('est_sigma')} |")
+    return "\n".join(out)
+
+
 COLUMNS = ["town", "offset_m", "drive", "minutes", "abs_med", "abs_p95", "abs_in95", "abs_in95_1st_min", "map_med",
            "map_p95", "map_in95", "off_abs_med", "off_abs_in95", "off_map_med", "off_map_in95", "true_off", "est_err",
            "est_sigma", "n_indep"]
@@ -248,9 +276,16 @@ def main(argv=None) -> int:
     ap.add_argument("--no-off", action="store_true", help="skip the estimator-off replays")
     ap.add_argument("--out", type=Path, default=None, help="JSON (default bench/results/mapoffset.json)")
     ap.add_argument("--fleet-only", action="store_true", help="only the estimator on synthetic samples over hours")
+    ap.add_argument("--report", type=Path, nargs="+", default=None, metavar="JSON",
+                    help="no replays: the docs tables of these result files")
     args = ap.parse_args(argv)
     if args.quick:
         args.towns, args.offsets, args.drives, args.duration_s = [21], [0.5, 2.0, 4.0], 2, 90.0
+    if args.report:
+        for path in args.report:
+            doc = json.loads(Path(path).read_text())
+            print(markdown(doc["rows"], float(doc["args"]["prior"])) + "\n")
+        return 0
     if args.fleet_only:
         rows = fleet(prior=args.prior)
         print(table(rows, ["receiver", "hours", "error_median_m", "sigma_m"]))
@@ -264,6 +299,7 @@ def main(argv=None) -> int:
         print(f"note: towns {sorted(set(args.towns) - held)} are not held-out towns", flush=True)
     got = run(args)
     print(table(got["rows"], COLUMNS))
+    print(markdown(got["rows"], args.prior))
     name = f"mapoffset_prior{args.prior:g}" + ("_quick" if args.quick else "")
     png = plot(got["curves"], (args.out.parent if args.out else Path(__file__).resolve().parent / "results")
                / f"{name}.png", args.prior)

@@ -206,23 +206,31 @@ def run(args) -> Dict:
 
 
 def plot(curves: Dict[str, List], path: Path, prior: float) -> Path:
+    """Offset error (solid) and published sigma (dashed) vs minutes driven, mean over the towns,
+    one colour per survey offset."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    by_off: Dict[str, List[np.ndarray]] = {}
+    for name, c in curves.items():
+        if c:
+            by_off.setdefault(name.split(", ", 1)[1], []).append(np.asarray(c, float))
     fig, ax = plt.subplots(figsize=(8, 4.5))
-    for i, (name, c) in enumerate(curves.items()):
-        if not c:
-            continue
-        c = np.asarray(c, float)
+    for i, (off, cs) in enumerate(sorted(by_off.items(), key=lambda kv: float(kv[0].split()[0]))):
+        grid = np.arange(0.0, min(c[-1, 0] for c in cs), 0.05)
+        err = np.mean([np.interp(grid, c[:, 0], c[:, 1]) for c in cs], axis=0)
+        sig = np.mean([np.interp(grid, c[:, 0], c[:, 2]) for c in cs], axis=0)
         col = f"C{i % 10}"
-        ax.plot(c[:, 0], c[:, 1], color=col, label=f"{name}: |estimate - truth|")
-        ax.plot(c[:, 0], c[:, 2], color=col, ls="--", lw=1, label=f"{name}: published sigma")
+        ax.plot(grid, err, color=col, label=f"survey offset {off}: |estimate - truth|")
+        ax.plot(grid, sig, color=col, ls="--", lw=1, label=f"survey offset {off}: published sigma (per axis)")
     ax.set_xlabel("minutes driven (drives in turn, sidecar carried over)")
-    ax.set_ylabel("offset error / sigma (m)")
-    ax.set_title(f"orthophoto offset learned from GNSS (prior sigma {prior:g} m)")
+    ax.set_ylabel("m")
+    ax.set_title(f"orthophoto offset learned from GNSS, prior sigma {prior:g} m "
+                 f"(mean over {len(next(iter(by_off.values()), []))} held-out towns)")
     ax.grid(alpha=0.3)
+    ax.set_ylim(bottom=0)
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -285,6 +293,7 @@ def main(argv=None) -> int:
         for path in args.report:
             doc = json.loads(Path(path).read_text())
             print(markdown(doc["rows"], float(doc["args"]["prior"])) + "\n")
+            print("picture:", plot(doc["curves"], Path(path).with_suffix(".png"), float(doc["args"]["prior"])))
         return 0
     if args.fleet_only:
         rows = fleet(prior=args.prior)

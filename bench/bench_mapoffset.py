@@ -111,7 +111,7 @@ def replay(world: Path, drive: Path, cfg) -> Dict:
     return out
 
 
-def fleet(hours=(1 / 6, 0.5, 1, 2, 4), seeds: int = 12, prior: float = 2.5) -> List[Dict]:
+def fleet(hours=(1 / 6, 0.5, 1, 2, 4), seeds: int = 30, prior: float = 2.5) -> List[Dict]:
     """The estimator alone (core.mapoffset) on synthetic "GNSS minus camera" samples with the
     simulator's receivers (default: bias 3 m, tau 60 s, white 0.8 m; open-sky: 0.95 m, 90 s, 0.35 m),
     one sample per 2 s while driving a 300 m loop, a 2 m offset: how many hours of driving (one car,

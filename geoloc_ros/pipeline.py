@@ -620,26 +620,20 @@ class Localizer:
         heading = (float(yaw_to_heading_deg(yaw)) + self.grid_convergence_deg(x, y)) % 360.0
         cov = np.array(st.cov, float)
         ortho = (x, y, cov.copy())
-        offset = None
+        offset, var = None, self.config.map_registration_sigma_m ** 2
+        if self.map_offset is not None:  # absolute = the orthophoto frame + its learned offset (core.mapoffset)
+            o, var = self.map_offset.offset_at(x, y)
+            offset = self.map_offset.diagnostics(x, y)
+            x, y = x + float(o[0]), y + float(o[1])
+            lat, lon = (float(v) for v in self.frame.to_latlon(x, y))
         if self.metric_matching and self.tracker.last_match_t is not None:
             # metric matches put the filter on the orthophoto, whose own registration error they cannot
             # see: the published covariance adds it (the learned offset's, or the constant's), fading as
-            # GNSS takes over without matches (the filter then follows the GNSS moved by the offset,
-            # whose covariance it already carries)
+            # GNSS takes over without matches (the filter then follows the GNSS, moved by the learned
+            # offset with its covariance)
             fade = math.exp(-max(0.0, float(st.t) - self.tracker.last_match_t) / self.config.gnss_bias_tau_s)
-            var = self.config.map_registration_sigma_m ** 2
-            if self.map_offset is not None:
-                o, var = self.map_offset.offset_at(x, y)
-                x, y = x + float(o[0]), y + float(o[1])
-                lat, lon = (float(v) for v in self.frame.to_latlon(x, y))
-                offset = self.map_offset.diagnostics(ortho[0], ortho[1])
             cov[0, 0] += fade * var
             cov[1, 1] += fade * var
-        elif self.map_offset is not None:  # GNSS alone so far: the filter's map frame is GNSS moved by the offset
-            o, var = self.map_offset.offset_at(x, y)
-            x, y = x + float(o[0]), y + float(o[1])
-            lat, lon = (float(v) for v in self.frame.to_latlon(x, y))
-            offset = self.map_offset.diagnostics(ortho[0], ortho[1])
         return Estimate(t=float(st.t), lat=lat, lon=lon, x=x, y=y, yaw=yaw, heading_deg=heading,
                         cov=cov, status=status, reasons=reasons, candidates=candidates,
                         match_used=bool(ev is not None and ev.ok),

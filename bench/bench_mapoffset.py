@@ -289,11 +289,16 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.quick:
         args.towns, args.offsets, args.drives, args.duration_s = [21], [0.5, 2.0, 4.0], 2, 90.0
-    if args.report:
+    if args.report:  # result files of the same prior are merged (towns run separately)
+        merged: Dict[float, Dict] = {}
         for path in args.report:
             doc = json.loads(Path(path).read_text())
-            print(markdown(doc["rows"], float(doc["args"]["prior"])) + "\n")
-            print("picture:", plot(doc["curves"], Path(path).with_suffix(".png"), float(doc["args"]["prior"])))
+            m = merged.setdefault(float(doc["args"]["prior"]), {"rows": [], "curves": {}, "path": Path(path)})
+            m["rows"] += doc["rows"]
+            m["curves"].update(doc["curves"])
+        for prior, m in sorted(merged.items()):
+            print(markdown(m["rows"], prior) + "\n")
+            print("picture:", plot(m["curves"], m["path"].with_name(f"mapoffset_prior{prior:g}_all.png"), prior))
         return 0
     if args.fleet_only:
         rows = fleet(prior=args.prior)

@@ -256,8 +256,6 @@ class GeolocMixin(PublishingMixin, DiagnosticsMixin):
         for pub in self._pubs:
             destroy(pub)
         self._pubs = []
-        if self.loc is not None:
-            self.loc.save_map_offset()  # the orthophoto's learned offset, when a sidecar is configured
         self.encoder = self.index = self.loc = None
         self._debug = None
 
@@ -371,11 +369,14 @@ class GeolocMixin(PublishingMixin, DiagnosticsMixin):
 
     # ------------------------------------------------------------------ shutdown
     def stop(self) -> None:
-        """Stop the worker thread (after the current message) and the log bridge."""
+        """Stop the worker thread (after the current message), write the learned map offset (when a
+        sidecar is configured) and stop the log bridge."""
         self._stop.set()
         if self._worker is not None and self._worker.is_alive():
             self._worker.join(timeout=5.0)
         self._worker = None
+        if getattr(self, "loc", None) is not None:
+            self.loc.save_map_offset()  # the orthophoto's learned offset, when a sidecar is configured
         if self._bridge is not None:
             logging.getLogger("geoloc_ros").removeHandler(self._bridge)
             self._bridge = None

@@ -298,7 +298,7 @@ def main(argv=None) -> int:
             m["curves"].update(doc["curves"])
         for prior, m in sorted(merged.items()):
             print(markdown(m["rows"], prior) + "\n")
-            print("picture:", plot(m["curves"], m["path"].with_name(f"mapoffset_prior{prior:g}_all.png"), prior))
+            print("picture:", plot(m["curves"], m["path"].with_name(f"{m['path'].stem}_all.png"), prior))
         return 0
     if args.fleet_only:
         rows = fleet(prior=args.prior)

@@ -25,6 +25,7 @@ COMMANDS = {
     "eval": ["eval_retrieval", "eval_replay", "eval_compare", "eval_calibrate"],
     "data": ["data_convert"],
     "calibrate": ["calibrate_camera"],
+    "map": ["map_calibrate"],
 }
 # top-level commands without a group (module names under geoloc_ros.tools)
 TOP_LEVEL: List[str] = ["train", "train_metric", "play", "demo"]
@@ -36,6 +37,7 @@ DESCRIPTIONS = {
     "eval": "evaluate models (retrieval R@K) and replay bags through the localizer",
     "data": "convert real datasets into the geoloc layout",
     "calibrate": "calibrate the camera mounting from a drive (metric matching self-calibration)",
+    "map": "the orthophoto itself: learn its registration offset from recorded drives (sidecar JSON)",
 }
 
 

@@ -37,6 +37,7 @@ from .core.filter import FilterParams, MatchEval, _f
 from .core.geo import yaw_to_heading_deg
 from .core.integrity import CameraIntegrity, IntegrityParams, ground_quality
 from .core.keyframes import KeyframeBuffer
+from .core.mapoffset import MapOffsetParams, open_map_offset
 from .core.measurement import PoseVolume
 from .core.msgconv import enu_to_grid_cov
 from .core.tracker import STATUSES, PoseTracker, TrackState
@@ -49,10 +50,11 @@ __all__ = ["Localizer", "LocalizerConfig", "Estimate", "Candidates", "Similarity
 
 
 @dataclass(frozen=True)
-class LocalizerConfig(FilterParams, MetricParams, SelfCalParams, IntegrityParams):
+class LocalizerConfig(FilterParams, MetricParams, SelfCalParams, IntegrityParams, MapOffsetParams):
     """Every tunable of the Localizer. The filter's fields come from ``core.filter.FilterParams``,
     metric matching's from ``metric.config.MetricParams``, the camera's self-calibration from
-    ``metric.selfcal.SelfCalParams``, the camera integrity monitor from ``core.integrity.IntegrityParams``;
+    ``metric.selfcal.SelfCalParams``, the camera integrity monitor from ``core.integrity.IntegrityParams``,
+    the orthophoto's offset estimator from ``core.mapoffset.MapOffsetParams``;
     each field's ``metadata`` has ``help`` and (numbers) an inclusive ``range`` so the ROS node can
     declare it as a parameter (``localizer.<name>``). Unknown keys in ``from_dict`` are an error."""
 
@@ -62,7 +64,8 @@ class LocalizerConfig(FilterParams, MetricParams, SelfCalParams, IntegrityParams
     use_camera: bool = _f(True, "use camera matches; false gives the GNSS + odometry baseline (same filter)")
     map_registration_sigma_m: float = _f(0.5, "absolute accuracy of the orthophoto's registration (m, 1-sigma per "
                                          "axis): added to the published covariance while metric matches hold the "
-                                         "estimate on the map. Set it from your orthophoto's metadata (often 0.5-2 m); "
+                                         "estimate on the map, or with map_offset_estimate the prior sigma of the "
+                                         "learned offset. Set it from your orthophoto's metadata (often 0.5-2 m); "
                                          "0.5 kept the truth inside the 95 % ellipse 98 % of the time on the "
                                          "simulator's validation drives (0.7: 100 %)", 0.0, 100.0, group="metric")
     camera_measurement: str = _f("auto", "the camera's measurement while a prior exists: metric (BEV matched "
@@ -152,8 +155,9 @@ class SimilarityMap:
 @dataclass
 class Estimate:
     """The Localizer's output. ``x, y`` in the map frame (``Localizer.frame``, the index datum:
-    UTM grid axes); ``yaw`` REP-103 on the grid axes; ``heading_deg`` true compass heading;
-    ``cov`` 3x3 over (x, y, yaw) [m^2, m rad, rad^2]."""
+    UTM grid axes), absolute (with ``map_offset_estimate``: the orthophoto-frame estimate plus the
+    learned offset); ``yaw`` REP-103 on the grid axes; ``heading_deg`` true compass heading;
+    ``cov`` 3x3 over (x, y, yaw) [m^2, m rad, rad^2]; ``ortho_*`` the orthophoto's own frame."""
 
     t: float
     lat: float
@@ -173,6 +177,13 @@ class Estimate:
     keyframe: bool = False
     match_reason: str = ""
     metric: Optional[Any] = None  # metric.matcher.MetricResult of this keyframe (volume, mosaic; for debug)
+    # the same pose in the orthophoto's own frame (what the camera matches; a planner on the same
+    # orthophoto wants it): x, y, cov as above minus the orthophoto's offset and its covariance.
+    # Without the offset estimator: x, y and the filter's covariance (no registration term)
+    ortho_x: float = float("nan")
+    ortho_y: float = float("nan")
+    ortho_cov: Optional[np.ndarray] = None
+    map_offset: Optional[Dict[str, Any]] = None  # core.mapoffset diagnostics at the estimate (estimator on)
 
     @property
     def camera_peak(self):
@@ -254,6 +265,9 @@ class Localizer:
         self._selfcal_saved_at = -1  # accepted self-calibration updates when the vehicle's file was last written
         if self.integrity is not None:
             self.tracker.camera_holds = self.integrity.camera_holds
+        # the orthophoto's offset (core.mapoffset): GNSS into the map frame, the published fix out of it
+        self.map_offset = open_map_offset(c, self.frame, getattr(getattr(self.matcher, "aerial", None), "imagery",
+                                                                 None)) if self.metric_matching else None
 
     def set_camera(self, camera) -> None:
         """The camera model (``metric.bev.CameraModel``: camera_info K/D and the mounting). Metric
@@ -324,7 +338,14 @@ class Localizer:
                            f"gnss_default_sigma_m")
             else:
                 R = enu_to_grid_cov(C, self.grid_convergence_deg(x, y))
-        self.tracker.on_fix(t, np.array([x, y]), R, True)
+        if self.map_offset is None:
+            self.tracker.on_fix(t, np.array([x, y]), R, True)
+            return
+        tr, z = self.tracker, np.array([x, y])
+        z_map, R_map = self.map_offset.to_map(z, R)  # the fix in the orthophoto's frame
+        if tr.on_fix(t, z_map, R_map, True) in ("init", "accepted", "reanchored"):
+            self.map_offset.on_fix(t, z, R if R is not None else np.eye(2) * self.config.gnss_default_sigma_m ** 2,
+                                   tuple(tr.odom_last[1:]) if tr.odom_fresh(t) else None)
 
     def on_odom(self, t: float, x: float, y: float, yaw: float, vx: float = 0.0, wz: float = 0.0,
                 pose_cov: Optional[np.ndarray] = None) -> None:
@@ -466,9 +487,28 @@ class Localizer:
             after = tr.state(t)
             if after is not None:
                 self.integrity.after_update(after.mean)
+            self._offset_sample(t, meas, ev)
             return _Measured(ev=ev, reason=ev.reason, metric=res)
         ev = tr.on_camera(t, meas)
+        self._offset_sample(t, meas, ev)
         return _Measured(ev=ev, reason=ev.reason, metric=res)
+
+    def _offset_sample(self, t: float, meas, ev: MatchEval) -> None:
+        """A used camera match of a trusted camera is a sample of the orthophoto's offset
+        (``core.mapoffset``: its own peak against the nearest accepted fix); the sidecar is
+        rewritten when due."""
+        mo, tr = self.map_offset, self.tracker
+        if mo is None or not ev.ok or (self.integrity is not None and self.integrity.state.trust != "trusted"):
+            return
+        st = tr.state(t)
+        if st is None:
+            return
+        mo.on_camera(t, meas.peak(), float(st.mean[2]), tuple(tr.odom_last[1:]) if tr.odom_fresh(t) else None,
+                     st.mean[:2], st.pos_std_m)
+        try:
+            mo.maybe_save(t)
+        except (OSError, InvalidArgument) as exc:
+            log.warning("could not write the map offset %s: %s", mo.path, exc)
 
     # ------------------------------------------------------------------ matching
     def _prior_outside_index(self, t: float) -> bool:
@@ -579,17 +619,27 @@ class Localizer:
                 status = "degraded"
         heading = (float(yaw_to_heading_deg(yaw)) + self.grid_convergence_deg(x, y)) % 360.0
         cov = np.array(st.cov, float)
+        ortho = (x, y, cov.copy())
+        offset, var = None, self.config.map_registration_sigma_m ** 2
+        if self.map_offset is not None:  # absolute = the orthophoto frame + its learned offset (core.mapoffset)
+            o, var = self.map_offset.offset_at(x, y)
+            offset = self.map_offset.diagnostics(x, y)
+            x, y = x + float(o[0]), y + float(o[1])
+            lat, lon = (float(v) for v in self.frame.to_latlon(x, y))
         if self.metric_matching and self.tracker.last_match_t is not None:
             # metric matches put the filter on the orthophoto, whose own registration error they cannot
-            # see: the published covariance adds it, fading as GNSS takes over without matches
+            # see: the published covariance adds it (the learned offset's, or the constant's), fading as
+            # GNSS takes over without matches (the filter then follows the GNSS, moved by the learned
+            # offset with its covariance)
             fade = math.exp(-max(0.0, float(st.t) - self.tracker.last_match_t) / self.config.gnss_bias_tau_s)
-            cov[0, 0] += fade * self.config.map_registration_sigma_m ** 2
-            cov[1, 1] += fade * self.config.map_registration_sigma_m ** 2
+            cov[0, 0] += fade * var
+            cov[1, 1] += fade * var
         return Estimate(t=float(st.t), lat=lat, lon=lon, x=x, y=y, yaw=yaw, heading_deg=heading,
                         cov=cov, status=status, reasons=reasons, candidates=candidates,
                         match_used=bool(ev is not None and ev.ok),
                         confidence=float(ev.confidence) if ev is not None else float("nan"), sim_map=sim_map,
-                        keyframe=keyframe, match_reason=match_reason)
+                        keyframe=keyframe, match_reason=match_reason, ortho_x=ortho[0], ortho_y=ortho[1],
+                        ortho_cov=ortho[2], map_offset=offset)
 
     def estimate(self, t: Optional[float] = None) -> Optional[Estimate]:
         """Current filter state (None before the first GNSS fix or relocalisation). With ``t``, the
@@ -607,6 +657,8 @@ class Localizer:
         self.keyframes.clear()
         if self.matcher is not None:
             self.matcher.clear()
+        if self.map_offset is not None:
+            self.map_offset.forget_time()  # the orthophoto's offset is kept, the receiver's bias is not
         self._covered = None
 
     def stats(self) -> Dict[str, Any]:
@@ -627,7 +679,28 @@ class Localizer:
                 "reset_reasons": dict(self.tracker.reset_reasons), "outside_coverage": k["outside_coverage"],
                 "status": dict(k["status"]), "sequence_breaks": self.keyframes.breaks,
                 "compute_ms_mean": k["compute_ms_total"] / max(k["keyframes"], 1),
-                "camera": self.camera_health()}
+                "camera": self.camera_health(), "map_offset": self.map_offset_health()}
+
+    def map_offset_health(self) -> Dict[str, Any]:
+        """The orthophoto's learned offset where the filter is (east, north, sigma, independent
+        samples, counters; ``core.mapoffset``), or {} when the estimator is off."""
+        mo = self.map_offset
+        if mo is None:
+            return {}
+        st = self.tracker.state()
+        x, y = (float(st.mean[0]), float(st.mean[1])) if st is not None else (0.0, 0.0)
+        return mo.diagnostics(x, y)
+
+    def save_map_offset(self) -> Optional[str]:
+        """Write the offset's sidecar now (end of a replay, node shutdown); its path, or None."""
+        mo = self.map_offset
+        if mo is None or mo.path is None:
+            return None
+        try:
+            return str(mo.maybe_save(float(self.tracker.t_last or 0.0), force=True) or "") or None
+        except (OSError, InvalidArgument) as exc:
+            log.warning("could not write the map offset %s: %s", mo.path, exc)
+            return None
 
     def _save_selfcal(self) -> None:
         """The vehicle's calibration file (``camera_selfcal_file``), rewritten atomically every 20 accepted

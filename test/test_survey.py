@@ -159,3 +159,21 @@ def test_season_changes_canopy_and_photometry_changes_colour(gap_world):
     assert w.survey["season"] in ("leaf_off", "spring", "summer", "autumn")
     assert 0.8 <= w.survey["photometric"]["gamma"] <= 1.25
     assert 0.3 <= w.survey["resolution_m"] <= 0.5
+
+
+def test_world_cli_survey_shift_range_sets_the_misregistration_and_checks_it(tmp_path):
+    """`geoloc sim world --survey-shift-m MIN MAX` (NAIP-like offsets): the range reaches the survey
+    gap; a reversed or negative range is refused with the field named."""
+    from geoloc_ros.sim.survey import Misregistration
+    from geoloc_ros.tools.common import parse_with
+    from geoloc_ros.tools.sim_world import register, survey_from_args
+
+    args = parse_with(register, ["world", "--out", str(tmp_path / "w"), "--survey-shift-m", "2", "5"])
+    gap = survey_from_args(args)
+    assert gap.shift_m == (2.0, 5.0) and gap.misregistration
+    mags = [math.hypot(*Misregistration.sample(np.random.default_rng(s), gap).shift_m) for s in range(20)]
+    assert 2.0 <= min(mags) and max(mags) <= 5.0
+    for bad in (["5", "2"], ["-1", "2"]):
+        args = parse_with(register, ["world", "--out", str(tmp_path / "w"), "--survey-shift-m", *bad])
+        with pytest.raises(InvalidArgument, match="shift_m"):
+            survey_from_args(args)

@@ -186,6 +186,13 @@ def _record_estimate(log_: MethodLog, est, keyframe: bool) -> None:
              _get(est, "yaw", float("nan")), cov, _get(est, "status", "tracking"), keyframe=keyframe,
              match_used=bool(_get(est, "match_used", False)), confidence=_get(est, "confidence"),
              compute_ms=_get(est, "compute_ms") if keyframe else None, reasons=_get(est, "reasons", []))
+    ox = _get(est, "ortho_x", float("nan"))
+    if ox is not None and np.isfinite(ox) and len(log_.ortho_x) == len(log_.t) - 1:  # the orthophoto's own frame
+        oc = _get(est, "ortho_cov")
+        log_.ortho_x.append(float(ox))
+        log_.ortho_y.append(float(_get(est, "ortho_y")))
+        log_.ortho_cov.append(np.asarray(cov if oc is None else oc, float).reshape(3, 3))
+        log_.offset.append(_get(est, "map_offset"))
     if keyframe:
         cx = np.asarray(_get(cand, "x", []) if cand is not None else [], float).reshape(-1)
         cy = np.asarray(_get(cand, "y", []) if cand is not None else [], float).reshape(-1)
@@ -386,7 +393,7 @@ class _Feeder:
         pk = est.camera_peak if est.keyframe else None
         if pk is not None:
             self.camera_peaks.append((est.t, pk[0], pk[1], pk[2], bool(est.match_used), float(est.confidence)))
-            self.metric_samples.append((est.t, est.metric, (est.x, est.y, est.yaw)))
+            self.metric_samples.append((est.t, est.metric, (est.ortho_x, est.ortho_y, est.yaw)))
 
     def _camera_state(self, est) -> None:
         """Per keyframe: the integrity verdict (counter key), usable ground and the self-calibration's
@@ -540,6 +547,7 @@ def replay_bag(bag, encoder, index, cfg=None, *, gt_topic: Optional[str] = DEFAU
                       plan.roles, bar)
     if bar is not None:
         bar.close()
+    corrected.save_map_offset()  # the learned orthophoto offset, when the config names a sidecar to write
     partial = _read_outcome(bag, plan, feeder, late, reorder_window_s)
     truth, truth_ll = feeder.truth(frame, gt_frame or frame)
     if truth is None and plan.topics["gt"]:
@@ -574,18 +582,26 @@ def replay_bag(bag, encoder, index, cfg=None, *, gt_topic: Optional[str] = DEFAU
 def evaluate_bag(bag, index_dir=None, model=None, *, backend: str = "auto", config_path: Optional[Path] = None,
                  out: Path = Path("runs/eval"), force: bool = False, command: Optional[str] = None,
                  progress: bool = True, ortho: Optional[Path] = None, features: str = "gradient",
-                 **replay_kw) -> Tuple[Path, ReplayResult]:
+                 map_offset: Optional[Path] = None, **replay_kw) -> Tuple[Path, ReplayResult]:
     """Load the camera measurement(s), replay ``bag`` and write the run directory.
     -> (run directory, ReplayResult).
 
     Metric matching runs on ``ortho`` (an orthophoto; default: the synthetic drive's world) with the
     ``features`` extractor; retrieval on ``index_dir`` + ``model`` (both optional when there is an
-    orthophoto: retrieval then only serves relocalisation). Refuses an existing run directory
-    (unless ``force``) before the replay starts. ``replay_kw`` go to ``replay_bag``."""
+    orthophoto: retrieval then only serves relocalisation). ``map_offset``: a learned orthophoto
+    offset (sidecar of ``geoloc map calibrate``) to start from, read only (the estimator on).
+    Refuses an existing run directory (unless ``force``) before the replay starts. ``replay_kw`` go
+    to ``replay_bag``."""
     bag = Path(bag)
     if not bag.exists():
         raise InvalidArgument(f"bag {bag} does not exist")
     cfg, overrides = load_localizer_config(config_path)
+    if map_offset is not None:
+        if not Path(map_offset).is_file():
+            raise InvalidArgument(f"--map-offset {map_offset} does not exist; learn one with `geoloc map calibrate`")
+        extra = {"map_offset_estimate": True, "map_offset_file": str(Path(map_offset).resolve()),
+                 "map_offset_save": False}
+        cfg, overrides = make_config({**overrides, **extra}, source="--map-offset"), {**overrides, **extra}
     cfg_name = config_name_for(overrides, Path(config_path).stem if config_path else None)
     from ..runtime import load_measurements
 

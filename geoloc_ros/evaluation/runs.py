@@ -52,6 +52,11 @@ class MethodLog:
     cand_x: List[np.ndarray] = field(default_factory=list)  # per keyframe (keyframe rows only)
     cand_y: List[np.ndarray] = field(default_factory=list)
     cand_t: List[float] = field(default_factory=list)
+    # the orthophoto's own frame (Estimate.ortho_*; the map-frame figures), per row; empty when not given
+    ortho_x: List[float] = field(default_factory=list)
+    ortho_y: List[float] = field(default_factory=list)
+    ortho_cov: List[np.ndarray] = field(default_factory=list)
+    offset: List[Any] = field(default_factory=list)  # the learned map offset's diagnostics, or None, per row
 
     def add(self, t, lat, lon, x, y, yaw, cov3, status, keyframe=False, match_used=False, confidence=float("nan"),
             compute_ms=float("nan"), reasons=()):
@@ -72,12 +77,16 @@ class MethodLog:
     def __len__(self) -> int:
         return len(self.t)
 
-    def track(self) -> M.Track:
+    def track(self, ortho: bool = False) -> M.Track:
+        """The published track; ``ortho``: the same in the orthophoto's own frame (when recorded)."""
         n = len(self.t)
         order = np.argsort(np.asarray(self.t, float), kind="stable")  # already in order; be safe
-        cov = np.asarray(self.cov, float).reshape(n, 3, 3)[:, :2, :2] if n else np.zeros((0, 2, 2))
-        return M.Track(self.name, np.asarray(self.t, float)[order], np.asarray(self.x, float)[order],
-                       np.asarray(self.y, float)[order], cov=cov[order],
+        use_o = ortho and len(self.ortho_x) == n
+        cov = np.asarray(self.ortho_cov if use_o else self.cov, float).reshape(n, 3, 3)[:, :2, :2] if n else \
+            np.zeros((0, 2, 2))
+        x, y = (self.ortho_x, self.ortho_y) if use_o else (self.x, self.y)
+        return M.Track(self.name, np.asarray(self.t, float)[order], np.asarray(x, float)[order],
+                       np.asarray(y, float)[order], cov=cov[order],
                        status=np.asarray(self.status, dtype=object)[order] if n else np.zeros(0, object),
                        keyframe=np.asarray(self.keyframe, bool)[order],
                        compute_ms=np.asarray(self.compute_ms, float)[order])
@@ -209,11 +218,12 @@ def compute_metrics(res: ReplayResult, *, grid_dt_s: float = 0.1, max_age_s: flo
             # the camera cannot see a misregistered map's error: score against the truth as the map shows it
             out["map_frame"] = {"misregistration_m": res.map_offset, "methods": {}}
             for k in METHODS:
-                err, dx, dy = M.horizontal_errors(tracks[k], res.truth_map)
-                use = tracks[k].usable()
+                tk = res.methods[k].track(ortho=True) if k == "corrected" else tracks[k]
+                err, dx, dy = M.horizontal_errors(tk, res.truth_map)
+                use = tk.usable()
                 mf = {"error_m": M.error_stats(np.where(use, err, np.nan))}
-                if tracks[k].cov is not None:
-                    mf["covariance"] = M.covariance_honesty(np.where(use, dx, np.nan), dy, tracks[k].cov)
+                if tk.cov is not None:
+                    mf["covariance"] = M.covariance_honesty(np.where(use, dx, np.nan), dy, tk.cov)
                 out["map_frame"]["methods"][k] = mf
         if res.recall_radius_m and c.cand_t:
             tx, ty, _ = res.truth.at(np.asarray(c.cand_t, float))

@@ -59,6 +59,10 @@ class DiagnosticsMixin:
         if new_ev.get("fix.covariance_invalid"):
             level = max(level, 1)
             msgs.append(f"{new_ev['fix.covariance_invalid']} fix.covariance_invalid (default sigma used)")
+        mo = self.loc.map_offset_health() if self.loc is not None and hasattr(self.loc, "map_offset_health") else {}
+        if mo:
+            msgs.append(f"map offset ({mo['east_m']:+.2f}, {mo['north_m']:+.2f}) m +- {mo['sigma_m']:.2f} m on "
+                        f"{mo['independent_samples']:.1f} independent samples")
         with self._inputs_lock:
             input_warnings, input_values = self.inputs.report()
         if input_warnings:

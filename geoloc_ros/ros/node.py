@@ -17,6 +17,7 @@ Topics (relative names: they follow the node namespace and remappings)::
     in   ODOM_TOPIC  nav_msgs/Odometry (optional)                                       SENSOR_DATA QoS
     out  geoloc/fix          sensor_msgs/NavSatFix (covariance KNOWN)                   reliable, depth 10
     out  geoloc/pose         geometry_msgs/PoseWithCovarianceStamped (map frame)        reliable, depth 10
+    out  geoloc/map_pose     PoseWithCovarianceStamped (orthophoto's own frame)         reliable, depth 10
     out  geoloc/path         nav_msgs/Path (map frame)                                  reliable, depth 1
     out  geoloc/candidates   visualization_msgs/MarkerArray (top-k tiles)               reliable, depth 1
     out  geoloc/debug_image  sensor_msgs/Image rgb8                                     best effort, depth 1
@@ -368,11 +369,14 @@ class GeolocMixin(PublishingMixin, DiagnosticsMixin):
 
     # ------------------------------------------------------------------ shutdown
     def stop(self) -> None:
-        """Stop the worker thread (after the current message) and the log bridge."""
+        """Stop the worker thread (after the current message), write the learned map offset (when a
+        sidecar is configured) and stop the log bridge."""
         self._stop.set()
         if self._worker is not None and self._worker.is_alive():
             self._worker.join(timeout=5.0)
         self._worker = None
+        if getattr(self, "loc", None) is not None:
+            self.loc.save_map_offset()  # the orthophoto's learned offset, when a sidecar is configured
         if self._bridge is not None:
             logging.getLogger("geoloc_ros").removeHandler(self._bridge)
             self._bridge = None

@@ -99,6 +99,9 @@ NODE_PARAMS: List[ParamSpec] = [
       "manifest names one, else a plain background"),
     P("map_frame", "map", "frame_id of the pose and path: local ENU-like frame of the index datum "
       "(UTM grid axes, origin at the index frame origin, see docs/ros.md)"),
+    P("map_ortho_frame", "map_ortho", "frame_id of ~/map_pose: the orthophoto's own frame (map_frame's axes and "
+      "origin, where the orthophoto puts things; differs from map_frame by the orthophoto's registration offset, "
+      "learned with localizer.map_offset_estimate)"),
     P("base_frame", "base_link", "frame_id of the corrected NavSatFix (the vehicle reference point)"),
     P("path_max_poses", 1000, "poses kept in ~/path", 1, 1000000),
     P("markers_top_k", 10, "candidates shown in ~/candidates (MarkerArray)", 0, 1000),

@@ -41,11 +41,13 @@ class PublishingMixin:
                           durability=DurabilityPolicy.VOLATILE)
         self.pub_fix = create_publisher(NavSatFix, "geoloc/fix", rel)
         self.pub_pose = create_publisher(PoseWithCovarianceStamped, "geoloc/pose", rel)
+        # the same pose in the orthophoto's own frame (what a planner on the same orthophoto wants)
+        self.pub_map_pose = create_publisher(PoseWithCovarianceStamped, "geoloc/map_pose", rel)
         self.pub_path = create_publisher(Path, "geoloc/path", one)
         self.pub_markers = create_publisher(MarkerArray, "geoloc/candidates", one)
         self.pub_debug = create_publisher(Image, "geoloc/debug_image", best) if s.publish_debug_image else None
         self.pub_diag = create_publisher(DiagnosticArray, "/diagnostics", rel)
-        self._pubs = [p for p in (self.pub_fix, self.pub_pose, self.pub_path, self.pub_markers, self.pub_debug,
+        self._pubs = [p for p in (self.pub_fix, self.pub_pose, self.pub_map_pose, self.pub_path, self.pub_markers, self.pub_debug,
                                   self.pub_diag) if p is not None]
         self._path_msg = Path()
         self._path_msg.header.frame_id = s.map_frame
@@ -90,6 +92,7 @@ class PublishingMixin:
         pp.orientation.x, pp.orientation.y, pp.orientation.z, pp.orientation.w = p["orientation"]
         pose.pose.covariance = p["covariance"]
         self.pub_pose.publish(pose)
+        self._publish_map_pose(est, t, yaw, cov)
         self.rate_pub.tick()
 
         ps = PoseStamped()
@@ -105,6 +108,25 @@ class PublishingMixin:
             self._publish_markers(est, pose.header)
             if self.pub_debug is not None and self.pub_debug.get_subscription_count() > 0:
                 self._publish_debug(est, pose.header, x, y, yaw, cov, status)
+
+    def _publish_map_pose(self, est, t: float, yaw: float, cov: np.ndarray) -> None:
+        """geoloc/map_pose: the pose in the orthophoto's own frame (``map_ortho_frame``): the filter's
+        estimate before the learned offset is added (``Estimate.ortho_*``)."""
+        from geometry_msgs.msg import PoseWithCovarianceStamped
+
+        ox, oy = float(_get(est, "ortho_x", float("nan"))), float(_get(est, "ortho_y", float("nan")))
+        oc = _get(est, "ortho_cov")
+        oc = cov if oc is None else np.asarray(oc, float).reshape(3, 3)
+        if not (math.isfinite(ox) and math.isfinite(oy)):
+            ox, oy = float(_get(est, "x")), float(_get(est, "y"))
+        p = msgconv.pose_fields(ox, oy, yaw, oc)
+        pose = PoseWithCovarianceStamped()
+        self._stamp(pose.header, t, self.settings.map_ortho_frame)
+        pp = pose.pose.pose
+        pp.position.x, pp.position.y, pp.position.z = p["position"]
+        pp.orientation.x, pp.orientation.y, pp.orientation.z, pp.orientation.w = p["orientation"]
+        pose.pose.covariance = p["covariance"]
+        self.pub_map_pose.publish(pose)
 
     def _publish_markers(self, est, header) -> None:
         from visualization_msgs.msg import Marker, MarkerArray

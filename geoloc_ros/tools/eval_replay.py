@@ -54,6 +54,9 @@ def register(sub) -> argparse.ArgumentParser:
     p.add_argument("--world", type=Path, default=None,
                    help="folder with orthophoto.tif for the trajectory picture (default: the drive's world, or the "
                         "index imagery)")
+    p.add_argument("--map-offset", type=Path, default=None, metavar="FILE",
+                   help="the orthophoto's learned offset (sidecar JSON of `geoloc map calibrate`): the estimator "
+                        "on, starting from it; the file is read, not written")
     p.add_argument("--no-publish-on-fix", action="store_true",
                    help="record estimates at keyframes only (the node's publish_on_fix: false)")
     p.add_argument("--reorder-window", type=positive(float, 0, 60, "--reorder-window"), default=0.5,
@@ -109,7 +112,7 @@ def run_eval_replay(args: argparse.Namespace) -> Path:
                             gt_topic=args.gt_topic or None, gt_frame=_parse_frame(args.gt_frame),
                             image_topic=args.image_topic, fix_topic=args.fix_topic, odom_topic=args.odom_topic,
                             publish_on_fix=not args.no_publish_on_fix, reorder_window_s=args.reorder_window,
-                            world_dir=args.world, max_age_s=args.max_age)
+                            world_dir=args.world, max_age_s=args.max_age, map_offset=args.map_offset)
     print(text_table(["", "raw GNSS", "GNSS+odom", "geoloc"], accuracy_rows(_doc(out))))
     print(f"eval replay: {summary_line(res)}; report {out / 'report.md'} ({time.perf_counter() - t0:.0f} s)")
     return out

@@ -45,12 +45,23 @@ def add_survey_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--survey-without", nargs="+", default=[], metavar="PART",
                    help="switch single parts of the survey gap off: sun, season, cars, photometric, blur, jpeg, "
                         "misregistration")
+    g.add_argument("--survey-shift-m", nargs=2, type=float, default=None, metavar=("MIN", "MAX"),
+                   help="range of the orthophoto's global misregistration shift, drawn per world (m; default "
+                        "0.3 1.5, DOP-like; e.g. 2 5 for NAIP-like imagery)")
 
 
 def survey_from_args(args: argparse.Namespace):
+    from dataclasses import replace
+
     from ..sim.survey import SurveyGap
 
-    return SurveyGap.off() if args.no_survey_gap else SurveyGap().without(args.survey_without)
+    if args.no_survey_gap:
+        return SurveyGap.off()
+    gap = SurveyGap()
+    shift = getattr(args, "survey_shift_m", None)
+    if shift is not None:
+        gap = replace(gap, shift_m=(float(shift[0]), float(shift[1])))  # range checked by SurveyGap
+    return gap.without(args.survey_without)
 
 
 def run_sim_world(args: argparse.Namespace) -> Path:

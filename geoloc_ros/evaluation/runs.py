@@ -119,6 +119,7 @@ class ReplayResult:
     metric_samples: List[Any] = field(default_factory=list)  # (t, MetricResult, estimate (x, y, yaw)) per keyframe
     aerial: Any = None  # the metric matcher's AerialMap (for the pictures)
     map_offset: Optional[Dict[str, float]] = None  # mean / max misregistration along the truth (m)
+    relocalisations: List[Dict[str, Any]] = field(default_factory=list)  # Localizer.reloc_log: attempts, verdicts
 
     @property
     def duration_s(self) -> float:

@@ -662,7 +662,8 @@ class Localizer:
         if self.tracker.relocalised and status != "lost":
             # seeded from retrieval candidates nobody verified (no orthophoto, or reloc_verify false)
             status = "lost"
-            reasons.append("unverified relocalisation (retrieval alone; no metric verification)")
+            reasons.append("unverified relocalisation: relocalising globally from retrieval alone (no metric "
+                           "verification)")
         heading = (float(yaw_to_heading_deg(yaw)) + self.grid_convergence_deg(x, y)) % 360.0
         cov = np.array(st.cov, float)
         if self.metric_matching and self.tracker.last_match_t is not None:

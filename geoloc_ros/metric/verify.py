@@ -70,15 +70,15 @@ class RelocParams:
                                 "other place's score at most this share of the winner's",
                                 0.0, 1.0)
     reloc_distinct_m: float = _f(6.0, "peaks farther apart than this are different places (m)", 0.5, 100.0)
-    reloc_hypotheses: int = _f(8, "hypotheses (winner + runner-ups) tracked with odometry before accepting", 1, 20)
+    reloc_hypotheses: int = _f(16, "places (best first) followed with the odometry before one is accepted", 1, 50)
     reloc_confirm_keyframes: int = _f(3, "keyframes the winner must follow the odometry before the filter "
                                       "initialises there", 0, 20)
-    reloc_evidence: float = _f(0.5, "the winner's cosine margin over its closest rival, summed over the track, must "
+    reloc_evidence: float = _f(0.6, "the winner's cosine margin over its closest rival, summed over the track, must "
                                "reach this (the ratio test, sequential: a clear margin decides in few keyframes, a "
                                "thin one needs more)", 0.0, 100.0)
     reloc_max_keyframes: int = _f(8, "undecided after this many keyframes of tracking: refused as ambiguous", 1, 100)
-    reloc_track_tol_m: float = _f(2.0, "a tracked hypothesis whose re-matched peak lands farther than this from its "
-                                  "odometry prediction is dropped (m)", 0.1, 50.0)
+    reloc_track_tol_m: float = _f(1.5, "a tracked hypothesis whose re-matched peak lands farther than this from its "
+                                  "odometry prediction no longer follows it: it cannot win, it stays a rival (m)", 0.1, 50.0)
     reloc_retry_s: float = _f(2.0, "after a refused attempt, wait this long before the next global search (s)",
                               0.0, 600.0)
     reloc_init_pos_std_m: float = _f(1.5, "position sigma the filter initialises with at a verified pose (m)",

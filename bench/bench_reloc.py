@@ -106,7 +106,7 @@ def score_cold(res) -> Dict:
     return {"first_fix_s": None if first is None else round(float(t[first] - moving), 2),
             "first_fix_err_m": None if first is None else round(float(err[first]), 2),
             "first_fix_err_map_m": None if first is None else round(float(err_map[first]), 2),
-            "false_fixes": int(np.sum(fixed & (err > FALSE_M))),
+            "false_fixes": int(np.sum(fixed & (err > FALSE_M))), "false_relocs": false_relocalisations(res),
             "median_err_no_gnss_m": round(float(np.median(err[fixed])), 2) if fixed.any() else None,
             "attempted": st.get("attempted"), "verified": st.get("verified"), "rejected": st.get("rejected"),
             "moving_at_s": round(float(moving), 2)}
@@ -120,8 +120,10 @@ def score_kidnap(res) -> Dict:
     span = (t >= a) & (t < c)
     fixed = span & (status != "lost")
     out = {"max_err_m": round(float(err[span].max()), 1) if span.any() else None,
-           "false_fixes": int(np.sum(fixed & (err > FALSE_M))),
-           "relocalisations": res.localizer_stats["corrected"].get("relocalisations")}
+           "false_fixes": int(np.sum(fixed & (err > FALSE_M))), "false_relocs": false_relocalisations(res),
+           "relocalisations": res.localizer_stats["corrected"].get("relocalisations"),
+           "gnss_reanchored": res.localizer_stats["corrected"].get("gnss_reanchored"),
+           "verified": res.localizer_stats["corrected"].get("relocalisation", {}).get("verified")}
     for name, e in (("back_s", err), ("back_map_s", err_map)):
         # back within 2 m: from the jump, the first time after which every published estimate of the
         # span stays within 2 m (None: never)
@@ -133,6 +135,16 @@ def score_kidnap(res) -> Dict:
             later = span & (t > last_bad)
             out[name] = round(last_bad - a, 2) if later.any() else None
     return out
+
+
+def false_relocalisations(res) -> int:
+    """Verified relocalisations (accepted fixes) farther than FALSE_M from the truth at that time."""
+    n = 0
+    for r in res.relocalisations:
+        if r["state"] == "verified":
+            tx, ty = np.interp(r["t"], res.truth.t, res.truth.x), np.interp(r["t"], res.truth.t, res.truth.y)
+            n += math.hypot(r["pose"][0] - tx, r["pose"][1] - ty) > FALSE_M
+    return n
 
 
 def _first_motion(truth) -> float:
@@ -294,17 +306,21 @@ def main(argv=None) -> int:
         summary["cold"] = {"runs": len(cold), "first_fix_within_15s_pct": round(100.0 * len(ok) / len(cold), 1),
                            "first_fix_err_median_m": float(np.median(errs)) if errs else None,
                            "first_fix_within_2m_pct": round(100.0 * sum(e <= BACK_M for e in errs) / len(cold), 1),
-                           "false_fixes": int(sum(r["false_fixes"] for r in cold))}
+                           "false_fixes": int(sum(r["false_fixes"] for r in cold)),
+                           "false_relocs": int(sum(r["false_relocs"] for r in cold))}
     if kid:
         back = [r["back_s"] for r in kid]
         summary["kidnap"] = {"runs": len(kid), "back_within_2m_in_20s_pct":
                              round(100.0 * sum(b is not None and b <= 20.0 for b in back) / len(kid), 1),
-                             "false_fixes": int(sum(r["false_fixes"] for r in kid))}
+                             "false_fixes": int(sum(r["false_fixes"] for r in kid)),
+                             "false_relocs": int(sum(r["false_relocs"] for r in kid)),
+                             "back_s": back}
     if recalls:
         summary["recall"] = {f"T{T}": {k: round(float(np.mean([r[f"T{T}"][k] for r in recalls])), 1)
                                        for k in ("R@1", "R@10")} for T in (1, 7)}
     print("\n" + table(rows, ["drive", "case", "tiles", "first_fix_s", "first_fix_err_m", "first_fix_err_map_m",
-                              "false_fixes", "back_s", "back_map_s", "max_err_m", "attempted", "verified",
+                              "false_fixes", "false_relocs", "back_s", "back_map_s", "max_err_m", "gnss_reanchored", "attempted",
+                              "verified",
                               "replay_s"]))
     if recalls:
         print("\n" + table([{"drive": r["drive"], "tiles": r["tiles"], "queries": r["queries"],

@@ -263,6 +263,7 @@ class Localizer:
             self.metric_matching and self.retrieval and c.reloc_verify) else None
         self._reloc_next_t = -math.inf  # no new global search before (after a refusal)
         self._reloc_suspect_until = -math.inf  # a GNSS jump moved the filter: verify it until then (kidnap)
+        self._reloc_suspect_since = math.inf
         self._gnss_moves_seen = 0
         self.reloc_log: List[Dict[str, Any]] = []  # the last attempts (candidates, verdict) for pictures, bounded
 
@@ -579,14 +580,19 @@ class Localizer:
     # ------------------------------------------------------------------ verified relocalisation
     def _reloc_wanted(self, t: float) -> bool:
         """True while verification runs beside a prior: hypotheses are being followed, or a GNSS jump
-        (re-anchored after a run of rejected fixes) moved the filter less than ``reloc_suspect_s`` ago."""
+        (re-anchored after a run of rejected fixes) moved the filter, the camera has not matched near
+        the moved estimate since, and that was less than ``reloc_suspect_s`` ago."""
         if self.verifier is None:
             return False
-        moves = self.tracker.counters["gnss_reanchored"]
+        tr = self.tracker
+        moves = tr.counters["gnss_reanchored"]
         if moves != self._gnss_moves_seen:
             self._gnss_moves_seen = moves
+            self._reloc_suspect_since = t
             self._reloc_suspect_until = t + self.config.reloc_suspect_s
             self._reloc_next_t = -math.inf
+        if tr.last_match_t is not None and tr.last_match_t > self._reloc_suspect_since:
+            self._reloc_suspect_until = -math.inf  # the camera agrees with the moved estimate
         return self.verifier.active or t <= self._reloc_suspect_until
 
     def _relocalise_verified(self, t: float, got: "_Measured") -> "_Measured":

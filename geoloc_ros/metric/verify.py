@@ -77,7 +77,7 @@ class RelocParams:
                                "reach this (the ratio test, sequential: a clear margin decides in few keyframes, a "
                                "thin one needs more)", 0.0, 100.0)
     reloc_max_keyframes: int = _f(8, "undecided after this many keyframes of tracking: refused as ambiguous", 1, 100)
-    reloc_track_tol_m: float = _f(1.5, "a tracked hypothesis whose re-matched peak lands farther than this from its "
+    reloc_track_tol_m: float = _f(2.0, "a tracked hypothesis whose re-matched peak lands farther than this from its "
                                   "odometry prediction no longer follows it: it cannot win, it stays a rival (m)", 0.1, 50.0)
     reloc_retry_s: float = _f(2.0, "after a refused attempt, wait this long before the next global search (s)",
                               0.0, 600.0)
@@ -85,8 +85,9 @@ class RelocParams:
                                      0.05, 100.0)
     reloc_init_yaw_std_deg: float = _f(3.0, "heading sigma the filter initialises with at a verified pose (deg)",
                                        0.1, 180.0)
-    reloc_suspect_s: float = _f(30.0, "after GNSS re-anchored the filter (a jump the odometry did not make), verify "
-                                "the estimate by global relocalisation for this long (s)", 0.0, 3600.0)
+    reloc_suspect_s: float = _f(120.0, "after GNSS re-anchored the filter (a jump the odometry did not make), verify "
+                                "the estimate by global relocalisation until the camera matches near it, for at most "
+                                "this long (s)", 0.0, 3600.0)
     reloc_kidnap_m: float = _f(15.0, "a verified pose farther than this (plus 3 position sigmas) from a credible "
                                "estimate after a GNSS jump moves the filter there (kidnap) (m)", 1.0, 10000.0)
 

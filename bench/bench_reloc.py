@@ -80,7 +80,7 @@ def _errors(log, truth, t0: float):
     return t - t0, np.asarray(log.status), np.hypot(x - tx, y - ty)
 
 
-def replay_case(dd: Path, wd: Path, idx, encoder, cfg, case: str, seed: int):
+def replay_case(dd: Path, wd: Path, idx, encoder, cfg, case: str, seed: int, start_s: float = 0.0):
     from geoloc_ros.evaluation.replay import GnssEdit, replay_bag
     from geoloc_ros.metric import open_matcher
 
@@ -91,7 +91,8 @@ def replay_case(dd: Path, wd: Path, idx, encoder, cfg, case: str, seed: int):
         ang = np.random.default_rng(seed).uniform(0, 2 * math.pi)
         edit = GnssEdit(shift=((a, b, d * math.cos(ang), d * math.sin(ang)),), remove=((b, c),))
     matcher = open_matcher(wd / "orthophoto.tif", cfg, frame=idx.frame)
-    return replay_bag(dd / "bag", encoder, idx, cfg, matcher=matcher, world_dir=wd, progress=False, gnss_edit=edit)
+    return replay_bag(dd / "bag", encoder, idx, cfg, matcher=matcher, world_dir=wd, progress=False, gnss_edit=edit,
+                      start_s=start_s)
 
 
 def score_cold(res) -> Dict:
@@ -99,7 +100,7 @@ def score_cold(res) -> Dict:
     t0 = res.t_start
     t, status, err = _errors(log, res.truth, t0)
     tm, _, err_map = _errors(log, res.truth_map or res.truth, t0)
-    moving = _first_motion(res.truth) - t0
+    moving = _first_motion(res.truth, t0) - t0
     fixed = (status != "lost") & (t < COLD_S)
     first = int(np.argmax(fixed)) if fixed.any() else None
     st = res.localizer_stats["corrected"].get("relocalisation", {})
@@ -147,9 +148,10 @@ def false_relocalisations(res) -> int:
     return n
 
 
-def _first_motion(truth) -> float:
+def _first_motion(truth, after: float = -np.inf) -> float:
     v = np.hypot(np.diff(truth.x), np.diff(truth.y)) / np.maximum(np.diff(truth.t), 1e-6)
-    i = int(np.argmax(v > 1.0)) if (v > 1.0).any() else 0
+    moving = (v > 1.0) & (truth.t[:-1] >= after)
+    i = int(np.argmax(moving)) if moving.any() else 0
     return float(truth.t[i])
 
 
@@ -243,6 +245,8 @@ def main(argv=None) -> int:
     ap.add_argument("--towns", type=int, nargs="+", default=None)
     ap.add_argument("--quick", action="store_true", help="one drive per town (the first of the protocol's)")
     ap.add_argument("--cases", nargs="+", default=["cold", "kidnap"], choices=("cold", "kidnap"))
+    ap.add_argument("--starts", type=float, nargs="+", default=[0.0],
+                    help="cold starts this many seconds into each drive (the node started then, no GNSS for 60 s)")
     ap.add_argument("--spacing", type=float, default=10.0, help="index tile spacing (m)")
     ap.add_argument("--width", type=float, default=6.0, help="road corridor half-width of the index (m)")
     ap.add_argument("--recall-m", type=float, default=15.0, help="a retrieval hit: a tile within this of the truth (m)")
@@ -278,10 +282,12 @@ def main(argv=None) -> int:
         info = indexes[d.town]
         idx = TileIndex.open(info["path"], expect_model=encoder.identity)
         dd = make_drive(args.data, wd, d)
-        for case in args.cases:
+        runs = [(c, s) for c in args.cases for s in (args.starts if c == "cold" else [0.0])]
+        for case, start in runs:
             t0 = time.perf_counter()
-            res = replay_case(dd, wd, idx, encoder, cfg, case, d.drive_seed)
-            row = {"town": d.town, "preset": d.preset, "drive": d.name, "case": case, "tiles": info["tiles"],
+            res = replay_case(dd, wd, idx, encoder, cfg, case, d.drive_seed, start)
+            row = {"town": d.town, "preset": d.preset, "drive": d.name, "case": case, "start_s": start,
+                   "tiles": info["tiles"],
                    **(score_cold(res) if case == "cold" else score_kidnap(res)),
                    "replay_s": round(time.perf_counter() - t0, 1)}
             rows.append(row)
@@ -318,7 +324,7 @@ def main(argv=None) -> int:
     if recalls:
         summary["recall"] = {f"T{T}": {k: round(float(np.mean([r[f"T{T}"][k] for r in recalls])), 1)
                                        for k in ("R@1", "R@10")} for T in (1, 7)}
-    print("\n" + table(rows, ["drive", "case", "tiles", "first_fix_s", "first_fix_err_m", "first_fix_err_map_m",
+    print("\n" + table(rows, ["drive", "case", "start_s", "tiles", "first_fix_s", "first_fix_err_m", "first_fix_err_map_m",
                               "false_fixes", "false_relocs", "back_s", "back_map_s", "max_err_m", "gnss_reanchored", "attempted",
                               "verified",
                               "replay_s"]))

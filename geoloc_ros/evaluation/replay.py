@@ -340,7 +340,7 @@ class _Feeder:
     records what each publishes, the raw GNSS, the ground truth, the drops and the time spent."""
 
     def __init__(self, corrected, baseline, gt_type: Optional[str], *, publish_on_fix: bool, camera_mount,
-                 base_frame: str, gnss_edit: Optional[GnssEdit] = None):
+                 base_frame: str, gnss_edit: Optional[GnssEdit] = None, start_s: float = 0.0):
         from ..runtime import Counter, InputRouter
 
         self.corrected, self.baseline = corrected, baseline
@@ -352,6 +352,8 @@ class _Feeder:
         self.routers = {"corrected": InputRouter(corrected, **kw), "baseline": InputRouter(baseline, **kw)}
         self.counts = {"image": 0, "fix": 0, "odom": 0, "gt": 0}
         self.gnss_edit = gnss_edit
+        self.start_s = float(start_s)
+        self.t_bag0: Optional[float] = None
         self.gnss_edited = {"removed": 0, "shifted": 0}
         self.timing = {"read_decode_s": 0.0, "baseline_s": 0.0, "corrected_s": 0.0}
         self.gt_t: List[float] = []
@@ -373,6 +375,11 @@ class _Feeder:
             if bar is not None:
                 bar.update(1)
             t = s_ns * 1e-9
+            if self.start_s > 0.0 and role in ("image", "fix", "odom"):  # the node started late: skipped
+                self.t_bag0 = t if self.t_bag0 is None else self.t_bag0
+                if t < self.t_bag0 + self.start_s:
+                    tr0 = time.perf_counter()
+                    continue
             self.counts[role] = self.counts.get(role, 0) + 1
             if role in ("image", "fix", "odom"):  # the span of the evaluation
                 self.t_first = t if self.t_first is None else self.t_first
@@ -533,14 +540,16 @@ def replay_bag(bag, encoder, index, cfg=None, *, gt_topic: Optional[str] = DEFAU
                config_name: str = "default", progress: bool = True, recall_radius_m: Optional[float] = None,
                world_dir: Optional[Path] = None, grid_dt_s: float = 0.1, max_age_s: float = 2.0,
                matcher=None, camera_mount=None, base_frame: str = "base_link",
-               gnss_edit: Optional[GnssEdit] = None) -> ReplayResult:
+               gnss_edit: Optional[GnssEdit] = None, start_s: float = 0.0) -> ReplayResult:
     """Replay ``bag`` through raw GNSS, the GNSS+odometry baseline and the full Localizer; compute
     the metrics (``result.metrics``). ``cfg``: LocalizerConfig (default: defaults); the baseline is
     ``dataclasses.replace(cfg, use_camera=False)``. ``gt_frame``: LocalFrame of an Odometry ground
     truth's x/y (default: the map frame, i.e. the index datum). ``matcher``: a
     ``metric.MetricMatcher`` (metric matching; its camera model comes from the bag's camera_info
     and /tf_static, or ``camera_mount`` = (R, t) of the optical frame in base_link). ``gnss_edit``:
-    fixes removed or moved before the localizers see them (``GnssEdit``; the bag is not changed)."""
+    fixes removed or moved before the localizers see them (``GnssEdit``; the bag is not changed);
+    ``start_s``: the camera, GNSS and odometry of the bag's first seconds are skipped (the node started
+    then: a cold start mid-drive), the evaluation and ``gnss_edit``'s times start there."""
     from ..pipeline import LocalizerConfig
     from ..runtime import build_baseline, build_localizer
 
@@ -554,7 +563,7 @@ def replay_bag(bag, encoder, index, cfg=None, *, gt_topic: Optional[str] = DEFAU
     frame = corrected.frame
     baseline = build_baseline(corrected)
     feeder = _Feeder(corrected, baseline, plan.topics["gt_type"], publish_on_fix=publish_on_fix,
-                     camera_mount=camera_mount, base_frame=base_frame, gnss_edit=gnss_edit)
+                     camera_mount=camera_mount, base_frame=base_frame, gnss_edit=gnss_edit, start_s=start_s)
     late: Dict[str, int] = {}
     bar = _progress_bar(bag, plan, progress)
     wall = feeder.run(stamp_ordered(plan.src.messages(list(plan.roles)), int(reorder_window_s * 1e9), late),

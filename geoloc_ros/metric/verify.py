@@ -117,6 +117,19 @@ class Hypothesis:
     other: float = -math.inf  # the best score of its own window farther than reloc_distinct_m from its peak
     offsets: List[float] = field(default_factory=list)  # per track step: its peak vs its odometry prediction (m)
     consistent: bool = True  # every peak of the track landed within reloc_track_tol_m of its prediction
+    track: List[Tuple[float, float, float, float, float]] = field(default_factory=list)  # (x, y, odom x, y, yaw)
+
+    def track_yaw(self, min_length_m: float = 10.0) -> Optional[float]:
+        """The heading the track implies: the rotation that best maps the odometry's path onto the
+        peaks' path (least squares), applied to the newest odometry yaw; None for a short track."""
+        if len(self.track) < 3:
+            return None
+        P = np.asarray(self.track, float)
+        a, b = P[:, 2:4] - P[0, 2:4], P[:, 0:2] - P[0, 0:2]  # odometry path, map path
+        if float(np.hypot(*a[-1])) < min_length_m:
+            return None
+        th = math.atan2(float(np.sum(a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0])), float(np.sum(a * b)))
+        return _wrap(float(P[-1, 4]) + th)
 
     @property
     def mean_score(self) -> float:
@@ -252,6 +265,8 @@ class RelocVerifier:
                 continue
             (bx, by, byaw, s), other = self._peaks(vol, p.reloc_distinct_m)
             places.append(Hypothesis(bx, by, _wrap(byaw), s, [s], odom, other))
+            if odom is not None:
+                places[-1].track.append((bx, by, *odom))
         if not places:
             return self._reject("outside the orthophoto", len(keep))
         places.sort(key=lambda h: -h.score)
@@ -310,6 +325,7 @@ class RelocVerifier:
             h.offsets.append(off)
             h.consistent = h.consistent and off <= p.reloc_track_tol_m
             h.x, h.y, h.yaw, h.score, h.odom = bx, by, _wrap(byaw), sc, odom
+            h.track.append((bx, by, *odom))
         self.steps += 1
         ok = [h for h in self.hyps if h.consistent]
         if not ok:
@@ -366,7 +382,10 @@ class RelocVerifier:
 
     def _accept(self, v: RelocVerdict) -> RelocVerdict:
         h = v.hypotheses[0]
-        v.state, v.pose = "verified", (h.x, h.y, h.yaw)
+        # the heading: from the path the peaks followed vs the odometry's (metres of baseline beat
+        # one mosaic's heading, which a BEV scale or pitch error biases by degrees)
+        yaw = h.track_yaw()
+        v.state, v.pose = "verified", (h.x, h.y, h.yaw if yaw is None else yaw)
         self.counts["verified"] = int(self.counts["verified"]) + 1
         self.cancel()
         return self._done(v)

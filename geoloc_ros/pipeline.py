@@ -18,8 +18,10 @@ the filter (``core.filter``, ``core.measurement.PoseVolume``). Without an orthop
 measurement is retrieval: the last T keyframe features fused and searched in the tile index near
 the prior (radius from its covariance, clamped to [search_radius_min_m, search_radius_max_m];
 heading bins around the filter heading), the whole similarity map updating the filter through the
-confidence gate. Beside metric matching, retrieval only relocalises without a prior. See
-docs/localizer.md.
+confidence gate. Beside metric matching, retrieval only relocalises: without a prior (or after a
+GNSS jump) its global candidates are verified by metric matching over a short odometry track before
+the filter starts there (``metric.verify``); retrieval alone relocalises unverified and publishes it
+``lost``. See docs/localizer.md.
 """
 from __future__ import annotations
 

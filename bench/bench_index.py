@@ -16,6 +16,13 @@ heading bins, written with the same code as a real build and opened with `TileIn
   * global approx: the index's HNSW (efSearch 128, plus 32 and 512 for the trade-off) and IVF-PQ,
     with recall@10 against flat (overlap of the top-10 sets) and nn_in_top10 (the exact nearest
     neighbour is among the approximate top 10: what matters for relocalisation).
+Part 3 (city, --city N, issue 26): the relocalisation's global search over every tile of a city
+at N tiles (1M: the target) of synthetic descriptors with the model's dimension: the compressed
+global index a build makes past 2M tiles (IVF-PQ, ``index.build.make_global_index``) vs the exact
+flat baseline built in the same run: single-query latency (median, p95) and resident memory (RSS
+growth while it is built and loaded, and its serialized size, plus the per-tile metadata the
+TileIndex keeps beside it), both as ratios to flat, against the targets <= 20 ms and <= 1.5 GB.
+
 Queries are noisy copies of stored descriptors (cosine ~0.7 to their source), so each has a
 true neighbour; uniformly random 512-d vectors are the hardest case for graph/PQ search, so
 the recall here is a lower bound for real descriptors, which cluster.
@@ -222,11 +229,69 @@ def bench_search(tmp: Path, N: int, rng, nq: int = 200):
     return rows
 
 
+CITY_TARGET_MS, CITY_TARGET_MB = 20.0, 1500.0
+META_BYTES_PER_TILE = 5 * 8 + 8  # lat, lon, x, y, heading_deg (float64) + heading_bin (int64) in TileIndex
+
+
+def bench_city(N: int, rng, nq: int = 200):
+    """Part 3: the compressed global index vs exact flat at ``N`` tiles (see the module doc)."""
+    from geoloc_ros.index.build import make_global_index
+    from geoloc_ros.index.store import _faiss
+
+    faiss = _faiss()  # as TileIndex sets it up (BLAS threshold for single queries)
+
+    X = rng.standard_normal((N, D), dtype=np.float32)
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    qi = rng.choice(N, nq, replace=False)
+    Q = X[qi] + 0.6 * rng.standard_normal((nq, D), dtype=np.float32) / np.sqrt(D)
+    Q /= np.linalg.norm(Q, axis=1, keepdims=True)
+    meta_mb = N * META_BYTES_PER_TILE / 1e6
+    rows = []
+    gc.collect()
+    r0 = rss_mb()
+    t0 = time.perf_counter()
+    flat = faiss.IndexFlatIP(D)
+    flat.add(X)
+    t_flat = time.perf_counter() - t0
+    flat_rss = rss_mb() - r0
+    f_med, f_p95 = timed(lambda i: flat.search(Q[i:i + 1], 10), nq)
+    _, I_flat = flat.search(Q, 10)
+    flat_mb = N * D * 4 / 1e6 + meta_mb
+    rows.append({"part": "city", "N": N, "method": "global flat (exact): the baseline", "median_ms": round(f_med, 2),
+                 "p95_ms": round(f_p95, 2), "latency_ratio": 1.0, "resident_MB": round(flat_mb, 1),
+                 "rss_growth_MB": round(flat_rss, 1), "memory_ratio": 1.0, "nn_in_top10": 1.0,
+                 "build_s": round(t_flat, 1)})
+    flat = None
+    gc.collect()
+    r0 = rss_mb()
+    t0 = time.perf_counter()
+    ivf, params = make_global_index(X, "ivfpq", deterministic=False)
+    t_ivf = time.perf_counter() - t0
+    ivf_rss = rss_mb() - r0
+    for nprobe in sorted({params.get("nprobe", 32), 8, 64}):
+        ivf.nprobe = nprobe
+        med, p95 = timed(lambda i: ivf.search(Q[i:i + 1], 10), nq)
+        _, I = ivf.search(Q, 10)
+        nn = float(np.mean([I_flat[i, 0] in set(I[i]) for i in range(nq)]))
+        mb = faiss.serialize_index(ivf).nbytes / 1e6 + meta_mb
+        rows.append({"part": "city", "N": N, "method": f"global IVF{params['nlist']},PQ{params['m']} nprobe{nprobe}"
+                     + (" (the build's default)" if nprobe == params.get("nprobe") else ""),
+                     "median_ms": round(med, 2), "p95_ms": round(p95, 2), "latency_ratio": round(med / f_med, 3),
+                     "resident_MB": round(mb, 1), "rss_growth_MB": round(ivf_rss, 1),
+                     "memory_ratio": round(mb / flat_mb, 3), "nn_in_top10": round(nn, 3), "build_s": round(t_ivf, 1),
+                     "meets_20ms": med <= CITY_TARGET_MS, "meets_1_5GB": mb <= CITY_TARGET_MB})
+    ivf = X = None
+    gc.collect()
+    return rows
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     ap.add_argument("--full", action="store_true", help="also 1M tiles (~2 GB RAM, several minutes)")
     ap.add_argument("--build-side", type=int, default=3, help="build part: n x n positions x 8 bins (3 -> 72 tiles)")
+    ap.add_argument("--city", type=int, default=0, help="part 3: the city-scale global index at this many tiles "
+                    "(1000000: the issue's target; ~3 GB RAM, minutes)")
     ap.add_argument("--skip-build", action="store_true")
     ap.add_argument("--skip-search", action="store_true")
     ap.add_argument("--out", type=Path, default=None)
@@ -244,12 +309,17 @@ def main(argv=None):
             print(f"N={N}: " + "; ".join(f"{r['method']} {r.get('median_ms', '')} ms" for r in new
                                          if r["part"] == "search"), flush=True)
             rows += new
+        if args.city:
+            new = bench_city(args.city, rng)
+            print(table(new, ["N", "method", "median_ms", "p95_ms", "latency_ratio", "resident_MB", "rss_growth_MB",
+                              "memory_ratio", "nn_in_top10", "build_s", "meets_20ms", "meets_1_5GB"]), flush=True)
+            rows += new
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     srch = [r for r in rows if r["part"] == "search"]
-    print(table(srch or [{}], ["N", "method", "median_ms", "p95_ms", "speedup_vs_flat", "recall_at_10", "nn_in_top10",
-                       "candidates", "true_tile_top1",
-                       "build_s", "index_MB", "batch100_ms_per_query"]))
+    if srch:
+        print(table(srch, ["N", "method", "median_ms", "p95_ms", "speedup_vs_flat", "recall_at_10", "nn_in_top10",
+                           "candidates", "true_tile_top1", "build_s", "index_MB", "batch100_ms_per_query"]))
     mem = [r for r in rows if r["part"] == "memory"]
     if mem:
         print(table(mem, list(mem[0])))

@@ -18,11 +18,14 @@ the filter (``core.filter``, ``core.measurement.PoseVolume``). Without an orthop
 measurement is retrieval: the last T keyframe features fused and searched in the tile index near
 the prior (radius from its covariance, clamped to [search_radius_min_m, search_radius_max_m];
 heading bins around the filter heading), the whole similarity map updating the filter through the
-confidence gate. Beside metric matching, retrieval only relocalises without a prior. See
-docs/localizer.md.
+confidence gate. Beside metric matching, retrieval only relocalises: without a prior (or after a
+GNSS jump) its global candidates are verified by metric matching over a short odometry track before
+the filter starts there (``metric.verify``); retrieval alone relocalises unverified and publishes it
+``lost``. See docs/localizer.md.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -43,6 +46,7 @@ from .core.msgconv import enu_to_grid_cov
 from .core.tracker import STATUSES, PoseTracker, TrackState
 from .metric.config import MetricParams, check_metric
 from .metric.selfcal import SelfCalParams, check_selfcal
+from .metric.verify import RelocParams, RelocVerifier, check_reloc
 
 log = logging.getLogger(__name__)
 
@@ -50,11 +54,12 @@ __all__ = ["Localizer", "LocalizerConfig", "Estimate", "Candidates", "Similarity
 
 
 @dataclass(frozen=True)
-class LocalizerConfig(FilterParams, MetricParams, SelfCalParams, IntegrityParams, MapOffsetParams):
+class LocalizerConfig(FilterParams, MetricParams, SelfCalParams, IntegrityParams, MapOffsetParams, RelocParams):
     """Every tunable of the Localizer. The filter's fields come from ``core.filter.FilterParams``,
     metric matching's from ``metric.config.MetricParams``, the camera's self-calibration from
     ``metric.selfcal.SelfCalParams``, the camera integrity monitor from ``core.integrity.IntegrityParams``,
-    the orthophoto's offset estimator from ``core.mapoffset.MapOffsetParams``;
+    the orthophoto's offset estimator from ``core.mapoffset.MapOffsetParams``, verified relocalisation's
+    from ``metric.verify.RelocParams``;
     each field's ``metadata`` has ``help`` and (numbers) an inclusive ``range`` so the ROS node can
     declare it as a parameter (``localizer.<name>``). Unknown keys in ``from_dict`` are an error."""
 
@@ -103,6 +108,7 @@ class LocalizerConfig(FilterParams, MetricParams, SelfCalParams, IntegrityParams
         super().__post_init__()
         check_metric(self)
         check_selfcal(self)
+        check_reloc(self)
         if self.search_radius_min_m > self.search_radius_max_m:
             raise InvalidArgument(f"localizer.search_radius_min_m ({self.search_radius_min_m}) must not exceed "
                                   f"search_radius_max_m ({self.search_radius_max_m})")
@@ -268,6 +274,14 @@ class Localizer:
         # the orthophoto's offset (core.mapoffset): GNSS into the map frame, the published fix out of it
         self.map_offset = open_map_offset(c, self.frame, getattr(getattr(self.matcher, "aerial", None), "imagery",
                                                                  None)) if self.metric_matching else None
+        # retrieval proposes, metric matching verifies (metric.verify): with both an orthophoto and an index
+        self.verifier = RelocVerifier(self.matcher, c) if (
+            self.metric_matching and self.retrieval and c.reloc_verify) else None
+        self._reloc_next_t = -math.inf  # no new global search before (after a refusal)
+        self._reloc_suspect_until = -math.inf  # a GNSS jump moved the filter: verify it until then (kidnap)
+        self._reloc_suspect_since = math.inf
+        self._gnss_moves_seen = 0
+        self.reloc_log: List[Dict[str, Any]] = []  # the last attempts (candidates, verdict) for pictures, bounded
 
     def set_camera(self, camera) -> None:
         """The camera model (``metric.bev.CameraModel``: camera_info K/D and the mounting). Metric
@@ -414,7 +428,7 @@ class Localizer:
             return None
         if self.metric_matching:
             st = self.tracker.state(t)
-            if not (st is None or st.status == "lost"):
+            if not (st is None or st.status == "lost" or self._reloc_wanted(t)):
                 return None
         elif self._prior_outside_index(t):
             # no tile can be matched here: restart the sequence so that a later descriptor does not
@@ -429,6 +443,8 @@ class Localizer:
             return _Measured(reason="camera disabled")
         if self.metric_matching:
             got = self._match_metric(t, img)
+            if self.verifier is not None and encoded and (got.no_prior or self._reloc_wanted(t)):
+                return self._relocalise_verified(t, got)
             if got.no_prior and encoded:
                 return self._match_retrieval(t)  # no prior: retrieval may relocalise
             return got
@@ -603,6 +619,80 @@ class Localizer:
                            x=tx, y=ty, score=sc[ok], heading_deg=th)
         return _Measured(reason=f"relocalised globally from {int(ok.sum())} candidates", candidates=cands)
 
+    # ------------------------------------------------------------------ verified relocalisation
+    def _reloc_wanted(self, t: float) -> bool:
+        """True while verification runs beside a prior: hypotheses are being followed, or a GNSS jump
+        (re-anchored after a run of rejected fixes) moved the filter, the camera has not matched near
+        the moved estimate since, and that was less than ``reloc_suspect_s`` ago."""
+        if self.verifier is None:
+            return False
+        tr = self.tracker
+        moves = tr.counters["gnss_reanchored"]
+        if moves != self._gnss_moves_seen:
+            self._gnss_moves_seen = moves
+            self._reloc_suspect_since = t
+            self._reloc_suspect_until = t + self.config.reloc_suspect_s
+            self._reloc_next_t = -math.inf
+        if tr.last_match_t is not None and tr.last_match_t > self._reloc_suspect_since:
+            self._reloc_suspect_until = -math.inf  # the camera agrees with the moved estimate
+        return self.verifier.active or t <= self._reloc_suspect_until
+
+    def _relocalise_verified(self, t: float, got: "_Measured") -> "_Measured":
+        """Retrieval proposes, metric matching verifies (``metric.verify``): the global top-K tiles
+        scored on the BEV mosaic, the best places followed with odometry, the filter initialised at
+        a verified pose only. Beside a credible prior (after a GNSS jump) a verified pose that agrees
+        with it ends the suspicion; one that does not moves the filter there (kidnap)."""
+        c, tr, v = self.config, self.tracker, self.verifier
+        if not self.matcher.views:
+            return got
+        odom = tuple(float(a) for a in tr.odom_last[1:]) if tr.odom_fresh(t) else None
+        cands = None
+        if v.active:
+            verdict = v.step(odom)
+        else:
+            feats, _ = self.keyframes.sequence(self.T)
+            if len(feats) < c.min_seq_len:
+                self._bump("match_skipped", "warming up")
+                return dataclasses.replace(got, reason=f"relocalisation warming up ({len(feats)}/{c.min_seq_len} "
+                                           f"keyframes)")
+            if t < self._reloc_next_t:
+                return dataclasses.replace(got, reason=f"relocalisation: next attempt in {self._reloc_next_t - t:.1f} s")
+            desc = self.encoder.fuse(feats[None])[0]
+            self._counts["matches_attempted"] += 1
+            res = self.index.search(desc, k=c.reloc_k)
+            ok = (np.asarray(res.ids).reshape(-1) >= 0) & np.isfinite(np.asarray(res.scores, float).reshape(-1))
+            tx, ty = (np.asarray(a, float).reshape(-1)[ok] for a in (res.x, res.y))
+            th = np.asarray(res.heading_deg, float).reshape(-1)[ok]
+            conv = self.grid_convergence_deg(float(tx[0]), float(ty[0])) if len(tx) else 0.0
+            yaw = np.radians(90.0 - (th - conv))
+            cands = Candidates(lat=np.asarray(res.lat, float).reshape(-1)[ok],
+                               lon=np.asarray(res.lon, float).reshape(-1)[ok], x=tx, y=ty,
+                               score=np.asarray(res.scores, float).reshape(-1)[ok], heading_deg=th)
+            verdict = v.propose(odom, np.stack([tx, ty], axis=1), yaw, 180.0 / float(self.index.heading_bins))
+        if verdict.state == "rejected":
+            self._reloc_next_t = t + c.reloc_retry_s
+        elif verdict.state == "verified":
+            self._apply_verified(t, verdict)
+        self.reloc_log.append({"t": t, "state": verdict.state, "reason": verdict.describe(), "pose": verdict.pose,
+                               "candidates": None if cands is None else np.stack([cands.x, cands.y], axis=1),
+                               "places": [(h.x, h.y, h.yaw, h.mean_score) for h in verdict.hypotheses]})
+        del self.reloc_log[:-200]
+        return dataclasses.replace(got, reason=verdict.describe(), candidates=cands if cands is not None
+                                   else got.candidates)
+
+    def _apply_verified(self, t: float, verdict) -> None:
+        """The filter initialised at a verified pose, unless a credible estimate already agrees."""
+        c, tr = self.config, self.tracker
+        x, y, yaw = verdict.pose
+        st = tr.state(t)
+        self._reloc_suspect_until = -math.inf
+        if st is not None and st.status != "lost" and math.hypot(st.mean[0] - x, st.mean[1] - y) <= \
+                c.reloc_kidnap_m + 3.0 * st.pos_std_m:
+            self._bump("match_skipped", "relocalisation agrees with the estimate")
+            return
+        tr.init_verified(t, x, y, yaw, c.reloc_init_pos_std_m, math.radians(c.reloc_init_yaw_std_deg))
+        self._covered = True
+
     # ------------------------------------------------------------------ outputs
     def _make_estimate(self, t: Optional[float], *, keyframe: bool = False, candidates=None, sim_map=None,
                        ev: Optional[MatchEval] = None, match_reason: str = "") -> Optional[Estimate]:
@@ -617,6 +707,11 @@ class Localizer:
                            + " (camera matching off)")
             if status == "tracking":
                 status = "degraded"
+        if self.tracker.relocalised and status != "lost":
+            # seeded from retrieval candidates nobody verified (no orthophoto, or reloc_verify false)
+            status = "lost"
+            reasons.append("unverified relocalisation: relocalising globally from retrieval alone (no metric "
+                           "verification)")
         heading = (float(yaw_to_heading_deg(yaw)) + self.grid_convergence_deg(x, y)) % 360.0
         cov = np.array(st.cov, float)
         ortho = (x, y, cov.copy())
@@ -679,6 +774,7 @@ class Localizer:
                 "reset_reasons": dict(self.tracker.reset_reasons), "outside_coverage": k["outside_coverage"],
                 "status": dict(k["status"]), "sequence_breaks": self.keyframes.breaks,
                 "compute_ms_mean": k["compute_ms_total"] / max(k["keyframes"], 1),
+                "relocalisation": self.verifier.diagnostics() if self.verifier is not None else {},
                 "camera": self.camera_health(), "map_offset": self.map_offset_health()}
 
     def map_offset_health(self) -> Dict[str, Any]:

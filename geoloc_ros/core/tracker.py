@@ -93,6 +93,19 @@ class PoseTracker:
         self.relocalised = True
         self.counters["relocalisations"] += 1
 
+    def init_verified(self, t: float, x: float, y: float, yaw: float, pos_std: float, yaw_std: float) -> None:
+        """Initialise at one pose the camera verified (``metric.verify``: retrieval proposed it, metric
+        matching confirmed it over several keyframes), N((x, y), pos_std^2 I) x N(yaw, yaw_std^2): an
+        honest, narrow cloud, not a global guess (``relocalised`` stays False, so GNSS that comes back is
+        gated against it as against any estimate)."""
+        self.f.init_mixture(np.array([[float(x), float(y)]]), np.array([float(yaw)]), np.ones(1), pos_std, yaw_std)
+        self.epoch += 1
+        self.t_filter = t
+        if self.odom_last is not None:
+            self.odom_anchor = self.odom_last
+        self.relocalised = False
+        self.counters["relocalisations"] += 1
+
     # ------------------------------------------------------------------ time
     def reset(self, reason: str) -> None:
         self.f.reset()

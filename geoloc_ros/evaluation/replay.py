@@ -313,13 +313,41 @@ def _open_bag(bag: Path, image_topic: Optional[str], fix_topic: Optional[str], o
     return _Plan(src, roles, topics, skipped)
 
 
+@dataclass(frozen=True)
+class GnssEdit:
+    """What the replay does to the bag's GNSS fixes before the localizers see them (the recorded bag
+    is never changed): ``remove`` [(start_s, end_s), ...] drops the fixes in those spans (a GNSS-denied
+    start, a tunnel); ``shift`` [(start_s, end_s, dx_m, dy_m), ...] moves them by (dx, dy) metres on
+    the map frame's axes (a GNSS fix that jumps somewhere wrong: kidnapping). Seconds from the first
+    camera, GNSS or odometry message; a span is [start, end). Ground truth is never edited."""
+
+    remove: Tuple[Tuple[float, float], ...] = ()
+    shift: Tuple[Tuple[float, float, float, float], ...] = ()
+
+    def __post_init__(self):
+        for sp in tuple(self.remove) + tuple((a, b) for a, b, *_ in self.shift):
+            if len(sp) != 2 or not all(math.isfinite(float(v)) for v in sp) or sp[1] < sp[0]:
+                raise InvalidArgument(f"GNSS edit span {sp} must be (start_s, end_s) with start <= end")
+
+    def apply(self, item, t_rel: float, frame):
+        """The edited fix input (``runtime.router.FixInput``), or None when it is removed."""
+        if any(a <= t_rel < b for a, b in self.remove):
+            return None
+        for a, b, dx, dy in self.shift:
+            if a <= t_rel < b and item.sample.ok:
+                x, y = frame.from_latlon(item.sample.lat, item.sample.lon)
+                lat, lon = frame.to_latlon(float(x) + float(dx), float(y) + float(dy))
+                item = item._replace(sample=item.sample._replace(lat=float(lat), lon=float(lon)))
+        return item
+
+
 class _Feeder:
     """Feeds a bag's messages (in stamp order) through the node's input router
     (``runtime.InputRouter``) to the corrected Localizer and to the GNSS+odometry baseline, and
     records what each publishes, the raw GNSS, the ground truth, the drops and the time spent."""
 
     def __init__(self, corrected, baseline, gt_type: Optional[str], *, publish_on_fix: bool, camera_mount,
-                 base_frame: str):
+                 base_frame: str, gnss_edit: Optional[GnssEdit] = None, start_s: float = 0.0):
         from ..runtime import Counter, InputRouter
 
         self.corrected, self.baseline = corrected, baseline
@@ -330,6 +358,10 @@ class _Feeder:
         kw = dict(camera_mount=camera_mount, base_frame=base_frame, publish_on_fix=publish_on_fix, drops=self.drops)
         self.routers = {"corrected": InputRouter(corrected, **kw), "baseline": InputRouter(baseline, **kw)}
         self.counts = {"image": 0, "fix": 0, "odom": 0, "gt": 0}
+        self.gnss_edit = gnss_edit
+        self.start_s = float(start_s)
+        self.t_bag0: Optional[float] = None
+        self.gnss_edited = {"removed": 0, "shifted": 0}
         self.timing = {"read_decode_s": 0.0, "baseline_s": 0.0, "corrected_s": 0.0}
         self.gt_t: List[float] = []
         self.gt_lat: List[float] = []
@@ -351,6 +383,11 @@ class _Feeder:
             if bar is not None:
                 bar.update(1)
             t = s_ns * 1e-9
+            if self.start_s > 0.0 and role in ("image", "fix", "odom"):  # the node started late: skipped
+                self.t_bag0 = t if self.t_bag0 is None else self.t_bag0
+                if t < self.t_bag0 + self.start_s:
+                    tr0 = time.perf_counter()
+                    continue
             self.counts[role] = self.counts.get(role, 0) + 1
             if role in ("image", "fix", "odom"):  # the span of the evaluation
                 self.t_first = t if self.t_first is None else self.t_first
@@ -370,6 +407,13 @@ class _Feeder:
         self.timing["read_decode_s"] += time.perf_counter() - t0
         if item is None:
             return
+        if kind == "fix" and self.gnss_edit is not None:
+            edited = self.gnss_edit.apply(item, item.sample.t - self.t_first, self.frame)
+            if edited is None:
+                self.gnss_edited["removed"] += 1
+                return
+            self.gnss_edited["shifted"] += int(edited is not item)
+            item = edited
         if kind == "fix" and item.sample.ok:
             self._raw(item.sample)
         for name in ("corrected", "baseline"):
@@ -520,13 +564,17 @@ def replay_bag(bag, encoder, index, cfg=None, *, gt_topic: Optional[str] = DEFAU
                odom_topic: Optional[str] = None, publish_on_fix: bool = True, reorder_window_s: float = 0.5,
                config_name: str = "default", progress: bool = True, recall_radius_m: Optional[float] = None,
                world_dir: Optional[Path] = None, grid_dt_s: float = 0.1, max_age_s: float = 2.0,
-               matcher=None, camera_mount=None, base_frame: str = "base_link") -> ReplayResult:
+               matcher=None, camera_mount=None, base_frame: str = "base_link",
+               gnss_edit: Optional[GnssEdit] = None, start_s: float = 0.0) -> ReplayResult:
     """Replay ``bag`` through raw GNSS, the GNSS+odometry baseline and the full Localizer; compute
     the metrics (``result.metrics``). ``cfg``: LocalizerConfig (default: defaults); the baseline is
     ``dataclasses.replace(cfg, use_camera=False)``. ``gt_frame``: LocalFrame of an Odometry ground
     truth's x/y (default: the map frame, i.e. the index datum). ``matcher``: a
     ``metric.MetricMatcher`` (metric matching; its camera model comes from the bag's camera_info
-    and /tf_static, or ``camera_mount`` = (R, t) of the optical frame in base_link)."""
+    and /tf_static, or ``camera_mount`` = (R, t) of the optical frame in base_link). ``gnss_edit``:
+    fixes removed or moved before the localizers see them (``GnssEdit``; the bag is not changed);
+    ``start_s``: the camera, GNSS and odometry of the bag's first seconds are skipped (the node started
+    then: a cold start mid-drive), the evaluation and ``gnss_edit``'s times start there."""
     from ..pipeline import LocalizerConfig
     from ..runtime import build_baseline, build_localizer
 
@@ -540,7 +588,7 @@ def replay_bag(bag, encoder, index, cfg=None, *, gt_topic: Optional[str] = DEFAU
     frame = corrected.frame
     baseline = build_baseline(corrected)
     feeder = _Feeder(corrected, baseline, plan.topics["gt_type"], publish_on_fix=publish_on_fix,
-                     camera_mount=camera_mount, base_frame=base_frame)
+                     camera_mount=camera_mount, base_frame=base_frame, gnss_edit=gnss_edit, start_s=start_s)
     late: Dict[str, int] = {}
     bar = _progress_bar(bag, plan, progress)
     wall = feeder.run(stamp_ordered(plan.src.messages(list(plan.roles)), int(reorder_window_s * 1e9), late),
@@ -552,6 +600,9 @@ def replay_bag(bag, encoder, index, cfg=None, *, gt_topic: Optional[str] = DEFAU
     truth, truth_ll = feeder.truth(frame, gt_frame or frame)
     if truth is None and plan.topics["gt"]:
         plan.topics["notes"].append(f"ground-truth topic {plan.topics['gt']} has no usable message")
+    if gnss_edit is not None:
+        plan.topics["notes"].append(f"GNSS edited by the replay: {feeder.gnss_edited['removed']} fixes removed, "
+                                    f"{feeder.gnss_edited['shifted']} moved ({gnss_edit})")
     timing = feeder.timing
     duration = max(0.0, feeder.t_last - feeder.t_first)
     timing.update({"wall_s": wall, "bag_duration_s": duration,
@@ -568,7 +619,8 @@ def replay_bag(bag, encoder, index, cfg=None, *, gt_topic: Optional[str] = DEFAU
         backend=str(getattr(encoder, "backend", "?")), index_info=index_info, recall_radius_m=radius,
         world_dir=Path(world_dir) if world_dir else find_world_dir(bag), gt_topic=plan.topics["gt"],
         camera_peaks=feeder.camera_peaks, metric_samples=feeder.metric_samples, camera_track=feeder.camera_track,
-        aerial=matcher.aerial if matcher is not None else None)
+        aerial=matcher.aerial if matcher is not None else None,
+        relocalisations=list(getattr(corrected, "reloc_log", [])))
     if truth is not None and res.world_dir is not None:
         res.truth_map, res.map_offset = _truth_in_map_frame(truth, res.world_dir, frame)
     res.metrics = compute_metrics(res, grid_dt_s=grid_dt_s, max_age_s=max_age_s)

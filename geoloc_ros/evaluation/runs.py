@@ -129,6 +129,7 @@ class ReplayResult:
     camera_track: List[Dict[str, Any]] = field(default_factory=list)  # per keyframe: verdict, usable, self-cal
     aerial: Any = None  # the metric matcher's AerialMap (for the pictures)
     map_offset: Optional[Dict[str, float]] = None  # mean / max misregistration along the truth (m)
+    relocalisations: List[Dict[str, Any]] = field(default_factory=list)  # Localizer.reloc_log: attempts, verdicts
 
     @property
     def duration_s(self) -> float:

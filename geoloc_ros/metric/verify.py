@@ -1,0 +1,405 @@
+"""Retrieval proposes, metric matching verifies: global relocalisation without a prior.
+
+The hloc pattern (global retrieval, then local matching) for a car with no GNSS (a cold start in a
+car park), a lost filter, or a GNSS fix that jumped somewhere the odometry cannot explain (kidnap):
+
+1. **propose**: the sequence descriptor's global top-K tiles (``TileIndex.search`` without a prior)
+   become candidate poses (tile centre, its heading bin). Candidates closer than ``reloc_window_m``
+   to a better-ranked one share its window (one place, scored once).
+2. **score**: the current BEV mosaic (``MetricMatcher.mosaic``) is matched against the orthophoto in
+   a window of +- ``reloc_window_m`` around each candidate, over the candidate's heading bin widened
+   by ``reloc_heading_margin_deg`` (``MetricMatcher.score``: the same FFT correlation as tracking). A
+   candidate's score is its window's best cosine; the places' best scores are ranked.
+3. **verify** (one keyframe does not decide: the best cosine of a window over thousands of poses is
+   high almost anywhere, measured on the validation towns): the places whose score reaches
+   ``reloc_min_score`` (*sharp*), best ``reloc_hypotheses`` of them, are followed with the odometry
+   over the next keyframes (a short multi-hypothesis track): each is moved by the odometry between
+   keyframes and scored again in a small window around its prediction; one whose peak lands farther
+   than ``reloc_track_tol_m`` from the prediction no longer *follows the odometry* and cannot win
+   (it stays a rival). The winner, the consistent hypothesis with the highest score summed over the
+   track, is accepted once (after at least ``reloc_confirm_keyframes``) its score margin over
+   *every* rival, summed over the track, reaches ``reloc_evidence`` (the ratio test made
+   sequential: the runner-up must be clearly worse, and a thin margin needs more keyframes) and its
+   mean score reaches ``reloc_min_score``. Undecided after ``reloc_max_keyframes``: refused as
+   ambiguous; no hypothesis follows the odometry: refused.
+
+Only then the filter initialises at the verified pose (``PoseTracker.init_verified``) with an honest
+covariance. No verification, no fix: each refusal is counted with its reason.
+
+numpy + the matcher (OpenCV); no torch, no faiss (the Localizer does the global search), no rclpy.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import ClassVar, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ..core.config import param as _f
+from ..core.config import validate_fields
+from ..core.errors import InvalidArgument
+
+log = logging.getLogger(__name__)
+
+__all__ = ["RelocParams", "Hypothesis", "RelocVerdict", "RelocVerifier", "check_reloc"]
+
+REJECT_REASONS = ("no candidates", "outside the orthophoto", "not sharp", "ambiguous", "track disagrees with odometry",
+                  "no odometry")
+
+
+@dataclass(frozen=True)
+class RelocParams:
+    """The ``reloc_*`` settings of verified relocalisation (``LocalizerConfig`` extends this)."""
+
+    _owner: ClassVar[str] = "reloc"
+    _group: ClassVar[str] = "retrieval"
+
+    reloc_verify: bool = _f(False, "with both an orthophoto and a tile index: global retrieval proposes candidates and "
+                            "metric matching verifies them (sharp, unambiguous, follows the odometry) before the filter "
+                            "initialises; false (default until its thresholds hold on more than one validation town: "
+                            "3 of 5 accepted held-out relocalisations were false): the unverified seeding, published lost")
+    reloc_k: int = _f(30, "global retrieval candidates (tiles) proposed per verified relocalisation attempt", 1, 1000)
+    reloc_window_m: float = _f(10.0, "metric window half-size around each candidate (m); closer candidates share one",
+                               1.0, 100.0)
+    reloc_heading_margin_deg: float = _f(10.0, "headings scored per candidate: its tile's heading bin +- half a bin + "
+                                         "this (deg; 180: every heading)", 0.0, 180.0)
+    reloc_yaw_step_deg: float = _f(2.0, "heading step of the candidates' volumes (deg)", 0.5, 20.0)
+    reloc_min_score: float = _f(0.30, "sharp: the winner's cosine score must reach this", 0.0, 1.0)
+    reloc_max_ratio: float = _f(0.80, "with reloc_confirm_keyframes 0 only (one keyframe decides, no track): the best "
+                                "other place's score at most this share of the winner's",
+                                0.0, 1.0)
+    reloc_distinct_m: float = _f(6.0, "peaks farther apart than this are different places (m)", 0.5, 100.0)
+    reloc_hypotheses: int = _f(16, "places (best first) followed with the odometry before one is accepted", 1, 50)
+    reloc_confirm_keyframes: int = _f(3, "keyframes the winner must follow the odometry before the filter "
+                                      "initialises there", 0, 20)
+    reloc_evidence: float = _f(0.6, "the winner's cosine margin over its closest rival, summed over the track, must "
+                               "reach this (the ratio test, sequential: a clear margin decides in few keyframes, a "
+                               "thin one needs more)", 0.0, 100.0)
+    reloc_max_keyframes: int = _f(8, "undecided after this many keyframes of tracking: refused as ambiguous", 1, 100)
+    reloc_track_tol_m: float = _f(2.0, "a tracked hypothesis whose re-matched peak lands farther than this from its "
+                                  "odometry prediction no longer follows it: it cannot win, it stays a rival (m)", 0.1, 50.0)
+    reloc_retry_s: float = _f(2.0, "after a refused attempt, wait this long before the next global search (s)",
+                              0.0, 600.0)
+    reloc_init_pos_std_m: float = _f(1.5, "position sigma the filter initialises with at a verified pose (m)",
+                                     0.05, 100.0)
+    reloc_init_yaw_std_deg: float = _f(3.0, "heading sigma the filter initialises with at a verified pose (deg)",
+                                       0.1, 180.0)
+    reloc_suspect_s: float = _f(120.0, "after GNSS re-anchored the filter (a jump the odometry did not make), verify "
+                                "the estimate by global relocalisation until the camera matches near it, for at most "
+                                "this long (s)", 0.0, 3600.0)
+    reloc_kidnap_m: float = _f(15.0, "a verified pose farther than this (plus 3 position sigmas) from a credible "
+                               "estimate after a GNSS jump moves the filter there (kidnap) (m)", 1.0, 10000.0)
+
+    def __post_init__(self):
+        validate_fields(self, "localizer")
+        check_reloc(self)
+
+
+def check_reloc(p) -> None:
+    """Cross-field checks (shared with LocalizerConfig)."""
+    if p.reloc_track_tol_m >= p.reloc_window_m:
+        raise InvalidArgument(f"localizer.reloc_track_tol_m ({p.reloc_track_tol_m}) must be below reloc_window_m "
+                              f"({p.reloc_window_m})")
+
+
+@dataclass
+class Hypothesis:
+    """A candidate place: its best pose (map frame), its cosine score now and over the track, and
+    the odometry pose (x, y, yaw) it was last scored at."""
+
+    x: float
+    y: float
+    yaw: float
+    score: float
+    scores: List[float] = field(default_factory=list)
+    odom: Optional[Tuple[float, float, float]] = None
+    other: float = -math.inf  # the best score of its own window farther than reloc_distinct_m from its peak
+    offsets: List[float] = field(default_factory=list)  # per track step: its peak vs its odometry prediction (m)
+    consistent: bool = True  # every peak of the track landed within reloc_track_tol_m of its prediction
+    track: List[Tuple[float, float, float, float, float]] = field(default_factory=list)  # (x, y, odom x, y, yaw)
+
+    def track_yaw(self, min_length_m: float = 10.0) -> Optional[float]:
+        """The heading the track implies: the rotation that best maps the odometry's path onto the
+        peaks' path (least squares), applied to the newest odometry yaw; None for a short track."""
+        if len(self.track) < 3:
+            return None
+        P = np.asarray(self.track, float)
+        a, b = P[:, 2:4] - P[0, 2:4], P[:, 0:2] - P[0, 0:2]  # odometry path, map path
+        if float(np.hypot(*a[-1])) < min_length_m:
+            return None
+        th = math.atan2(float(np.sum(a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0])), float(np.sum(a * b)))
+        return _wrap(float(P[-1, 4]) + th)
+
+    @property
+    def mean_score(self) -> float:
+        return float(np.mean(self.scores)) if self.scores else self.score
+
+
+@dataclass
+class RelocVerdict:
+    """What one keyframe of verification gave: ``state`` 'verified' (``pose`` is the filter's new
+    pose), 'tracking' (hypotheses kept, undecided) or 'rejected' (``reason``); the places scored."""
+
+    state: str
+    reason: str = ""
+    pose: Optional[Tuple[float, float, float]] = None
+    best: float = float("nan")
+    runner_up: float = float("nan")
+    candidates: int = 0
+    hypotheses: List[Hypothesis] = field(default_factory=list)
+    evidence: float = float("nan")  # the winner's score margin over its closest rival, summed over the track
+
+    def describe(self) -> str:
+        """``relocalising: 12 candidates, best 0.81 vs 0.34`` (diagnostics, the estimate's reason)."""
+        head = {"verified": "relocalised (verified)", "tracking": "relocalising",
+                "rejected": "relocalisation refused"}[self.state]
+        s = f"{head}: {self.candidates} candidates, best {self.best:.2f} vs {self.runner_up:.2f}"
+        if self.state == "tracking":
+            s += f", {len(self.hypotheses)} hypotheses followed"
+        if math.isfinite(self.evidence):
+            s += f", margin {self.evidence:.2f}"
+        if self.reason:
+            s += f" ({self.reason})"
+        return s
+
+
+def _rigid(x: float, y: float, yaw: float) -> np.ndarray:
+    c, s = math.cos(yaw), math.sin(yaw)
+    return np.array([[c, -s, x], [s, c, y], [0.0, 0.0, 1.0]])
+
+
+def odom_delta(a: Tuple[float, float, float], b: Tuple[float, float, float]) -> np.ndarray:
+    """The motion from odometry pose ``a`` to ``b`` in ``a``'s vehicle frame (3x3)."""
+    return np.linalg.inv(_rigid(*a)) @ _rigid(*b)
+
+
+def _wrap(a: float) -> float:
+    return float((a + math.pi) % (2 * math.pi) - math.pi)
+
+
+class RelocVerifier:
+    """See the module docstring. ``matcher``: ``metric.MetricMatcher`` (its kept keyframes are the
+    mosaic scored; the caller adds each keyframe before calling). Not thread-safe."""
+
+    def __init__(self, matcher, params: RelocParams):
+        self.m = matcher
+        self.p = params
+        self.hyps: List[Hypothesis] = []
+        self.steps = 0
+        self.n_candidates = 0
+        self.last: Optional[RelocVerdict] = None
+        self.counts: Dict[str, object] = {"attempted": 0, "verified": 0, "rejected": {}}
+
+    @property
+    def active(self) -> bool:
+        """True while hypotheses are followed (the next keyframe continues the track)."""
+        return bool(self.hyps)
+
+    def cancel(self) -> None:
+        self.hyps, self.steps = [], 0
+
+    # ------------------------------------------------------------------ scoring
+    def _mosaic(self):
+        return self.m.mosaic()
+
+    def _score_window(self, mosaic, x: float, y: float, yaws: np.ndarray, half_m: float, cache: dict):
+        """The cropped cosine volume around (x, y) at ``yaws`` (None: no imagery there)."""
+        rgb, valid, rng, gm, _ = mosaic
+        try:
+            vol, _ = self.m.score(rgb, valid, rng, gm, x, y, float(yaws[len(yaws) // 2]), half_m, yaws, cache)
+        except InvalidArgument as exc:  # the window leaves the orthophoto, or the BEV is empty
+            log.debug("reloc: no score at (%.0f, %.0f): %s", x, y, exc)
+            return None
+        if not np.isfinite(vol.scores).any():
+            return None
+        return vol
+
+    @staticmethod
+    def _peaks(vol, distinct_m: float) -> Tuple[Tuple[float, float, float, float], float]:
+        """((x, y, yaw, score) of the volume's best cell, the best score farther than ``distinct_m``)."""
+        S = np.where(np.isfinite(vol.scores), vol.scores, -np.inf)
+        k, i, j = np.unravel_index(int(np.argmax(S)), S.shape)
+        best = (float(vol.xs[j]), float(vol.ys[i]), float(vol.yaws[k]), float(S[k, i, j]))
+        bxy = S.max(axis=0)
+        far = (vol.xs[None, :] - vol.xs[j]) ** 2 + (vol.ys[:, None] - vol.ys[i]) ** 2 > distinct_m ** 2
+        other = float(bxy[far].max()) if far.any() else -np.inf
+        return best, other
+
+    def _yaws(self, yaw: float, half_deg: float, step_deg: Optional[float] = None) -> np.ndarray:
+        step = math.radians(step_deg or self.p.reloc_yaw_step_deg)
+        if half_deg >= 180.0:
+            return np.arange(-math.pi, math.pi, step)
+        n = int(math.ceil(math.radians(half_deg) / step))
+        return yaw + step * np.arange(-n, n + 1)
+
+    # ------------------------------------------------------------------ the three steps
+    def propose(self, odom: Optional[Tuple[float, float, float]], xy: np.ndarray, yaw: np.ndarray,
+                bin_half_deg: float) -> RelocVerdict:
+        """Score the candidates (map-frame tile centres ``xy`` [N, 2], heading ``yaw`` [N] rad, best
+        retrieval rank first) on the current mosaic; start the track of the best places, or refuse.
+        ``bin_half_deg``: half the width of a tile's heading bin."""
+        p = self.p
+        self.cancel()
+        self.counts["attempted"] = int(self.counts["attempted"]) + 1
+        xy = np.asarray(xy, float).reshape(-1, 2)
+        yaw = np.asarray(yaw, float).reshape(-1)
+        if not len(xy):
+            return self._reject("no candidates", 0)
+        if p.reloc_confirm_keyframes > 0 and odom is None:
+            return self._reject("no odometry", len(xy))
+        # one window per place: a candidate inside a better-ranked one's window joins it
+        keep: List[int] = []
+        for n in range(len(xy)):
+            if all(math.hypot(*(xy[n] - xy[m])) > p.reloc_window_m for m in keep):
+                keep.append(n)
+        self.n_candidates = len(keep)
+        mosaic = self._mosaic()
+        half = 180.0 if p.reloc_heading_margin_deg >= 180.0 else bin_half_deg + p.reloc_heading_margin_deg
+        places: List[Hypothesis] = []
+        cache: dict = {}
+        for n in keep:
+            vol = self._score_window(mosaic, float(xy[n, 0]), float(xy[n, 1]), self._yaws(float(yaw[n]), half),
+                                     p.reloc_window_m, cache)
+            if vol is None:
+                continue
+            (bx, by, byaw, s), other = self._peaks(vol, p.reloc_distinct_m)
+            places.append(Hypothesis(bx, by, _wrap(byaw), s, [s], odom, other))
+            if odom is not None:
+                places[-1].track.append((bx, by, *odom))
+        if not places:
+            return self._reject("outside the orthophoto", len(keep))
+        places.sort(key=lambda h: -h.score)
+        # two windows may find the same peak: keep the better one
+        distinct: List[Hypothesis] = []
+        for h in places:
+            if all(math.hypot(h.x - g.x, h.y - g.y) > p.reloc_distinct_m for g in distinct):
+                distinct.append(h)
+        if p.reloc_confirm_keyframes == 0:  # no track: the single keyframe must pass both tests
+            v = self._judge(distinct, distinct[0].other)
+            return self._count(v) if v.state == "rejected" else self._accept(v)
+        # one keyframe does not decide (a window's best cosine over thousands of poses is high anywhere):
+        # the places that could be it are followed with odometry and judged on their track
+        sharp = [h for h in distinct if h.score >= p.reloc_min_score]
+        if not sharp:
+            return self._reject(f"not sharp (best {distinct[0].score:.2f} < {p.reloc_min_score:.2f})", len(keep),
+                                distinct)
+        self.hyps = sharp[:max(1, p.reloc_hypotheses)]
+        for h in self.hyps:
+            h.scores = []
+        self.steps = 0
+        return self._done(RelocVerdict("tracking", best=sharp[0].score,
+                                       runner_up=sharp[1].score if len(sharp) > 1 else 0.0,
+                                       candidates=len(keep), hypotheses=list(self.hyps)))
+
+    def step(self, odom: Optional[Tuple[float, float, float]]) -> RelocVerdict:
+        """The next keyframe of the track: every hypothesis moved by the odometry since its last
+        keyframe and scored again near its prediction (``reloc_track_tol_m`` + 1 m); one whose peak
+        lands farther than ``reloc_track_tol_m`` no longer follows the odometry (it cannot win, it
+        still counts as a rival). The winner (the consistent hypothesis with the highest score summed
+        over the track) is verified once, after at least ``reloc_confirm_keyframes``, its summed
+        margin over every rival reaches ``reloc_evidence`` and its mean score ``reloc_min_score``;
+        refused when no hypothesis follows the odometry, or undecided after ``reloc_max_keyframes``."""
+        p = self.p
+        if not self.hyps:
+            raise InvalidArgument("no relocalisation hypotheses to follow (call propose first)")
+        if odom is None:
+            return self._reject("no odometry", self.n_candidates)
+        mosaic = self._mosaic()
+        half = p.reloc_track_tol_m + 2.0 * self.m.p.metric_res_m
+        yaw_step = float(self.m.p.metric_yaw_step_deg)  # the track refines the heading at tracking's step
+        yaw_half = max(p.reloc_yaw_step_deg, 4.0 * yaw_step)
+        cache: dict = {}
+        for h in self.hyps:
+            P = _rigid(h.x, h.y, h.yaw) @ odom_delta(h.odom, odom)
+            px, py, pyaw = float(P[0, 2]), float(P[1, 2]), math.atan2(P[1, 0], P[0, 0])
+            vol = self._score_window(mosaic, px, py, self._yaws(pyaw, yaw_half, yaw_step), half, cache)
+            if vol is None:  # off the orthophoto: it cannot be verified, nor rival
+                h.consistent = False
+                h.scores.append(-1.0)
+                h.offsets.append(math.inf)
+                continue
+            (bx, by, byaw, sc), _ = self._peaks(vol, p.reloc_distinct_m)
+            off = math.hypot(bx - px, by - py)
+            h.scores.append(sc)
+            h.offsets.append(off)
+            h.consistent = h.consistent and off <= p.reloc_track_tol_m
+            h.x, h.y, h.yaw, h.score, h.odom = bx, by, _wrap(byaw), sc, odom
+            h.track.append((bx, by, *odom))
+        self.steps += 1
+        ok = [h for h in self.hyps if h.consistent]
+        if not ok:
+            return self._reject("track disagrees with odometry", self.n_candidates, self.ranked())
+        ranked = self.ranked()
+        win = ranked[0]
+        evidence = min((float(np.sum(np.asarray(win.scores) - np.asarray(h.scores))) for h in self.hyps
+                        if h is not win), default=math.inf)
+        v = RelocVerdict("tracking", best=win.mean_score, runner_up=ranked[1].mean_score if len(ranked) > 1 else 0.0,
+                         candidates=self.n_candidates, hypotheses=ranked, evidence=evidence)
+        if self.steps >= p.reloc_confirm_keyframes and evidence >= p.reloc_evidence and \
+                win.mean_score >= p.reloc_min_score:
+            return self._accept(v)
+        if self.steps >= max(p.reloc_max_keyframes, p.reloc_confirm_keyframes):
+            v.state = "rejected"
+            v.reason = (f"not sharp (best {win.mean_score:.2f} < {p.reloc_min_score:.2f})"
+                        if win.mean_score < p.reloc_min_score else
+                        f"ambiguous (margin {evidence:.2f} < {p.reloc_evidence:.2f} over {self.steps} keyframes)")
+            return self._count(v)
+        return self._done(v)
+
+    def ranked(self) -> List[Hypothesis]:
+        """The hypotheses, the consistent ones first, each group by score summed over the track."""
+        return sorted(self.hyps, key=lambda h: (not h.consistent, -float(np.sum(h.scores))))
+
+    # ------------------------------------------------------------------ verdicts
+    def _judge(self, ranked: Sequence[Hypothesis], inner: float, mean: bool = False) -> RelocVerdict:
+        p = self.p
+        sc = [h.mean_score if mean else h.score for h in ranked]
+        best = sc[0]
+        runner = max([sc[1] if len(sc) > 1 else -np.inf, inner])
+        runner_v = float(runner) if np.isfinite(runner) else 0.0
+        v = RelocVerdict("tracking", best=float(best), runner_up=runner_v, candidates=self.n_candidates,
+                         hypotheses=list(ranked))
+        if best < p.reloc_min_score:
+            v.state, v.reason = "rejected", f"not sharp (best {best:.2f} < {p.reloc_min_score:.2f})"
+        elif runner_v > p.reloc_max_ratio * best:
+            v.state, v.reason = "rejected", f"ambiguous (runner-up {runner_v / best:.2f} of the best)"
+        return v
+
+    def _reject(self, key: str, n: int, ranked: Optional[Sequence[Hypothesis]] = None) -> RelocVerdict:
+        v = RelocVerdict("rejected", key, candidates=n)
+        if ranked:
+            v.best = ranked[0].mean_score
+            v.runner_up = ranked[1].mean_score if len(ranked) > 1 else 0.0
+        return self._count(v)
+
+    def _count(self, v: RelocVerdict) -> RelocVerdict:
+        key = v.reason.split(" (")[0]
+        rej = self.counts["rejected"]
+        rej[key] = rej.get(key, 0) + 1  # type: ignore[union-attr]
+        self.cancel()
+        return self._done(v)
+
+    def _accept(self, v: RelocVerdict) -> RelocVerdict:
+        h = v.hypotheses[0]
+        # the heading: from the path the peaks followed vs the odometry's (metres of baseline beat
+        # one mosaic's heading, which a BEV scale or pitch error biases by degrees)
+        yaw = h.track_yaw()
+        v.state, v.pose = "verified", (h.x, h.y, h.yaw if yaw is None else yaw)
+        self.counts["verified"] = int(self.counts["verified"]) + 1
+        self.cancel()
+        return self._done(v)
+
+    def _done(self, v: RelocVerdict) -> RelocVerdict:
+        self.last = v
+        log.info("%s", v.describe())
+        return v
+
+    def diagnostics(self) -> Dict[str, object]:
+        """Counters (attempted, verified, rejected by reason) and the last verdict in words."""
+        out: Dict[str, object] = {"attempted": self.counts["attempted"], "verified": self.counts["verified"],
+                                  "rejected": dict(self.counts["rejected"])}  # type: ignore[arg-type]
+        if self.last is not None:
+            out["last"] = self.last.describe()
+        return out

@@ -1,0 +1,172 @@
+"""Retrieval proposes, metric matching verifies (geoloc_ros/metric/verify.py): the verifier on a
+textured toy world rendered by the simulator (true candidate accepted; a copied patch of the map as
+good as the truth refused as ambiguous; odometry that disagrees with the camera refused), and the
+Localizer with both the orthophoto and the real tile index relocalising without any GNSS fix on the
+suite's shared drive (conftest: generated town, `geoloc sim drive` bag, index along the drive)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+pytest.importorskip("cv2")
+
+from test_metric import FLAT_LIGHT, _matcher_at, textured_toy_world, write_geotiff  # noqa: E402
+
+from geoloc_ros.core.camera import PinholeCamera  # noqa: E402
+from geoloc_ros.core.errors import InvalidArgument  # noqa: E402
+from geoloc_ros.metric.aerial import AerialMap  # noqa: E402
+from geoloc_ros.metric.verify import RelocParams, RelocVerifier  # noqa: E402
+from geoloc_ros.sim.render import GroundRenderer  # noqa: E402
+
+CAM = PinholeCamera(256, 128, 90.0, 1.8)
+START = (-50.0, 20.0, 0.0)  # drive east on open textured ground, 4 m per keyframe
+FAR = [(30.0, -40.0), (-20.0, -50.0), (40.0, 45.0)]  # wrong places (inside the 160 m world)
+
+
+@pytest.fixture(scope="module")
+def world():
+    return textured_toy_world(seed=3)
+
+
+def _aerial(world, tmp_path, copy_to=None):
+    """The world's orthophoto as a GeoTIFF; ``copy_to`` (dx, dy): the map around the drive is also
+    pasted that far away (a second place that looks exactly the same)."""
+    ortho = world.ortho.copy()
+    m = world.meta
+    if copy_to is not None:
+        r0, c0 = (int(round(float(v))) for v in world.xy_to_rc(START[0] - 10.0, START[1] + 20.0))
+        h, w = 80, 160  # 40 x 80 m around the drive
+        dr, dc = int(round(-copy_to[1] / m.gsd_m)), int(round(copy_to[0] / m.gsd_m))
+        ortho[r0 + dr:r0 + dr + h, c0 + dc:c0 + dc + w] = world.ortho[r0:r0 + h, c0:c0 + w]
+    p = write_geotiff(tmp_path / "ortho.tif", ortho, world.frame, m.x_min, m.y_max, m.gsd_m)
+    return AerialMap(p, world.frame, 0.5)
+
+
+def _keyframes(world, n, odom_error=None):
+    """``n`` keyframes 4 m apart: (image, truth pose, odometry pose); ``odom_error(k)`` -> (dx, dy)
+    added to the odometry of keyframe k (the odometry lives in its own frame: truth + 500 m)."""
+    rend = GroundRenderer(world, CAM, FLAT_LIGHT, max_range_m=60.0)
+    out = []
+    for k in range(n):
+        truth = (START[0] + 4.0 * k, START[1], START[2])
+        ex, ey = odom_error(k) if odom_error else (0.0, 0.0)
+        out.append((rend.render(*truth), truth, (truth[0] + 500.0 + ex, truth[1] - 200.0 + ey, truth[2])))
+    return out
+
+
+def _run(verifier, matcher, frames, cands):
+    """Propose at the first keyframe (after 2 for the mosaic), then step: -> the verdicts."""
+    verdicts = []
+    for k, (img, truth, odom) in enumerate(frames):
+        matcher.add_keyframe(float(k), img, odom)
+        if k == 1:
+            xy = np.array([c[:2] for c in cands], float)
+            verdicts.append(verifier.propose(odom, xy, np.array([c[2] for c in cands], float), 22.5))
+        elif k > 1 and verifier.active:
+            verdicts.append(verifier.step(odom))
+    return verdicts
+
+
+def _cands(truth):
+    # the true place is the retrieval's THIRD candidate, 4 m and 10 deg off (a tile centre, a heading bin)
+    return [(FAR[0][0], FAR[0][1], 0.0), (FAR[1][0], FAR[1][1], 0.5), (truth[0] + 3.0, truth[1] - 2.5, 0.17),
+            (FAR[2][0], FAR[2][1], -0.3)]
+
+
+def test_the_verifier_accepts_the_true_candidate_after_following_it_with_odometry(world, tmp_path):
+    m = _matcher_at(world, _aerial(world, tmp_path), CAM, metric_seq_len=2)
+    v = RelocVerifier(m, RelocParams(reloc_confirm_keyframes=3))
+    frames = _keyframes(world, 10)
+    verdicts = _run(v, m, frames, _cands(frames[1][1]))
+    states = [d.state for d in verdicts]
+    assert states[-1] == "verified" and set(states[:-1]) == {"tracking"} and len(states) >= 4, \
+        [d.describe() for d in verdicts]
+    frames = frames[:len(verdicts) + 1]
+    x, y, yaw = verdicts[-1].pose
+    truth = frames[-1][1]
+    # (tracking itself finds -3 deg of heading on this toy scene)
+    assert math.hypot(x - truth[0], y - truth[1]) < 1.0 and abs(yaw - truth[2]) < math.radians(5.0)
+    assert verdicts[-1].runner_up < 0.8 * verdicts[-1].best and verdicts[-1].evidence >= v.p.reloc_evidence
+    assert v.counts["verified"] == 1 and v.counts["attempted"] == 1 and not v.active
+    assert "relocalised (verified): 4 candidates, best" in v.diagnostics()["last"]
+
+
+def test_the_verifier_refuses_when_another_place_looks_as_good(world, tmp_path):
+    """The map around the drive pasted 60 m north: both places follow the odometry equally well,
+    so the runner-up is as good as the winner and nothing is accepted."""
+    m = _matcher_at(world, _aerial(world, tmp_path, copy_to=(0.0, -60.0)), CAM, metric_seq_len=2)
+    v = RelocVerifier(m, RelocParams(reloc_confirm_keyframes=3, reloc_max_keyframes=3))
+    frames = _keyframes(world, 5)
+    truth = frames[1][1]
+    cands = _cands(truth) + [(truth[0] - 2.0, truth[1] - 60.0 + 3.0, -0.1)]
+    verdicts = _run(v, m, frames, cands)
+    assert verdicts[-1].state == "rejected" and verdicts[-1].reason.startswith("ambiguous"), \
+        [d.describe() for d in verdicts]
+    assert verdicts[-1].runner_up > 0.9 * verdicts[-1].best
+    assert v.counts["verified"] == 0 and v.counts["rejected"] == {"ambiguous": 1}
+
+
+def test_the_verifier_refuses_a_place_the_odometry_does_not_follow(world, tmp_path):
+    """The odometry says the car slid 3 m sideways per keyframe while the camera saw it drive straight:
+    no hypothesis' peak lands where the odometry puts it."""
+    m = _matcher_at(world, _aerial(world, tmp_path), CAM, metric_seq_len=1)
+    v = RelocVerifier(m, RelocParams(reloc_confirm_keyframes=3))
+    frames = _keyframes(world, 5, odom_error=lambda k: (0.0, 3.0 * k))
+    verdicts = _run(v, m, frames, _cands(frames[1][1]))
+    assert verdicts[-1].state == "rejected" and verdicts[-1].reason == "track disagrees with odometry", \
+        [d.describe() for d in verdicts]
+    assert v.counts["rejected"] == {"track disagrees with odometry": 1} and not v.active
+    with pytest.raises(InvalidArgument, match="no relocalisation hypotheses"):
+        v.step(frames[-1][2])
+
+
+def test_reloc_parameters_are_checked():
+    with pytest.raises(InvalidArgument, match="reloc_track_tol_m"):
+        RelocParams(reloc_track_tol_m=5.0, reloc_window_m=4.0)
+    with pytest.raises(InvalidArgument):
+        RelocParams(reloc_k=0)
+
+
+# ------------------------------------------------------------------ the Localizer on a real drive
+def test_a_localizer_with_orthophoto_and_index_relocalises_without_any_gnss(small_world_dir, drive_dir, encoder,
+                                                                             index):
+    """Every GNSS fix removed by the replay: the global search proposes, metric matching verifies,
+    and the filter starts at a verified pose: a fix within metres of the truth long before the drive
+    ends, no published non-lost estimate far from the truth, counters in the diagnostics."""
+    from geoloc_ros.evaluation.replay import GnssEdit, replay_bag
+    from geoloc_ros.metric import open_matcher
+    from geoloc_ros.pipeline import LocalizerConfig
+
+    cfg = LocalizerConfig(min_seq_len=2, reloc_verify=True)
+    matcher = open_matcher(small_world_dir / "orthophoto.tif", cfg, frame=index.frame)
+    res = replay_bag(drive_dir / "bag", encoder, index, cfg, matcher=matcher, world_dir=small_world_dir,
+                     progress=False, gnss_edit=GnssEdit(remove=((0.0, 1e6),)))
+    st = res.localizer_stats["corrected"]
+    assert st["gnss_accepted"] == 0 and res.counts["fix"] > 0
+    rl = st["relocalisation"]
+    assert rl["attempted"] >= 1 and rl["verified"] >= 1, rl
+    log = res.methods["corrected"]
+    t = np.asarray(log.t)
+    tx, ty = np.interp(t, res.truth.t, res.truth.x), np.interp(t, res.truth.t, res.truth.y)
+    err = np.hypot(np.asarray(log.x) - tx, np.asarray(log.y) - ty)
+    fixed = np.asarray(log.status) != "lost"
+    assert fixed.any() and t[fixed][0] - res.t_start < 15.0
+    assert err[fixed].max() < 10.0 and np.median(err[fixed]) < 3.0, (err[fixed].max(), np.median(err[fixed]))
+    assert any(r["state"] == "verified" for r in res.relocalisations)
+    assert any("GNSS edited by the replay" in n for n in res.topics["notes"])
+
+
+def test_retrieval_alone_never_publishes_an_unverified_relocalisation_as_a_fix(drive_dir, encoder, index):
+    """Without an orthophoto nothing can verify the global search's candidates: the seeded cloud is
+    published as 'lost' with the reason, whatever it converges to."""
+    from geoloc_ros.evaluation.replay import GnssEdit, replay_bag
+    from geoloc_ros.pipeline import LocalizerConfig
+
+    cfg = LocalizerConfig(min_seq_len=2, relocalise_after_s=0.5, relocalise_k=10)
+    res = replay_bag(drive_dir / "bag", encoder, index, cfg, progress=False, gnss_edit=GnssEdit(remove=((0.0, 1e6),)))
+    log = res.methods["corrected"]
+    assert res.localizer_stats["corrected"]["relocalisations"] >= 1
+    assert log.status and set(log.status) == {"lost"}, set(log.status)
+    assert any("unverified relocalisation" in r for rs in log.reasons for r in rs)

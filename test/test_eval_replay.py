@@ -210,7 +210,8 @@ def test_bag_without_ground_truth_runs_and_says_what_it_cannot_compute(drives, e
     assert "my_msgs/msg/Blob" in res.skipped_topics["/blob"]
     run = write_run(res, tmp_path / "runs")
     doc = json.loads((run / "metrics.json").read_text())
-    assert doc["pictures"] == {"trajectory": "trajectory.png"}
+    # no truth: no error pictures; the trajectory and the camera at work (verdicts, mask, self-calibration) remain
+    assert doc["pictures"] == {"trajectory": "trajectory.png", "camera": "camera_integrity.png"}
     assert not (run / "error_cdf.png").exists()
     assert "not computed: horizontal error" in (run / "report.md").read_text()
     # a needed topic of an unknown type is a clear error

@@ -548,3 +548,19 @@ def test_config_rejects_bad_values_with_the_field_name():
         FilterParams(degraded_std_m=100.0, lost_std_m=50.0)
     with pytest.raises(InvalidArgument, match="seed"):
         FilterParams(seed=1.5)
+
+
+def test_a_verified_start_without_any_fix_says_no_fix_yet_and_then_counts_from_the_first():
+    """Started by the camera (no GNSS yet): the status says there has been no fix, not 'for 0.0 s';
+    after a fix and an outage it counts the seconds since that fix."""
+    tr = PoseTracker(FilterParams(seed=0))
+    tr.on_odom(0.0, 0.0, 0.0, 0.0)
+    tr.init_verified(0.0, 0.0, 0.0, 0.0, 1.0, 0.05)
+    for k in range(1, 81):  # 10 m/s east, odometry at 10 Hz
+        t = 0.1 * k
+        tr.on_odom(t, 10.0 * t, 0.0, 0.0)
+        if k == 20:
+            assert "no GNSS fix yet (dead reckoning)" in tr.state(t).reasons, tr.state(t).reasons
+            tr.on_fix(t, np.array([10.0 * t, 0.0]), np.eye(2) * 4.0, True)
+    reasons = tr.state(8.0).reasons
+    assert any(r.startswith("no GNSS fix for 6.0 s") for r in reasons), reasons

@@ -383,11 +383,12 @@ class PoseTracker:
             return "lost", why
         degraded = []
         if self.t_fix_ok is None or t - self.t_fix_ok > p.gnss_timeout_s:
-            since = t - (self.t_fix_ok if self.t_fix_ok is not None else t)
             if self.t_reject_since is not None:
                 degraded.append(f"GNSS rejected as outlier for {t - self.t_reject_since:.1f} s")
+            elif self.t_fix_ok is None:
+                degraded.append("no GNSS fix yet (dead reckoning)")
             else:
-                degraded.append(f"no GNSS fix for {since:.1f} s (dead reckoning)")
+                degraded.append(f"no GNSS fix for {t - self.t_fix_ok:.1f} s (dead reckoning)")
         if sd > p.degraded_std_m:
             degraded.append(f"position sigma {sd:.1f} m > {p.degraded_std_m:g} m")
         if st.yaw_std_deg > p.init_yaw_std_deg:

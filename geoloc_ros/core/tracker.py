@@ -86,12 +86,7 @@ class PoseTracker:
         sc = np.asarray(scores, float)
         w = np.exp((sc - sc.max()) / self.p.match_temperature)
         self.f.init_mixture(xy, yaw, w, pos_std, yaw_std)
-        self.epoch += 1
-        self.t_filter = t
-        if self.odom_last is not None:
-            self.odom_anchor = self.odom_last
-        self.relocalised = True
-        self.counters["relocalisations"] += 1
+        self._seeded_by_camera(t, relocalised=True)
 
     def init_verified(self, t: float, x: float, y: float, yaw: float, pos_std: float, yaw_std: float) -> None:
         """Initialise at one pose the camera verified (``metric.verify``: retrieval proposed it, metric
@@ -99,11 +94,16 @@ class PoseTracker:
         honest, narrow cloud, not a global guess (``relocalised`` stays False, so GNSS that comes back is
         gated against it as against any estimate)."""
         self.f.init_mixture(np.array([[float(x), float(y)]]), np.array([float(yaw)]), np.ones(1), pos_std, yaw_std)
+        self._seeded_by_camera(t, relocalised=False)
+
+    def _seeded_by_camera(self, t: float, relocalised: bool) -> None:
+        """Bookkeeping after the cloud was seeded by the camera at ``t`` (a new epoch, the odometry
+        chain anchored here, counted)."""
         self.epoch += 1
         self.t_filter = t
         if self.odom_last is not None:
             self.odom_anchor = self.odom_last
-        self.relocalised = False
+        self.relocalised = relocalised
         self.counters["relocalisations"] += 1
 
     # ------------------------------------------------------------------ time

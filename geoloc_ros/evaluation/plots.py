@@ -422,13 +422,11 @@ def plot_camera(res, path: Path) -> Path:
     ax.set_xlabel("time (s)", fontsize=8)
     samples = res.metric_samples
     if samples:
-        u = []
-        for _, mres, _ in samples:
-            _, lit, tex = usable_cells(mres.mosaic, mres.weight)
-            u.append(float(tex.mean()))
+        masks = [usable_cells(mres.mosaic, mres.weight)[1:] for _, mres, _ in samples]  # (lit, textured)
+        u = [float(tex.mean()) for _, tex in masks]
         for col, i in enumerate((int(np.argmax(u)), int(np.argmin(u)))):
             ts, mres, _ = samples[i]
-            _, lit, tex = usable_cells(mres.mosaic, mres.weight)
+            lit, tex = masks[i]
             img = np.clip(np.asarray(mres.mosaic, np.float32), 0, 255) / 255.0
             over = img.copy()
             bad = (np.asarray(mres.weight) > 0) & ~lit

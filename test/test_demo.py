@@ -171,3 +171,14 @@ def test_demo_replays_a_second_drive_under_hard_conditions_with_the_camera_pictu
     assert "integrity" in doc["localizer_stats"]["corrected"]["camera"]
     for png in (hard / "camera_integrity.png", demo_run / "img" / "demo_hard_camera_integrity.png"):
         assert np.asarray(Image.open(png)).std() > 10, png
+    # camera.csv: one row per keyframe, its verdicts those the integrity monitor counted
+    import csv
+
+    with open(hard / "camera.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == doc["localizer_stats"]["corrected"]["keyframes"]
+    judged = [r for r in rows if r["verdict"] != "not measured"]
+    counted = doc["localizer_stats"]["corrected"]["camera"]["verdicts"]
+    assert {k: sum(r["verdict"] == k for r in judged) for k in counted} == counted and len(judged) == sum(counted.values())
+    assert all(r["trust"] in ("probation", "trusted", "suspect") and r["reason"] for r in judged)
+    assert sum(int(r["used"]) for r in rows) == doc["localizer_stats"]["corrected"]["matches_used"]

@@ -59,6 +59,30 @@ def write_estimates_csv(res: ReplayResult, path: Path) -> Path:
     return path
 
 
+CAMERA_COLUMNS = ("t", "used", "verdict", "reason", "usable_pct", "nis", "ambiguity", "trust", "selfcal_pitch_deg",
+                  "selfcal_pitch_sigma_deg", "selfcal_height_m", "selfcal_height_sigma_m")
+
+
+def write_camera_csv(res: ReplayResult, path: Path) -> Path:
+    """The camera at every keyframe of the corrected run (``ReplayResult.camera_track``): was its
+    measurement used, the integrity verdict and why, usable ground, the NIS, the runner-up's
+    likelihood ratio, the trust after it and the self-calibration's pitch and height."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "w", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(CAMERA_COLUMNS)
+        nan2 = (float("nan"), float("nan"))
+        for r in res.camera_track:
+            pitch, height = r.get("pitch_deg", nan2), r.get("height_m", nan2)  # (estimate, sigma)
+            w.writerow([f"{r['t']:.9f}", int(r["used"]), r["verdict"], r.get("reason", ""),
+                        _fmt(100.0 * r.get("usable", nan2[0]), 1), _fmt(r.get("nis", nan2[0]), 3),
+                        _fmt(r.get("ambiguity", nan2[0]), 3), r.get("trust", ""), _fmt(pitch[0], 3),
+                        _fmt(pitch[1], 3), _fmt(height[0], 4), _fmt(height[1], 4)])
+    tmp.replace(path)
+    return path
+
+
 def _fmt(v: float, nd: int) -> str:
     v = float(v)
     return f"{v:.{nd}f}" if math.isfinite(v) else ""

@@ -440,15 +440,22 @@ class _Feeder:
             self.metric_samples.append((est.t, est.metric, (est.ortho_x, est.ortho_y, est.yaw)))
 
     def _camera_state(self, est) -> None:
-        """Per keyframe: the integrity verdict (counter key), usable ground and the self-calibration's
-        estimate (the camera picture: the gate and the calibration at work)."""
+        """Per keyframe: the integrity verdict (counter key, reason in words, the window's NIS, the
+        runner-up's ratio, the trust after it), usable ground and the self-calibration's estimate
+        (the camera picture and camera.csv: the gate and the calibration at work)."""
         loc = self.corrected
         judged = getattr(est.metric, "measurement", None) is not None  # a volume was scored at this keyframe
-        v = getattr(getattr(loc, "integrity", None), "last", None) if judged else None
+        mon = getattr(loc, "integrity", None)
+        v = getattr(mon, "last", None) if judged else None
         cal = getattr(getattr(loc, "matcher", None), "selfcal", None)
+        nan = float("nan")
         row = {"t": float(est.t), "used": bool(est.match_used),
                "verdict": v.key if v is not None else ("passed" if est.match_used else "not measured"),
-               "usable": float(v.usable) if v is not None else float("nan")}
+               "reason": v.reason if v is not None else est.match_reason,
+               "usable": float(v.usable) if v is not None else nan,
+               "nis": float(v.nis) if v is not None else nan,
+               "ambiguity": float(v.ambiguity) if v is not None else nan,
+               "trust": mon.state.trust if v is not None else ""}
         if cal is not None:
             e = cal.estimate()
             row.update(pitch_deg=e["pitch_deg"], height_m=e["height_m"])

@@ -282,11 +282,12 @@ def _clean(o):
 def write_run(res: ReplayResult, out_root: Path, *, command: Optional[str] = None, force: bool = False,
               name: Optional[str] = None, plots: bool = True) -> Path:
     """Write the run directory ``out_root/<bag>__<model>__<config>/``: metrics.json,
-    estimates.csv, estimates/ (MCAP bag of the published topics), PNGs and report.md. Written
+    estimates.csv, camera.csv (per keyframe: the camera's verdict), estimates/ (MCAP bag of the
+    published topics), PNGs and report.md. Written
     into a temporary sibling and renamed; an existing non-empty run directory is only replaced
     with ``force``."""
     from ..core.manifest import write_json_atomic
-    from .export import estimates_csv_to_bag, write_estimates_csv
+    from .export import estimates_csv_to_bag, write_camera_csv, write_estimates_csv
 
     run_dir = check_output_dir(Path(out_root) / (name or res.run_name), force)
     tmp = run_dir.with_name(f".{run_dir.name}.tmp{os.getpid()}")
@@ -297,6 +298,8 @@ def write_run(res: ReplayResult, out_root: Path, *, command: Optional[str] = Non
         doc = metrics_document(res, command)
         write_estimates_csv(res, tmp / "estimates.csv")
         estimates_csv_to_bag(tmp / "estimates.csv", tmp / "estimates", res.frame)
+        if res.camera_track:
+            write_camera_csv(res, tmp / "camera.csv")
         pictures: Dict[str, str] = {}
         if plots:
             from .plots import plot_all

@@ -72,12 +72,11 @@ def write_camera_csv(res: ReplayResult, path: Path) -> Path:
     with open(tmp, "w", newline="") as f:
         w = csv.writer(f, lineterminator="\n")
         w.writerow(CAMERA_COLUMNS)
-        nan2 = (float("nan"), float("nan"))
+        nan = float("nan")
         for r in res.camera_track:
-            pitch, height = r.get("pitch_deg", nan2), r.get("height_m", nan2)  # (estimate, sigma)
-            w.writerow([f"{r['t']:.9f}", int(r["used"]), r["verdict"], r.get("reason", ""),
-                        _fmt(100.0 * r.get("usable", nan2[0]), 1), _fmt(r.get("nis", nan2[0]), 3),
-                        _fmt(r.get("ambiguity", nan2[0]), 3), r.get("trust", ""), _fmt(pitch[0], 3),
+            pitch, height = r.get("pitch_deg", (nan, nan)), r.get("height_m", (nan, nan))  # (estimate, sigma)
+            w.writerow([f"{r['t']:.9f}", int(r["used"]), r["verdict"], r["reason"], _fmt(100.0 * r["usable"], 1),
+                        _fmt(r["nis"], 3), _fmt(r["ambiguity"], 3), r["trust"], _fmt(pitch[0], 3),
                         _fmt(pitch[1], 3), _fmt(height[0], 4), _fmt(height[1], 4)])
     tmp.replace(path)
     return path

@@ -450,12 +450,11 @@ class _Feeder:
         cal = getattr(getattr(loc, "matcher", None), "selfcal", None)
         nan = float("nan")
         row = {"t": float(est.t), "used": bool(est.match_used),
-               "verdict": v.key if v is not None else ("passed" if est.match_used else "not measured"),
-               "reason": v.reason if v is not None else est.match_reason,
-               "usable": float(v.usable) if v is not None else nan,
-               "nis": float(v.nis) if v is not None else nan,
-               "ambiguity": float(v.ambiguity) if v is not None else nan,
-               "trust": mon.state.trust if v is not None else ""}
+               "verdict": "passed" if est.match_used else "not measured", "reason": est.match_reason,
+               "usable": nan, "nis": nan, "ambiguity": nan, "trust": ""}
+        if v is not None:
+            row.update(verdict=v.key, reason=v.reason, usable=float(v.usable), nis=float(v.nis),
+                       ambiguity=float(v.ambiguity), trust=mon.state.trust)
         if cal is not None:
             e = cal.estimate()
             row.update(pitch_deg=e["pitch_deg"], height_m=e["height_m"])

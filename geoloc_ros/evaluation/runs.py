@@ -283,9 +283,8 @@ def write_run(res: ReplayResult, out_root: Path, *, command: Optional[str] = Non
               name: Optional[str] = None, plots: bool = True) -> Path:
     """Write the run directory ``out_root/<bag>__<model>__<config>/``: metrics.json,
     estimates.csv, camera.csv (per keyframe: the camera's verdict), estimates/ (MCAP bag of the
-    published topics), PNGs and report.md. Written
-    into a temporary sibling and renamed; an existing non-empty run directory is only replaced
-    with ``force``."""
+    published topics), PNGs and report.md. Written into a temporary sibling and renamed; an
+    existing non-empty run directory is only replaced with ``force``."""
     from ..core.manifest import write_json_atomic
     from .export import estimates_csv_to_bag, write_camera_csv, write_estimates_csv
 

@@ -714,6 +714,10 @@ class Localizer:
                            "verification)")
         heading = (float(yaw_to_heading_deg(yaw)) + self.grid_convergence_deg(x, y)) % 360.0
         cov = np.array(st.cov, float)
+        gap = self.integrity.disagreement(float(st.t)) if self.integrity is not None else None
+        if gap is not None:  # camera and filter disagree, and nothing says which is wrong: cover both
+            cov[:2, :2] += np.outer(gap, gap)
+            reasons.append(f"camera and GNSS+odometry disagree by {float(np.hypot(*gap)):.1f} m (covariance widened)")
         ortho = (x, y, cov.copy())
         offset, var = None, self.config.map_registration_sigma_m ** 2
         if self.map_offset is not None:  # absolute = the orthophoto frame + its learned offset (core.mapoffset)

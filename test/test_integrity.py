@@ -129,3 +129,35 @@ def test_peaks_that_hop_are_dropped_while_peaks_that_follow_the_odometry_pass():
             ci.after_update(mean)
         assert verdicts[-1].use is expect, [v.reason for v in verdicts]
         assert any(v.key == "peaks hop" for v in verdicts) is not expect
+
+
+def test_a_camera_that_keeps_seeing_elsewhere_widens_nothing_until_it_persists_then_gives_the_gap():
+    """Clean peaks 8 m east of a tight prior, keyframe after keyframe: the monitor reports the median
+    offset once half its window agrees (the Localizer covers both positions with it); a small offset,
+    ambiguous keyframes or old ones give nothing."""
+    prior = np.array([0.0, 0.0]), np.eye(2) * 0.5
+    ci = CameraIntegrity(P)
+    far = volume([(8.0, 0.0, 0.0)], half=12.0)
+    ci.assess(0.0, OK, far, *prior)
+    assert ci.disagreement(0.0) is None  # one keyframe is no persistent disagreement
+    for t in (1.0, 2.0):
+        ci.assess(t, OK, far, *prior)
+    gap = ci.disagreement(2.0)
+    assert gap is not None and gap == pytest.approx([8.0, 0.0], abs=0.3)
+    assert ci.disagreement(2.0 + P.integrity_hold_s + 1.5) is None  # too old
+    ci.reset()
+    assert ci.disagreement(2.0) is None
+    near = volume([(1.5, 0.0, 0.0)])  # outside a tight ellipse, but within integrity_exclude_m
+    for t in range(4):
+        ci.assess(float(t), OK, near, *prior)
+    assert ci.disagreement(3.0) is None
+    ci.reset()
+    twin = volume([(8.0, 0.0, 0.0), (-8.0, 0.0, 0.0)], half=12.0)  # ambiguous: not a clean peak
+    for t in range(4):
+        ci.assess(float(t), OK, twin, *prior)
+    assert ci.disagreement(3.0) is None
+    wide = np.array([0.0, 0.0]), np.eye(2) * 25.0  # the filter's own ellipse admits 8 m
+    ci.reset()
+    for t in range(4):
+        ci.assess(float(t), OK, far, *wide)
+    assert ci.disagreement(3.0) is None

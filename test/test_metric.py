@@ -676,10 +676,11 @@ def test_metric_fusions_all_run_and_give_the_same_volume_shape(tex_world, tex_ae
 # ---- 7. the Localizer with a MetricMatcher ------------------------------------------------------
 
 def _drive(loc, world, cam, *, t_end=10.5, bias=(2.1, -2.1), with_images=True, image_every_s=0.5, t_start=0.0,
-           image=None):
+           image=None, fix_sigma=3.0):
     """Drive east along the toy road's right lane at 10 m/s: exact odometry (20 Hz, in its own
     rotated frame), GNSS at 5 Hz with a constant ``bias`` (3 m) and a reported sigma of 3 m,
-    rendered frames every ``image_every_s`` (or ``image``). Returns [(t, truth, estimate)] at keyframes."""
+    rendered frames every ``image_every_s`` (or ``image``). Returns [(t, truth, estimate)] at keyframes.
+    ``fix_sigma``: the reported sigma (m)."""
     rend = GroundRenderer(world, cam, FLAT_LIGHT, max_range_m=60.0)
     fr = world.frame
     th = math.radians(-30.0)
@@ -692,7 +693,7 @@ def _drive(loc, world, cam, *, t_end=10.5, bias=(2.1, -2.1), with_images=True, i
         loc.on_odom(t, xo, yo, truth[2] + th, 10.0, 0.0)
         if k % 4 == 0:
             lat, lon = fr.to_latlon(truth[0] + bias[0], truth[1] + bias[1])
-            loc.on_fix(t, float(lat), float(lon), np.eye(2) * 9.0, True)
+            loc.on_fix(t, float(lat), float(lon), np.eye(2) * fix_sigma ** 2, True)
         if with_images and k % int(round(image_every_s * 20)) == 0 and k > 0:
             est = loc.on_image(t, rend.render(*truth) if image is None else image)
             if est is not None:
@@ -739,6 +740,24 @@ def test_localizer_with_metric_matching_beats_a_biased_gnss(tex_world, tex_aeria
     be = base.estimate(bt)
     assert math.hypot(be.x - btruth[0], be.y - btruth[1]) > 2.0 > errs[-1]
     assert brows == []
+
+
+def test_a_receiver_that_lies_about_its_bias_gets_a_covariance_that_covers_the_camera(tex_world, tex_aerial):
+    """GNSS 6 m off claiming 0.5 m: the filter cannot be moved by the camera (its prior rules the truth
+    out), the camera keeps seeing the road 6 m away; the published covariance then covers both
+    positions, with the reason, instead of claiming half a metre."""
+    cam = PinholeCamera(256, 128, 90.0, 1.8)
+    rows = _drive(_localizer(tex_world, tex_aerial, cam), tex_world, cam, bias=(6.0, 0.0), fix_sigma=0.5)
+    wide = [(tr, e) for _, tr, e in rows if any("disagree" in r for r in e.reasons)]
+    assert len(wide) >= 3, [e.reasons for _, _, e in rows]
+    for tr, e in wide:
+        d = np.array([e.x - tr[0], e.y - tr[1]])
+        assert np.hypot(*d) > 3.0  # the estimate itself was not moved ...
+        assert d @ np.linalg.solve(np.asarray(e.cov)[:2, :2], d) < 5.99  # ... its claim now covers the truth
+        assert np.asarray(e.ortho_cov)[0, 0] > 20.0  # the orthophoto-frame claim widened as well
+    narrow = [(tr, e) for _, tr, e in rows if not any("disagree" in r for r in e.reasons) and e.match_used is False]
+    d0 = [np.array([e.x - tr[0], e.y - tr[1]]) for tr, e in narrow[:2]]
+    assert all(d @ np.linalg.solve(np.asarray(e.cov)[:2, :2], d) > 5.99 for d, (_, e) in zip(d0, narrow[:2]))
 
 
 def test_localizer_metric_mode_needs_a_matcher_and_a_camera_model(tex_world, tex_aerial):

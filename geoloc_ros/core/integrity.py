@@ -18,6 +18,13 @@ A user forgives "I cannot see"; not a confident wrong fix. Per keyframe the moni
    receiver's reported covariance, bias included): a camera cannot earn trust on a wrong stretch of
    road that a wide or wrong prior happens to admit.
 
+When a camera that sees (usable ground, one clear peak, peaks that follow the odometry) keeps putting
+the vehicle somewhere the filter's covariance does not admit, one of the two is wrong and this monitor
+cannot always tell which (a receiver biased 10 m between buildings, or a camera on the wrong stretch of
+road): ``disagreement`` gives the median offset of the recent clean peaks when it lies outside the
+filter's 95 % ellipse, and the Localizer widens the published covariance to cover both (the
+covariance union of the two positions). The estimate does not move; its claimed accuracy does.
+
 It also answers the other way round (``camera_holds``): a camera that has been consistent for a
 while (recent, sharp, agreeing keyframes) must not be abandoned for a GNSS that drifts, so the
 tracker does not re-anchor the filter onto GNSS while it holds.
@@ -225,11 +232,16 @@ class CameraIntegrity:
         self.quality: Optional[GroundQuality] = None
         self._prev: Optional[Tuple[np.ndarray, np.ndarray]] = None  # (last peak, the filter's mean after it)
         self._peak: Optional[np.ndarray] = None  # this keyframe's peak (None: no volume judged)
+        # (t, peak - prior mean) of the recent keyframes that could see, had one clear peak and followed
+        # the odometry; with the prior's covariance of the newest (disagreement)
+        self.offsets: Deque[Tuple[float, np.ndarray]] = deque(maxlen=int(p.integrity_window))
+        self._prior_cov: Optional[np.ndarray] = None
 
     def reset(self) -> None:
         """The filter was (re)initialised: the camera starts on probation again."""
         self.window.clear()
         self.jumps.clear()
+        self.offsets.clear()
         self._prev = None
         self.state.trust = "probation"
         self.state.agree_run = 0
@@ -278,6 +290,9 @@ class CameraIntegrity:
             return self._done(Verdict(False, f"ambiguous (runner-up {amb:.2f} of the peak)", "ambiguous", nis, amb,
                                       quality.usable))
         follows = not (math.isfinite(jump) and jump > p.integrity_max_jump_m)
+        if follows:
+            self.offsets.append((t, d))
+            self._prior_cov = np.asarray(prior_cov, float)[:2, :2].copy()
         gate = chi2_quantile(1.0 - p.integrity_alpha, 2)
         agrees = nis <= gate and follows
         if gnss is not None and self.state.trust != "trusted":  # earning trust: GNSS must not disagree
@@ -324,6 +339,22 @@ class CameraIntegrity:
         since = t if disagree_since is None else disagree_since
         return (st.trust == "trusted" and st.last_agree_t is not None and st.trusted_since is not None
                 and st.trusted_since < since and t - st.last_agree_t <= self.p.integrity_hold_s)
+
+    def disagreement(self, t: float) -> Optional[np.ndarray]:
+        """The median offset (m, [2]) from the filter to the recent clean camera peaks, when at least
+        half of ``integrity_window`` of them lie within ``integrity_hold_s`` and their median lies
+        farther than ``integrity_exclude_m`` and outside the filter's 95 % ellipse; else None."""
+        recent = [d for (ti, d) in self.offsets if t - ti <= self.p.integrity_hold_s]
+        if len(recent) < max(2, (self.p.integrity_window + 1) // 2) or self._prior_cov is None:
+            return None
+        o = np.median(np.asarray(recent), axis=0)
+        if float(np.hypot(*o)) <= self.p.integrity_exclude_m:
+            return None
+        try:
+            m2 = float(o @ np.linalg.solve(self._prior_cov, o))
+        except np.linalg.LinAlgError:
+            return None
+        return o if m2 > chi2_quantile(0.95, 2) else None
 
     def describe(self) -> str:
         """One line for /diagnostics: ``camera: trusted``, ``camera: degraded (cannot see (dark, 12 % usable

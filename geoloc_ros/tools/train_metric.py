@@ -3,12 +3,15 @@ metric-matching features (``models.bevmatch``) with the volume NLL; resumable; e
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import time
 from pathlib import Path
 from typing import List, Optional
 
 from .common import command_line, parse_with, positive, seed_type
+
+log = logging.getLogger(__name__)
 
 
 def register(sub) -> argparse.ArgumentParser:
@@ -17,18 +20,25 @@ def register(sub) -> argparse.ArgumentParser:
         description="1) For each --world (made by `geoloc sim world`; training towns only: the tool refuses the "
                     "held-out seeds) simulate --drives drives, render keyframes every 5 m and cache the fused BEV "
                     "mosaics of MetricMatcher (single frame and 4-keyframe sequences) under --cache (skipped "
-                    "when already there). 2) Train the ground-BEV and aerial CNNs with the negative "
-                    "log-likelihood of the true pose over the whole (x, y, heading) volume, priors drawn around "
-                    "the truth (+-10 m, +-8 deg), aerial windows cut from the orthophoto as the matcher cuts them. "
-                    "Rerunning the same command resumes. 3) Export both branches to OUT/onnx (ONNX, parity-"
-                    "checked against torch). Writes OUT/best.pt, OUT/last.pt (+ .json manifests), "
-                    "OUT/history.json.",
+                    "when already there), optionally under the drive-time condition --presets. 2) Train the "
+                    "ground-BEV and aerial CNNs with the negative log-likelihood of the true pose over the whole "
+                    "(x, y, heading) volume, priors drawn around the truth (+-10 m, +-8 deg), aerial windows cut "
+                    "from the orthophoto as the matcher cuts them. Rerunning the same command resumes. 3) Export "
+                    "both branches to OUT/onnx (ONNX, parity-checked against torch). Writes OUT/best.pt, "
+                    "OUT/last.pt (+ .json manifests), OUT/history.json.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--world", type=Path, nargs="+", required=True, help="training world directories")
     p.add_argument("--out", type=Path, required=True, help="run directory (resumed if it holds the same run)")
     p.add_argument("--cache", type=Path, default=None, help="sample cache (default OUT/samples)")
     p.add_argument("--drives", type=positive(int, 0, 1000, "--drives"), default=10, help="drives per world")
     p.add_argument("--duration-s", type=positive(float, 0, 3600, "--duration-s"), default=90.0)
+    p.add_argument("--presets", nargs="+", default=None, metavar="NAME",
+                   help=f"drive-time condition presets ({', '.join(_preset_names())}): drive i of each world is "
+                        "driven under preset i mod their number and rendered as `geoloc sim drive --conditions` "
+                        "renders it (traffic, light, weather, changed roads, sensor model, body attitude); a "
+                        "miscalibrated preset's mosaics are built with the PUBLISHED camera model while the "
+                        "frames come from the true camera. Default: no conditions (daylit, empty, exact "
+                        "calibration). The cache records them and refuses other presets")
     p.add_argument("--steps", type=positive(int, 0, 10 ** 7, "--steps"), default=10000,
                    help="optimizer steps (10000 x --batch 4 at ~0.09 s per sample: ~1 h on the 2-core CPU when "
                         "it is not shared, <= 3 h when other jobs take 2/3 of it)")
@@ -54,6 +64,12 @@ def register(sub) -> argparse.ArgumentParser:
     return p
 
 
+def _preset_names() -> List[str]:
+    from ..sim.conditions import PRESETS
+
+    return list(PRESETS)
+
+
 def _check_worlds(worlds: List[Path], allow_held_out: bool) -> None:
     from ..core.errors import InvalidArgument
     from ..evaluation.protocol import refuse_heldout, world_seed
@@ -74,13 +90,19 @@ def run_train_metric(args: argparse.Namespace) -> Path:
     torch.set_num_threads(int(args.threads))
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     _check_worlds(args.world, args.allow_held_out)
+    presets = tuple(args.presets or ())
+    synth_cfg = SynthConfig(drives=args.drives, duration_s=args.duration_s, presets=presets)  # checks the names
+    if presets and args.drives < len(presets):
+        log.warning("%d drives per world cannot cover the %d presets %s; raise --drives", args.drives,
+                    len(presets), ", ".join(presets))
     out = Path(args.out)
     cache = Path(args.cache) if args.cache else out / "samples"
     t0 = time.perf_counter()
-    index = synthesize(args.world, cache, SynthConfig(drives=args.drives, duration_s=args.duration_s))
+    index = synthesize(args.world, cache, synth_cfg)
     n = sum(w["samples"] for w in index["worlds"])
     print(f"train-metric: {n} cached samples from {len(index['worlds'])} worlds in {cache} "
-          f"({time.perf_counter() - t0:.0f} s)")
+          f"({time.perf_counter() - t0:.0f} s)" + (f"; presets cycled over the drives: {', '.join(presets)}"
+                                                   if presets else ""))
     cfg = MetricTrainConfig(steps=args.steps, batch=args.batch, lr=args.lr, warmup_steps=args.warmup_steps,
                             val_every=args.val_every, val_samples=args.val_samples, seed=args.seed,
                             model={"channels": args.channels} if args.channels != 8 else {})

@@ -13,8 +13,10 @@ Run folder::
     OUT/last.pt (+ .json)   the latest weights (a bevmatch checkpoint)
     OUT/best.pt (+ .json)   the weights with the lowest validation NLL
     OUT/state.pt            optimizer, step, RNG, history: what resuming needs
-    OUT/history.json        the curve (train loss per log interval, validation per eval)
-    OUT/run.json            the settings; a rerun with other settings is refused without --force
+    OUT/history.json        the curve (train loss per log interval, validation per eval) and the
+                            condition presets of the samples (``training.metric_data``; [] = none)
+    OUT/run.json            the settings (+ "presets" when the samples have some); a rerun with other
+                            settings is refused without --force
 
 Rerunning the same command resumes from OUT/state.pt (saved every ``save_every_s`` seconds and at
 stop), so the process may die at any time and lose at most that much.
@@ -44,7 +46,7 @@ from ..models.bevmatch import (
     volume_nll,
     volume_target,
 )
-from .metric_data import Sample, list_samples, load_sample, read_sample_index
+from .metric_data import Sample, list_samples, load_sample, read_sample_index, sample_presets
 
 log = logging.getLogger(__name__)
 
@@ -208,8 +210,12 @@ class MetricTrainer:
                  init: Optional[Path] = None):
         self.cache, self.out, self.cfg = Path(cache), Path(out), cfg
         self.out.mkdir(parents=True, exist_ok=True)
+        index = read_sample_index(self.cache)
+        self.presets = sample_presets(self.cache)
         settings = {"cache": str(self.cache.resolve()), "train": asdict(cfg),
                     "init": str(Path(init).resolve()) if init is not None else None}
+        if self.presets:  # absent on default samples: run folders made before presets resume as they were
+            settings["presets"] = self.presets
         run = self.out / "run.json"
         if run.is_file() and not force:
             have = json.loads(run.read_text())
@@ -220,7 +226,6 @@ class MetricTrainer:
             for name in ("state.pt", "last.pt", "last.json", "best.pt", "best.json", "history.json"):
                 (self.out / name).unlink(missing_ok=True)
         run.write_text(json.dumps(settings, indent=2) + "\n")
-        index = read_sample_index(self.cache)
         self.aerial = AerialSource({w["name"]: w["path"] for w in index["worlds"]})
         self.train_files, self.val_files = _split(list_samples(self.cache), cfg.val_fraction)
         torch.manual_seed(cfg.seed)
@@ -229,7 +234,7 @@ class MetricTrainer:
             self.model.load_state_dict(load_bevmatch(init)[0].state_dict())
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.step = 0
-        self.history: Dict[str, List] = {"train": [], "val": []}
+        self.history: Dict[str, Any] = {"train": [], "val": [], "presets": self.presets}
         self.best = math.inf
         self.rng = np.random.default_rng(cfg.seed)
         self.elapsed_s = 0.0
@@ -250,6 +255,7 @@ class MetricTrainer:
         self.rng.bit_generator.state = st["rng"]
         torch.set_rng_state(st["torch_rng"])
         self.elapsed_s = float(st.get("elapsed_s", 0.0))
+        self.history["presets"] = self.presets  # states saved before presets existed lack it
         log.info("resumed %s at step %d", self.out, self.step)
 
     def _save(self) -> None:
@@ -263,7 +269,8 @@ class MetricTrainer:
 
     def _extra(self) -> Dict:
         return {"training": {"step": self.step, "train_s": round(self.elapsed_s, 1), "cache": str(self.cache),
-                             "worlds": sorted(self.aerial.paths), "config": asdict(self.cfg)}}
+                             "worlds": sorted(self.aerial.paths), "presets": self.presets,
+                             "config": asdict(self.cfg)}}
 
     def _lr(self) -> float:
         c = self.cfg

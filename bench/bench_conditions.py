@@ -98,8 +98,9 @@ def make_drive(data: Path, world_dir: Path, drive) -> Path:
     return out
 
 
-def run_drive(data: Path, drive, protocol, cfg, cfg_key: str, features: str, rerun: bool) -> Dict:
-    """Replay one held-out drive (cached by config and features) and return its row."""
+def run_drive(data: Path, drive, protocol, cfg, cfg_key: str, features: str, rerun: bool,
+              checkpoint: Optional[Path] = None) -> Dict:
+    """Replay one held-out drive (cached by config, features and the learned checkpoint) and return its row."""
     from geoloc_ros.evaluation.replay import replay_bag, world_frame
     from geoloc_ros.metric import open_matcher
 
@@ -112,7 +113,10 @@ def run_drive(data: Path, drive, protocol, cfg, cfg_key: str, features: str, rer
                 and saved.get("features") == features and saved.get("code") == code_fingerprint():
             return saved["row"]
     t0 = time.perf_counter()
-    matcher = open_matcher(wd / "orthophoto.tif", cfg, frame=world_frame(wd), features=features)
+    # a train-metric run's checkpoint: its own ONNX folder (the run's onnx/, where train-metric exports;
+    # the auto backend falls back to torch when that export is of another checkpoint)
+    kw = {"checkpoint": checkpoint, "export_dir": checkpoint.parent / "onnx"} if checkpoint is not None else {}
+    matcher = open_matcher(wd / "orthophoto.tif", cfg, frame=world_frame(wd), features=features.split(":")[0], **kw)
     res = replay_bag(dd / "bag", None, None, cfg, matcher=matcher, world_dir=wd, progress=False)
     row = {"town": drive.town, "preset": drive.preset, "drive": drive.name, "drive_seed": drive.drive_seed,
            "gnss_seed": drive.gnss_seed, "duration_s": drive.duration_s, "cells": cells(res.metrics),
@@ -301,6 +305,10 @@ def main(argv=None) -> int:
     ap.add_argument("--presets", nargs="+", default=None, help="only these presets")
     ap.add_argument("--towns", type=int, nargs="+", default=None, help="only these held-out towns")
     ap.add_argument("--features", default="gradient", choices=("gradient", "learned"))
+    ap.add_argument("--checkpoint", type=Path, default=None,
+                    help="with --features learned: this bevmatch checkpoint instead of the shipped one "
+                         "(e.g. a geoloc train-metric run's best.pt; ONNX Runtime on the run's onnx/ folder when it "
+                         "holds this checkpoint's export, else torch)")
     ap.add_argument("--config", type=Path, default=None, help="LocalizerConfig overrides (YAML)")
     ap.add_argument("--rerun", action="store_true", help="replay again even where a result is cached")
     ap.add_argument("--report-only", action="store_true", help="no new replays: report what is cached")
@@ -310,6 +318,13 @@ def main(argv=None) -> int:
                          "'<!-- conditions:LABEL:end -->' is replaced with this run's tables")
     ap.add_argument("--docs-label", default="current", help="LABEL of that block")
     args = ap.parse_args(argv)
+    features = args.features
+    if args.checkpoint is not None:
+        if args.features != "learned":
+            ap.error("--checkpoint needs --features learned")
+        import hashlib
+
+        features = f"learned:{hashlib.sha256(args.checkpoint.read_bytes()).hexdigest()[:12]}"  # the cache key
 
     from geoloc_ros.evaluation.protocol import load_protocol
     from geoloc_ros.evaluation.replay import load_localizer_config
@@ -336,7 +351,7 @@ def main(argv=None) -> int:
                 missing.append(d.name)
             continue
         try:
-            row = run_drive(args.data, d, protocol, cfg, cfg_key, args.features, args.rerun)
+            row = run_drive(args.data, d, protocol, cfg, cfg_key, features, args.rerun, args.checkpoint)
         except KeyboardInterrupt:
             print("interrupted: reporting what is done (rerun to resume)")
             break
@@ -350,15 +365,16 @@ def main(argv=None) -> int:
     print("\nper preset (median over its drives):\n" + markdown(presets, "preset"))
     worse = [p["preset"] for p in presets if never_worse(p["cells"]) is False]
     name = "conditions" if args.which == "heldout" else "conditions_validation"
-    out = write(name, rows, args.out, presets=presets, protocol=str(protocol.path), features=args.features,
-                config_overrides=overrides, missing=missing, seconds=time.perf_counter() - t0)
+    out = write(name, rows, args.out, presets=presets, protocol=str(protocol.path), features=features,
+                checkpoint=str(args.checkpoint) if args.checkpoint else None, config_overrides=overrides,
+                missing=missing, seconds=time.perf_counter() - t0)
     for doc in args.docs:
         which = "held-out" if args.which == "heldout" else args.which
         write_docs_block(doc, presets, rows, f"`python bench/bench_conditions.py` ({which} drives, "
-                         f"{args.features} features{', config ' + str(args.config) if args.config else ''})",
+                         f"{features} features{', config ' + str(args.config) if args.config else ''})",
                          args.docs_label)
     png = heat_map(presets, (args.out or RESULTS / f"{name}.json").with_suffix(".png"),
-                   f"{args.which} matrix ({len(rows)} of {len(drives)} drives, {args.features} features)")
+                   f"{args.which} matrix ({len(rows)} of {len(drives)} drives, {features} features)")
     print(f"bench_conditions: {len(rows)} of {len(drives)} {args.which} drives"
           + (f" ({len(missing)} missing: rerun to resume)" if missing else "")
           + f"; geoloc worse than GNSS+odometry (median or p95) in {len(worse)} of {len(presets)} presets"

@@ -491,7 +491,8 @@ class Localizer:
             self._bump("match_skipped", "outside aerial map coverage")
             return _Measured(reason="outside aerial map coverage", metric=res)
         self._covered = True
-        meas = res.measurement = PoseVolume(vol.xs, vol.ys, vol.yaws, vol.scores / c.volume_temperature)
+        temp = c.volume_temperature or float(getattr(m.fx, "volume_temperature", 0.08))  # 0: the extractor's own
+        meas = res.measurement = PoseVolume(vol.xs, vol.ys, vol.yaws, vol.scores / temp)
         if self.integrity is not None:  # may it move the fix? (core.integrity)
             if tr.epoch != self._epoch_seen:  # the filter was (re)initialised: the camera starts on probation
                 self._epoch_seen = tr.epoch

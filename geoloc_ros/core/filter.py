@@ -138,10 +138,11 @@ class FilterParams:
                                     0.0, 2.0, group="retrieval")
     match_min_ess_ratio: float = _f(0.05, "a match that would leave fewer than this fraction of effective "
                                     "particles of a credible prior is rejected as inconsistent", 0.0, 1.0, group="retrieval")
-    volume_temperature: float = _f(0.08, "metric matching: softmax temperature over the cosine score volume "
-                                   "(geoloc eval calibrate on validation drives of training town 9 with the survey "
-                                   "gap: 0.03/0.04/0.06/0.08 kept the map-frame truth inside the 95 % ellipse "
-                                   "81/85/91/95 % of the time)", 1e-4, 10.0, group="metric")
+    volume_temperature: float = _f(0.0, "metric matching: softmax temperature over the cosine score volume; 0: the "
+                                   "feature extractor's own calibrated value (gradient 0.08: geoloc eval calibrate "
+                                   "on town 9 drives with the survey gap, where 0.03/0.04/0.06/0.08 kept the truth "
+                                   "inside the 95 % ellipse 81/85/91/95 % of the time; learned: the "
+                                   "volume_temperature of its checkpoint manifest)", 0.0, 10.0, group="metric")
     volume_uniform_floor: float = _f(0.05, "metric matching: weight of the uniform floor mixed into the volume's "
                                      "likelihood (bounds how much one keyframe can move the estimate)", 0.0, 1.0, group="metric")
     volume_min_peak_mass: float = _f(0.0, "metric gate: probability within volume_peak_radius_m and "

@@ -42,6 +42,7 @@ class GradientFeatures:
 
     name = "gradient"
     version = 1
+    volume_temperature = 0.08  # the localizer's volume temperature for these scores (geoloc eval calibrate, town 9)
 
     def __init__(self, sigmas=(1.0, 2.5), norm_sigma: float = 4.0, floor: float = 2.0, range_scale_m: float = 25.0,
                  erode_px: int = 2):

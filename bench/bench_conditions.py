@@ -37,6 +37,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, write  # noqa: E402
 
+from geoloc_ros.metric.config import DEFAULT_FEATURES, FEATURES  # noqa: E402
+
 RESULT = "bench_conditions.json"  # per drive, beside its bag
 RESULT_VERSION = 1
 
@@ -304,7 +306,7 @@ def main(argv=None) -> int:
                          "defaults are chosen)")
     ap.add_argument("--presets", nargs="+", default=None, help="only these presets")
     ap.add_argument("--towns", type=int, nargs="+", default=None, help="only these held-out towns")
-    ap.add_argument("--features", default="gradient", choices=("gradient", "learned"))
+    ap.add_argument("--features", default=DEFAULT_FEATURES, choices=FEATURES)
     ap.add_argument("--checkpoint", type=Path, default=None,
                     help="with --features learned: this bevmatch checkpoint instead of the shipped one "
                          "(e.g. a geoloc train-metric run's best.pt; ONNX Runtime on the run's onnx/ folder when it "

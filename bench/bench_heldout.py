@@ -29,6 +29,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import write  # noqa: E402
 
+from geoloc_ros.metric.config import DEFAULT_FEATURES, FEATURES  # noqa: E402
+
 SCENARIOS = {
     "nominal": dict(multipath_rate_per_min=0.0, outage_rate_per_min=0.0),
     "biased": dict(bias_sigma_m=5.0, bias_tau_s=300.0, multipath_rate_per_min=0.0, outage_rate_per_min=0.0),
@@ -102,7 +104,7 @@ def main(argv=None) -> int:
     ap.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), choices=list(SCENARIOS))
     ap.add_argument("--duration-s", type=float, default=90.0)
     ap.add_argument("--drive-seed", type=int, default=1)
-    ap.add_argument("--features", default="gradient", choices=("gradient", "learned"))
+    ap.add_argument("--features", default=DEFAULT_FEATURES, choices=FEATURES)
     ap.add_argument("--config", type=Path, default=None, help="LocalizerConfig overrides (YAML)")
     ap.add_argument("--out", type=Path, default=None, help="JSON (default bench/results/heldout.json)")
     args = ap.parse_args(argv)

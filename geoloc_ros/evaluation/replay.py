@@ -50,6 +50,7 @@ from ..core import msgconv
 from ..core.errors import GeolocError, IncompatibleArtifact, InvalidArgument
 from ..core.msgconv import MessageDropped, enu_to_grid_cov
 from ..core.outputs import check_output_dir
+from ..metric.config import DEFAULT_FEATURES
 from . import metrics as M
 from .export import ESTIMATE_COLUMNS, ESTIMATE_TOPICS, estimates_csv_to_bag, read_estimates_csv, read_track, write_estimates_csv  # noqa: F401
 from .runs import (  # noqa: F401
@@ -639,7 +640,7 @@ def replay_bag(bag, encoder, index, cfg=None, *, gt_topic: Optional[str] = DEFAU
 
 def evaluate_bag(bag, index_dir=None, model=None, *, backend: str = "auto", config_path: Optional[Path] = None,
                  out: Path = Path("runs/eval"), force: bool = False, command: Optional[str] = None,
-                 progress: bool = True, ortho: Optional[Path] = None, features: str = "gradient",
+                 progress: bool = True, ortho: Optional[Path] = None, features: str = DEFAULT_FEATURES,
                  map_offset: Optional[Path] = None, **replay_kw) -> Tuple[Path, ReplayResult]:
     """Load the camera measurement(s), replay ``bag`` and write the run directory.
     -> (run directory, ReplayResult).

@@ -13,8 +13,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Union
 
+from .config import DEFAULT_FEATURES
 
-def open_matcher(ortho: Union[str, Path], params=None, *, frame=None, features: str = "gradient",
+
+def open_matcher(ortho: Union[str, Path], params=None, *, frame=None, features: str = DEFAULT_FEATURES,
                  memory_budget_mb: float = 64.0, selfcal=None, **feature_kw):
     """A ``MetricMatcher`` over an orthophoto (GeoTIFF or XYZ folder). ``frame``: the map frame
     (default: a LocalFrame at the imagery's centre); ``params``: MetricParams or LocalizerConfig;

@@ -10,6 +10,8 @@ from ..core.config import validate_fields
 from ..core.errors import InvalidArgument
 
 FUSIONS = ("attention", "mean", "single")
+FEATURES = ("gradient", "learned")  # the metric feature extractors (metric.features.make_extractor)
+DEFAULT_FEATURES = "gradient"  # what every tool and the node use unless told otherwise
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from ..core.config import GROUPS, Param, params_of
 from ..core.errors import InvalidArgument
+from ..metric.config import DEFAULT_FEATURES, FEATURES
 
 NODE_NAME = "geoloc_node"
 BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")
@@ -72,7 +73,7 @@ NODE_PARAMS: List[ParamSpec] = [
       "is set"),
     P("orthophoto", "", "orthophoto (GeoTIFF in any CRS, or an XYZ tile folder) for metric matching, the camera's "
       "sub-metre measurement (docs/metric.md); empty: retrieval only"),
-    P("metric_features", "gradient", "metric matching feature extractor", choices=("gradient", "learned")),
+    P("metric_features", DEFAULT_FEATURES, "metric matching feature extractor", choices=FEATURES),
     P("camera_info_topic", "", "sensor_msgs/CameraInfo of the camera (K, D); empty: IMAGE_TOPIC's sibling "
       "camera_info"),
     P("camera_mount", [], "camera_link pose in base_frame: [x, y, z, roll, pitch, yaw] (m, deg; pitch > 0 looks "

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..core.errors import InvalidArgument
+from ..metric.config import DEFAULT_FEATURES
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ class Measurements:
 def load_measurements(config, *, orthophoto: Optional[Path] = None, index_path: Optional[Path] = None,
                       model: Optional[str] = None, backend: str = "auto", device: str = "cpu",
                       threads: Optional[int] = None, engines_dir: Optional[str] = None,
-                      features: str = "gradient", memory_budget_mb: Optional[float] = None, frame=None,
+                      features: str = DEFAULT_FEATURES, memory_budget_mb: Optional[float] = None, frame=None,
                       encoder=None) -> Measurements:
     """Open the orthophoto (metric matching) and/or the tile index with its model (retrieval).
     Either alone is a valid configuration; neither is an InvalidArgument saying what to set, as is

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from ..core.bagpath import BAG_HELP
+from ..metric.config import DEFAULT_FEATURES, FEATURES
 from .common import parse_with
 
 
@@ -34,7 +35,7 @@ def register(sub) -> argparse.ArgumentParser:
     p.add_argument("--params", type=Path, default=None,
                    help="YAML of SelfCalParams overrides (metric.selfcal; unknown keys are an error)")
     p.add_argument("--config", type=Path, default=None, help="YAML of LocalizerConfig overrides")
-    p.add_argument("--features", default="gradient", choices=("gradient", "learned"),
+    p.add_argument("--features", default=DEFAULT_FEATURES, choices=FEATURES,
                    help="metric matching feature extractor")
     p.add_argument("--camera-mount", default=None, metavar="X,Y,Z,ROLL,PITCH,YAW",
                    help="published camera_link pose in base_link (m, deg; pitch > 0 looks down) when the bag has "

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
+from ..metric.config import DEFAULT_FEATURES, FEATURES
 from .common import parse_with, positive
 
 
@@ -34,7 +35,7 @@ def register(sub) -> argparse.ArgumentParser:
     p.add_argument("--target", type=positive(float, 0, 100, "--target"), default=93.0,
                    help="pooled percent of time the truth must lie inside the published 95%% ellipse")
     p.add_argument("--config", type=Path, default=None, help="other LocalizerConfig overrides (YAML)")
-    p.add_argument("--features", default="gradient", choices=("gradient", "learned"))
+    p.add_argument("--features", default=DEFAULT_FEATURES, choices=FEATURES)
     p.add_argument("--out", type=Path, default=Path("runs/calibration.yaml"), help="YAML written with the choice")
     p.add_argument("--force", action="store_true", help="replace --out")
     p.set_defaults(func=run_eval_calibrate)

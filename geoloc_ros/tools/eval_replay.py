@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from ..core.bagpath import BAG_HELP, resolve_bag
+from ..metric.config import DEFAULT_FEATURES, FEATURES
 from .common import command_line, parse_with, positive
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,7 @@ def register(sub) -> argparse.ArgumentParser:
     p.add_argument("--ortho", type=Path, default=None,
                    help="orthophoto (GeoTIFF or XYZ folder) for metric matching (default: the synthetic drive's "
                         "world orthophoto, if any)")
-    p.add_argument("--features", default="gradient", choices=("gradient", "learned"),
+    p.add_argument("--features", default=DEFAULT_FEATURES, choices=FEATURES,
                    help="metric matching feature extractor")
     p.add_argument("--camera-mount", default=None, metavar="X,Y,Z,ROLL,PITCH,YAW",
                    help="camera_link pose in base_link (m, deg; pitch > 0 looks down) when the bag has no "

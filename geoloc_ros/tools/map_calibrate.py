@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from ..core.bagpath import BAG_HELP
+from ..metric.config import DEFAULT_FEATURES, FEATURES
 from .common import parse_with
 
 
@@ -37,7 +38,7 @@ def register(sub) -> argparse.ArgumentParser:
     p.add_argument("--from", dest="start", type=Path, default=None, metavar="FILE",
                    help="continue from this sidecar (same orthophoto)")
     p.add_argument("--config", type=Path, default=None, help="YAML of LocalizerConfig overrides")
-    p.add_argument("--features", default="gradient", choices=("gradient", "learned"),
+    p.add_argument("--features", default=DEFAULT_FEATURES, choices=FEATURES,
                    help="metric matching feature extractor")
     p.add_argument("--camera-mount", default=None, metavar="X,Y,Z,ROLL,PITCH,YAW",
                    help="published camera_link pose in base_link (m, deg; pitch > 0 looks down) when a bag has "

@@ -210,3 +210,22 @@ def test_the_checkpoint_says_which_presets_it_was_trained_on(caches, tmp_path):
     assert json.loads((tmp_path / "run" / "run.json").read_text())["presets"] == ["night", "busy"]
     assert json.loads((tmp_path / "run" / "history.json").read_text())["presets"] == ["night", "busy"]
     assert load_bevmatch(tmp_path / "run" / "last.pt")[1]["training"]["presets"] == ["night", "busy"]
+
+
+def test_training_targets_are_where_the_orthophoto_shows_the_vehicle(world_dir, caches):
+    """The pair is trained to find the vehicle where the survey shows it (truth + the world's recorded
+    misregistration), not at the absolute truth it cannot see: otherwise it learns the training towns'
+    survey offsets."""
+    import numpy as np
+
+    from geoloc_ros.sim.survey import misregistration_displacement
+    from geoloc_ros.training.metric_data import load_sample
+    from geoloc_ros.training.metric_trainer import AerialSource
+
+    src = AerialSource({world_dir.name: str(world_dir)})
+    path = sorted(_drive(caches / "default", world_dir, 1000).glob("*.npz"))[0]
+    raw, moved = load_sample(path, world_dir.name), src.sample(path, world_dir.name)
+    dx, dy = misregistration_displacement(world_dir, np.array([raw.pose[0]]), np.array([raw.pose[1]]))
+    assert np.hypot(dx[0], dy[0]) > 0.05  # the protocol's worlds carry a misregistration
+    assert moved.pose == pytest.approx((raw.pose[0] + dx[0], raw.pose[1] + dy[0], raw.pose[2]), abs=1e-9)
+    assert np.array_equal(moved.rgb, raw.rgb) and moved.world == raw.world

@@ -27,7 +27,7 @@ import json
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -86,6 +86,24 @@ class AerialSource:
     def __init__(self, worlds: Dict[str, str]):
         self.paths = dict(worlds)
         self._maps: Dict[str, Any] = {}
+        self._mis: Dict[str, Any] = {}
+
+    def sample(self, path: Path, name: str) -> Sample:
+        """A cached sample with its pose moved into the orthophoto's own frame: where the survey shows
+        the vehicle (truth + the world's recorded misregistration, ``sim.survey``). The matcher can only
+        find what the orthophoto shows; trained on the absolute truth instead, the pair learns the
+        training towns' survey offsets (a simulator artefact: the drawn shifts share a direction)."""
+        s = load_sample(path, name)
+        if name not in self._mis:
+            import json
+
+            from ..sim.survey import Misregistration
+
+            survey = json.loads((Path(self.paths[name]) / "world.json").read_text()).get("survey") or {}
+            self._mis[name] = Misregistration.from_dict(survey.get("misregistration"))
+        x, y, yaw = s.pose
+        dx, dy = self._mis[name].displacement(np.array([x]), np.array([y]))
+        return replace(s, pose=(x + float(dx[0]), y + float(dy[0]), yaw))
 
     def map(self, name: str):
         if name not in self._maps:
@@ -270,6 +288,7 @@ class MetricTrainer:
     def _extra(self) -> Dict:
         return {"training": {"step": self.step, "train_s": round(self.elapsed_s, 1), "cache": str(self.cache),
                              "worlds": sorted(self.aerial.paths), "presets": self.presets,
+                             "target_frame": "orthophoto",
                              "config": asdict(self.cfg)}}
 
     def _lr(self) -> float:
@@ -284,7 +303,7 @@ class MetricTrainer:
         losses, errs = [], []
         with torch.no_grad():
             for (world, path), off in self.val_set:
-                s = load_sample(path, world)
+                s = self.aerial.sample(path, world)
                 x, y, yaw = s.pose
                 prior = (x + off[0], y + off[1], yaw + off[2])
                 loss, e = sample_loss(self.model, s, self.aerial.map(world), prior, self.cfg)
@@ -321,7 +340,7 @@ class MetricTrainer:
             n_ok = 0
             for _ in range(c.batch):
                 world, path = self.train_files[int(self.rng.integers(len(self.train_files)))]
-                s = load_sample(path, world)
+                s = self.aerial.sample(path, world)
                 prior = draw_prior(s.pose, self.rng, c)
                 loss, e = sample_loss(self.model, s, self.aerial.map(world), prior, c, self.rng)
                 if loss is None or not torch.isfinite(loss):

@@ -45,6 +45,7 @@ from .core.measurement import PoseVolume
 from .core.msgconv import enu_to_grid_cov
 from .core.tracker import STATUSES, PoseTracker, TrackState
 from .metric.config import MetricParams, check_metric
+from .metric.features import GradientFeatures
 from .metric.selfcal import SelfCalParams, check_selfcal
 from .metric.verify import RelocParams, RelocVerifier, check_reloc
 
@@ -491,7 +492,8 @@ class Localizer:
             self._bump("match_skipped", "outside aerial map coverage")
             return _Measured(reason="outside aerial map coverage", metric=res)
         self._covered = True
-        temp = c.volume_temperature or float(getattr(m.fx, "volume_temperature", 0.08))  # 0: the extractor's own
+        # volume_temperature 0: the extractor's own calibrated value
+        temp = c.volume_temperature or float(getattr(m.fx, "volume_temperature", GradientFeatures.volume_temperature))
         meas = res.measurement = PoseVolume(vol.xs, vol.ys, vol.yaws, vol.scores / temp)
         if self.integrity is not None:  # may it move the fix? (core.integrity)
             if tr.epoch != self._epoch_seen:  # the filter was (re)initialised: the camera starts on probation

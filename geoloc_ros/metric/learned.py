@@ -35,7 +35,7 @@ from typing import Dict, List, Optional, Tuple, Union
 import numpy as np
 
 from ..core.errors import GeolocError, IncompatibleArtifact, InvalidArgument
-from .features import register_extractor
+from .features import GradientFeatures, register_extractor
 
 log = logging.getLogger(__name__)
 
@@ -307,7 +307,7 @@ class LearnedFeatures:
         self.temperature = float(ck.get("temperature") or 0.1)
         # the localizer's volume temperature for these scores: chosen on validation drives and written into
         # the shipped checkpoint's manifest; a checkpoint without one gets the gradient features' value
-        self.volume_temperature = float(ck.get("volume_temperature") or 0.08)
+        self.volume_temperature = float(ck.get("volume_temperature") or GradientFeatures.volume_temperature)
         self.export_dir = Path(export_dir) if export_dir is not None else default_export_dir(engines_dir, ck["preset"])
         if export_missing is None:
             export_missing = os.environ.get("GEOLOC_AUTO_EXPORT", "") == "1"

@@ -86,23 +86,21 @@ class AerialSource:
     def __init__(self, worlds: Dict[str, str]):
         self.paths = dict(worlds)
         self._maps: Dict[str, Any] = {}
-        self._mis: Dict[str, Any] = {}
+        self._mis: Dict[str, Any] = {}  # world.json per world (its survey's misregistration)
 
     def sample(self, path: Path, name: str) -> Sample:
         """A cached sample with its pose moved into the orthophoto's own frame: where the survey shows
         the vehicle (truth + the world's recorded misregistration, ``sim.survey``). The matcher can only
         find what the orthophoto shows; trained on the absolute truth instead, the pair learns the
         training towns' survey offsets (a simulator artefact: the drawn shifts share a direction)."""
+        from ..sim.survey import misregistration_displacement
+        from ..sim.world import read_world_manifest
+
         s = load_sample(path, name)
-        if name not in self._mis:
-            import json
-
-            from ..sim.survey import Misregistration
-
-            survey = json.loads((Path(self.paths[name]) / "world.json").read_text()).get("survey") or {}
-            self._mis[name] = Misregistration.from_dict(survey.get("misregistration"))
+        if name not in self._mis:  # the world's manifest, read once
+            self._mis[name] = read_world_manifest(Path(self.paths[name]))
         x, y, yaw = s.pose
-        dx, dy = self._mis[name].displacement(np.array([x]), np.array([y]))
+        dx, dy = misregistration_displacement(self._mis[name], np.array([x]), np.array([y]))
         return replace(s, pose=(x + float(dx[0]), y + float(dy[0]), yaw))
 
     def map(self, name: str):

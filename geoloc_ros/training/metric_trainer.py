@@ -92,7 +92,7 @@ class AerialSource:
         """A cached sample with its pose moved into the orthophoto's own frame: where the survey shows
         the vehicle (truth + the world's recorded misregistration, ``sim.survey``). The matcher can only
         find what the orthophoto shows; trained on the absolute truth instead, the pair learns the
-        training towns' survey offsets (a simulator artefact: the drawn shifts share a direction)."""
+        training towns' mean survey offset, which helps wherever a town happens to be shifted alike."""
         from ..sim.survey import misregistration_displacement
         from ..sim.world import read_world_manifest
 

@@ -101,8 +101,10 @@ def make_drive(data: Path, world_dir: Path, drive) -> Path:
 
 
 def run_drive(data: Path, drive, protocol, cfg, cfg_key: str, features: str, rerun: bool,
-              checkpoint: Optional[Path] = None) -> Dict:
-    """Replay one held-out drive (cached by config, features and the learned checkpoint) and return its row."""
+              checkpoint: Optional[Path] = None, features_key: Optional[str] = None) -> Dict:
+    """Replay one held-out drive (cached by config and ``features_key``: the extractor, and the learned
+    checkpoint's hash when one is given) and return its row."""
+    features_key = features_key or features
     from geoloc_ros.evaluation.replay import replay_bag, world_frame
     from geoloc_ros.metric import open_matcher
 
@@ -112,18 +114,18 @@ def run_drive(data: Path, drive, protocol, cfg, cfg_key: str, features: str, rer
     if cache.is_file() and not rerun and cache.stat().st_mtime > (dd / "bench_sim.sha").stat().st_mtime:
         saved = json.loads(cache.read_text())
         if saved.get("version") == RESULT_VERSION and saved.get("config_key") == cfg_key \
-                and saved.get("features") == features and saved.get("code") == code_fingerprint():
+                and saved.get("features") == features_key and saved.get("code") == code_fingerprint():
             return saved["row"]
     t0 = time.perf_counter()
     # a train-metric run's checkpoint: its own ONNX folder (the run's onnx/, where train-metric exports;
     # the auto backend falls back to torch when that export is of another checkpoint)
     kw = {"checkpoint": checkpoint, "export_dir": checkpoint.parent / "onnx"} if checkpoint is not None else {}
-    matcher = open_matcher(wd / "orthophoto.tif", cfg, frame=world_frame(wd), features=features.split(":")[0], **kw)
+    matcher = open_matcher(wd / "orthophoto.tif", cfg, frame=world_frame(wd), features=features, **kw)
     res = replay_bag(dd / "bag", None, None, cfg, matcher=matcher, world_dir=wd, progress=False)
     row = {"town": drive.town, "preset": drive.preset, "drive": drive.name, "drive_seed": drive.drive_seed,
            "gnss_seed": drive.gnss_seed, "duration_s": drive.duration_s, "cells": cells(res.metrics),
            "replay_s": time.perf_counter() - t0}
-    cache.write_text(json.dumps({"version": RESULT_VERSION, "config_key": cfg_key, "features": features,
+    cache.write_text(json.dumps({"version": RESULT_VERSION, "config_key": cfg_key, "features": features_key,
                                  "code": code_fingerprint(), "row": row}, indent=1) + "\n")
     return row
 
@@ -353,7 +355,7 @@ def main(argv=None) -> int:
                 missing.append(d.name)
             continue
         try:
-            row = run_drive(args.data, d, protocol, cfg, cfg_key, features, args.rerun, args.checkpoint)
+            row = run_drive(args.data, d, protocol, cfg, cfg_key, args.features, args.rerun, args.checkpoint, features)
         except KeyboardInterrupt:
             print("interrupted: reporting what is done (rerun to resume)")
             break

@@ -202,6 +202,27 @@ def test_export_of_other_weights_or_tampered_graph_is_refused(exported, tmp_path
         LearnedFeatures(d / "m.pt", export_dir=bad, backend="onnxruntime")
 
 
+def test_shipped_pair_exports_itself_on_first_use_and_never_replaces_other_weights(exported, tmp_path,
+                                                                                   monkeypatch):
+    """The node's first start with the shipped pair (the default checkpoint) makes its ONNX export;
+    the next start reuses it; a folder holding another checkpoint's export is left as it is."""
+    from geoloc_ros.metric.learned import LearnedFeatures
+
+    monkeypatch.delenv("GEOLOC_AUTO_EXPORT", raising=False)
+    fx = LearnedFeatures(engines_dir=tmp_path / "engines", backend="auto", threads=1)
+    man = tmp_path / "engines" / "bevmatch" / "manifest.json"
+    assert fx.backend in ("onnxruntime", "tensorrt") and man.is_file()
+    stamp = man.stat().st_mtime_ns
+    assert LearnedFeatures(engines_dir=tmp_path / "engines", backend="onnxruntime", threads=1).backend == "onnxruntime"
+    assert man.stat().st_mtime_ns == stamp  # reused, not re-exported
+    d, _ = exported  # another checkpoint's export where the shipped pair would look: refused, kept, torch runs
+    other = tmp_path / "other_engines"
+    shutil.copytree(d / "onnx", other / "bevmatch")
+    before = (other / "bevmatch" / "manifest.json").read_bytes()
+    assert LearnedFeatures(engines_dir=other, backend="auto", threads=1).backend == "torch"
+    assert (other / "bevmatch" / "manifest.json").read_bytes() == before
+
+
 def test_learned_extractor_module_imports_without_torch_or_onnxruntime():
     """metric/ stays numpy + OpenCV at import time: the node loads the ONNX path without torch."""
     import subprocess

@@ -15,8 +15,9 @@ the export folder (``<engines_dir>/bevmatch/`` by default, made by ``inference.b
 its manifest must name the checkpoint's weights and every graph's sha256 must match); ``torch``
 runs the checkpoint. ``auto`` = TensorRT -> ONNX Runtime -> torch, like ``inference.select`` for
 the encoder: each backend that cannot run is logged with why (``selection``), a named backend is
-used or fails with the reason. With ``export_missing`` (or $GEOLOC_AUTO_EXPORT=1) and torch
-installed, a missing export is made on the spot (a few seconds, parity-checked). No torch import
+used or fails with the reason. With ``export_missing`` (default for the shipped pair; for another
+checkpoint with $GEOLOC_AUTO_EXPORT=1) and torch installed, a missing export is made on the spot (a few
+seconds, parity-checked; an export folder of other weights is never replaced). No torch import
 at module level: the node runs the TensorRT and ONNX paths without torch.
 
 TensorRT precision: ``auto`` builds fp16 (TensorRT 10) and keeps it when it passes parity, else
@@ -309,8 +310,9 @@ class LearnedFeatures:
         # the shipped checkpoint's manifest; a checkpoint without one gets the gradient features' value
         self.volume_temperature = float(ck.get("volume_temperature") or GradientFeatures.volume_temperature)
         self.export_dir = Path(export_dir) if export_dir is not None else default_export_dir(engines_dir, ck["preset"])
-        if export_missing is None:
-            export_missing = os.environ.get("GEOLOC_AUTO_EXPORT", "") == "1"
+        if export_missing is None:  # the shipped pair's export is small and quick: make it on first use
+            export_missing = os.environ.get("GEOLOC_AUTO_EXPORT", "") == "1" or \
+                self.checkpoint.resolve() == DEFAULT_CHECKPOINT.resolve()
         order = AUTO_ORDER if backend == "auto" else (backend,)
         if export_missing and any(b in order for b in ("tensorrt", "onnxruntime")) and \
                 not (self.export_dir / "manifest.json").is_file():
@@ -319,7 +321,7 @@ class LearnedFeatures:
 
                 log.info("exporting %s to %s (ONNX, parity-checked)", self.checkpoint, self.export_dir)
                 export_bevmatch(self.checkpoint, self.export_dir, force=True)
-            except (GeolocError, ImportError) as exc:
+            except (GeolocError, ImportError, OSError) as exc:  # OSError: another process exported it first
                 if backend != "auto":
                     raise
                 log.warning("learned features: exporting to %s failed: %s", self.export_dir, exc)

@@ -68,12 +68,13 @@ class LocalizerConfig(FilterParams, MetricParams, SelfCalParams, IntegrityParams
     _group: ClassVar[str] = "localizer"  # camera use and keyframes; retrieval's and metric's own fields say so
 
     use_camera: bool = _f(True, "use camera matches; false gives the GNSS + odometry baseline (same filter)")
-    map_registration_sigma_m: float = _f(0.5, "absolute accuracy of the orthophoto's registration (m, 1-sigma per "
+    map_registration_sigma_m: float = _f(0.7, "absolute accuracy of the orthophoto's registration (m, 1-sigma per "
                                          "axis): added to the published covariance while metric matches hold the "
                                          "estimate on the map, or with map_offset_estimate the prior sigma of the "
                                          "learned offset. Set it from your orthophoto's metadata (often 0.5-2 m); "
-                                         "0.5 kept the truth inside the 95 % ellipse 98 % of the time on the "
-                                         "simulator's validation drives (0.7: 100 %)", 0.0, 100.0, group="metric")
+                                         "0.7 is the simulator's own survey error (a 0.3-1.5 m shift in any "
+                                         "direction plus a 0.2-0.6 m warp: 0.69 m RMS per axis)", 0.0, 100.0,
+                                         group="metric")
     camera_measurement: str = _f("auto", "the camera's measurement while a prior exists: metric (BEV matched "
                                  "against the orthophoto over x, y, heading; needs a metric matcher), retrieval "
                                  "(tile index similarity map), or auto (metric when a matcher is given)",
@@ -494,7 +495,9 @@ class Localizer:
         self._covered = True
         # volume_temperature 0: the extractor's own calibrated value
         temp = c.volume_temperature or float(getattr(m.fx, "volume_temperature", GradientFeatures.volume_temperature))
-        meas = res.measurement = PoseVolume(vol.xs, vol.ys, vol.yaws, vol.scores / temp)
+        gate = c.volume_min_posterior_at_peak if c.volume_min_posterior_at_peak >= 0 else \
+            float(getattr(m.fx, "min_posterior_at_peak", 0.0))
+        meas = res.measurement = PoseVolume(vol.xs, vol.ys, vol.yaws, vol.scores / temp, min_posterior_at_peak=gate)
         if self.integrity is not None:  # may it move the fix? (core.integrity)
             if tr.epoch != self._epoch_seen:  # the filter was (re)initialised: the camera starts on probation
                 self._epoch_seen = tr.epoch

@@ -232,3 +232,34 @@ def test_the_camera_heading_is_measured_too():
     st = tr.state(0.0)
     assert abs(math.degrees(st.mean[2] - 0.3) - 3.0) < 0.7
     assert st.yaw_std_deg < 2.0
+
+
+def test_an_update_that_would_not_go_to_the_volumes_peak_is_refused_when_gated():
+    """The integrity monitor judges the volume's PEAK; with a wrong prior the product prior x volume
+    can put the posterior on a weak second mode near the prior instead (held-out urban-gnss: the
+    estimate moved 2-3 m away from a correct peak). With ``min_posterior_at_peak`` the update is
+    refused with its own reason and the cloud is left alone; without it, it is used and the posterior
+    mean lands away from the peak."""
+    peak = (7.0, 0.0)
+    base = gauss_volume(*peak, 0.3, centre=(0.0, 0.0, 0.3), half_m=12.0, sigma_m=0.4)
+    bump = gauss_volume(0.5, 0.0, 0.3, centre=(0.0, 0.0, 0.3), half_m=12.0, sigma_m=2.0)
+    logl = np.logaddexp(base.logl, bump.logl - 3.0)  # a broad mode near the prior, e^-3 of the peak
+    assert PoseVolume(base.xs, base.ys, base.yaws, logl).peak()[:2] == pytest.approx(peak)
+
+    tr = tracker(2.5)
+    assert tr.on_camera(0.0, PoseVolume(base.xs, base.ys, base.yaws, logl)).ok  # ungated: used ...
+    m = tr.state(0.0).mean
+    assert math.hypot(m[0] - peak[0], m[1] - peak[1]) > 3.0  # ... and the estimate is not at the peak
+
+    tr = tracker(2.5)
+    x0, w0 = tr.f.x.copy(), tr.f.w.copy()
+    ev = tr.on_camera(0.0, PoseVolume(base.xs, base.ys, base.yaws, logl, min_posterior_at_peak=0.25))
+    assert not ev.ok and ev.reason == "the prior favours another place than the camera's peak"
+    np.testing.assert_array_equal(tr.f.w, w0)
+    np.testing.assert_allclose(tr.f.x, x0, atol=2e-3)
+    assert tr.counters["matches_rejected"] == {"the prior favours another place than the camera's peak": 1}
+    # the gate does not refuse a volume whose peak the prior admits: the sharp-correct case still moves
+    tr = tracker(3.0)
+    ok = gauss_volume(2.0, -1.5, 0.3, centre=(0.0, 0.0, 0.3), sigma_m=0.5)
+    ok.min_posterior_at_peak = 0.25
+    assert tr.on_camera(0.0, ok).ok

@@ -153,6 +153,14 @@ class FilterParams:
                                     "information, > 1 agrees with the prior) is below this is rejected as "
                                     "inconsistent; 2 x volume_uniform_floor: 'camera wrong' is then likelier than "
                                     "'camera right'", 0.0, 100.0, group="metric")
+    volume_min_posterior_at_peak: float = _f(-1.0, "metric consistency: the share of the posterior (prior x volume) "
+                                             "within volume_peak_radius_m of the volume's own peak must reach this, "
+                                             "else the volume is rejected ('the prior favours another place'): the "
+                                             "integrity monitor judged the peak, so the update must go there, not to "
+                                             "a weak second mode or the uniform floor near a wrong prior. -1: the "
+                                             "feature extractor's own (learned 0.25, chosen on the validation drives; "
+                                             "gradient 0 = off: its broad peaks spread the posterior), 0: off",
+                                             -1.0, 1.0, group="metric")
     resample_jitter: float = _f(0.1, "after resampling, particles are jittered by this fraction of the cloud's "
                                 "spread (regularised particle filter)", 0.0, 1.0)
     # output and status
@@ -181,6 +189,7 @@ class PoseFilter:
 
     def __init__(self, params: FilterParams):
         self.p = params
+        self.volume_reject_reason = "inconsistent with the prior"  # why the last camera update was not used
         self.reset()
 
     # ------------------------------------------------------------------ lifecycle
@@ -357,7 +366,8 @@ class PoseFilter:
         """A camera measurement (``core.measurement``; evaluate it first): each kind carries its own
         update (``meas.update(self, check_consistency)``): retrieval's similarity map weights the
         particles (``update_factor``), metric matching's volume is a Bayes update on its own grid
-        (``update_volume``). Returns (used, ess ratio or evidence)."""
+        (``update_volume``). Returns (used, ess ratio or evidence); ``volume_reject_reason`` says why not."""
+        self.volume_reject_reason = "inconsistent with the prior"
         return meas.update(self, check_consistency)
 
     def update_factor(self, fac: np.ndarray, check_consistency: bool = True) -> Tuple[bool, float]:
@@ -387,7 +397,9 @@ class PoseFilter:
         particle inherits the wheel scale, gyro bias and GNSS bias of a particle drawn from the
         old cloud; its GNSS bias is shifted by the position change, so p + b (what GNSS saw) is
         kept and the camera makes the bias observable. Consistency: the evidence E_prior[factor]
-        (1 = no information) below ``volume_min_evidence`` rejects the volume."""
+        (1 = no information) below ``volume_min_evidence`` rejects the volume, and so does a posterior with
+        less than the volume's ``min_posterior_at_peak`` of its mass near its own peak (what the
+        integrity monitor judged); ``volume_reject_reason`` says which."""
         mean, cov = self.mean_cov(floor=False)
         res, step = vol.res, vol.yaw_step
         S = cov + np.diag([res * res / 4.0, res * res / 4.0, step * step / 4.0])
@@ -411,7 +423,16 @@ class PoseFilter:
             return False, 0.0
         if check_consistency and evidence < self.p.volume_min_evidence:
             return False, evidence
-        post = (post / evidence).ravel()
+        post = post / evidence
+        if check_consistency and vol.min_posterior_at_peak > 0:
+            _, i0, j0 = np.unravel_index(int(np.argmax(vol.logl)), fac.shape)
+            r2 = self.p.volume_peak_radius_m ** 2
+            near = (vol.xs[None, :] - vol.xs[j0]) ** 2 + (vol.ys[:, None] - vol.ys[i0]) ** 2 <= r2
+            share = float(post[:, near].sum())
+            if share < vol.min_posterior_at_peak:
+                self.volume_reject_reason = "the prior favours another place than the camera's peak"
+                return False, evidence
+        post = post.ravel()
         cells = self._systematic(post)
         k, i, j = np.unravel_index(cells, fac.shape)
         r = self.rng

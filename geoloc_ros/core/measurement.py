@@ -161,6 +161,9 @@ class PoseVolume:
     logl: np.ndarray
     kind: str = "metric"
     uniform_floor: float = 0.05
+    # the update is refused when less of the posterior than this lies near the volume's own peak (0: never;
+    # ``core.filter.PoseFilter.update_volume``; the Localizer sets it from volume_min_posterior_at_peak)
+    min_posterior_at_peak: float = 0.0
     _lik: Optional[np.ndarray] = field(default=None, repr=False)
 
     def __post_init__(self):

@@ -329,7 +329,7 @@ class PoseTracker:
             credible = cur.status in ("tracking", "degraded", "initialising") and cur.pos_std_m < self.p.lost_std_m
             used, _ = self.f.update_camera(meas, check_consistency=credible)
             if not used:
-                ev.ok, ev.reason = False, "inconsistent with the prior"
+                ev.ok, ev.reason = False, self.f.volume_reject_reason
         if ev.ok:
             self.counters["matches_used"] += 1
             self.last_match_t = t

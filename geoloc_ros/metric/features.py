@@ -43,6 +43,7 @@ class GradientFeatures:
     name = "gradient"
     version = 1
     volume_temperature = 0.08  # the localizer's volume temperature for these scores (geoloc eval calibrate, town 9)
+    min_posterior_at_peak = 0.0  # no posterior-share gate: broad peaks (on the validation drives 0.25 and 0.5 hurt)
 
     def __init__(self, sigmas=(1.0, 2.5), norm_sigma: float = 4.0, floor: float = 2.0, range_scale_m: float = 25.0,
                  erode_px: int = 2):

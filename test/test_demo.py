@@ -28,15 +28,17 @@ def demo_run(tmp_path_factory):
     return data
 
 
-# a tiny town, a short drive, a coarse index of the roads near it, torch (no export step)
-SMALL = ["--size-m", "400", "--duration-s", "6", "--backend", "torch", "--spacing", "12", "--corridor-width", "6",
+# a tiny town, a short drive, a coarse index of the roads near it, torch (no export step). 12 s: the
+# learned pair's first volumes on this small town are ambiguous (runner-up 0.6-0.98) and its peaks must
+# follow the odometry through probation before the camera is used (6 s: never; 12 s: 6 of 15 keyframes)
+SMALL = ["--size-m", "400", "--duration-s", "12", "--backend", "torch", "--spacing", "12", "--corridor-width", "6",
          "--roads-within", "15"]
 HAVE_RCLPY = importlib.util.find_spec("rclpy") is not None
 
 
 def test_demo_writes_world_drive_previews_and_docs_images(demo_run, capsys):
     world = demo_run / "world_s7_400m"
-    drive = demo_run / "drive_s1_6s_world_s7_400m"
+    drive = demo_run / "drive_s1_12s_world_s7_400m"
     assert (world / "world.json").is_file() and (world / "orthophoto.tif").is_file()
     assert (drive / "drive.json").is_file() and (drive / "bag" / "metadata.yaml").is_file()
     for name in ("drive_preview.png", "drive_preview_straight.png", "world_overview.png", "survey_gap.png"):
@@ -83,7 +85,7 @@ def test_demo_ran_the_same_drive_through_the_node_over_dds(demo_run):
     from geoloc_ros.evaluation.live import compare_with_replay
 
     cmp = compare_with_replay(rec / "recorded", demo_run / "runs" / rec.name,
-                              demo_run / "drive_s1_6s_world_s7_400m" / "bag")
+                              demo_run / "drive_s1_12s_world_s7_400m" / "bag")
     assert cmp["node_median_m"] < 15.0 and cmp["node_vs_replay_median_m"] < 10.0
     # on a domain outside tools can join (printed by the demo), inside the range ROS advises on Linux
     rec_doc = json.loads((rec / "recorded.json").read_text())
@@ -109,7 +111,7 @@ def test_the_demo_node_honours_ros_domain_id_and_otherwise_stays_in_0_101(monkey
 
 def test_demo_rerun_reuses_cached_outputs_without_touching_them(demo_run, capsys):
     world_json = demo_run / "world_s7_400m" / "world.json"
-    bag = next((demo_run / "drive_s1_6s_world_s7_400m" / "bag").glob("*.mcap"))
+    bag = next((demo_run / "drive_s1_12s_world_s7_400m" / "bag").glob("*.mcap"))
     index_manifest = next(demo_run.glob("index_*/manifest.json"))
     before = (world_json.stat().st_mtime_ns, bag.stat().st_mtime_ns, index_manifest.stat().st_mtime_ns)
     capsys.readouterr()
@@ -122,7 +124,7 @@ def test_demo_rerun_reuses_cached_outputs_without_touching_them(demo_run, capsys
 
 def test_preview_shows_the_frames_of_the_bag(demo_run, tmp_path):
     out = tmp_path / "p.png"
-    drive = demo_run / "drive_s1_6s_world_s7_400m"
+    drive = demo_run / "drive_s1_12s_world_s7_400m"
     assert cli.main(["sim", "preview", "--drive", str(drive), "--out", str(out), "--frames", "2",
                      "--start-m", "0", "--span-m", "20"]) == 0
     img = np.asarray(Image.open(out))
@@ -141,7 +143,7 @@ def test_preview_shows_the_frames_of_the_bag(demo_run, tmp_path):
 
 
 def test_preview_errors_are_clear_and_nothing_is_overwritten(demo_run, tmp_path, capsys):
-    drive = demo_run / "drive_s1_6s_world_s7_400m"
+    drive = demo_run / "drive_s1_12s_world_s7_400m"
     assert cli.main(["sim", "preview", "--drive", str(tmp_path), "--out", str(tmp_path / "a.png")]) == 2
     assert "not a drive" in capsys.readouterr().err
     keep = tmp_path / "keep.png"

@@ -12,7 +12,7 @@ from ..core.errors import InvalidArgument
 FUSIONS = ("attention", "mean", "single")
 FEATURES = ("gradient", "learned")  # the metric feature extractors (metric.features.make_extractor)
 # what every tool and the node use unless told otherwise: the learned pair (weights/bevmatch.pt) won the held-out
-# matrix of bench/heldout.yaml against gradients on errors in 7 of 9 cells (docs/metric.md, "Learned vs gradient")
+# matrix of bench/heldout.yaml against gradients on errors in 7 of 9 cells (docs/metric.md, "The two feature extractors")
 DEFAULT_FEATURES = "learned"
 
 

@@ -43,7 +43,10 @@ TEST_JOBS ?= 2
 lint: venv
 	$(BIN)/ruff check .
 
+# the shipped learned pair's ONNX export (engines/bevmatch/, ~20 s once, a no-op after): made here, before
+# the workers start, not by whichever test first needs it while the other worker times a node over DDS
 test: lint
+	$(BIN)/python -c "from geoloc_ros.metric.learned import LearnedFeatures as L; print(L(backend='onnxruntime').describe())"
 	$(BIN)/python -m pytest -n $(TEST_JOBS) --dist loadscope --no-loadscope-reorder
 
 bench: venv

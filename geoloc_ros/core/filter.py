@@ -425,10 +425,7 @@ class PoseFilter:
             return False, evidence
         post = post / evidence
         if check_consistency and vol.min_posterior_at_peak > 0:
-            _, i0, j0 = np.unravel_index(int(np.argmax(vol.logl)), fac.shape)
-            r2 = self.p.volume_peak_radius_m ** 2
-            near = (vol.xs[None, :] - vol.xs[j0]) ** 2 + (vol.ys[:, None] - vol.ys[i0]) ** 2 <= r2
-            share = float(post[:, near].sum())
+            share = float(post[:, vol.near_peak(self.p.volume_peak_radius_m)[1]].sum())
             if share < vol.min_posterior_at_peak:
                 self.volume_reject_reason = "the prior favours another place than the camera's peak"
                 return False, evidence

@@ -195,15 +195,18 @@ class PoseVolume:
         k, i, j = np.unravel_index(int(np.argmax(self.logl)), self.logl.shape)
         return float(self.xs[j]), float(self.ys[i]), float(self.yaws[k])
 
-    def mass_near_peak(self, radius_m: float, yaw_tol: float) -> float:
-        """Probability within ``radius_m`` and ``yaw_tol`` (rad) of the peak: a sharpness measure."""
-        P = self.prob()
-        k, i, j = np.unravel_index(int(np.argmax(P)), P.shape)
+    def near_peak(self, radius_m: float) -> Tuple[int, np.ndarray]:
+        """(heading index of the peak, [Ny, Nx] mask of the cells within ``radius_m`` of it in x, y)."""
+        k, i, j = np.unravel_index(int(np.argmax(self.logl)), self.logl.shape)
         dx = self.xs[None, :] - self.xs[j]
         dy = self.ys[:, None] - self.ys[i]
-        near_xy = (dx * dx + dy * dy) <= radius_m * radius_m
+        return int(k), (dx * dx + dy * dy) <= radius_m * radius_m
+
+    def mass_near_peak(self, radius_m: float, yaw_tol: float) -> float:
+        """Probability within ``radius_m`` and ``yaw_tol`` (rad) of the peak: a sharpness measure."""
+        k, near_xy = self.near_peak(radius_m)
         near_k = np.abs(_wrap(self.yaws - self.yaws[k])) <= yaw_tol + 1e-9
-        return float(P[near_k][:, near_xy].sum())
+        return float(self.prob()[near_k][:, near_xy].sum())
 
     def evaluate(self, p) -> MatchEval:
         self.uniform_floor = float(p.volume_uniform_floor)

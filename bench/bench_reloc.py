@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import math
 import sys
@@ -50,13 +51,22 @@ BACK_M = 2.0
 
 
 # ------------------------------------------------------------------ the town's index
+@functools.lru_cache(maxsize=1)
+def load_shipped_fingerprint() -> str:
+    from geoloc_ros.inference import load_encoder
+
+    return load_encoder("seqgeo_lite", backend="torch").identity["fingerprint"]
+
+
 def town_index(data: Path, town: int, world_dir: Path, encoder, spacing: float, width: float) -> Dict:
     """The whole town's tile index (built once; cached): path, tiles, build seconds, bytes on disk."""
     from geoloc_ros.index import build_index
     from geoloc_ros.index.tiling import corridor_area
     from geoloc_ros.sim.world import read_world_manifest
 
-    out = data / f"index_s{town}_sp{spacing:g}_w{width:g}"
+    fp = encoder.identity["fingerprint"]
+    shipped = load_shipped_fingerprint()
+    out = data / (f"index_s{town}_sp{spacing:g}_w{width:g}" + ("" if fp == shipped else f"_{fp[:12]}"))
     info = out.parent / f"{out.name}.json"
     if not (out / "manifest.json").is_file() or not info.is_file():
         meta = read_world_manifest(world_dir)
@@ -157,17 +167,26 @@ def _first_motion(truth, after: float = -np.inf) -> float:
 
 
 # ------------------------------------------------------------------ retrieval recall
-def recall(dd: Path, idx, encoder, radius_m: float, lengths=(1, 7), step_m: float = 5.0) -> Dict:
-    """R@1 / R@10 of global search for sequences of ``lengths`` keyframes (every ``step_m`` of truth)."""
+def recall(dd: Path, idx, encoder, radius_m: float, lengths=(1, 7), step_m: float = 5.0, vote_keyframes: int = 5,
+           vote_k: int = 100, vote_temperature: float = 0.03) -> Dict:
+    """R@1 / R@10 of global search for sequences of ``lengths`` keyframes (every ``step_m`` of truth),
+    and R@10 / R@30 of the places the Localizer proposes (``metric.verify.vote_places``: the last
+    ``vote_keyframes`` 7-frame descriptors' top ``vote_k`` tiles moved with the bag's odometry)."""
     from geoloc_ros.bag import read_bag
     from geoloc_ros.core.images import msg_to_rgb
     from geoloc_ros.core.msgconv import header_time
+    from geoloc_ros.metric.verify import vote_places
     from geoloc_ros.sim.bag import read_truth_csv
 
     tr = read_truth_csv(dd / "truth.csv")
     t0 = tr["stamp_ns"][0] * 1e-9 - tr["t"][0]
     tx, ty = idx.frame.from_latlon(tr["lat"], tr["lon"])
-    feats, pos, last = [], [], None
+    odom = []
+    for _, _, msg in read_bag(dd / "bag", ["/odom"]):
+        p, q = msg.pose.pose.position, msg.pose.pose.orientation
+        odom.append((header_time(msg), p.x, p.y, math.atan2(2 * (q.w * q.z + q.x * q.y), 1 - 2 * (q.y ** 2 + q.z ** 2))))
+    odom = np.asarray(odom)
+    feats, pos, opose, last = [], [], [], None
     for _, _, msg in read_bag(dd / "bag", ["/camera/image_raw"]):
         t = header_time(msg) - t0
         x, y = float(np.interp(t, tr["t"], tx)), float(np.interp(t, tr["t"], ty))
@@ -176,6 +195,7 @@ def recall(dd: Path, idx, encoder, radius_m: float, lengths=(1, 7), step_m: floa
         last = (x, y)
         feats.append(encoder.frame_features(msg_to_rgb(msg)[None])[0])
         pos.append((x, y))
+        opose.append(tuple(odom[int(np.argmin(np.abs(odom[:, 0] - header_time(msg)))), 1:]))
     feats, pos = np.asarray(feats), np.asarray(pos)
     out = {"queries": len(pos)}
     for T in lengths:
@@ -190,6 +210,25 @@ def recall(dd: Path, idx, encoder, radius_m: float, lengths=(1, 7), step_m: floa
             n += 1
         out[f"T{T}"] = {"R@1": round(100.0 * hits[1] / max(n, 1), 1), "R@10": round(100.0 * hits[10] / max(n, 1), 1),
                         "n": n}
+    # the voted places (what the Localizer proposes to the verifier), T = the longest length
+    T = max(lengths)
+    descs = np.stack([encoder.fuse(feats[max(0, i - T + 1):i + 1][None])[0] for i in range(len(feats))])
+    r = idx.search(descs, k=vote_k)
+    half = math.pi / float(idx.heading_bins)
+    hits, n = {10: 0, 30: 0}, 0
+    for i in range(T - 1 + vote_keyframes - 1, len(feats)):
+        searches = []
+        for m in range(i - vote_keyframes + 1, i + 1):
+            ok = np.asarray(r.ids[m]) >= 0
+            searches.append((np.stack([r.x[m][ok], r.y[m][ok]], axis=1), np.radians(90.0 - r.heading_deg[m][ok]),
+                             r.scores[m][ok], opose[m]))
+        xy, _, _ = vote_places(searches, opose[i], half, max(hits), vote_temperature)
+        dist = np.hypot(xy[:, 0] - pos[i, 0], xy[:, 1] - pos[i, 1])
+        for k in hits:
+            hits[k] += bool(np.any(dist[:k] <= radius_m))
+        n += 1
+    out["voted"] = {f"R@{k}": round(100.0 * v / max(n, 1), 1) for k, v in hits.items()}
+    out["voted"]["n"] = n
     return out
 
 
@@ -245,13 +284,15 @@ def main(argv=None) -> int:
     ap.add_argument("--set", dest="which", choices=("heldout", "validation"), default="heldout")
     ap.add_argument("--towns", type=int, nargs="+", default=None)
     ap.add_argument("--quick", action="store_true", help="one drive per town (the first of the protocol's)")
-    ap.add_argument("--cases", nargs="+", default=["cold", "kidnap"], choices=("cold", "kidnap"))
+    ap.add_argument("--cases", nargs="*", default=["cold", "kidnap"], choices=("cold", "kidnap"),
+                    help="replayed cases (none: only the retrieval recall)")
     ap.add_argument("--starts", type=float, nargs="+", default=[0.0],
                     help="cold starts this many seconds into each drive (the node started then, no GNSS for 60 s)")
     ap.add_argument("--spacing", type=float, default=10.0, help="index tile spacing (m)")
     ap.add_argument("--width", type=float, default=6.0, help="road corridor half-width of the index (m)")
     ap.add_argument("--recall-m", type=float, default=15.0, help="a retrieval hit: a tile within this of the truth (m)")
     ap.add_argument("--no-recall", action="store_true")
+    ap.add_argument("--model", default="seqgeo_lite", help="retrieval model (name, checkpoint or export folder)")
     ap.add_argument("--config", type=Path, default=None, help="LocalizerConfig overrides (YAML)")
     ap.add_argument("--demo", type=Path, default=None, help="PNG of the first verified relocalisation")
     ap.add_argument("--out", type=Path, default=None)
@@ -276,7 +317,7 @@ def main(argv=None) -> int:
         mine = [d for d in pool if d.town == town]
         drives += mine[:1] if args.quick else mine
     args.data.mkdir(parents=True, exist_ok=True)
-    encoder = load_encoder("seqgeo_lite", backend="torch")
+    encoder = load_encoder(args.model, backend="torch")
     rows, indexes, recalls = [], {}, []
     for d in tqdm(drives, desc=f"{args.which} drives", unit="drive"):
         wd = make_world(args.data, d.town, protocol)
@@ -301,7 +342,8 @@ def main(argv=None) -> int:
                 if p:
                     tqdm.write(f"demo picture: {p}")
         if not args.no_recall:
-            r = recall(dd, idx, encoder, args.recall_m)
+            r = recall(dd, idx, encoder, args.recall_m, vote_keyframes=cfg.reloc_vote_keyframes, vote_k=cfg.reloc_vote_k,
+                       vote_temperature=cfg.reloc_vote_temperature)
             recalls.append({"drive": d.name, "tiles": info["tiles"], **r})
             tqdm.write(json.dumps(recalls[-1]))
         st = idx.stats()
@@ -327,14 +369,18 @@ def main(argv=None) -> int:
     if recalls:
         summary["recall"] = {f"T{T}": {k: round(float(np.mean([r[f"T{T}"][k] for r in recalls])), 1)
                                        for k in ("R@1", "R@10")} for T in (1, 7)}
-    print("\n" + table(rows, ["drive", "case", "start_s", "tiles", "first_fix_s", "first_fix_err_m", "first_fix_err_map_m",
-                              "false_fixes", "false_relocs", "back_s", "back_map_s", "max_err_m", "gnss_reanchored", "attempted",
-                              "verified",
-                              "replay_s"]))
+        summary["recall"]["voted"] = {k: round(float(np.mean([r["voted"][k] for r in recalls])), 1)
+                                      for k in ("R@10", "R@30")}
+    if rows:
+        print("\n" + table(rows, ["drive", "case", "start_s", "tiles", "first_fix_s", "first_fix_err_m",
+                                  "first_fix_err_map_m", "false_fixes", "false_relocs", "back_s", "back_map_s", "max_err_m",
+                                  "gnss_reanchored", "attempted", "verified", "replay_s"]))
     if recalls:
         print("\n" + table([{"drive": r["drive"], "tiles": r["tiles"], "queries": r["queries"],
-                             **{f"T{T} {k}": r[f"T{T}"][k] for T in (1, 7) for k in ("R@1", "R@10")}}
-                            for r in recalls], ["drive", "tiles", "queries", "T1 R@1", "T1 R@10", "T7 R@1", "T7 R@10"]))
+                             **{f"T{T} {k}": r[f"T{T}"][k] for T in (1, 7) for k in ("R@1", "R@10")},
+                             **{f"places {k}": r["voted"][k] for k in ("R@10", "R@30")}}
+                            for r in recalls], ["drive", "tiles", "queries", "T1 R@1", "T1 R@10", "T7 R@1", "T7 R@10",
+                                                "places R@10", "places R@30"]))
     name = "reloc" if args.which == "heldout" else "reloc_validation"
     out = write(name, rows, args.out, summary=summary, recall=recalls, config_overrides=overrides,
                 indexes={str(k): {kk: str(vv) if isinstance(vv, Path) else vv for kk, vv in v.items()}

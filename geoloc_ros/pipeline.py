@@ -47,7 +47,7 @@ from .core.tracker import STATUSES, PoseTracker, TrackState
 from .metric.config import MetricParams, check_metric
 from .metric.features import GradientFeatures
 from .metric.selfcal import SelfCalParams, check_selfcal
-from .metric.verify import RelocParams, RelocVerifier, check_reloc
+from .metric.verify import RelocParams, RelocVerifier, check_reloc, vote_places
 
 log = logging.getLogger(__name__)
 
@@ -284,6 +284,7 @@ class Localizer:
         self._reloc_suspect_since = math.inf
         self._gnss_moves_seen = 0
         self.reloc_log: List[Dict[str, Any]] = []  # the last attempts (candidates, verdict) for pictures, bounded
+        self._reloc_votes: List[tuple] = []  # (sequence descriptor, odometry pose, odometry jumps) per keyframe
 
     def set_camera(self, camera) -> None:
         """The camera model (``metric.bev.CameraModel``: camera_info K/D and the mounting). Metric
@@ -652,29 +653,27 @@ class Localizer:
         if not self.matcher.views:
             return got
         odom = tuple(float(a) for a in tr.odom_last[1:]) if tr.odom_fresh(t) else None
+        feats, _ = self.keyframes.sequence(self.T)
+        # this keyframe's descriptor joins the vote (only while the odometry chains the keyframes)
+        jumps = tr.counters["odom_jumps"]
+        self._reloc_votes = [e for e in self._reloc_votes if odom is not None and e[2] == jumps]
+        if odom is not None and len(feats) >= c.min_seq_len:
+            self._reloc_votes = (self._reloc_votes + [(self.encoder.fuse(feats[None])[0], odom, jumps)])[
+                -c.reloc_vote_keyframes:]
         cands = None
         if v.active:
             verdict = v.step(odom)
         else:
-            feats, _ = self.keyframes.sequence(self.T)
             if len(feats) < c.min_seq_len:
                 self._bump("match_skipped", "warming up")
                 return dataclasses.replace(got, reason=f"relocalisation warming up ({len(feats)}/{c.min_seq_len} "
                                            f"keyframes)")
             if t < self._reloc_next_t:
                 return dataclasses.replace(got, reason=f"relocalisation: next attempt in {self._reloc_next_t - t:.1f} s")
-            desc = self.encoder.fuse(feats[None])[0]
             self._counts["matches_attempted"] += 1
-            res = self.index.search(desc, k=c.reloc_k)
-            ok = (np.asarray(res.ids).reshape(-1) >= 0) & np.isfinite(np.asarray(res.scores, float).reshape(-1))
-            tx, ty = (np.asarray(a, float).reshape(-1)[ok] for a in (res.x, res.y))
-            th = np.asarray(res.heading_deg, float).reshape(-1)[ok]
-            conv = self.grid_convergence_deg(float(tx[0]), float(ty[0])) if len(tx) else 0.0
-            yaw = np.radians(90.0 - (th - conv))
-            cands = Candidates(lat=np.asarray(res.lat, float).reshape(-1)[ok],
-                               lon=np.asarray(res.lon, float).reshape(-1)[ok], x=tx, y=ty,
-                               score=np.asarray(res.scores, float).reshape(-1)[ok], heading_deg=th)
-            verdict = v.propose(odom, np.stack([tx, ty], axis=1), yaw, 180.0 / float(self.index.heading_bins))
+            cands, yaw = self._reloc_candidates(self._reloc_votes or
+                                                [(self.encoder.fuse(feats[None])[0], odom, jumps)])
+            verdict = v.propose(odom, np.stack([cands.x, cands.y], axis=1), yaw, 180.0 / float(self.index.heading_bins))
         if verdict.state == "rejected":
             self._reloc_next_t = t + c.reloc_retry_s
         elif verdict.state == "verified":
@@ -685,6 +684,31 @@ class Localizer:
         del self.reloc_log[:-200]
         return dataclasses.replace(got, reason=verdict.describe(), candidates=cands if cands is not None
                                    else got.candidates)
+
+    def _reloc_candidates(self, votes: List[tuple]):
+        """The places to verify and their map yaw (rad): each keyframe's global top ``reloc_vote_k``
+        tiles moved to the current pose with the odometry and pooled (``metric.verify.vote_places``),
+        best ``reloc_k``; without odometry the newest descriptor's top ``reloc_k`` tiles."""
+        c = self.config
+        k = c.reloc_vote_k if votes[-1][1] is not None else c.reloc_k
+        res = self.index.search(np.stack([e[0] for e in votes]), k=k)
+        searches = []
+        for q, (_, odom, _) in enumerate(votes):
+            ok = (np.asarray(res.ids[q]) >= 0) & np.isfinite(np.asarray(res.scores[q], float))
+            x, y = np.asarray(res.x[q], float)[ok], np.asarray(res.y[q], float)[ok]
+            conv = self.grid_convergence_deg(float(x[0]), float(y[0])) if len(x) else 0.0
+            searches.append((np.stack([x, y], axis=1), np.radians(90.0 - (np.asarray(res.heading_deg[q], float)[ok]
+                                                                           - conv)),
+                             np.asarray(res.scores[q], float)[ok], odom))
+        if votes[-1][1] is None:  # no odometry: the newest keyframe's tiles as they are
+            xy, yaw, score = searches[-1][:3]
+        else:
+            xy, yaw, score = vote_places(searches, votes[-1][1], math.pi / float(self.index.heading_bins), c.reloc_k,
+                                         c.reloc_vote_temperature, distinct_m=c.reloc_window_m)
+        conv = self.grid_convergence_deg(float(xy[0, 0]), float(xy[0, 1])) if len(xy) else 0.0
+        lat, lon = self.frame.to_latlon(xy[:, 0], xy[:, 1]) if len(xy) else (np.zeros(0), np.zeros(0))
+        return Candidates(lat=np.asarray(lat, float), lon=np.asarray(lon, float), x=xy[:, 0], y=xy[:, 1],
+                          score=np.asarray(score, float), heading_deg=(90.0 - np.degrees(yaw) + conv) % 360.0), yaw
 
     def _apply_verified(self, t: float, verdict) -> None:
         """The filter initialised at a verified pose, unless a credible estimate already agrees."""

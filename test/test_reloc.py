@@ -17,7 +17,7 @@ from test_metric import FLAT_LIGHT, _matcher_at, textured_toy_world, write_geoti
 from geoloc_ros.core.camera import PinholeCamera  # noqa: E402
 from geoloc_ros.core.errors import InvalidArgument  # noqa: E402
 from geoloc_ros.metric.aerial import AerialMap  # noqa: E402
-from geoloc_ros.metric.verify import RelocParams, RelocVerifier  # noqa: E402
+from geoloc_ros.metric.verify import RelocParams, RelocVerifier, vote_places  # noqa: E402
 from geoloc_ros.sim.render import GroundRenderer  # noqa: E402
 
 CAM = PinholeCamera(256, 128, 90.0, 1.8)
@@ -120,6 +120,49 @@ def test_the_verifier_refuses_a_place_the_odometry_does_not_follow(world, tmp_pa
     assert v.counts["rejected"] == {"track disagrees with odometry": 1} and not v.active
     with pytest.raises(InvalidArgument, match="no relocalisation hypotheses"):
         v.step(frames[-1][2])
+
+
+def _searches(rng, true_rank, n_frames=5, k=40):
+    """Global top-k per keyframe of a car driving north-east 5 m per keyframe (map frame) while its
+    odometry runs in its own rotated, shifted frame: the true tile (within 4 m, its heading bin
+    centre 15 deg off) ranks ``true_rank`` (score 0.50) among look-alikes scattered over a 1 km town
+    (scores 0.52 .. 0.40); -> (searches, truth now, odometry now)."""
+    heading = math.radians(40.0)
+    rot = math.radians(-70.0)  # odometry frame vs map frame
+    out = []
+    for n in range(n_frames):
+        tx, ty = 100.0 + 5.0 * n * math.cos(heading), 200.0 + 5.0 * n * math.sin(heading)
+        ox, oy = 7.0 + math.cos(rot) * tx - math.sin(rot) * ty, -3.0 + math.sin(rot) * tx + math.cos(rot) * ty
+        xy = rng.uniform(-500.0, 500.0, (k, 2))
+        yaw = rng.uniform(-math.pi, math.pi, k)
+        score = np.linspace(0.52, 0.40, k)
+        xy[true_rank] = (tx + rng.uniform(-3, 3), ty + rng.uniform(-3, 3))
+        yaw[true_rank] = heading + math.radians(15.0)
+        score[true_rank] = 0.50 if true_rank else 0.52
+        out.append((xy, yaw, score, (ox, oy, heading + rot)))
+    return out, (tx, ty), out[-1][3]
+
+
+def test_the_vote_moves_older_keyframes_candidates_with_the_odometry_and_pools_them():
+    """The true tile is only the 3rd of each keyframe's list (a different look-alike wins each
+    time): alone the newest keyframe puts it 3rd, pooled over 5 keyframes moved by the odometry it is
+    the best place; the places keep their distance and carry the heading; nothing to pool: none."""
+    rng = np.random.default_rng(0)
+    searches, (tx, ty), odom = _searches(rng, true_rank=2)
+    xy1, _, _ = vote_places(searches[-1:], odom, math.radians(22.5), k=10, temperature=0.03)
+    assert math.hypot(*(xy1[0] - (tx, ty))) > 50.0  # the newest alone: a look-alike first
+    xy, yaw, support = vote_places(searches, odom, math.radians(22.5), k=10, temperature=0.03)
+    assert math.hypot(*(xy[0] - (tx, ty))) < 8.0, (xy[0], (tx, ty))  # inside the verifier's window
+    assert abs((yaw[0] - math.radians(55.0) + math.pi) % (2 * math.pi) - math.pi) < math.radians(16.0)
+    assert np.all(np.diff(support) <= 0) and len(xy) == 10
+    d = np.hypot(*(xy[:, None, :] - xy[None, :, :]).transpose(2, 0, 1))
+    assert d[np.triu_indices(len(xy), 1)].min() > 10.0
+    # without the odometry's motion (every keyframe's tiles taken where they were) the votes scatter
+    frozen = [(a, b, c, odom) for a, b, c, _ in searches]
+    xy0, _, _ = vote_places(frozen, odom, math.radians(22.5), k=10, temperature=0.03)
+    assert math.hypot(*(xy0[0] - (tx, ty))) > 8.0
+    empty = vote_places([(np.zeros((0, 2)), np.zeros(0), np.zeros(0), odom)], odom, 0.4, k=5)
+    assert all(len(a) == 0 for a in empty)
 
 
 def test_reloc_parameters_are_checked():

@@ -3,9 +3,11 @@
 The hloc pattern (global retrieval, then local matching) for a car with no GNSS (a cold start in a
 car park), a lost filter, or a GNSS fix that jumped somewhere the odometry cannot explain (kidnap):
 
-1. **propose**: the sequence descriptor's global top-K tiles (``TileIndex.search`` without a prior)
-   become candidate poses (tile centre, its heading bin). Candidates closer than ``reloc_window_m``
-   to a better-ranked one share its window (one place, scored once).
+1. **propose**: the global top tiles (``TileIndex.search`` without a prior) of the sequence
+   descriptors of the last ``reloc_vote_keyframes`` keyframes, moved to the current pose with the
+   odometry, vote for places (``vote_places``, run by the Localizer); the best ``reloc_k`` become
+   candidate poses (place, heading bin). Candidates closer than ``reloc_window_m`` to a
+   better-ranked one share its window (one place, scored once).
 2. **score**: the current BEV mosaic (``MetricMatcher.mosaic``) is matched against the orthophoto in
    a window of +- ``reloc_window_m`` around each candidate, over the candidate's heading bin widened
    by ``reloc_heading_margin_deg`` (``MetricMatcher.score``: the same FFT correlation as tracking). A
@@ -43,7 +45,7 @@ from ..core.errors import InvalidArgument
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RelocParams", "Hypothesis", "RelocVerdict", "RelocVerifier", "check_reloc"]
+__all__ = ["RelocParams", "Hypothesis", "RelocVerdict", "RelocVerifier", "check_reloc", "vote_places"]
 
 REJECT_REASONS = ("no candidates", "outside the orthophoto", "not sharp", "ambiguous", "track disagrees with odometry",
                   "no odometry")
@@ -58,9 +60,17 @@ class RelocParams:
 
     reloc_verify: bool = _f(False, "with both an orthophoto and a tile index: global retrieval proposes candidates and "
                             "metric matching verifies them (sharp, unambiguous, follows the odometry) before the filter "
-                            "initialises; false (default until its thresholds hold on more than one validation town: "
-                            "3 of 5 accepted held-out relocalisations were false): the unverified seeding, published lost")
-    reloc_k: int = _f(30, "global retrieval candidates (tiles) proposed per verified relocalisation attempt", 1, 1000)
+                            "initialises; false (default: with gradient features 3 of 5 accepted held-out "
+                            "relocalisations were false, with the learned pair 1 of 1 on validation): the unverified "
+                            "seeding, published lost")
+    reloc_k: int = _f(30, "places proposed per verified relocalisation attempt: the best of the pooled retrieval vote "
+                      "(reloc_vote_keyframes 1: the newest descriptor's top tiles)", 1, 1000)
+    reloc_vote_keyframes: int = _f(5, "keyframes whose global retrieval results, moved to the current pose with the "
+                                   "odometry, are pooled into one vote over places (1: the newest descriptor alone)",
+                                   1, 50)
+    reloc_vote_k: int = _f(100, "tiles retrieved per keyframe for the vote", 1, 5000)
+    reloc_vote_temperature: float = _f(0.03, "a retrieved tile's vote weight: exp((cosine - that keyframe's best "
+                                       "cosine) / this)", 0.001, 10.0)
     reloc_window_m: float = _f(10.0, "metric window half-size around each candidate (m); closer candidates share one",
                                1.0, 100.0)
     reloc_heading_margin_deg: float = _f(10.0, "headings scored per candidate: its tile's heading bin +- half a bin + "
@@ -177,6 +187,53 @@ def odom_delta(a: Tuple[float, float, float], b: Tuple[float, float, float]) -> 
 
 def _wrap(a: float) -> float:
     return float((a + math.pi) % (2 * math.pi) - math.pi)
+
+
+def vote_places(searches: Sequence[Tuple[np.ndarray, np.ndarray, np.ndarray, Tuple[float, float, float]]],
+                odom_now: Tuple[float, float, float], bin_half_rad: float, k: int, temperature: float = 0.03,
+                radius_m: float = 8.0, distinct_m: float = 10.0) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pool the global retrieval results of the last keyframes into places where the car is NOW.
+
+    ``searches``: per keyframe (oldest..newest) the retrieved tiles' map-frame centres [K, 2], their
+    heading-bin centres [K] (map yaw, rad), cosine scores [K], and the odometry pose (x, y, yaw) of
+    that keyframe. Each tile of an older keyframe is moved by the odometry since that keyframe, at its
+    bin centre and +- 2/3 of the half bin (the tile's heading is known to a bin only); it votes with
+    exp((score - that keyframe's best) / ``temperature``) (split among its heading samples). A point's
+    support is the vote within ``radius_m`` of it; the ``k`` best-supported points, no two closer than
+    ``distinct_m``, are the places. The true place collects votes from every keyframe, a look-alike
+    rarely from several at positions the odometry joins (measured on validation towns 8 and 11: places
+    within 15 m of the truth among the first 30, 5 keyframes vs the newest alone: 66 vs 58 %, 88 vs
+    78 %). Returns (xy [n, 2], yaw [n], support [n]), best first."""
+    pts, yaws, w = [], [], []
+    for n, (xy, yaw, score, odom) in enumerate(searches):
+        xy, yaw, score = (np.asarray(a, float) for a in (xy, yaw, score))
+        ok = np.isfinite(score) & np.all(np.isfinite(xy), axis=1)
+        if not ok.any():
+            continue
+        xy, yaw, score = xy[ok], yaw[ok], score[ok]
+        D = odom_delta(odom, odom_now)
+        dx, dy, dyaw = float(D[0, 2]), float(D[1, 2]), math.atan2(D[1, 0], D[0, 0])
+        newest = n == len(searches) - 1
+        offsets = (0.0,) if newest else (-2.0 * bin_half_rad / 3.0, 0.0, 2.0 * bin_half_rad / 3.0)
+        wt = np.exp((score - score.max()) / temperature) / len(offsets)
+        for o in offsets:
+            c, s_ = np.cos(yaw + o), np.sin(yaw + o)
+            pts.append(np.stack([xy[:, 0] + c * dx - s_ * dy, xy[:, 1] + s_ * dx + c * dy], axis=1))
+            yaws.append(yaw + o + dyaw)
+            w.append(wt)
+    if not pts:
+        return np.zeros((0, 2)), np.zeros(0), np.zeros(0)
+    P, Y, W = np.concatenate(pts), np.concatenate(yaws), np.concatenate(w)
+    support = np.concatenate([(np.sum((P[a:a + 1024, None, :] - P[None, :, :]) ** 2, axis=-1) <= radius_m ** 2) @ W
+                              for a in range(0, len(P), 1024)])  # rows in blocks: memory ~ 1024 x len(P)
+    chosen: List[int] = []
+    for i in np.argsort(-support, kind="stable"):
+        if not chosen or np.min(np.sum((P[chosen] - P[i]) ** 2, axis=1)) > distinct_m ** 2:
+            chosen.append(int(i))
+            if len(chosen) >= k:
+                break
+    Y = (Y[chosen] + math.pi) % (2 * math.pi) - math.pi
+    return P[chosen], Y, support[chosen]
 
 
 class RelocVerifier:

@@ -1,6 +1,6 @@
 """``geoloc demo``: the main job end to end on the embedded defaults, cached under ``data/demo``.
 
-1. synthesize a held-out town of bench/heldout.yaml (seed 21): nothing was trained (7, 9, 10) or tuned
+1. synthesize a held-out town of bench/heldout.yaml (seed 21): nothing was trained (the training towns) or tuned
    (8, 11, 17) on it,
 2. drive a car through it (rosbag2 with camera, GNSS, odometry, truth),
 3. build a tile index of the roads around the drive with the shipped model,

@@ -284,7 +284,7 @@ class Localizer:
         self._reloc_suspect_since = math.inf
         self._gnss_moves_seen = 0
         self.reloc_log: List[Dict[str, Any]] = []  # the last attempts (candidates, verdict) for pictures, bounded
-        self._reloc_votes: List[tuple] = []  # (sequence descriptor, odometry pose, odometry jumps) per keyframe
+        self._reloc_votes: List[tuple] = []  # (sequence descriptor, odometry pose, odometry jumps, t) per keyframe
 
     def set_camera(self, camera) -> None:
         """The camera model (``metric.bev.CameraModel``: camera_info K/D and the mounting). Metric
@@ -654,11 +654,13 @@ class Localizer:
             return got
         odom = tuple(float(a) for a in tr.odom_last[1:]) if tr.odom_fresh(t) else None
         feats, _ = self.keyframes.sequence(self.T)
-        # this keyframe's descriptor joins the vote (only while the odometry chains the keyframes)
+        # this keyframe's descriptor joins the vote, while the odometry chains the keyframes and they
+        # follow each other (a gap: relocalisation was not running, the old votes are stale)
         jumps = tr.counters["odom_jumps"]
-        self._reloc_votes = [e for e in self._reloc_votes if odom is not None and e[2] == jumps]
+        self._reloc_votes = [e for e in self._reloc_votes if odom is not None and e[2] == jumps and
+                             0.0 <= t - self._reloc_votes[-1][3] <= c.keyframe_max_gap_s]
         if odom is not None and len(feats) >= c.min_seq_len:
-            self._reloc_votes = (self._reloc_votes + [(self.encoder.fuse(feats[None])[0], odom, jumps)])[
+            self._reloc_votes = (self._reloc_votes + [(self.encoder.fuse(feats[None])[0], odom, jumps, t)])[
                 -c.reloc_vote_keyframes:]
         cands = None
         if v.active:
@@ -672,7 +674,7 @@ class Localizer:
                 return dataclasses.replace(got, reason=f"relocalisation: next attempt in {self._reloc_next_t - t:.1f} s")
             self._counts["matches_attempted"] += 1
             cands, yaw = self._reloc_candidates(self._reloc_votes or
-                                                [(self.encoder.fuse(feats[None])[0], odom, jumps)])
+                                                [(self.encoder.fuse(feats[None])[0], odom, jumps, t)])
             verdict = v.propose(odom, np.stack([cands.x, cands.y], axis=1), yaw, 180.0 / float(self.index.heading_bins))
         if verdict.state == "rejected":
             self._reloc_next_t = t + c.reloc_retry_s
@@ -693,7 +695,7 @@ class Localizer:
         k = c.reloc_vote_k if votes[-1][1] is not None else c.reloc_k
         res = self.index.search(np.stack([e[0] for e in votes]), k=k)
         searches = []
-        for q, (_, odom, _) in enumerate(votes):
+        for q, (_, odom, _, _) in enumerate(votes):
             ok = (np.asarray(res.ids[q]) >= 0) & np.isfinite(np.asarray(res.scores[q], float))
             x, y = np.asarray(res.x[q], float)[ok], np.asarray(res.y[q], float)[ok]
             conv = self.grid_convergence_deg(float(x[0]), float(y[0])) if len(x) else 0.0

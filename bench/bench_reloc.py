@@ -173,8 +173,9 @@ def recall(dd: Path, idx, encoder, radius_m: float, lengths=(1, 7), step_m: floa
     and R@10 / R@30 of the places the Localizer proposes (``metric.verify.vote_places``: the last
     ``vote_keyframes`` 7-frame descriptors' top ``vote_k`` tiles moved with the bag's odometry)."""
     from geoloc_ros.bag import read_bag
+    from geoloc_ros.core.geo import heading_deg_to_yaw
     from geoloc_ros.core.images import msg_to_rgb
-    from geoloc_ros.core.msgconv import header_time
+    from geoloc_ros.core.msgconv import header_time, quat_to_yaw
     from geoloc_ros.metric.verify import vote_places
     from geoloc_ros.sim.bag import read_truth_csv
 
@@ -183,8 +184,8 @@ def recall(dd: Path, idx, encoder, radius_m: float, lengths=(1, 7), step_m: floa
     tx, ty = idx.frame.from_latlon(tr["lat"], tr["lon"])
     odom = []
     for _, _, msg in read_bag(dd / "bag", ["/odom"]):
-        p, q = msg.pose.pose.position, msg.pose.pose.orientation
-        odom.append((header_time(msg), p.x, p.y, math.atan2(2 * (q.w * q.z + q.x * q.y), 1 - 2 * (q.y ** 2 + q.z ** 2))))
+        p = msg.pose.pose.position
+        odom.append((header_time(msg), p.x, p.y, quat_to_yaw(msg.pose.pose.orientation)))
     odom = np.asarray(odom)
     feats, pos, opose, last = [], [], [], None
     for _, _, msg in read_bag(dd / "bag", ["/camera/image_raw"]):
@@ -220,7 +221,7 @@ def recall(dd: Path, idx, encoder, radius_m: float, lengths=(1, 7), step_m: floa
         searches = []
         for m in range(i - vote_keyframes + 1, i + 1):
             ok = np.asarray(r.ids[m]) >= 0
-            searches.append((np.stack([r.x[m][ok], r.y[m][ok]], axis=1), np.radians(90.0 - r.heading_deg[m][ok]),
+            searches.append((np.stack([r.x[m][ok], r.y[m][ok]], axis=1), heading_deg_to_yaw(r.heading_deg[m][ok]),
                              r.scores[m][ok], opose[m]))
         xy, _, _ = vote_places(searches, opose[i], half, max(hits), vote_temperature)
         dist = np.hypot(xy[:, 0] - pos[i, 0], xy[:, 1] - pos[i, 1])

@@ -37,7 +37,7 @@ import numpy as np
 from .core.config import check_keys, params_of
 from .core.errors import InvalidArgument
 from .core.filter import FilterParams, MatchEval, _f
-from .core.geo import yaw_to_heading_deg
+from .core.geo import heading_deg_to_yaw, yaw_to_heading_deg
 from .core.integrity import CameraIntegrity, IntegrityParams, ground_quality
 from .core.keyframes import KeyframeBuffer
 from .core.mapoffset import MapOffsetParams, open_map_offset
@@ -619,7 +619,7 @@ class Localizer:
         ty = np.asarray(res.y, float).reshape(-1)[ok]
         th = np.asarray(res.heading_deg, float).reshape(-1)[ok]
         conv = self.grid_convergence_deg(float(tx[0]), float(ty[0]))
-        yaw = np.radians(90.0 - (th - conv))
+        yaw = heading_deg_to_yaw(th - conv)
         self.tracker.relocalise(t, np.stack([tx, ty], axis=1), yaw, sc[ok], c.relocalise_pos_std_m,
                                 math.radians(c.relocalise_yaw_std_deg))
         cands = Candidates(lat=np.asarray(res.lat, float).reshape(-1)[ok], lon=np.asarray(res.lon, float).reshape(-1)[ok],
@@ -699,8 +699,7 @@ class Localizer:
             ok = (np.asarray(res.ids[q]) >= 0) & np.isfinite(np.asarray(res.scores[q], float))
             x, y = np.asarray(res.x[q], float)[ok], np.asarray(res.y[q], float)[ok]
             conv = self.grid_convergence_deg(float(x[0]), float(y[0])) if len(x) else 0.0
-            searches.append((np.stack([x, y], axis=1), np.radians(90.0 - (np.asarray(res.heading_deg[q], float)[ok]
-                                                                           - conv)),
+            searches.append((np.stack([x, y], axis=1), heading_deg_to_yaw(np.asarray(res.heading_deg[q], float)[ok] - conv),
                              np.asarray(res.scores[q], float)[ok], odom))
         if votes[-1][1] is None:  # no odometry: the newest keyframe's tiles as they are
             xy, yaw, score = searches[-1][:3]
@@ -710,7 +709,7 @@ class Localizer:
         conv = self.grid_convergence_deg(float(xy[0, 0]), float(xy[0, 1])) if len(xy) else 0.0
         lat, lon = self.frame.to_latlon(xy[:, 0], xy[:, 1]) if len(xy) else (np.zeros(0), np.zeros(0))
         return Candidates(lat=np.asarray(lat, float), lon=np.asarray(lon, float), x=xy[:, 0], y=xy[:, 1],
-                          score=np.asarray(score, float), heading_deg=(90.0 - np.degrees(yaw) + conv) % 360.0), yaw
+                          score=np.asarray(score, float), heading_deg=(yaw_to_heading_deg(yaw) + conv) % 360.0), yaw
 
     def _apply_verified(self, t: float, verdict) -> None:
         """The filter initialised at a verified pose, unless a credible estimate already agrees."""

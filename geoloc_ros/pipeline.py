@@ -721,7 +721,8 @@ class Localizer:
                 c.reloc_kidnap_m + 3.0 * st.pos_std_m:
             self._bump("match_skipped", "relocalisation agrees with the estimate")
             return
-        tr.init_verified(t, x, y, yaw, c.reloc_init_pos_std_m, math.radians(c.reloc_init_yaw_std_deg))
+        modes = np.asarray(verdict.modes or [(x, y, yaw, 1.0)], float)
+        tr.init_verified(t, modes[:, :3], modes[:, 3], c.reloc_init_pos_std_m, math.radians(c.reloc_init_yaw_std_deg))
         self._covered = True
 
     # ------------------------------------------------------------------ outputs

@@ -550,12 +550,26 @@ def test_config_rejects_bad_values_with_the_field_name():
         FilterParams(seed=1.5)
 
 
+def test_a_verified_start_over_two_aliases_is_a_mixture_weighted_as_told():
+    """Relocalisation verified a place but could not rule out its alias one lane (7 m) away: the cloud
+    holds both, in the given proportion, and the published spread covers the gap (not 1 m of
+    certainty at the winner)."""
+    tr = PoseTracker(FilterParams(seed=0))
+    tr.on_odom(0.0, 0.0, 0.0, 0.0)
+    tr.init_verified(0.0, np.array([[0.0, 0.0, 0.0], [0.0, 7.0, 0.0]]), np.array([3.0, 1.0]), 1.0, 0.05)
+    f = tr.f
+    near_alias = float(np.sum(f.w * (np.abs(f.y - 7.0) < 3.0)) / np.sum(f.w))
+    assert 0.18 < near_alias < 0.32
+    st = tr.state(0.0)
+    assert st.pos_std_m > 2.5 and abs(st.mean[1] - 1.75) < 0.5
+
+
 def test_a_verified_start_without_any_fix_says_no_fix_yet_and_then_counts_from_the_first():
     """Started by the camera (no GNSS yet): the status says there has been no fix, not 'for 0.0 s';
     after a fix and an outage it counts the seconds since that fix."""
     tr = PoseTracker(FilterParams(seed=0))
     tr.on_odom(0.0, 0.0, 0.0, 0.0)
-    tr.init_verified(0.0, 0.0, 0.0, 0.0, 1.0, 0.05)
+    tr.init_verified(0.0, np.zeros((1, 3)), np.ones(1), 1.0, 0.05)
     for k in range(1, 81):  # 10 m/s east, odometry at 10 Hz
         t = 0.1 * k
         tr.on_odom(t, 10.0 * t, 0.0, 0.0)

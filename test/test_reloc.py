@@ -23,6 +23,7 @@ from geoloc_ros.sim.render import GroundRenderer  # noqa: E402
 CAM = PinholeCamera(256, 128, 90.0, 1.8)
 START = (-50.0, 20.0, 0.0)  # drive east on open textured ground, 4 m per keyframe
 FAR = [(30.0, -40.0), (-20.0, -50.0), (40.0, 45.0)]  # wrong places (inside the 160 m world)
+FRESH_M = 36.0  # the BEV's reach (33 m) plus the 2-keyframe mosaic's length (4 m): the proposal's ground has left
 
 
 @pytest.fixture(scope="module")
@@ -77,8 +78,8 @@ def _cands(truth):
 
 def test_the_verifier_accepts_the_true_candidate_after_following_it_with_odometry(world, tmp_path):
     m = _matcher_at(world, _aerial(world, tmp_path), CAM, metric_seq_len=2)
-    v = RelocVerifier(m, RelocParams(reloc_confirm_keyframes=3))
-    frames = _keyframes(world, 10)
+    v = RelocVerifier(m, RelocParams(reloc_confirm_keyframes=3, reloc_fresh_m=FRESH_M))
+    frames = _keyframes(world, 16)
     verdicts = _run(v, m, frames, _cands(frames[1][1]))
     states = [d.state for d in verdicts]
     assert states[-1] == "verified" and set(states[:-1]) == {"tracking"} and len(states) >= 4, \
@@ -106,6 +107,29 @@ def test_the_verifier_refuses_when_another_place_looks_as_good(world, tmp_path):
         [d.describe() for d in verdicts]
     assert verdicts[-1].runner_up > 0.9 * verdicts[-1].best
     assert v.counts["verified"] == 0 and v.counts["rejected"] == {"ambiguous": 1}
+
+
+def test_a_look_alike_blocks_the_fix_until_the_road_tells_them_apart(world, tmp_path):
+    """The map around the start of the drive pasted 60 m north (a look-alike that ends): both places
+    follow the odometry while the car drives over the copied ground, and nothing is accepted while the
+    copy still follows, however clear the score margin; once the ground beyond the copy is in view the copy's
+    peaks stop following and the true place is accepted, alone."""
+    m = _matcher_at(world, _aerial(world, tmp_path, copy_to=(0.0, -60.0)), CAM, metric_seq_len=2)
+    v = RelocVerifier(m, RelocParams(reloc_confirm_keyframes=3, reloc_fresh_m=FRESH_M, reloc_max_keyframes=30))
+    frames = _keyframes(world, 28)
+    truth = frames[1][1]
+    cands = _cands(truth) + [(truth[0] - 2.0, truth[1] - 60.0 + 3.0, -0.1)]
+    verdicts = _run(v, m, frames, cands)
+    # the true place's score margin was clear before the copy's ground ran out: the margin alone would
+    # have accepted it there; a surviving far rival blocks the fix instead
+    blocked = [d for d in verdicts if d.state == "tracking" and d.travel_m >= FRESH_M and d.following >= 2
+               and d.evidence >= v.p.reloc_evidence]
+    assert blocked, [d.describe() for d in verdicts]
+    assert verdicts[-1].state == "verified", [d.describe() for d in verdicts]
+    x, y, _ = verdicts[-1].pose
+    now = frames[len(verdicts)][1]
+    assert math.hypot(x - now[0], y - now[1]) < 1.0 and verdicts[-1].following == 1
+    assert "1 follow the odometry" not in blocked[0].describe() and "follow the odometry after" in blocked[0].describe()
 
 
 def test_the_verifier_refuses_a_place_the_odometry_does_not_follow(world, tmp_path):

@@ -88,12 +88,14 @@ class PoseTracker:
         self.f.init_mixture(xy, yaw, w, pos_std, yaw_std)
         self._seeded_by_camera(t, relocalised=True)
 
-    def init_verified(self, t: float, x: float, y: float, yaw: float, pos_std: float, yaw_std: float) -> None:
-        """Initialise at one pose the camera verified (``metric.verify``: retrieval proposed it, metric
-        matching confirmed it over several keyframes), N((x, y), pos_std^2 I) x N(yaw, yaw_std^2): an
-        honest, narrow cloud, not a global guess (``relocalised`` stays False, so GNSS that comes back is
-        gated against it as against any estimate)."""
-        self.f.init_mixture(np.array([[float(x), float(y)]]), np.array([float(yaw)]), np.ones(1), pos_std, yaw_std)
+    def init_verified(self, t: float, poses: np.ndarray, weights: np.ndarray, pos_std: float, yaw_std: float) -> None:
+        """Initialise at the pose the camera verified (``metric.verify``: retrieval proposed it, metric
+        matching confirmed it over several keyframes), N((x, y), pos_std^2 I) x N(yaw, yaw_std^2) around
+        each of ``poses`` [n, 3] (the winner and the aliases a lane or a dash away that it could not rule
+        out) with ``weights`` [n]: an honest cloud, not a global guess (``relocalised`` stays False, so
+        GNSS that comes back is gated against it as against any estimate)."""
+        P = np.asarray(poses, float).reshape(-1, 3)
+        self.f.init_mixture(P[:, :2], P[:, 2], np.asarray(weights, float), pos_std, yaw_std)
         self._seeded_by_camera(t, relocalised=False)
 
     def _seeded_by_camera(self, t: float, relocalised: bool) -> None:

@@ -22,6 +22,7 @@ frame (the truth as the misregistered orthophoto shows it, which no camera can s
     python bench/bench_reloc.py --quick                 # one drive per held-out town
     python bench/bench_reloc.py --set validation --quick   # where thresholds are chosen
     python bench/bench_reloc.py --towns 21 --quick --demo bench/results/reloc_demo.png
+    python bench/bench_reloc.py --quick --nth 1         # each held-out town's second drive
 
 Writes bench/results/reloc.json (reloc_validation.json for --set validation).
 """
@@ -285,6 +286,9 @@ def main(argv=None) -> int:
     ap.add_argument("--set", dest="which", choices=("heldout", "validation"), default="heldout")
     ap.add_argument("--towns", type=int, nargs="+", default=None)
     ap.add_argument("--quick", action="store_true", help="one drive per town (the first of the protocol's)")
+    ap.add_argument("--nth", type=int, default=0,
+                    help="with --quick: the town's n-th drive of the protocol instead of its first (fresh drives for "
+                         "a new verifier: the first ones were seen before)")
     ap.add_argument("--cases", nargs="*", default=["cold", "kidnap"], choices=("cold", "kidnap"),
                     help="replayed cases (none: only the retrieval recall)")
     ap.add_argument("--starts", type=float, nargs="+", default=[0.0],
@@ -316,7 +320,7 @@ def main(argv=None) -> int:
     drives = []
     for town in towns:
         mine = [d for d in pool if d.town == town]
-        drives += mine[:1] if args.quick else mine
+        drives += mine[args.nth:args.nth + 1] if args.quick else mine
     args.data.mkdir(parents=True, exist_ok=True)
     encoder = load_encoder(args.model, backend="torch")
     rows, indexes, recalls = [], {}, []
@@ -386,7 +390,8 @@ def main(argv=None) -> int:
     out = write(name, rows, args.out, summary=summary, recall=recalls, config_overrides=overrides,
                 indexes={str(k): {kk: str(vv) if isinstance(vv, Path) else vv for kk, vv in v.items()}
                          for k, v in indexes.items()},
-                quick=args.quick, spacing_m=args.spacing, seconds=time.perf_counter() - t_start)
+                quick=args.quick, nth=args.nth if args.quick else None, spacing_m=args.spacing,
+                seconds=time.perf_counter() - t_start)
     print(f"\nbench_reloc: {len(rows)} runs on {len(drives)} {args.which} drives: {json.dumps(summary)}; "
           f"{time.perf_counter() - t_start:.0f} s -> {out}")
     return 0

@@ -47,7 +47,7 @@ from .core.tracker import STATUSES, PoseTracker, TrackState
 from .metric.config import MetricParams, check_metric
 from .metric.features import GradientFeatures
 from .metric.selfcal import SelfCalParams, check_selfcal
-from .metric.verify import RelocParams, RelocVerifier, check_reloc, vote_places
+from .metric.verify import RelocParams, RelocVerifier, check_reloc, odom_moved, vote_places
 
 log = logging.getLogger(__name__)
 
@@ -675,7 +675,11 @@ class Localizer:
             self._counts["matches_attempted"] += 1
             cands, yaw = self._reloc_candidates(self._reloc_votes or
                                                 [(self.encoder.fuse(feats[None])[0], odom, jumps, t)])
-            verdict = v.propose(odom, np.stack([cands.x, cands.y], axis=1), yaw, 180.0 / float(self.index.heading_bins))
+            xy = np.stack([cands.x, cands.y], axis=1)
+            own = self._reloc_own_places(t, odom)
+            if len(own):  # after a GNSS jump: where the filter was before it and where the jump put it
+                xy, yaw = np.concatenate([own[:, :2], xy]), np.concatenate([own[:, 2], yaw])
+            verdict = v.propose(odom, xy, yaw, 180.0 / float(self.index.heading_bins))
         if verdict.state == "rejected":
             self._reloc_next_t = t + c.reloc_retry_s
         elif verdict.state == "verified":
@@ -686,6 +690,21 @@ class Localizer:
         del self.reloc_log[:-200]
         return dataclasses.replace(got, reason=verdict.describe(), candidates=cands if cands is not None
                                    else got.candidates)
+
+    def _reloc_own_places(self, t: float, odom) -> np.ndarray:
+        """While a GNSS jump is suspect (``_reloc_wanted``): the estimate before the jump moved on by
+        the odometry since, and the estimate now, as places [n, 3] (x, y, yaw) for the verifier
+        beside retrieval's (the same test decides between them; a kidnap the odometry cannot explain
+        leaves both to fail and retrieval's places to win)."""
+        tr = self.tracker
+        if odom is None or t > self._reloc_suspect_until or tr.before_reanchor is None:
+            return np.zeros((0, 3))
+        pose, o0 = tr.before_reanchor
+        out = [odom_moved((float(pose[0]), float(pose[1]), float(pose[2])), o0, odom)]
+        st = tr.state(t)
+        if st is not None:
+            out.append(tuple(float(v) for v in st.mean))
+        return np.asarray(out, float)
 
     def _reloc_candidates(self, votes: List[tuple]):
         """The places to verify and their map yaw (rad): each keyframe's global top ``reloc_vote_k``

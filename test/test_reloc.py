@@ -17,7 +17,7 @@ from test_metric import FLAT_LIGHT, _matcher_at, textured_toy_world, write_geoti
 from geoloc_ros.core.camera import PinholeCamera  # noqa: E402
 from geoloc_ros.core.errors import InvalidArgument  # noqa: E402
 from geoloc_ros.metric.aerial import AerialMap  # noqa: E402
-from geoloc_ros.metric.verify import RelocParams, RelocVerifier, vote_places  # noqa: E402
+from geoloc_ros.metric.verify import RelocParams, RelocVerifier, odom_moved, vote_places  # noqa: E402
 from geoloc_ros.sim.render import GroundRenderer  # noqa: E402
 
 CAM = PinholeCamera(256, 128, 90.0, 1.8)
@@ -144,6 +144,17 @@ def test_the_verifier_refuses_a_place_the_odometry_does_not_follow(world, tmp_pa
     assert v.counts["rejected"] == {"track disagrees with odometry": 1} and not v.active
     with pytest.raises(InvalidArgument, match="no relocalisation hypotheses"):
         v.step(frames[-1][2])
+
+
+def test_a_map_pose_moved_by_the_odometry_lands_where_the_car_drove():
+    """The estimate before a GNSS jump, carried on by the odometry (its own rotated, shifted frame):
+    the car drove 20 m along its heading and turned left 90 deg, then 10 m."""
+    a = (7.0, -3.0, math.radians(-70.0))  # odometry pose when the map pose was held
+    fwd = (a[0] + 20.0 * math.cos(a[2]), a[1] + 20.0 * math.sin(a[2]), a[2])
+    b = (fwd[0] + 10.0 * math.cos(a[2] + math.pi / 2), fwd[1] + 10.0 * math.sin(a[2] + math.pi / 2),
+         a[2] + math.pi / 2)
+    x, y, yaw = odom_moved((100.0, 200.0, 0.0), a, b)  # the map pose faced east
+    assert math.hypot(x - 120.0, y - 210.0) < 1e-9 and abs(yaw - math.pi / 2) < 1e-9
 
 
 def _searches(rng, true_rank, n_frames=5, k=40):

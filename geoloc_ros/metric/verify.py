@@ -20,14 +20,17 @@ car park), a lost filter, or a GNSS fix that jumped somewhere the odometry canno
    than ``reloc_track_tol_m`` from the prediction no longer *follows the odometry* and cannot win
    (it stays a rival). While the mosaic still holds ground that was seen at the proposal, a false
    place follows the odometry as well as the true one (its peak was fitted to that very ground):
-   measured on a validation cold start, 16 of 29 false places still followed after 8 keyframes
-   (40 m), none after 12 (60 m), the true place throughout. So the winner (the consistent
-   hypothesis with the highest score summed over the track) is accepted only once the track has
-   covered ``reloc_fresh_m`` of driving (the proposal's ground has left the mosaic), it is the
-   *only* hypothesis that still follows the odometry, its score margin over every rival, summed
-   over the track, reaches ``reloc_evidence`` (the ratio test made sequential) and its mean score
-   reaches ``reloc_min_score``. Undecided after ``reloc_max_keyframes``: refused as ambiguous; no
-   hypothesis follows the odometry: refused.
+   measured on validation cold starts with the truth added, 15-25 of 25-30 false places still
+   followed after 8 keyframes (40 m), 0-20 after 12, the true place throughout. So the winner (the
+   consistent hypothesis with the highest score summed over the track) is accepted only once the
+   track has covered ``reloc_fresh_m`` of driving (the proposal's ground has left the mosaic), it
+   is the *only* hypothesis that still follows the odometry (survivors within ``reloc_cluster_m``
+   aside: they join the filter's initial mixture) and has been for ``reloc_outlive_m``, its score
+   margin over every rival, summed over the track, reaches ``reloc_evidence`` (the ratio test made
+   sequential) and its mean score reaches ``reloc_min_score``. Undecided after
+   ``reloc_max_keyframes``: refused as ambiguous; no hypothesis follows the odometry: refused.
+   What this cannot catch: when retrieval did not propose the truth, a look-alike road can outlive
+   every other place (measured on validation town 17), so ``reloc_verify`` is off by default.
 
 Only then the filter initialises at the verified pose (``PoseTracker.init_verified``) with an honest
 covariance. No verification, no fix: each refusal is counted with its reason.
@@ -64,10 +67,10 @@ class RelocParams:
     _group: ClassVar[str] = "retrieval"
 
     reloc_verify: bool = _f(False, "with both an orthophoto and a tile index: global retrieval proposes candidates and "
-                            "metric matching verifies them (sharp, unambiguous, follows the odometry) before the filter "
-                            "initialises; false (default: with gradient features 3 of 5 accepted held-out "
-                            "relocalisations were false, with the learned pair 1 of 1 on validation): the unverified "
-                            "seeding, published lost")
+                            "metric matching verifies them (the only place that follows the odometry over fresh "
+                            "ground) before the filter initialises; false (default: when retrieval misses the truth "
+                            "a look-alike road can outlive every other place, measured on validation town 17 and "
+                            "held-out town 22, docs/evaluation.md): the unverified seeding, published lost")
     reloc_k: int = _f(30, "places proposed per verified relocalisation attempt: the best of the pooled retrieval vote "
                       "(reloc_vote_keyframes 1: the newest descriptor's top tiles)", 1, 1000)
     reloc_vote_keyframes: int = _f(10, "keyframes whose global retrieval results, moved to the current pose with the "

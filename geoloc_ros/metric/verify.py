@@ -98,9 +98,8 @@ class RelocParams:
                               "as well as the true one (m)", 0.0, 1000.0)
     reloc_outlive_m: float = _f(50.0, "the winner must have been the only place following the odometry (apart from "
                                 "its reloc_cluster_m neighbours) over this much driving: a false place can outlive the "
-                                "others by a turn or two, the true one outlives them for good (measured on validation "
-                                "town 17: a false place alone for 35 m before it died, another accepted the keyframe "
-                                "its last rivals died, 121 m off) (m)", 0.0, 1000.0)
+                                "others by a turn or two (validation town 17: one alone for 35 m before it died); the "
+                                "true one, where proposed, outlived every other place (m)", 0.0, 1000.0)
     reloc_cluster_m: float = _f(15.0, "hypotheses that still follow the odometry within this of the winner are the same "
                                 "place known to a lane or a dash (a lateral or longitudinal alias): they do not block "
                                 "the fix, the filter starts as a mixture over them (weight exp(-margin / "

@@ -701,8 +701,7 @@ class Localizer:
         tr = self.tracker
         if odom is None or t > self._reloc_suspect_until or tr.before_reanchor is None:
             return np.zeros((0, 3))
-        pose, o0 = tr.before_reanchor
-        out = [odom_moved((float(pose[0]), float(pose[1]), float(pose[2])), o0, odom)]
+        out = [odom_moved(*tr.before_reanchor, odom)]
         st = tr.state(t)
         if st is not None:
             out.append(tuple(float(v) for v in st.mean))
@@ -735,14 +734,14 @@ class Localizer:
     def _apply_verified(self, t: float, verdict) -> None:
         """The filter initialised at a verified pose, unless a credible estimate already agrees."""
         c, tr = self.config, self.tracker
-        x, y, yaw = verdict.pose
+        x, y, _ = verdict.pose
         st = tr.state(t)
         self._reloc_suspect_until = -math.inf
         if st is not None and st.status != "lost" and math.hypot(st.mean[0] - x, st.mean[1] - y) <= \
                 c.reloc_kidnap_m + 3.0 * st.pos_std_m:
             self._bump("match_skipped", "relocalisation agrees with the estimate")
             return
-        modes = np.asarray(verdict.modes or [(x, y, yaw, 1.0)], float)
+        modes = np.asarray(verdict.modes, float)  # the winner first, then the aliases it could not rule out
         tr.init_verified(t, modes[:, :3], modes[:, 3], c.reloc_init_pos_std_m, math.radians(c.reloc_init_yaw_std_deg))
         self._covered = True
 

@@ -70,7 +70,7 @@ class PoseTracker:
         self.odom_anchor = None  # odom pose the particles were last predicted to
         self.odom_dist = 0.0  # distance travelled according to odometry (for keyframes)
         # (map pose [x, y, yaw], odometry pose) of the estimate a GNSS re-anchoring moved away from
-        self.before_reanchor: Optional[Tuple[np.ndarray, Tuple[float, float, float]]] = None
+        self.before_reanchor: Optional[Tuple[Tuple[float, float, float], Tuple[float, float, float]]] = None
         self.t_fix_ok: Optional[float] = None  # last accepted fix
         self.t_reject_since: Optional[float] = None  # first of the current run of rejected fixes
         self.t_init: Optional[float] = None  # last (re)initialisation of the cloud on a GNSS fix
@@ -266,7 +266,7 @@ class PoseTracker:
                 self.counters["gnss_held_by_camera"] += 1  # a consistent camera says the receiver is adrift
                 return "rejected"
             if cur is not None and self.odom_last is not None:  # what the filter held before the jump
-                self.before_reanchor = (np.array(cur.mean, float), tuple(float(v) for v in self.odom_last[1:]))
+                self.before_reanchor = (tuple(float(v) for v in cur.mean), tuple(float(v) for v in self.odom_last[1:]))
             self.f.reanchor_gnss(z, R)
             self.epoch += 1
             self.counters["gnss_reanchored"] += 1

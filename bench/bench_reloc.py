@@ -121,8 +121,24 @@ def score_cold(res) -> Dict:
             "first_fix_err_map_m": None if first is None else round(float(err_map[first]), 2),
             "false_fixes": int(np.sum(fixed & (err > FALSE_M))), "false_relocs": false_relocalisations(res),
             "median_err_no_gnss_m": round(float(np.median(err[fixed])), 2) if fixed.any() else None,
+            "in95_no_gnss_pct": _in95(log, res.truth, fixed),
+            "first_spread_m": next((round(float(r["spread_m"]), 2) for r in res.relocalisations
+                                    if r["state"] == "verified" and r.get("spread_m") is not None), None),
             "attempted": st.get("attempted"), "verified": st.get("verified"), "rejected": st.get("rejected"),
             "moving_at_s": round(float(moving), 2)}
+
+
+def _in95(log, truth, use) -> Optional[float]:
+    """Share (%) of the published estimates ``use`` whose 95 % ellipse holds the truth (honesty)."""
+    from geoloc_ros.evaluation.metrics import chi2_2_quantile, nees_2d
+
+    if not use.any():
+        return None
+    t = np.asarray(log.t, float)[use]
+    dx = np.asarray(log.x, float)[use] - np.interp(t, truth.t, truth.x)
+    dy = np.asarray(log.y, float)[use] - np.interp(t, truth.t, truth.y)
+    d2 = nees_2d(dx, dy, np.asarray(log.cov, float)[use][:, :2, :2])
+    return round(float(100.0 * np.mean(d2 <= chi2_2_quantile(0.95))), 1)
 
 
 def score_kidnap(res) -> Dict:
@@ -134,6 +150,7 @@ def score_kidnap(res) -> Dict:
     fixed = span & (status != "lost")
     out = {"max_err_m": round(float(err[span].max()), 1) if span.any() else None,
            "false_fixes": int(np.sum(fixed & (err > FALSE_M))), "false_relocs": false_relocalisations(res),
+           "in95_pct": _in95(log, res.truth, fixed),
            "relocalisations": res.localizer_stats["corrected"].get("relocalisations"),
            "gnss_reanchored": res.localizer_stats["corrected"].get("gnss_reanchored"),
            "verified": res.localizer_stats["corrected"].get("relocalisation", {}).get("verified")}
@@ -237,7 +254,8 @@ def recall(dd: Path, idx, encoder, radius_m: float, lengths=(1, 7), step_m: floa
 # ------------------------------------------------------------------ the picture
 def demo_picture(res, idx, path: Path) -> Optional[Path]:
     """The first verified relocalisation: retrieval's candidates on the orthophoto, the places metric
-    matching scored, the verified winner, the truth."""
+    matching scored, the verified winner, its odometry path as the road test placed it over the
+    index's tile centres, the truth."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -253,7 +271,8 @@ def demo_picture(res, idx, path: Path) -> Optional[Path]:
     cand = prop["candidates"] if prop is not None else np.zeros((0, 2))
     places = np.asarray([p[:2] + (p[3],) for p in (prop or win)["places"]], float).reshape(-1, 3)
     tx, ty = np.interp(win["t"], res.truth.t, res.truth.x), np.interp(win["t"], res.truth.t, res.truth.y)
-    pts = np.vstack([cand, places[:, :2], [[tx, ty]], [win["pose"][:2]]]) if len(cand) else np.array([[tx, ty]])
+    road = np.asarray(win["road_path"], float).reshape(-1, 2) if win.get("road_path") is not None else np.zeros((0, 2))
+    pts = np.vstack([cand.reshape(-1, 2), places[:, :2], road, [[tx, ty]], [win["pose"][:2]]])
     lo, hi = pts.min(axis=0) - 40, pts.max(axis=0) + 40
     half = float(max(hi - lo) / 2)
     cx, cy = (lo + hi) / 2
@@ -261,6 +280,12 @@ def demo_picture(res, idx, path: Path) -> Optional[Path]:
     ext = (w.x_left, w.x_left + w.rgb.shape[1] * res.aerial.res_m, w.y_top - w.rgb.shape[0] * res.aerial.res_m, w.y_top)
     fig, ax = plt.subplots(figsize=(8, 8))
     ax.imshow(np.clip(w.rgb, 0, 255).astype(np.uint8), extent=ext)
+    meta = idx.tile_metadata()
+    inside = (meta["x"] >= ext[0]) & (meta["x"] <= ext[1]) & (meta["y"] >= ext[2]) & (meta["y"] <= ext[3])
+    ax.scatter(meta["x"][inside], meta["y"][inside], s=3, c="white", alpha=0.5, label="index tile centres (the roads)")
+    if len(road):
+        ax.plot(road[:, 0], road[:, 1], "-", color="orange", lw=1.2,
+                label=f"odometry path placed by the winner ({len(road) * 2} m, road test)")
     if len(cand):
         ax.scatter(cand[:, 0], cand[:, 1], s=40, facecolors="none", edgecolors="yellow", linewidths=1.2,
                    label=f"retrieval top-{len(cand)} tiles")
@@ -384,8 +409,10 @@ def main(argv=None) -> int:
                                       for k in ("R@10", "R@30")}
     if rows:
         print("\n" + table(rows, ["drive", "case", "start_s", "tiles", "first_fix_s", "first_fix_err_m",
-                                  "first_fix_err_map_m", "false_fixes", "false_relocs", "back_s", "back_map_s", "max_err_m",
-                                  "gnss_reanchored", "attempted", "verified", "replay_s"]))
+                                  "first_fix_err_map_m", "first_spread_m", "false_fixes", "false_relocs",
+                                  "in95_no_gnss_pct", "back_s",
+                                  "back_map_s", "max_err_m", "in95_pct", "gnss_reanchored", "attempted", "verified",
+                                  "replay_s"]))
     if recalls:
         print("\n" + table([{"drive": r["drive"], "tiles": r["tiles"], "queries": r["queries"],
                              **{f"T{T} {k}": r[f"T{T}"][k] for T in (1, 7) for k in ("R@1", "R@10")},

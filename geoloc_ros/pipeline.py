@@ -29,8 +29,9 @@ import dataclasses
 import logging
 import math
 import time
+from collections import deque
 from dataclasses import asdict, dataclass
-from typing import Any, ClassVar, Dict, List, Mapping, Optional
+from typing import Any, ClassVar, Deque, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
@@ -47,9 +48,11 @@ from .core.tracker import STATUSES, PoseTracker, TrackState
 from .metric.config import MetricParams, check_metric
 from .metric.features import GradientFeatures
 from .metric.selfcal import SelfCalParams, check_selfcal
-from .metric.verify import RelocParams, RelocVerifier, check_reloc, odom_moved, vote_places
+from .metric.verify import RelocParams, RelocVerifier, check_reloc, odom_moved, road_lookup, vote_places
 
 log = logging.getLogger(__name__)
+
+ODOM_PATH_STEP_M = 2.0  # the relocalisation road test's odometry path: one point per this much driving
 
 __all__ = ["Localizer", "LocalizerConfig", "Estimate", "Candidates", "SimilarityMap", "STATUSES"]
 
@@ -277,8 +280,12 @@ class Localizer:
         self.map_offset = open_map_offset(c, self.frame, getattr(getattr(self.matcher, "aerial", None), "imagery",
                                                                  None)) if self.metric_matching else None
         # retrieval proposes, metric matching verifies (metric.verify): with both an orthophoto and an index
-        self.verifier = RelocVerifier(self.matcher, c) if (
+        self.verifier = RelocVerifier(self.matcher, c, road=road_lookup(
+            self.index, self.frame, self.matcher.aerial.imagery.bounds_latlon())) if (
             self.metric_matching and self.retrieval and c.reloc_verify) else None
+        # the odometry path of the last reloc_road_history_m (odometry frame, every ODOM_PATH_STEP_M): the road test
+        self._odom_path: Deque[Tuple[float, float]] = deque(
+            maxlen=int(c.reloc_road_history_m / ODOM_PATH_STEP_M) + 1)
         self._reloc_next_t = -math.inf  # no new global search before (after a refusal)
         self._reloc_suspect_until = -math.inf  # a GNSS jump moved the filter: verify it until then (kidnap)
         self._reloc_suspect_since = math.inf
@@ -374,8 +381,15 @@ class Localizer:
         if not all(math.isfinite(float(v)) for v in (x, y, yaw)):
             self._drop("odom.nonfinite", "odometry pose is not finite")
             return
-        if not self.tracker.on_odom(t, float(x), float(y), float(yaw)):
+        jumped = not self.tracker.on_odom(t, float(x), float(y), float(yaw))
+        if jumped:
             self._drop("odom.jump", "odometry jumped faster than odom_max_speed_mps; re-anchored")
+        if self.verifier is not None:
+            path = self._odom_path
+            if jumped:
+                path.clear()  # a new odometry frame: the old path no longer joins it
+            if not path or math.hypot(x - path[-1][0], y - path[-1][1]) >= ODOM_PATH_STEP_M:
+                path.append((float(x), float(y)))
         cal = getattr(self.matcher, "selfcal", None)
         if cal is not None and math.isfinite(float(vx)):
             cal.on_odom(t, float(vx))  # the dynamic pitch of braking and accelerating
@@ -664,7 +678,7 @@ class Localizer:
                 -c.reloc_vote_keyframes:]
         cands = None
         if v.active:
-            verdict = v.step(odom)
+            verdict = v.step(odom, np.asarray(list(self._odom_path) + [odom[:2]]) if odom is not None else None)
         else:
             if len(feats) < c.min_seq_len:
                 self._bump("match_skipped", "warming up")
@@ -685,9 +699,12 @@ class Localizer:
         elif verdict.state == "verified":
             self._apply_verified(t, verdict)
         self.reloc_log.append({"t": t, "state": verdict.state, "reason": verdict.describe(), "pose": verdict.pose,
+                               "spread_m": verdict.spread_m,
                                "candidates": None if cands is None else np.stack([cands.x, cands.y], axis=1),
                                "places": [(h.x, h.y, h.yaw, h.mean_score) for h in verdict.hypotheses],
                                "track": [p[:2] for p in verdict.hypotheses[0].track]
+                               if verdict.state == "verified" and verdict.hypotheses else None,
+                               "road_path": verdict.hypotheses[0].road_path
                                if verdict.state == "verified" and verdict.hypotheses else None})
         del self.reloc_log[:-200]
         return dataclasses.replace(got, reason=verdict.describe(), candidates=cands if cands is not None
@@ -742,7 +759,10 @@ class Localizer:
             self._bump("match_skipped", "relocalisation agrees with the estimate")
             return
         modes = np.asarray(verdict.modes, float)  # the winner first, then the aliases it could not rule out
-        tr.init_verified(t, modes[:, :3], modes[:, 3], c.reloc_init_pos_std_m, math.radians(c.reloc_init_yaw_std_deg))
+        # as sure as the winner's ground allows (a repetitive road spreads it), never surer than configured
+        std = max(c.reloc_init_pos_std_m, verdict.spread_m) if math.isfinite(verdict.spread_m) else \
+            c.reloc_init_pos_std_m
+        tr.init_verified(t, modes[:, :3], modes[:, 3], std, math.radians(c.reloc_init_yaw_std_deg))
         self._covered = True
 
     # ------------------------------------------------------------------ outputs

@@ -305,6 +305,23 @@ def test_out_of_coverage_query_has_zero_candidates(index, small_world):
     assert res.ids.shape == (1, 0)
 
 
+def test_distance_to_tiles_equals_brute_force(index):
+    """The relocalisation road test's lookup: each point's distance to the nearest tile centre (inf
+    beyond max_m), against every tile centre of the index."""
+    meta = index.tile_metadata()
+    C = np.unique(np.stack([meta["x"], meta["y"]], axis=1), axis=0)
+    rng = np.random.default_rng(0)
+    P = C[rng.integers(0, len(C), 300)] + rng.uniform(-20.0, 20.0, (300, 2))
+    P = np.concatenate([P, C[:5], [[5000.0, 0.0]]])
+    want = np.sqrt(np.min(np.sum((P[:, None, :] - C[None]) ** 2, axis=-1), axis=1))
+    for max_m in (4.0, 13.0):
+        got = index.distance_to_tiles(P[:, 0], P[:, 1], max_m)
+        np.testing.assert_allclose(got, np.where(want <= max_m, want, np.inf), atol=1e-9)
+    assert np.isfinite(got).sum() > 100 and np.isinf(got).sum() > 20 and (got[-6:-1] == 0).all() and np.isinf(got[-1])
+    with pytest.raises(InvalidArgument):
+        index.distance_to_tiles(P[:, 0], P[:, 1], float("nan"))
+
+
 def test_lru_eviction_honours_the_memory_budget(built, small_world):
     from geoloc_ros.index import TileIndex
 

@@ -5,6 +5,7 @@ Localizer with both the orthophoto and the real tile index relocalising without 
 suite's shared drive (conftest: generated town, `geoloc sim drive` bag, index along the drive)."""
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -17,7 +18,7 @@ from test_metric import FLAT_LIGHT, _matcher_at, textured_toy_world, write_geoti
 from geoloc_ros.core.camera import PinholeCamera  # noqa: E402
 from geoloc_ros.core.errors import InvalidArgument  # noqa: E402
 from geoloc_ros.metric.aerial import AerialMap  # noqa: E402
-from geoloc_ros.metric.verify import RelocParams, RelocVerifier, odom_moved, vote_places  # noqa: E402
+from geoloc_ros.metric.verify import RelocParams, RelocVerifier, RoadNetwork, odom_moved, vote_places  # noqa: E402
 from geoloc_ros.sim.render import GroundRenderer  # noqa: E402
 
 CAM = PinholeCamera(256, 128, 90.0, 1.8)
@@ -58,8 +59,9 @@ def _keyframes(world, n, odom_error=None):
     return out
 
 
-def _run(verifier, matcher, frames, cands):
-    """Propose at the first keyframe (after 2 for the mosaic), then step: -> the verdicts."""
+def _run(verifier, matcher, frames, cands, path=False):
+    """Propose at the first keyframe (after 2 for the mosaic), then step: -> the verdicts. ``path``:
+    give each step the odometry path so far (the road test)."""
     verdicts = []
     for k, (img, truth, odom) in enumerate(frames):
         matcher.add_keyframe(float(k), img, odom)
@@ -67,7 +69,7 @@ def _run(verifier, matcher, frames, cands):
             xy = np.array([c[:2] for c in cands], float)
             verdicts.append(verifier.propose(odom, xy, np.array([c[2] for c in cands], float), 22.5))
         elif k > 1 and verifier.active:
-            verdicts.append(verifier.step(odom))
+            verdicts.append(verifier.step(odom, np.array([f[2][:2] for f in frames[:k + 1]]) if path else None))
     return verdicts
 
 
@@ -93,6 +95,9 @@ def test_the_verifier_accepts_the_true_candidate_after_following_it_with_odometr
     assert verdicts[-1].runner_up < 0.8 * verdicts[-1].best and verdicts[-1].evidence >= v.p.reloc_evidence
     assert v.counts["verified"] == 1 and v.counts["attempted"] == 1 and not v.active
     assert "relocalised (verified): 4 candidates, best" in v.diagnostics()["last"]
+    # how far the winner's own ground lets the car be (the filter's starting sigma): a distinct place on
+    # this textured ground, within a couple of metres
+    assert 0.0 < verdicts[-1].spread_m < 2.0 and "its ground spread" in verdicts[-1].describe()
 
 
 def test_the_verifier_refuses_when_another_place_looks_as_good(world, tmp_path):
@@ -134,6 +139,43 @@ def test_a_look_alike_blocks_the_fix_until_the_road_tells_them_apart(world, tmp_
     # ... and only after it had outlived the copy by reloc_outlive_m
     assert verdicts[-1].alone_m >= OUTLIVE_M and verdicts[-2].state == "tracking" and verdicts[-2].alone_m < OUTLIVE_M
     assert "1 follow the odometry" not in blocked[0].describe() and "follow the odometry after" in blocked[0].describe()
+
+
+def _road_at(y_road):
+    """A road network with one straight east-west road along y = ``y_road`` (the index's tile centres)."""
+    def dist(x, y, max_m):
+        d = np.abs(np.asarray(y, float) - y_road)
+        return np.where(d <= max_m, d, np.inf)
+    return RoadNetwork(dist, 0.0)
+
+
+def test_the_road_network_rules_out_a_look_alike_whose_path_leaves_the_roads(world, tmp_path):
+    """The map around the drive pasted 60 m north, the copy as long as the drive: without the road
+    test both places follow the odometry to the end and nothing is accepted; with the road network
+    (the index's tile centres) the copy's path lies off every road and the true place is accepted
+    once alone."""
+    frames = _keyframes(world, 16)
+    truth = frames[1][1]
+    cands = _cands(truth) + [(truth[0] - 2.0, truth[1] - 60.0 + 3.0, -0.1)]
+    params = RelocParams(reloc_confirm_keyframes=3, reloc_fresh_m=FRESH_M, reloc_outlive_m=OUTLIVE_M,
+                         reloc_max_keyframes=30)
+    out = {}
+    for name, road in (("none", None), ("roads", _road_at(START[1]))):
+        m = _matcher_at(world, _aerial(world, tmp_path, copy_to=(0.0, -60.0)), CAM, metric_seq_len=2)
+        out[name] = _run(RelocVerifier(m, params, road=road), m, frames, cands, path=True)
+    assert all(d.state == "tracking" for d in out["none"]) and out["none"][-1].following >= 2, \
+        [d.describe() for d in out["none"]]
+    got = out["roads"]
+    assert got[-1].state == "verified" and got[-1].following == 1, [d.describe() for d in got]
+    x, y, _ = got[-1].pose
+    now = frames[len(got)][1]
+    assert math.hypot(x - now[0], y - now[1]) < 1.0
+    assert any(h.off_road for h in got[-1].hypotheses) and got[-1].hypotheses[0].road_m < 1.0
+    assert "4 left the indexed roads" in got[-2].describe()  # the copy and the three far places
+    # off: a negative tolerance disables the test (the copy keeps following)
+    m = _matcher_at(world, _aerial(world, tmp_path, copy_to=(0.0, -60.0)), CAM, metric_seq_len=2)
+    off = RelocVerifier(m, dataclasses.replace(params, reloc_road_tol_m=-1.0), road=_road_at(START[1]))
+    assert off.road is None and _run(off, m, frames, cands, path=True)[-1].following >= 2
 
 
 def test_the_verifier_refuses_a_place_the_odometry_does_not_follow(world, tmp_path):

@@ -15,6 +15,7 @@ descriptors and queries are L2-normalised) with faiss ``IndexFlatIP.search`` res
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -263,6 +264,33 @@ class TileIndex:
                 if b > a and np.any(np.hypot(px[a:b] - x, py[a:b] - y) <= s + 1e-6):
                     return True
         return False
+
+    def distance_to_tiles(self, x: np.ndarray, y: np.ndarray, max_m: float) -> Optional[np.ndarray]:
+        """Distance (m) from each local-frame point (``x``, ``y``) to the nearest tile centre, inf where
+        none lies within ``max_m``: how far a path strays from the indexed roads (the relocalisation
+        verifier's road test). None for an index without positions.npz."""
+        x, y = np.asarray(x, float).reshape(-1), np.asarray(y, float).reshape(-1)
+        if not (max_m >= 0):
+            raise InvalidArgument(f"max_m must be >= 0, got {max_m}")
+        with self._lock:
+            grid = self._position_grid()
+        if grid is None:
+            return None
+        keys, px, py = grid
+        best = np.full(len(x), np.inf)
+        if not len(keys):
+            return best
+        s = self.spacing_m
+        r = int(math.ceil(max_m / s))
+        ix, iy = np.floor(x / s).astype(np.int64), np.floor(y / s).astype(np.int64)
+        for dx in range(-r, r + 1):
+            for dy in range(-r, r + 1):
+                k = (ix + dx) * (1 << 32) + (iy + dy)
+                a = np.minimum(np.searchsorted(keys, k), len(keys) - 1)
+                hit = keys[a] == k  # centres sit at whole multiples of spacing_m: one per cell
+                d = np.hypot(px[a] - x, py[a] - y)
+                best = np.where(hit & (d < best), d, best)
+        return np.where(best <= max_m, best, np.inf)
 
     def _position_grid(self):
         """Tile centres hashed by grid cell (sorted int64 keys), loaded once from positions.npz."""

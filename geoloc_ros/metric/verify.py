@@ -30,7 +30,17 @@ car park), a lost filter, or a GNSS fix that jumped somewhere the odometry canno
    sequential) and its mean score reaches ``reloc_min_score``. Undecided after
    ``reloc_max_keyframes``: refused as ambiguous; no hypothesis follows the odometry: refused.
    What this cannot catch: when retrieval did not propose the truth, a look-alike road can outlive
-   every other place (measured on validation town 17), so ``reloc_verify`` is off by default.
+   every other place (measured on validation town 17).
+4. **the road network** (``_road_test``, with an index whose tiles cover the roads): the camera only
+   sees the last ~50 m, but the odometry remembers the drive. Each place still following places the
+   odometry path of the last ``reloc_road_history_m`` on the map with its pose; one whose path passes
+   farther than ``reloc_road_tol_m`` beyond the index's reach from every tile centre (inside the
+   index's extent: beyond it, e.g. the orthophoto's rim where no whole tile fits, nothing is known)
+   has the car driving through buildings: it no longer follows and is no rival. Measured on validation town 17
+   (a cold start that relocalised 183 m off without it): the truth's path stayed within 8 m of a
+   tile centre over 630 m of driving; the false winner's passed 13 m from every centre, most
+   long-lived false places 20-100 m. It needs the car to have driven on indexed roads (a car park
+   is not one: the fix waits until it is ``reloc_road_history_m`` behind).
 
 Only then the filter initialises at the verified pose (``PoseTracker.init_verified``) with an honest
 covariance. No verification, no fix: each refusal is counted with its reason.
@@ -42,7 +52,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import ClassVar, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, ClassVar, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -53,7 +63,8 @@ from .correlate import rigid
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RelocParams", "Hypothesis", "RelocVerdict", "RelocVerifier", "check_reloc", "odom_moved", "vote_places"]
+__all__ = ["RelocParams", "Hypothesis", "RelocVerdict", "RelocVerifier", "check_reloc", "odom_moved", "road_lookup",
+           "vote_places"]
 
 REJECT_REASONS = ("no candidates", "outside the orthophoto", "not sharp", "ambiguous", "track disagrees with odometry",
                   "no odometry")
@@ -110,6 +121,18 @@ class RelocParams:
     reloc_max_keyframes: int = _f(40, "undecided after this many keyframes of tracking: refused as ambiguous", 1, 100)
     reloc_track_tol_m: float = _f(2.0, "a tracked hypothesis whose re-matched peak lands farther than this from its "
                                   "odometry prediction no longer follows it: it cannot win, it stays a rival (m)", 0.1, 50.0)
+    reloc_road_tol_m: float = _f(4.0, "with a tile index whose tiles cover the roads: a hypothesis whose odometry path "
+                                 "(the last reloc_road_history_m, placed by the hypothesis' pose) passes farther than "
+                                 "this beyond the index's own reach (0.71 x its spacing_m) from every tile centre "
+                                 "leaves the road network: it no longer follows the odometry. A look-alike road that "
+                                 "matches the camera for 100 m rarely lies where the whole drive fits the roads "
+                                 "(validation town 17: the truth's path within 8 m of a tile centre over 630 m, a false "
+                                 "winner's 13 m). Negative: off (m)", -1.0, 100.0)
+    reloc_road_yaw_deg: float = _f(3.0, "the road test tries the hypothesis' heading +- this (0.5 deg steps) and keeps "
+                                   "the best fit: 300 m of path swings 5 m at its far end per degree (deg)", 0.0, 20.0)
+    reloc_road_history_m: float = _f(300.0, "odometry path the road test places on the map (m). The car must have "
+                                     "driven on indexed roads over that much: a start in a car park or on a road the "
+                                     "index lacks delays the fix until it is this far behind", 0.0, 5000.0)
     reloc_retry_s: float = _f(2.0, "after a refused attempt, wait this long before the next global search (s)",
                               0.0, 600.0)
     reloc_init_pos_std_m: float = _f(1.5, "position sigma the filter initialises with at a verified pose (m)",
@@ -148,6 +171,9 @@ class Hypothesis:
     other: float = -math.inf  # the best score of its own window farther than reloc_distinct_m from its peak
     offsets: List[float] = field(default_factory=list)  # per track step: its peak vs its odometry prediction (m)
     consistent: bool = True  # every peak of the track landed within reloc_track_tol_m of its prediction
+    road_m: float = math.nan  # its odometry path's farthest distance beyond the index's reach (road test)
+    off_road: bool = False  # the road test failed: the path leaves the indexed roads
+    road_path: Optional[np.ndarray] = None  # the odometry path as the road test placed it, best heading [n, 2]
     track: List[Tuple[float, float, float, float, float]] = field(default_factory=list)  # (x, y, odom x, y, yaw)
 
     def track_yaw(self, min_length_m: float = 10.0) -> Optional[float]:
@@ -181,9 +207,11 @@ class RelocVerdict:
     hypotheses: List[Hypothesis] = field(default_factory=list)
     evidence: float = float("nan")  # the winner's score margin over its closest rival, summed over the track
     following: int = 0  # hypotheses whose every peak followed the odometry
+    off_road: int = 0  # hypotheses whose odometry path left the indexed roads (the road test)
     modes: List[Tuple[float, float, float, float]] = field(default_factory=list)  # verified: (x, y, yaw, weight)
     travel_m: float = float("nan")  # odometry driven since the proposal
     alone_m: float = 0.0  # driving since the winner became the only place following the odometry
+    spread_m: float = float("nan")  # verified: the largest sigma of the winner's ground (the filter's start)
 
     def describe(self) -> str:
         """``relocalising: 12 candidates, best 0.81 vs 0.34`` (diagnostics, the estimate's reason)."""
@@ -196,8 +224,12 @@ class RelocVerdict:
                 s += f", {self.following} follow the odometry after {self.travel_m:.0f} m"
                 if self.alone_m > 0:
                     s += f" (the best alone for {self.alone_m:.0f} m)"
+                if self.off_road:
+                    s += f", {self.off_road} left the indexed roads"
         if math.isfinite(self.evidence):
             s += f", margin {self.evidence:.2f}"
+        if math.isfinite(self.spread_m):
+            s += f", its ground spread {self.spread_m:.1f} m"
         if self.reason:
             s += f" ({self.reason})"
         return s
@@ -267,13 +299,44 @@ def vote_places(searches: Sequence[Tuple[np.ndarray, np.ndarray, np.ndarray, Tup
     return P[chosen], Y, support[chosen]
 
 
+@dataclass(frozen=True)
+class RoadNetwork:
+    """What the road test knows of the roads (``road_lookup``): ``distance(x, y, max_m)`` from map
+    points to the nearest tile centre (inf beyond ``max_m``, NaN where unknown) and the index's own
+    ``reach`` (m: a point on an indexed road is at most this far from a centre)."""
+
+    distance: Callable[[np.ndarray, np.ndarray, float], np.ndarray]
+    reach: float
+
+
+def road_lookup(index, frame, imagery_bounds_latlon: Tuple[float, float, float, float]) -> Optional[RoadNetwork]:
+    """The road network of ``index`` for ``RelocVerifier(road=...)``. Distances are NaN where the
+    index cannot know: closer to the imagery's edge than a tile's half-diagonal, where a whole tile
+    does not fit at every heading (no tile there says nothing about a road). None when the index has
+    no tile positions."""
+    if index.distance_to_tiles(np.zeros(1), np.zeros(1), 0.0) is None:
+        return None
+    la0, lo0, la1, lo1 = imagery_bounds_latlon
+    x, y = frame.from_latlon(np.array([la0, la0, la1, la1]), np.array([lo0, lo1, lo0, lo1]))
+    r = float(index.tile_m) / math.sqrt(2.0)
+    x0, y0 = max(x[0], x[2]) + r, max(y[0], y[1]) + r
+    x1, y1 = min(x[1], x[3]) - r, min(y[2], y[3]) - r
+
+    def distance(px: np.ndarray, py: np.ndarray, max_m: float) -> np.ndarray:
+        known = (px >= x0) & (px <= x1) & (py >= y0) & (py <= y1)
+        return np.where(known, index.distance_to_tiles(px, py, max_m), np.nan)
+
+    return RoadNetwork(distance, 0.71 * float(index.spacing_m))
+
+
 class RelocVerifier:
     """See the module docstring. ``matcher``: ``metric.MetricMatcher`` (its kept keyframes are the
     mosaic scored; the caller adds each keyframe before calling). Not thread-safe."""
 
-    def __init__(self, matcher, params: RelocParams):
+    def __init__(self, matcher, params: RelocParams, road: Optional[RoadNetwork] = None):
         self.m = matcher
         self.p = params
+        self.road = road if params.reloc_road_tol_m >= 0 else None  # the road test
         self.hyps: List[Hypothesis] = []
         self.steps = 0
         self.travel_m = 0.0  # odometry driven since the proposal
@@ -384,7 +447,7 @@ class RelocVerifier:
                                        runner_up=sharp[1].score if len(sharp) > 1 else 0.0,
                                        candidates=len(keep), hypotheses=list(self.hyps)))
 
-    def step(self, odom: Optional[Tuple[float, float, float]]) -> RelocVerdict:
+    def step(self, odom: Optional[Tuple[float, float, float]], path: Optional[np.ndarray] = None) -> RelocVerdict:
         """The next keyframe of the track: every hypothesis moved by the odometry since its last
         keyframe and scored again near its prediction (``reloc_track_tol_m`` + 1 m); one whose peak
         lands farther than ``reloc_track_tol_m`` no longer follows the odometry (it cannot win, it
@@ -392,7 +455,9 @@ class RelocVerifier:
         over the track) is verified once, after at least ``reloc_confirm_keyframes`` and
         ``reloc_fresh_m`` of driving, it is the only hypothesis that follows the odometry, its summed
         margin over every rival reaches ``reloc_evidence`` and its mean score ``reloc_min_score``;
-        refused when no hypothesis follows the odometry, or undecided after ``reloc_max_keyframes``."""
+        refused when no hypothesis follows the odometry, or undecided after ``reloc_max_keyframes``.
+        ``path``: the odometry positions [n, 2] (odometry frame, oldest first) of the last
+        ``reloc_road_history_m``, for the road test (``_road_test``); None: no road test."""
         p = self.p
         if not self.hyps:
             raise InvalidArgument("no relocalisation hypotheses to follow (call propose first)")
@@ -422,28 +487,31 @@ class RelocVerifier:
             h.x, h.y, h.yaw, h.score, h.odom = bx, by, _wrap(byaw), sc, odom
             h.track.append((bx, by, *odom))
         self.steps += 1
+        self._road_test(odom, path)
         ok = [h for h in self.hyps if h.consistent]
         if not ok:
-            return self._reject("track disagrees with odometry", self.n_candidates, self.ranked())
+            off = sum(h.off_road for h in self.hyps)
+            return self._reject("track disagrees with odometry" + (f" ({off} left the indexed roads)" if off else ""),
+                                self.n_candidates, self.ranked())
         ranked = self.ranked()
         win = ranked[0]
         # survivors next to the winner (a lane or a dash away) are the same place, not rivals
         near = [h for h in ok if h is not win and math.hypot(h.x - win.x, h.y - win.y) <= p.reloc_cluster_m]
-        evidence = min((float(np.sum(np.asarray(win.scores) - np.asarray(h.scores))) for h in self.hyps
-                        if h is not win and h not in near), default=math.inf)
+        # rivals: every other place but the winner's neighbours and those whose path leaves the roads
+        # (impossible places; one that stopped following the odometry may still score high elsewhere)
+        evidence = min((self._margin(win, h) for h in self.hyps if h is not win and h not in near and not h.off_road),
+                       default=math.inf)
         alone = len(ok) == 1 + len(near)
         if not alone or self._alone is not win:
             self._alone, self._alone_m = (win if alone else None), self.travel_m
         alone_m = self.travel_m - self._alone_m if alone else 0.0
         v = RelocVerdict("tracking", best=win.mean_score, runner_up=ranked[1].mean_score if len(ranked) > 1 else 0.0,
                          candidates=self.n_candidates, hypotheses=ranked, evidence=evidence, following=len(ok),
-                         travel_m=self.travel_m, alone_m=alone_m)
+                         travel_m=self.travel_m, alone_m=alone_m, off_road=sum(h.off_road for h in self.hyps))
         if self.steps >= p.reloc_confirm_keyframes and self.travel_m >= p.reloc_fresh_m and alone and \
                 alone_m >= p.reloc_outlive_m and evidence >= p.reloc_evidence and win.mean_score >= p.reloc_min_score:
-            total = float(np.sum(win.scores))
-            v.modes = [(h.x, h.y, h.yaw, math.exp(-(total - float(np.sum(h.scores))) / max(p.reloc_evidence, 1e-6)))
-                       for h in near]
-            return self._accept(v)
+            v.modes = [(h.x, h.y, h.yaw, math.exp(-self._margin(win, h) / max(p.reloc_evidence, 1e-6))) for h in near]
+            return self._accept(v, mosaic, cache)
         if self.steps >= max(p.reloc_max_keyframes, p.reloc_confirm_keyframes):
             v.state = "rejected"
             v.reason = (f"not sharp (best {win.mean_score:.2f} < {p.reloc_min_score:.2f})"
@@ -458,6 +526,51 @@ class RelocVerifier:
                         "keyframes)")
             return self._count(v)
         return self._done(v)
+
+    def _road_test(self, odom: Tuple[float, float, float], path: Optional[np.ndarray],
+                   hyps: Optional[List[Hypothesis]] = None) -> None:
+        """Each hypothesis still following the odometry places the odometry ``path`` on the map with
+        its pose (the heading its track implies once it has one, +- ``reloc_road_yaw_deg``, the best
+        fit kept); one whose path passes farther than
+        ``reloc_road_tol_m`` beyond the index's reach from every tile centre leaves the road network
+        and no longer follows. The truth's path lies on the roads wherever the car drove on indexed
+        roads; a look-alike's rarely does for long (module docstring)."""
+        if self.road is None or path is None or len(path) < 2:
+            return
+        fn, reach = self.road.distance, self.road.reach
+        P = np.asarray(path, float)[:, :2]
+        tol = reach + self.p.reloc_road_tol_m
+        step = math.radians(0.5)
+        n = int(math.ceil(math.radians(self.p.reloc_road_yaw_deg) / step))
+        dyaw = step * np.arange(-n, n + 1)
+        # the path in the vehicle frame now; on the map at each heading tried (the far end of 300 m of
+        # path swings 5 m per degree, more than a mosaic's heading is known to)
+        V = np.linalg.inv(rigid(*odom))
+        vx, vy = V[0, 0] * P[:, 0] + V[0, 1] * P[:, 1] + V[0, 2], V[1, 0] * P[:, 0] + V[1, 1] * P[:, 1] + V[1, 2]
+        for h in self.hyps if hyps is None else hyps:
+            if not h.consistent:
+                continue
+            yaw = h.track_yaw()
+            a = (h.yaw if yaw is None else yaw) + dyaw[:, None]
+            mx = h.x + np.cos(a) * vx - np.sin(a) * vy
+            my = h.y + np.sin(a) * vx + np.cos(a) * vy
+            d = fn(mx.ravel(), my.ravel(), tol + 1.0)
+            if d is None:  # the index has no tile positions: no road test
+                return
+            d = d.reshape(mx.shape)
+            if np.isnan(d).all():  # the whole path beyond the index's knowledge
+                continue
+            # the path's farthest known point from the roads, at the heading that fits best
+            worst = np.nanmax(np.where(np.isnan(d), -np.inf, d), axis=1)
+            best = int(np.argmin(worst))
+            h.road_m, h.road_path = float(worst[best]) - reach, np.stack([mx[best], my[best]], axis=1)
+            if h.road_m > self.p.reloc_road_tol_m:
+                h.consistent, h.off_road = False, True
+
+    @staticmethod
+    def _margin(win: Hypothesis, h: Hypothesis) -> float:
+        """The winner's score minus a rival's, summed over the track."""
+        return float(np.sum(np.asarray(win.scores) - np.asarray(h.scores)))
 
     def ranked(self) -> List[Hypothesis]:
         """The hypotheses, the consistent ones first, each group by score summed over the track."""
@@ -492,16 +605,39 @@ class RelocVerifier:
         self.cancel()
         return self._done(v)
 
-    def _accept(self, v: RelocVerdict) -> RelocVerdict:
+    def _accept(self, v: RelocVerdict, mosaic=None, cache: Optional[dict] = None) -> RelocVerdict:
         h = v.hypotheses[0]
         # the heading: from the path the peaks followed vs the odometry's (metres of baseline beat
         # one mosaic's heading, which a BEV scale or pitch error biases by degrees)
         yaw = h.track_yaw()
         v.state, v.pose = "verified", (h.x, h.y, h.yaw if yaw is None else yaw)
         v.modes = [(*v.pose, 1.0)] + list(v.modes)
+        if mosaic is not None:
+            v.spread_m = self._ground_spread(mosaic, v.pose, cache)
         self.counts["verified"] = int(self.counts["verified"]) + 1
         self.cancel()
         return self._done(v)
+
+    def _ground_spread(self, mosaic, pose: Tuple[float, float, float], cache: Optional[dict]) -> float:
+        """How far the winner's own ground lets the car be from the verified pose: the mosaic scored
+        over +- ``reloc_window_m`` around it (its heading +- 2 tracking steps) as a likelihood (the
+        tracking volume's temperature), the largest sigma (m) of its position spread about the pose.
+        A track can settle a dash or more along a road that repeats itself (validation: 9-10 m
+        behind the truth on straight roads through a miscalibrated camera); the filter then starts
+        with that sigma (``reloc_init_pos_std_m`` at least) instead of confident at one point. NaN:
+        nothing scored."""
+        yaw_step = float(self.m.p.metric_yaw_step_deg)
+        vol = self._score_window(mosaic, pose[0], pose[1], self._yaws(pose[2], 2.0 * yaw_step, yaw_step),
+                                 self.p.reloc_window_m, {} if cache is None else cache)
+        if vol is None:
+            return math.nan
+        S = np.where(np.isfinite(vol.scores), vol.scores, -np.inf)
+        temp = float(getattr(self.m.fx, "volume_temperature", 0.08))
+        P = np.exp((S - S.max()) / temp).sum(axis=0)
+        P /= P.sum()
+        dx, dy = vol.xs[None, :] - pose[0], vol.ys[:, None] - pose[1]
+        C = np.array([[np.sum(P * dx * dx), np.sum(P * dx * dy)], [np.sum(P * dx * dy), np.sum(P * dy * dy)]])
+        return float(math.sqrt(max(np.linalg.eigvalsh(C))))
 
     def _done(self, v: RelocVerdict) -> RelocVerdict:
         self.last = v

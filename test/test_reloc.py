@@ -287,6 +287,32 @@ def test_a_localizer_with_orthophoto_and_index_relocalises_without_any_gnss(smal
     assert len(tk) >= 4 and np.allclose(tk[-1], ver["pose"][:2])
     assert np.sum(np.hypot(*np.diff(tk, axis=0).T)) > 0.8 * cfg.reloc_fresh_m
     assert any("GNSS edited by the replay" in n for n in res.topics["notes"])
+    # the road test placed the drive's odometry path (2 m steps) on the index's corridor: every known
+    # point within the tolerance of a tile centre, ending at the verified pose; the filter started
+    # with the winner's ground spread (reloc_init_pos_std_m at least)
+    road = np.asarray(ver["road_path"], float)
+    assert len(road) >= 10 and np.hypot(*(road[-1] - np.asarray(ver["pose"][:2]))) < 1.0
+    d = index.distance_to_tiles(road[:, 0], road[:, 1], 50.0)
+    assert np.nanmax(d) <= 0.71 * index.spacing_m + cfg.reloc_road_tol_m
+    assert ver["spread_m"] >= 0.0 and "its ground spread" in ver["reason"]
+
+
+def test_the_road_path_follows_the_odometry_and_restarts_when_it_jumps(small_world_dir, encoder, index):
+    """The Localizer keeps the odometry path the road test places (one point per 2 m, the last
+    reloc_road_history_m); an odometry jump (a driver restart) starts a new one."""
+    from geoloc_ros.metric import open_matcher
+    from geoloc_ros.pipeline import ODOM_PATH_STEP_M, Localizer, LocalizerConfig
+
+    cfg = LocalizerConfig(reloc_verify=True, reloc_road_history_m=40.0)
+    loc = Localizer(encoder, index, cfg, matcher=open_matcher(small_world_dir / "orthophoto.tif", cfg,
+                                                               frame=index.frame))
+    for k in range(100):  # 1 m per 0.1 s along x
+        loc.on_odom(0.1 * k, float(k), 0.0, 0.0)
+    P = np.asarray(loc._odom_path)
+    assert len(P) == int(40.0 / ODOM_PATH_STEP_M) + 1 and np.allclose(np.diff(P[:, 0]), ODOM_PATH_STEP_M)
+    assert P[-1, 0] == 98.0
+    loc.on_odom(10.0, 5000.0, 0.0, 0.0)  # 4.9 km in 0.1 s: the odometry frame jumped
+    assert list(loc._odom_path) == [(5000.0, 0.0)] and loc.stats()["drops"].get("odom.jump") == 1
 
 
 def test_retrieval_alone_never_publishes_an_unverified_relocalisation_as_a_fix(drive_dir, encoder, index):

@@ -124,6 +124,7 @@ def score_cold(res) -> Dict:
             "in95_no_gnss_pct": _in95(log, res.truth, fixed),
             "first_spread_m": next((round(float(r["spread_m"]), 2) for r in res.relocalisations
                                     if r["state"] == "verified" and r.get("spread_m") is not None), None),
+            "verdicts": [r["reason"] for r in res.relocalisations if r["state"] == "verified"],
             "attempted": st.get("attempted"), "verified": st.get("verified"), "rejected": st.get("rejected"),
             "moving_at_s": round(float(moving), 2)}
 

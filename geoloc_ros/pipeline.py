@@ -280,9 +280,10 @@ class Localizer:
         self.map_offset = open_map_offset(c, self.frame, getattr(getattr(self.matcher, "aerial", None), "imagery",
                                                                  None)) if self.metric_matching else None
         # retrieval proposes, metric matching verifies (metric.verify): with both an orthophoto and an index
-        self.verifier = RelocVerifier(self.matcher, c, road=road_lookup(
-            self.index, self.frame, self.matcher.aerial.imagery.bounds_latlon())) if (
-            self.metric_matching and self.retrieval and c.reloc_verify) else None
+        self.verifier = None
+        if self.metric_matching and self.retrieval and c.reloc_verify:
+            road = road_lookup(self.index, self.frame, self.matcher.aerial.imagery.bounds_latlon())
+            self.verifier = RelocVerifier(self.matcher, c, road=road, temperature=self._volume_temperature())
         # the odometry path of the last reloc_road_history_m (odometry frame, every ODOM_PATH_STEP_M): the road test
         self._odom_path: Deque[Tuple[float, float]] = deque(
             maxlen=int(c.reloc_road_history_m / ODOM_PATH_STEP_M) + 1)
@@ -323,6 +324,12 @@ class Localizer:
                 self._conv_cache.clear()
             self._conv_cache[key] = v
         return v
+
+    def _volume_temperature(self) -> float:
+        """Cosine -> log-likelihood of metric matching's volumes: volume_temperature, or (0) the
+        extractor's own calibrated value."""
+        return self.config.volume_temperature or float(getattr(self.matcher.fx, "volume_temperature",
+                                                               GradientFeatures.volume_temperature))
 
     def _check_time(self, t: float) -> None:
         if not isinstance(t, (int, float, np.integer, np.floating)) or not math.isfinite(float(t)):
@@ -508,8 +515,7 @@ class Localizer:
             self._bump("match_skipped", "outside aerial map coverage")
             return _Measured(reason="outside aerial map coverage", metric=res)
         self._covered = True
-        # volume_temperature 0: the extractor's own calibrated value
-        temp = c.volume_temperature or float(getattr(m.fx, "volume_temperature", GradientFeatures.volume_temperature))
+        temp = self._volume_temperature()
         gate = c.volume_min_posterior_at_peak if c.volume_min_posterior_at_peak >= 0 else \
             float(getattr(m.fx, "min_posterior_at_peak", 0.0))
         meas = res.measurement = PoseVolume(vol.xs, vol.ys, vol.yaws, vol.scores / temp, min_posterior_at_peak=gate)

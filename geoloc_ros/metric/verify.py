@@ -144,7 +144,8 @@ class RelocParams:
                                      "index lacks delays the fix until it is this far behind", 0.0, 5000.0)
     reloc_retry_s: float = _f(2.0, "after a refused attempt, wait this long before the next global search (s)",
                               0.0, 600.0)
-    reloc_init_pos_std_m: float = _f(1.5, "position sigma the filter initialises with at a verified pose (m)",
+    reloc_init_pos_std_m: float = _f(1.5, "position sigma the filter initialises with at a verified pose, at least (the "
+                                     "winner's ground spread when wider) (m)",
                                      0.05, 100.0)
     reloc_init_yaw_std_deg: float = _f(3.0, "heading sigma the filter initialises with at a verified pose (deg)",
                                        0.1, 180.0)

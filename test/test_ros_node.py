@@ -552,7 +552,8 @@ def test_compressed_images_from_a_bag_reach_the_localizer(index_dir, drive_dir, 
         # what the node controls, not what the transport delivered on a loaded machine: every frame that
         # reached it was converted (JPEG) and processed, and its counters agree with each other
         n_in = int(v["count.images_in"])
-        assert n_in > 0 and v["drops.total"] == "0", v
+        # (the failure names the drops: it was once seen with one drop on a loaded 2-core machine)
+        assert n_in > 0 and v["drops.total"] == "0", {k: x for k, x in v.items() if "drop" in k or k.startswith("input")}
         assert int(v["count.images_converted"]) == int(v["count.images_processed"]) == n_in, v
         assert int(v["input.image.received"]) == n_in
         assert n_in <= int(v["input.image.expected"]) <= 10 * 10 + 2  # 10 s of a 10 Hz camera were played

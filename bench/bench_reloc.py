@@ -131,15 +131,15 @@ def score_cold(res) -> Dict:
 
 def _in95(log, truth, use) -> Optional[float]:
     """Share (%) of the published estimates ``use`` whose 95 % ellipse holds the truth (honesty)."""
-    from geoloc_ros.evaluation.metrics import chi2_2_quantile, nees_2d
+    from geoloc_ros.evaluation.metrics import covariance_honesty
 
     if not use.any():
         return None
     t = np.asarray(log.t, float)[use]
     dx = np.asarray(log.x, float)[use] - np.interp(t, truth.t, truth.x)
     dy = np.asarray(log.y, float)[use] - np.interp(t, truth.t, truth.y)
-    d2 = nees_2d(dx, dy, np.asarray(log.cov, float)[use][:, :2, :2])
-    return round(float(100.0 * np.mean(d2 <= chi2_2_quantile(0.95))), 1)
+    pct = covariance_honesty(dx, dy, np.asarray(log.cov, float)[use][:, :2, :2])["inside_95_pct"]
+    return None if pct is None else round(pct, 1)
 
 
 def score_kidnap(res) -> Dict:

@@ -704,14 +704,13 @@ class Localizer:
             self._reloc_next_t = t + c.reloc_retry_s
         elif verdict.state == "verified":
             self._apply_verified(t, verdict)
+        win = verdict.hypotheses[0] if verdict.state == "verified" and verdict.hypotheses else None
         self.reloc_log.append({"t": t, "state": verdict.state, "reason": verdict.describe(), "pose": verdict.pose,
                                "spread_m": verdict.spread_m,
                                "candidates": None if cands is None else np.stack([cands.x, cands.y], axis=1),
                                "places": [(h.x, h.y, h.yaw, h.mean_score) for h in verdict.hypotheses],
-                               "track": [p[:2] for p in verdict.hypotheses[0].track]
-                               if verdict.state == "verified" and verdict.hypotheses else None,
-                               "road_path": verdict.hypotheses[0].road_path
-                               if verdict.state == "verified" and verdict.hypotheses else None})
+                               "track": None if win is None else [p[:2] for p in win.track],
+                               "road_path": None if win is None else win.road_path})
         del self.reloc_log[:-200]
         return dataclasses.replace(got, reason=verdict.describe(), candidates=cands if cands is not None
                                    else got.candidates)

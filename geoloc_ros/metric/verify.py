@@ -64,6 +64,7 @@ from ..core.config import param as _f
 from ..core.config import validate_fields
 from ..core.errors import InvalidArgument
 from .correlate import rigid
+from .features import GradientFeatures
 
 log = logging.getLogger(__name__)
 
@@ -343,7 +344,8 @@ class RelocVerifier:
     """See the module docstring. ``matcher``: ``metric.MetricMatcher`` (its kept keyframes are the
     mosaic scored; the caller adds each keyframe before calling). Not thread-safe."""
 
-    def __init__(self, matcher, params: RelocParams, road: Optional[RoadNetwork] = None, temperature: float = 0.08):
+    def __init__(self, matcher, params: RelocParams, road: Optional[RoadNetwork] = None,
+                 temperature: float = GradientFeatures.volume_temperature):
         self.m = matcher
         self.p = params
         self.road = road if params.reloc_road_tol_m >= 0 else None  # the road test
